@@ -1,0 +1,47 @@
+# virtnet: the two commands a fresh Debian 12 machine needs, as root: `make demo`, `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# libvirt's source test corpus is fetched at test time and cached here (never committed).
+export VIRTNET_LIBVIRT_SRC_CACHE ?= $(HOME)/.cache/virtnet/libvirt-src
+APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 nftables dnsmasq-base \
+	udhcpc dhcpcd-base isc-dhcp-client dpkg-dev xz-utils \
+	libvirt-daemon libvirt-daemon-system libvirt-clients
+
+.PHONY: demo test deps venv corpus bench clean
+
+deps: .stamp-apt
+.stamp-apt:
+	@if [ "$$(id -u)" != 0 ]; then echo "make: run as root (apt packages, network namespaces)"; exit 1; fi
+	@# deb-src entries are needed to fetch libvirt's test corpus with apt-get source
+	@if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then \
+	  if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
+	    sed 's/^Types: deb$$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/virtnet-deb-src.sources; \
+	  fi; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	@# the packaged libvirtd must not run in the root namespace: tests start their own inside one
+	-systemctl disable --now libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket virtnetworkd.service virtnetworkd.socket >/dev/null 2>&1
+	touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml | .stamp-apt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+corpus: venv
+	$(PY) -m virtnet.testing.corpus --fetch
+
+demo: venv
+	bash scripts/demo.sh
+
+test: venv corpus
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: venv corpus
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .stamp-apt build *.egg-info
