@@ -77,6 +77,11 @@ class VirtnetGroup(click.Group):
 def main(ctx: click.Context, netns: str | None, state_dir: Path | None) -> None:
     """virtnet: libvirt-compatible virtual networks, faithful, transactional, explainable."""
     ctx.obj = Context(netns=netns, state_dir=state_dir)
+    if netns is not None:
+        # Before any command runs, so every socket, sysctl and child process lives in there.
+        from virtnet.host.netns import enter_netns
+
+        enter_netns(netns)
 
 
 # --- definitions: validate, format -----------------------------------------------------
@@ -127,6 +132,459 @@ def format_cmd(file: str) -> None:
     if problems:
         raise ValidationError(problems, source=name)
     click.echo(format_network(net), nl=False)
+
+
+@main.command("update")
+@click.argument("file")
+@click.argument("command", metavar="COMMAND")
+@click.argument("section", metavar="SECTION")
+@click.argument("xml", metavar="XML")
+@click.option(
+    "--parent-index",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Which <ip> (0-based, among all <ip> elements) a dhcp host/range update works on; "
+    "-1 picks the one that already has DHCP.",
+)
+def update_cmd(file: str, command: str, section: str, xml: str, parent_index: int) -> None:
+    """Apply one net-update to the definition in FILE and print the result.
+
+    COMMAND is add (= add-last), add-first, add-last, delete or modify. SECTION is one of
+    ip-dhcp-host, ip-dhcp-range, dns-host, dns-txt, dns-srv, forward-interface, portgroup.
+    XML is the entry itself ('<host .../>'), or @PATH to read it from a file (as in virsh, a
+    value not starting with '<' is also read as a path).
+    """
+    from virtnet.errors import ValidationError
+    from virtnet.update import apply_update
+    from virtnet.validate import validate
+    from virtnet.xml.format import format_network
+    from virtnet.xml.parse import parse_network
+
+    snippet = xml
+    if not xml.lstrip().startswith("<"):
+        snippet_path = xml[1:] if xml.startswith("@") else xml
+        try:
+            snippet = Path(snippet_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"{snippet_path}: cannot read the XML snippet: {exc.strerror}")
+        except UnicodeDecodeError:
+            fail(f"{snippet_path}: cannot read the XML snippet: it is not UTF-8 text")
+    data, name = read_input(file)
+    net = parse_network(data, source=name)
+    updated = apply_update(net, command, section, snippet, parent_index)
+    # The updated definition must still be a valid one (libvirt re-reads it the same way).
+    problems = validate(updated)
+    if problems:
+        raise ValidationError(problems, source=f"{name} after update")
+    click.echo(format_network(updated), nl=False)
+
+
+# --- networks: virsh's net-* verbs (state under --state-dir, inside --netns) -----------
+
+
+def engine_of(ctx: click.Context) -> Any:
+    """The engine over this invocation's state directory (imported lazily: it is heavy)."""
+    from virtnet.engine import Engine
+    from virtnet.paths import StatePaths
+
+    return Engine(StatePaths.from_option(ctx.obj.state_dir))
+
+
+def virsh_echo(text: str = "") -> None:
+    """Print a command's output followed by the blank line virsh adds after every command."""
+    click.echo(text, nl=not text.endswith("\n") if text else False)
+    click.echo("")
+
+
+def virsh_table(headers: list[str], rows: list[list[str]]) -> str:
+    """virsh's table layout: one leading space per cell, columns padded to the widest cell
+    plus two spaces (none after the last), a dashed line as wide as every column plus 3."""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = ""
+        for index, cell in enumerate(cells):
+            out += " " + cell
+            if index < len(cells) - 1:
+                out += " " * (widths[index] - len(cell) + 2)
+        return out + "\n"
+
+    return line(headers) + "-" * sum(w + 3 for w in widths) + "\n" + "".join(map(line, rows))
+
+
+def virsh_fields(fields: list[tuple[str, str]]) -> str:
+    """virsh's "Label:         value" layout (label left-aligned in 15 columns)."""
+    return "".join(f"{label + ':':<15} {value}\n" for label, value in fields)
+
+
+class VirshFailure:
+    """``with VirshFailure("Failed to start network x"):`` prefixes any VirtnetError raised
+    inside with virsh's own first error line."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, VirtnetError):
+            fail(f"{self.what}\nerror: {exc}")
+        return False
+
+
+def lookup_network(engine: Any, name: str) -> Any:
+    """The network named (or with UUID) ``name``, or virsh's two-line "failed to get" error."""
+    with VirshFailure(f"failed to get network '{name}'"):
+        return engine.lookup(name)
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+@main.command("net-define")
+@click.argument("file")
+@click.pass_context
+def net_define_cmd(ctx: click.Context, file: str) -> None:
+    """Define a persistent network from an XML FILE (or '-' for stdin)."""
+    data, name = read_input(file)
+    with VirshFailure(f"Failed to define network from {name}"):
+        net = engine_of(ctx).define(data, source=name)
+    virsh_echo(f"Network {net.name} defined from {name}")
+
+
+@main.command("net-create")
+@click.argument("file")
+@click.pass_context
+def net_create_cmd(ctx: click.Context, file: str) -> None:
+    """Create and start a transient network from an XML FILE (or '-' for stdin)."""
+    data, name = read_input(file)
+    with VirshFailure(f"Failed to create network from {name}"):
+        net = engine_of(ctx).create(data, source=name)
+    virsh_echo(f"Network {net.name} created from {name}")
+
+
+@main.command("net-undefine")
+@click.argument("network")
+@click.pass_context
+def net_undefine_cmd(ctx: click.Context, network: str) -> None:
+    """Forget a persistent network (an active one keeps running, as transient)."""
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    with VirshFailure(f"Failed to undefine network {record.name}"):
+        engine.undefine(record.name)
+    virsh_echo(f"Network {record.name} has been undefined")
+
+
+@main.command("net-start")
+@click.argument("network")
+@click.pass_context
+def net_start_cmd(ctx: click.Context, network: str) -> None:
+    """Start a defined network; for an active one, restart its dnsmasq if it died."""
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    with VirshFailure(f"Failed to start network {record.name}"):
+        engine.start(record.name)
+    if record.active:
+        virsh_echo(f"Network {record.name} repaired: dnsmasq restarted")
+    else:
+        virsh_echo(f"Network {record.name} started")
+
+
+@main.command("net-destroy")
+@click.argument("network")
+@click.pass_context
+def net_destroy_cmd(ctx: click.Context, network: str) -> None:
+    """Stop an active network, undoing everything its start did."""
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    with VirshFailure(f"Failed to destroy network {record.name}"):
+        engine.destroy(record.name)
+    virsh_echo(f"Network {record.name} destroyed")
+
+
+@main.command("net-autostart")
+@click.argument("network")
+@click.option("--disable", is_flag=True, help="Do not start the network with the host.")
+@click.pass_context
+def net_autostart_cmd(ctx: click.Context, network: str, disable: bool) -> None:
+    """Mark a persistent network to start with the host (or not, with --disable)."""
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    verb = "unmark" if disable else "mark"
+    with VirshFailure(f"failed to {verb} network {record.name} as autostarted"):
+        engine.set_autostart(record.name, not disable)
+    virsh_echo(f"Network {record.name} {verb}ed as autostarted")
+
+
+@main.command("net-list")
+@click.option("--all", "all_", is_flag=True, help="List inactive and active networks.")
+@click.option("--inactive", is_flag=True, help="List inactive networks only.")
+@click.option("--persistent", is_flag=True, help="List persistent networks.")
+@click.option("--transient", is_flag=True, help="List transient networks.")
+@click.option("--autostart", is_flag=True, help="List networks with autostart enabled.")
+@click.option("--no-autostart", is_flag=True, help="List networks with autostart disabled.")
+@click.option("--name", "names_only", is_flag=True, help="List network names only.")
+@click.option("--uuid", "uuids_only", is_flag=True, help="List UUIDs only.")
+@click.option("--table", is_flag=True, help="List as a table (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+def net_list_cmd(
+    ctx: click.Context, all_: bool, inactive: bool, persistent: bool, transient: bool,
+    autostart: bool, no_autostart: bool, names_only: bool, uuids_only: bool, table: bool,
+    as_json: bool,
+) -> None:
+    """List networks (active ones unless --all or --inactive), as virsh net-list does."""
+    if table + names_only + uuids_only > 1:
+        fail("Only one argument from --table, --name and --uuid may be specified.")
+    rows = engine_of(ctx).list_networks(
+        all=all_, inactive=inactive, persistent=persistent, transient=transient,
+        autostart=autostart, no_autostart=no_autostart,
+    )
+    if as_json:
+        emit_json(rows)
+    elif names_only or uuids_only:
+        key = "name" if names_only else "uuid"
+        virsh_echo("".join(f"{row[key]}\n" for row in rows))
+    else:
+        cells = [
+            [row["name"], row["state"], yes_no(row["autostart"]), yes_no(row["persistent"])]
+            for row in rows
+        ]
+        virsh_echo(virsh_table(["Name", "State", "Autostart", "Persistent"], cells))
+        for row in rows:
+            for problem in row["problems"]:
+                click.echo(f"warning: network {row['name']}: {problem}", err=True)
+
+
+@main.command("net-info")
+@click.argument("network")
+@click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
+@click.pass_context
+def net_info_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
+    """Basic information about a network, and what the kernel shows is wrong with it."""
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    info = engine.info(record.name)
+    if as_json:
+        emit_json(info)
+        return
+    fields = [
+        ("Name", info["name"]),
+        ("UUID", info["uuid"]),
+        ("Active", yes_no(info["active"])),
+        ("Persistent", yes_no(info["persistent"])),
+        ("Autostart", yes_no(info["autostart"])),
+    ]
+    if info["bridge"]:
+        fields.append(("Bridge", info["bridge"]))
+    fields += [("Problem", problem) for problem in info["problems"]]
+    virsh_echo(virsh_fields(fields))
+
+
+@main.command("net-dumpxml")
+@click.argument("network")
+@click.option("--inactive", is_flag=True, help="The persistent definition, not the live one.")
+@click.pass_context
+def net_dumpxml_cmd(ctx: click.Context, network: str, inactive: bool) -> None:
+    """Print a network's definition in libvirt's layout."""
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    virsh_echo(engine.dumpxml(record.name, inactive=inactive))
+
+
+@main.command("net-uuid")
+@click.argument("network")
+@click.option("--json", "as_json", is_flag=True, help="Print the UUID as JSON.")
+@click.pass_context
+def net_uuid_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
+    """Print a network's UUID."""
+    record = lookup_network(engine_of(ctx), network)
+    if as_json:
+        emit_json({"name": record.name, "uuid": record.uuid})
+    else:
+        virsh_echo(record.uuid)
+
+
+@main.command("net-name")
+@click.argument("uuid")
+@click.option("--json", "as_json", is_flag=True, help="Print the name as JSON.")
+@click.pass_context
+def net_name_cmd(ctx: click.Context, uuid: str, as_json: bool) -> None:
+    """Print the name of the network with this UUID."""
+    with VirshFailure(f"failed to get network '{uuid}'"):
+        name = engine_of(ctx).name_of(uuid)
+    if as_json:
+        emit_json({"name": name, "uuid": uuid})
+    else:
+        virsh_echo(name)
+
+
+@main.command("net-dhcp-leases")
+@click.argument("network")
+@click.option("--mac", default=None, help="Only the leases of this MAC address.")
+@click.option("--json", "as_json", is_flag=True, help="Print the leases as JSON.")
+@click.pass_context
+def net_dhcp_leases_cmd(ctx: click.Context, network: str, mac: str | None, as_json: bool) -> None:
+    """The DHCP leases dnsmasq has given on a network."""
+    from virtnet.leases import HEADERS
+
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    with VirshFailure(f"Failed to get leases info for {record.name}"):
+        leases = engine.dhcp_leases(record.name, mac=mac)
+    if as_json:
+        emit_json([lease.to_dict() for lease in leases])
+    else:
+        virsh_echo(virsh_table(list(HEADERS), [lease.cells() for lease in leases]))
+
+
+@main.command("net-update")
+@click.argument("network")
+@click.argument("command", metavar="COMMAND")
+@click.argument("section", metavar="SECTION")
+@click.argument("xml", metavar="XML")
+@click.option("--parent-index", type=int, default=-1, help="Which <ip> a dhcp update works on.")
+@click.option("--live", is_flag=True, help="Affect the running network.")
+@click.option("--config", is_flag=True, help="Affect the next start of the network.")
+@click.option("--current", is_flag=True, help="Affect the running network if it runs, "
+              "else the next start.")
+@click.pass_context
+def net_update_cmd(
+    ctx: click.Context, network: str, command: str, section: str, xml: str, parent_index: int,
+    live: bool, config: bool, current: bool,
+) -> None:
+    """Add, delete or modify one entry of a network (virsh net-update).
+
+    COMMAND: add (= add-last), add-first, add-last, delete, modify. SECTION: ip-dhcp-host,
+    ip-dhcp-range, dns-host, dns-txt, dns-srv, forward-interface, portgroup... XML: the entry
+    itself, or (when it does not start with '<') a file holding it.
+    """
+    if current and (live or config):
+        fail(f"Options --current and --{'live' if live else 'config'} are mutually exclusive")
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    snippet = xml
+    if not xml.startswith("<"):
+        try:
+            snippet = Path(xml).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"{xml}: cannot read the XML entry: {exc}")
+    with VirshFailure(f"Failed to update network {record.name}"):
+        did_live, did_config = engine.update(
+            record.name, command, section, snippet, parent_index, live=live, config=config
+        )
+    if did_live and did_config:
+        what = "persistent config and live state"
+    else:
+        what = "live state" if did_live else "persistent config"
+    virsh_echo(f"Updated network {record.name} {what}")
+
+
+@main.command("net-edit")
+@click.argument("network")
+@click.pass_context
+def net_edit_cmd(ctx: click.Context, network: str) -> None:
+    """Edit a network's definition in $VISUAL or $EDITOR; it is checked before it is saved."""
+    import os
+    import shlex
+    import subprocess
+    import tempfile
+
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    original = engine.definition_xml(record.name)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.TemporaryDirectory(prefix="virtnet-edit-") as tmp:
+        path = Path(tmp) / f"{record.name}.xml"
+        path.write_text(original)
+        while True:
+            result = subprocess.run(f"{editor} {shlex.quote(str(path))}", shell=True, check=False)
+            if result.returncode != 0:
+                fail(f"{editor} exited with status {result.returncode}; "
+                     f"network {record.name} left unchanged")
+            edited = path.read_bytes()
+            try:
+                changed = edited.decode(errors="replace") != original and engine.edit(
+                    record.name, edited, source=str(path)
+                )
+            except VirtnetError as exc:
+                click.echo(f"error: {exc}", err=True)
+                # Like virsh: offer another round in the editor when someone can answer.
+                if sys.stdin.isatty() and click.confirm("Failed. Try again?", default=True):
+                    continue
+                fail(f"network {record.name} left unchanged")
+            break
+    if changed:
+        virsh_echo(f"Network {record.name} XML configuration edited.")
+    else:
+        virsh_echo(f"Network {record.name} XML configuration not changed.")
+
+
+@main.command("plan")
+@click.argument("target", metavar="NAME|FILE")
+@click.option("--commands", is_flag=True, help="Print the equivalent shell commands.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan_cmd(ctx: click.Context, target: str, commands: bool, as_json: bool) -> None:
+    """Print the plan net-start would execute for a network (by name, or from a FILE)."""
+    engine = engine_of(ctx)
+    if target == "-" or Path(target).is_file():
+        data, name = read_input(target)
+        net = engine.parse(data, source=name)
+        plan = engine.plan(net)
+    else:
+        record = lookup_network(engine, target)
+        plan = engine.plan(record.name)
+    if as_json:
+        emit_json({"network": plan.network.name,
+                   "actions": [action.to_dict() for action in plan.actions]})
+    elif commands:
+        for action in plan.actions:
+            for command in action.commands():
+                click.echo(command)
+    else:
+        for index, action in enumerate(plan.actions, start=1):
+            click.echo(f"{index:>3}. {action.describe()}")
+
+
+@main.command("dnsmasq-conf")
+@click.argument("file")
+@click.option("--dnsmasq-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory the dnsmasq files are said to live in (default: the state's).")
+@click.option("--hostsfile", is_flag=True, help="Print the DHCP hosts file instead.")
+@click.option("--addnhosts", is_flag=True, help="Print the addn-hosts file instead.")
+@click.pass_context
+def dnsmasq_conf_cmd(ctx: click.Context, file: str, dnsmasq_dir: Path | None, hostsfile: bool,
+                     addnhosts: bool) -> None:
+    """Print the dnsmasq configuration net-start would write for a definition FILE."""
+    if hostsfile and addnhosts:
+        raise click.UsageError("--hostsfile and --addnhosts exclude each other")
+    from dataclasses import replace
+
+    from virtnet.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
+    from virtnet.errors import ValidationError
+    from virtnet.paths import StatePaths
+    from virtnet.validate import validate
+    from virtnet.xml.parse import parse_network
+
+    data, name = read_input(file)
+    net = parse_network(data, source=name)
+    problems = validate(net)
+    if problems:
+        raise ValidationError(problems, source=name)
+    paths = DnsmasqPaths.for_state(StatePaths.from_option(ctx.obj.state_dir))
+    if dnsmasq_dir is not None:
+        paths = replace(paths, directory=dnsmasq_dir)
+    if hostsfile:
+        text = render_hostsfile(net)
+    elif addnhosts:
+        text = render_addnhosts(net)
+    else:
+        text = render_conf(net, paths)
+    click.echo(text, nl=False)
 
 
 # --- new commands are added above this line ------------------------------------------

@@ -1,0 +1,259 @@
+"""Networks on a bridge of virtnet's own: forward mode none (isolated), nat, route and open.
+
+The start plan follows libvirt 9.0's order (networkStartNetworkVirtual): create and
+configure the bridge, set its IPv6 knobs, load the firewall, add the addresses, bring the
+bridge up, add the static routes, switch on forwarding, then write dnsmasq's files and start
+it. Undo runs the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from virtnet import firewall
+from virtnet.drivers.base import Driver
+from virtnet.errors import Problem
+from virtnet.model import ForwardMode, MacTableManager, Network
+from virtnet.plan import (
+    Action,
+    AddAddress,
+    AddRoute,
+    CreateBridge,
+    LinkUp,
+    LoadFirewall,
+    Plan,
+    SetSysctl,
+    StartDnsmasq,
+    WriteFile,
+)
+
+if TYPE_CHECKING:
+    from virtnet.dnsmasq import DnsmasqCaps
+    from virtnet.host.facts import HostFacts
+    from virtnet.paths import StatePaths
+
+# What dnsmasq's files are written with; the conf may hold secrets-adjacent options.
+DNSMASQ_CONF_MODE = 0o600
+DNSMASQ_HOSTS_MODE = 0o644
+
+
+def _ip_path(index: int) -> str:
+    return f"/network/ip[{index + 1}]"
+
+
+class BridgedDriver(Driver):
+    name: ClassVar[str] = "bridged"
+    modes: ClassVar[tuple[ForwardMode, ...]] = (
+        ForwardMode.NONE,
+        ForwardMode.NAT,
+        ForwardMode.ROUTE,
+        ForwardMode.OPEN,
+    )
+
+    # --- preflight ------------------------------------------------------------------------
+
+    def preflight(self, net: Network, facts: HostFacts) -> list[Problem]:
+        problems: list[Problem] = []
+        bridge = net.bridge_name
+        if not bridge:
+            problems.append(
+                Problem("/network/bridge/@name", "the network has no bridge name", None)
+            )
+        elif facts.has_link(bridge):
+            problems.append(
+                Problem(
+                    "/network/bridge/@name",
+                    f"interface {bridge} already exists on this host",
+                    bridge,
+                )
+            )
+        problems += self._subnet_problems(net, facts)
+        problems += self._forward_problems(net, facts)
+        if net.ipv6_defs() and not facts.ipv6:
+            problems.append(
+                Problem("/network/ip", "the network has IPv6 addresses but the kernel has IPv6 disabled")
+            )
+        if firewall.firewall_needed(net) and not facts.nftables:
+            problems.append(
+                Problem("/network/forward", "nftables is not installed (libnftables or nft)")
+            )
+        if _needs_dnsmasq(net) and not facts.dnsmasq:
+            problems.append(
+                Problem("/network/ip", "dnsmasq is not installed; it serves DHCP and DNS here")
+            )
+        return problems
+
+    def _subnet_problems(self, net: Network, facts: HostFacts) -> list[Problem]:
+        problems = []
+        for index, ipdef in enumerate(net.ips):
+            network = ipdef.network
+            if network is None:
+                continue
+            path = _ip_path(index)
+            for route in facts.routes_to(network):
+                where = f"interface {route.link}" if route.link else "an existing route"
+                problems.append(
+                    Problem(path, f"network {network} is already in use by {where}", str(network))
+                )
+            for addr in facts.addresses_in(network):
+                problems.append(
+                    Problem(
+                        path,
+                        f"address {addr.interface} on {addr.link} lies inside network {network}",
+                        str(network),
+                    )
+                )
+        for index, route_def in enumerate(net.routes):
+            destination = route_def.network
+            if destination is None:
+                continue
+            for route in facts.routes_to(destination):
+                where = route.link or "another interface"
+                problems.append(
+                    Problem(
+                        f"/network/route[{index + 1}]",
+                        f"route address {destination} conflicts with a route on {where}",
+                        str(destination),
+                    )
+                )
+        return problems
+
+    def _forward_problems(self, net: Network, facts: HostFacts) -> list[Problem]:
+        problems = []
+        mode = net.forward_mode
+        dev = firewall.forward_dev(net)
+        if dev and mode in (ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN):
+            if not facts.has_link(dev):
+                problems.append(
+                    Problem("/network/forward/@dev", f"forward device {dev} does not exist", dev)
+                )
+        if mode is not ForwardMode.NONE and net.ipv6_defs():
+            # Enabling IPv6 forwarding makes the kernel drop routes learned from router
+            # advertisements on interfaces whose accept_ra is not 2.
+            at_risk = sorted(link for link, value in facts.ra_accept.items() if value != 2)
+            if at_risk:
+                problems.append(
+                    Problem(
+                        "/network/ip",
+                        "enabling IPv6 forwarding would flush the routes learned from router "
+                        "advertisements on " + ", ".join(at_risk) + "; set "
+                        "net.ipv6.conf.IFACE.accept_ra=2 on them first",
+                    )
+                )
+        return problems
+
+    # --- plan -----------------------------------------------------------------------------
+
+    def plan_start(
+        self,
+        net: Network,
+        facts: HostFacts,
+        paths: StatePaths,
+        *,
+        caps: DnsmasqCaps | None = None,
+    ) -> Plan:
+        bridge = net.bridge_name
+        if not bridge:
+            raise ValueError(f"network {net.name} has no bridge name")
+        bridge_def = net.bridge
+        actions: list[Action] = [
+            CreateBridge(
+                name=bridge,
+                stp=bridge_def.stp if bridge_def is not None else True,
+                delay=bridge_def.delay if bridge_def is not None else 0,
+                mac=net.mac,
+                mtu=net.mtu,
+                vlan_filtering=(
+                    bridge_def is not None
+                    and bridge_def.mac_table_manager is MacTableManager.LIBVIRT
+                ),
+            )
+        ]
+        actions += self._ipv6_knobs(net, bridge, facts)
+        if firewall.firewall_needed(net):
+            actions.append(
+                LoadFirewall(
+                    network=net.name,
+                    family=firewall.FAMILY,
+                    table=firewall.TABLE,
+                    ruleset=firewall.render_ruleset(net),
+                    teardown=firewall.render_teardown(net),
+                    chain_prefix=firewall.CHAIN_PREFIX,
+                )
+            )
+        for ipdef in net.ips:
+            interface = ipdef.interface
+            if interface is not None:
+                actions.append(AddAddress(link=bridge, address=str(interface)))
+        actions.append(LinkUp(link=bridge, down_on_undo=False))  # CreateBridge's undo deletes it
+        for route in net.routes:
+            # libvirt adds only routes with a gateway (the schema requires one)
+            if route.network is not None and route.gateway is not None:
+                actions.append(
+                    AddRoute(
+                        link=bridge,
+                        destination=str(route.network),
+                        gateway=str(route.gateway),
+                        metric=route.metric,
+                    )
+                )
+        if net.forward_mode is not ForwardMode.NONE:
+            # Global switches: never turned back off (other networks may rely on them).
+            if net.ipv4_defs():
+                actions.append(SetSysctl("net/ipv4/ip_forward", "1", restore=False))
+            if net.ipv6_defs():
+                actions.append(SetSysctl("net/ipv6/conf/all/forwarding", "1", restore=False))
+        if _needs_dnsmasq(net):
+            actions += self._dnsmasq_actions(net, facts, paths, caps)
+        return Plan(net.name, actions)
+
+    def _ipv6_knobs(self, net: Network, bridge: str, facts: HostFacts) -> list[Action]:
+        """libvirt: disable IPv6 on a bridge without IPv6 addresses (enable it otherwise, as
+        the default is unknown), and never let guests' router advertisements configure it."""
+        if not facts.ipv6:
+            return []
+        conf = f"net/ipv6/conf/{bridge}"
+        wants_v6 = bool(net.ipv6_defs())
+        return [
+            SetSysctl(f"{conf}/disable_ipv6", "0" if wants_v6 else "1", missing_ok=True),
+            SetSysctl(f"{conf}/accept_ra", "0", missing_ok=True),
+            SetSysctl(f"{conf}/autoconf", "0", missing_ok=True),
+        ]
+
+    def _dnsmasq_actions(
+        self,
+        net: Network,
+        facts: HostFacts,
+        paths: StatePaths,
+        caps: DnsmasqCaps | None,
+    ) -> list[Action]:
+        from virtnet.dnsmasq import DnsmasqCaps, DnsmasqPaths, render_all
+
+        binary = facts.dnsmasq or "dnsmasq"
+        dnsmasq_paths = DnsmasqPaths.for_state(paths)
+        files = render_all(net, dnsmasq_paths, caps or DnsmasqCaps(binary=binary))
+        pid_file = dnsmasq_paths.pid_file(net.name) or paths.dnsmasq_pidfile(net.name)
+        conf = dnsmasq_paths.conf(net.name)
+        return [
+            WriteFile(str(conf), files.conf, DNSMASQ_CONF_MODE),
+            WriteFile(str(dnsmasq_paths.hostsfile(net.name)), files.hostsfile, DNSMASQ_HOSTS_MODE),
+            WriteFile(str(dnsmasq_paths.addnhosts(net.name)), files.addnhosts, DNSMASQ_HOSTS_MODE),
+            StartDnsmasq(
+                network=net.name,
+                conf_file=str(conf),
+                pid_file=str(pid_file),
+                lease_file=str(dnsmasq_paths.leases(net.name)),
+                binary=binary,
+            ),
+        ]
+
+
+def _needs_dnsmasq(net: Network) -> bool:
+    from virtnet.dnsmasq import needs_dnsmasq
+
+    return needs_dnsmasq(net)
+
+
+DRIVER = BridgedDriver()
+
+__all__ = ["DRIVER", "BridgedDriver"]

@@ -1,0 +1,705 @@
+"""The engine: every network operation virtnet offers, as a library.
+
+The CLI (and later the daemon) are thin shells over ``Engine``; they print what it returns and
+turn its ``VirtnetError``s into messages. Each operation follows the one straight line:
+
+    XML --parse--> model --validate--> defaults --> definition file            (define)
+    definition --host facts--> preflight --> plan --> apply --> status record  (start)
+    status record --> undo the recorded actions in reverse --> no status       (destroy)
+
+Every operation that changes state holds the state lock for its whole duration, so concurrent
+virtnet commands are serialised. Reads do not take it: every file is replaced atomically.
+
+Status is reconciled with the kernel on every command: a network recorded active whose bridge
+vanished or whose dnsmasq died is reported as such (``problems`` in ``info`` and ``list``), never
+silently trusted; ``start`` of an active network restarts a dead dnsmasq.
+
+Messages follow libvirt's wording (with its error-class prefixes such as "Requested operation is
+not valid: ") so that scripts written against virsh keep matching.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from virtnet.defaults import DefaultSources, assign_defaults, link_exists
+from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
+from virtnet.leases import LeaseRow, read_leases
+from virtnet.model import Network
+from virtnet.paths import StatePaths
+from virtnet.state import DEFAULT_LOCK_TIMEOUT, NetworkStatus, StateStore
+
+if TYPE_CHECKING:
+    from virtnet.host import Host
+    from virtnet.plan import Action, Plan
+
+UUID_LENGTH = 36
+
+
+class NotFoundError(VirtnetError):
+    """No network has the given name or UUID."""
+
+
+class InvalidOperationError(VirtnetError):
+    """The operation does not apply to the network in its present state."""
+
+
+# --- network records -----------------------------------------------------------------------
+
+
+@dataclass
+class NetworkRecord:
+    """One network as the state knows it: its persistent and live definitions, its status."""
+
+    name: str
+    config: Network | None  # persistent definition; None for a transient network
+    status: NetworkStatus | None  # present while active
+    live: Network | None  # the definition it runs with, while active
+    autostart: bool
+
+    @property
+    def active(self) -> bool:
+        return self.status is not None
+
+    @property
+    def persistent(self) -> bool:
+        return self.config is not None
+
+    @property
+    def current(self) -> Network:
+        """What virsh shows without --inactive: the live definition while active."""
+        net = self.live if self.live is not None else self.config
+        assert net is not None  # a record has at least one of the two
+        return net
+
+    @property
+    def uuid(self) -> str:
+        return self.current.uuid or ""
+
+    @property
+    def bridge(self) -> str | None:
+        return self.current.bridge_name
+
+
+@dataclass
+class Health:
+    """What the kernel says about a network recorded active."""
+
+    bridge_present: bool | None = None  # None: the network has no bridge of ours to check
+    dnsmasq_running: bool | None = None  # None: no dnsmasq was started
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.problems)
+
+
+def read_pidfile(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+
+class Engine:
+    """Define, start, stop, inspect and update networks whose state lives under ``paths``."""
+
+    def __init__(
+        self,
+        paths: StatePaths,
+        host_factory: Callable[[], Host] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sources: DefaultSources | None = None,
+        link_in_use: Callable[[str], bool] = link_exists,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        self.paths = paths
+        self.store = StateStore(paths, clock=clock, lock_timeout=lock_timeout)
+        self._host_factory = host_factory
+        self.sources = sources or DefaultSources()
+        self.link_in_use = link_in_use
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def host(self) -> Iterator[Host]:
+        """A host handle for one operation, closed (netlink, nftables) afterwards."""
+        if self._host_factory is None:
+            from virtnet.host import Host
+
+            self._host_factory = Host
+        host = self._host_factory()
+        try:
+            yield host
+        finally:
+            close = getattr(host, "close", None)
+            if close is not None:
+                close()
+
+    def dnsmasq_alive(self, name: str, pid: int | None) -> bool:
+        """Whether ``pid`` is the dnsmasq of network ``name`` (a recycled pid never counts)."""
+        from virtnet.dnsmasq import DnsmasqPaths
+        from virtnet.host.dnsmasq import is_our_dnsmasq
+
+        if pid is None or pid <= 0:
+            return False
+        return is_our_dnsmasq(pid, DnsmasqPaths.for_state(self.paths).conf(name))
+
+    @staticmethod
+    def parse(data: bytes | str, source: str | None) -> Network:
+        """Parse and validate a definition; every problem is reported at once."""
+        from virtnet.validate import validate
+        from virtnet.xml.parse import parse_network
+
+        net = parse_network(data, source=source)
+        problems = validate(net)
+        if problems:
+            raise ValidationError(problems, source=source)
+        return net
+
+    @staticmethod
+    def format(net: Network, inactive: bool = True) -> str:
+        from virtnet.xml.format import format_network
+
+        return format_network(net, inactive=inactive)
+
+    def _load(self, name: str) -> NetworkRecord | None:
+        data = self.store.read_definition(name)
+        status = self.store.read_status(name)
+        if data is None and status is None:
+            return None
+        config = self.parse(data, str(self.paths.definition(name))) if data is not None else None
+        live = None
+        if status is not None:
+            live = self.parse(status.live_xml, str(self.paths.status(name)))
+            live.connections = status.connections
+        return NetworkRecord(
+            name=name,
+            config=config,
+            status=status,
+            live=live,
+            autostart=config is not None and self.store.is_autostart(name),
+        )
+
+    def records(self) -> list[NetworkRecord]:
+        """Every known network, sorted by name as virsh sorts."""
+        found = (self._load(name) for name in self.store.all_names())
+        return [record for record in found if record is not None]
+
+    def get(self, name: str) -> NetworkRecord:
+        record = self._load(name) if _usable_name(name) else None
+        if record is None:
+            raise NotFoundError(f"Network not found: no network with matching name '{name}'")
+        return record
+
+    def get_by_uuid(self, uuid: str) -> NetworkRecord:
+        wanted = uuid.lower()
+        for record in self.records():
+            if record.uuid.lower() == wanted:
+                return record
+        raise NotFoundError(f"Network not found: no network with matching uuid '{uuid}'")
+
+    def lookup(self, name_or_uuid: str) -> NetworkRecord:
+        """virsh's lookup: a string shaped like a UUID is tried as one first, then as a name."""
+        if len(name_or_uuid) == UUID_LENGTH and name_or_uuid.count("-") == 4:
+            try:
+                return self.get_by_uuid(name_or_uuid)
+            except NotFoundError:
+                pass
+        return self.get(name_or_uuid)
+
+    # --- define / undefine ----------------------------------------------------------------
+
+    def define(self, data: bytes | str, source: str | None = None) -> Network:
+        """Make (or replace) a persistent definition; returns it with defaults assigned.
+
+        Redefining an active network changes only what its next start uses.
+        """
+        net = self.parse(data, source)
+        with self.store.lock:
+            records = self.records()
+            self._check_identity(net, records, creating=False)
+            self._assign_defaults(net, records)
+            self.store.write_definition(net.name, self.format(net, inactive=True))
+        return net
+
+    def undefine(self, name: str) -> None:
+        """Forget the persistent definition; an active network keeps running, as transient."""
+        with self.store.lock:
+            record = self.lookup(name)
+            if not record.persistent:
+                raise InvalidOperationError(
+                    "Requested operation is not valid: can't undefine transient network"
+                )
+            self.store.delete_definition(record.name)
+
+    def _check_identity(
+        self, net: Network, records: list[NetworkRecord], creating: bool
+    ) -> None:
+        """libvirt's rules for a definition arriving next to the existing ones."""
+        for record in records:
+            if net.uuid is not None and record.uuid.lower() == net.uuid.lower():
+                if record.name != net.name:
+                    raise VirtnetError(
+                        f"operation failed: network '{record.name}' is already defined "
+                        f"with uuid {record.uuid}"
+                    )
+                if creating and record.active:
+                    raise InvalidOperationError(
+                        "Requested operation is not valid: network is already active as "
+                        f"'{record.name}'"
+                    )
+                return
+        for record in records:
+            if record.name == net.name:
+                raise VirtnetError(
+                    f"operation failed: network '{net.name}' already exists with uuid "
+                    f"{record.uuid}"
+                )
+
+    def _assign_defaults(self, net: Network, records: Iterable[NetworkRecord]) -> Network:
+        others: set[str] = set()
+        for record in records:
+            if record.name == net.name:
+                continue
+            for definition in (record.config, record.live):
+                if definition is not None and definition.bridge_name:
+                    others.add(definition.bridge_name)
+        return assign_defaults(
+            net, other_bridges=others, link_in_use=self.link_in_use, sources=self.sources
+        )
+
+    # --- start / create / destroy ---------------------------------------------------------
+
+    def start(self, name: str) -> Network:
+        """Start a defined network; for an active one, restart a dnsmasq that died."""
+        with self.store.lock:
+            record = self.lookup(name)
+            if record.active:
+                self._repair(record)
+                return record.current
+            assert record.config is not None
+            self._start(record.config)
+            return record.config
+
+    def create(self, data: bytes | str, source: str | None = None) -> Network:
+        """Start a network from a definition without keeping it (libvirt's transient network)."""
+        net = self.parse(data, source)
+        with self.store.lock:
+            records = self.records()
+            self._check_identity(net, records, creating=True)
+            self._assign_defaults(net, records)
+            self._start(net)
+        return net
+
+    def destroy(self, name: str) -> None:
+        """Stop an active network: undo what its start applied, newest first."""
+        with self.store.lock:
+            record = self.lookup(name)
+            if record.status is None:
+                raise InvalidOperationError(
+                    f"Requested operation is not valid: network '{record.name}' is not active"
+                )
+            self._stop(record.status)
+
+    def autostart_all(self) -> list[str]:
+        """Start every inactive network marked autostart (what a booting host does)."""
+        started = []
+        with self.store.lock:
+            for record in self.records():
+                if record.autostart and not record.active:
+                    assert record.config is not None
+                    self._start(record.config)
+                    started.append(record.name)
+        return started
+
+    def plan(self, target: str | Network) -> Plan:
+        """The plan ``start`` would apply now: for a network's name, or a parsed definition
+        (which gets the defaults a define would give it, without being saved)."""
+        if isinstance(target, Network):
+            net = copy.deepcopy(target)
+            self._assign_defaults(net, self.records())
+        else:
+            record = self.lookup(target)
+            net = record.config if record.config is not None else record.current
+        host = self.host()
+        facts = self._facts(host)
+        self._preflight(net, facts)
+        return self._plan_start(net, facts)
+
+    def _facts(self, host: Host) -> Any:
+        from virtnet.host.facts import read_facts
+
+        return read_facts(host)
+
+    def _preflight(self, net: Network, facts: Any) -> None:
+        from virtnet.drivers import driver_for
+
+        problems: list[Problem] = driver_for(net).preflight(net, facts)
+        if problems:
+            details = "\n".join(f"  {problem}" for problem in problems)
+            raise HostError(f"network '{net.name}' cannot start on this host:\n{details}")
+
+    def _plan_start(self, net: Network, facts: Any) -> Plan:
+        from virtnet.drivers import driver_for
+
+        return driver_for(net).plan_start(net, facts, self.paths)
+
+    def _start(self, net: Network) -> NetworkStatus:
+        host = self.host()
+        facts = self._facts(host)
+        self._preflight(net, facts)
+        plan = self._plan_start(net, facts)
+        plan.apply(host)  # a failure undoes the steps already applied and raises
+        try:
+            status = NetworkStatus(
+                name=net.name,
+                uuid=net.uuid or "",
+                bridge=net.bridge_name,
+                live_xml=self.format(net, inactive=True),
+                actions=[action.to_dict() for action in plan.actions],
+                dnsmasq_pid=read_pidfile(self.paths.dnsmasq_pidfile(net.name)),
+                started_at=self.store.now(),
+            )
+            self.store.write_status(status)
+        except BaseException:
+            # Without a status record nobody could ever undo what was applied: undo it now.
+            self._undo_all(host, plan.actions)
+            raise
+        return status
+
+    def _stop(self, status: NetworkStatus) -> None:
+        from virtnet.plan import Action
+
+        host = self.host()
+        actions = [Action.from_dict(data) for data in status.actions]
+        failed = self._undo_all(host, actions)
+        if failed:
+            # Keep only what could not be undone, so a second destroy retries exactly that.
+            status.actions = [action.to_dict() for action, _ in failed]
+            self.store.write_status(status)
+            details = "\n".join(f"  {action.describe()}: {error}" for action, error in failed)
+            raise HostError(
+                f"Failed to destroy network {status.name}: some steps could not be undone:\n"
+                f"{details}"
+            )
+        self._remove_runtime_files(status.name)
+        self.store.delete_status(status.name)
+
+    @staticmethod
+    def _undo_all(host: Host, actions: list[Action]) -> list[tuple[Action, str]]:
+        """Undo ``actions`` newest first, going on past failures; return those that failed."""
+        failed: list[tuple[Action, str]] = []
+        for action in reversed(actions):
+            try:
+                action.undo(host)
+            except VirtnetError as exc:
+                failed.append((action, str(exc)))
+            except OSError as exc:
+                failed.append((action, exc.strerror or str(exc)))
+        failed.reverse()
+        return failed
+
+    def _remove_runtime_files(self, name: str) -> None:
+        """What dnsmasq itself leaves behind (its lease file, its pid file)."""
+        from virtnet.dnsmasq import DnsmasqPaths
+
+        dnsmasq_paths = DnsmasqPaths.for_state(self.paths)
+        for path in (dnsmasq_paths.leases(name), self.paths.dnsmasq_pidfile(name)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    # --- reconciliation -------------------------------------------------------------------
+
+    def health(self, record: NetworkRecord) -> Health:
+        """Compare what the status record claims with what the kernel shows now."""
+        health = Health()
+        status = record.status
+        if status is None:
+            return health
+        if status.bridge and record.current.forward_mode.has_own_bridge:
+            health.bridge_present = self.link_in_use(status.bridge)
+            if not health.bridge_present:
+                health.problems.append(f"bridge {status.bridge} is missing")
+        if status.dnsmasq_pid is not None:
+            health.dnsmasq_running = self.dnsmasq_alive(status.name, status.dnsmasq_pid)
+            if not health.dnsmasq_running:
+                health.problems.append(f"dnsmasq (pid {status.dnsmasq_pid}) is not running")
+        return health
+
+    def _repair(self, record: NetworkRecord) -> None:
+        status = record.status
+        assert status is not None
+        health = self.health(record)
+        if not health.degraded:
+            raise InvalidOperationError("Requested operation is not valid: network is already active")
+        if health.bridge_present is False:
+            raise HostError(
+                f"network '{record.name}' is recorded active but its bridge {status.bridge} is "
+                "gone; run net-destroy, then net-start"
+            )
+        if health.dnsmasq_running is False:
+            self._restart_dnsmasq(status)
+
+    def _restart_dnsmasq(self, status: NetworkStatus) -> None:
+        from virtnet.plan import Action
+
+        host = self.host()
+        for data in status.actions:
+            action = Action.from_dict(data)
+            if _is_dnsmasq_process(action):
+                # Undo first: it forgets the dead pid and its pid file, then start afresh.
+                action.undo(host)
+                action.apply(host)
+                break
+        else:
+            raise HostError(f"network '{status.name}' has no recorded dnsmasq to restart")
+        status.dnsmasq_pid = read_pidfile(self.paths.dnsmasq_pidfile(status.name))
+        self.store.write_status(status)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def list_networks(
+        self,
+        all: bool = False,  # noqa: A002 - virsh's option name
+        autostart: bool = False,
+        inactive: bool = False,
+        persistent: bool = False,
+        transient: bool = False,
+        no_autostart: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Rows like ``virsh net-list``: active ones by default, inactive ones with
+        ``inactive``, both with ``all``; the other flags filter further."""
+        rows = []
+        for record in self.records():
+            if not all and record.active == inactive:
+                continue
+            if persistent and not record.persistent or transient and record.persistent:
+                continue
+            if autostart and not record.autostart or no_autostart and record.autostart:
+                continue
+            health = self.health(record)
+            rows.append({
+                "name": record.name,
+                "uuid": record.uuid,
+                "state": "active" if record.active else "inactive",
+                "autostart": record.autostart,
+                "persistent": record.persistent,
+                "bridge": record.bridge,
+                "problems": health.problems,
+            })
+        return rows
+
+    def info(self, name: str) -> dict[str, Any]:
+        record = self.lookup(name)
+        health = self.health(record)
+        status = record.status
+        return {
+            "name": record.name,
+            "uuid": record.uuid,
+            "active": record.active,
+            "persistent": record.persistent,
+            "autostart": record.autostart,
+            "bridge": record.bridge,
+            "forward_mode": record.current.forward_mode.value,
+            "bridge_present": health.bridge_present,
+            "dnsmasq_pid": status.dnsmasq_pid if status else None,
+            "dnsmasq_running": health.dnsmasq_running,
+            "started_at": status.started_at if status else None,
+            "connections": status.connections if status else 0,
+            "problems": health.problems,
+        }
+
+    def dumpxml(self, name: str, inactive: bool = False) -> str:
+        """The live definition while active, else (or with ``inactive``) the persistent one."""
+        record = self.lookup(name)
+        if inactive and record.config is not None:
+            return self.format(record.config, inactive=True)
+        return self.format(record.current, inactive=inactive)
+
+    def uuid_of(self, name: str) -> str:
+        return self.lookup(name).uuid
+
+    def name_of(self, uuid: str) -> str:
+        return self.get_by_uuid(uuid).name
+
+    def definition_xml(self, name: str) -> str:
+        """What ``net-edit`` edits: the persistent definition (the live one if transient)."""
+        return self.dumpxml(name, inactive=True)
+
+    def edit(self, name: str, data: bytes | str, source: str | None = None) -> bool:
+        """Replace ``name``'s definition with an edited one; False when nothing changed.
+
+        The edited text is validated (and checked like a define) before anything is saved, so a
+        refused edit leaves the old definition in place.
+        """
+        record = self.lookup(name)
+        net = self.parse(data, source)
+        if record.config is not None and self.format(net) == self.format(record.config):
+            return False
+        self.define(data, source)
+        return True
+
+    def dhcp_leases(self, name: str, mac: str | None = None) -> list[LeaseRow]:
+        from virtnet.leases import lease_file
+
+        record = self.lookup(name)
+        return read_leases(
+            lease_file(self.paths, record.name), record.current, self.store.now(), mac
+        )
+
+    # --- net-update -----------------------------------------------------------------------
+
+    def update(
+        self,
+        name: str,
+        command: str,
+        section: str,
+        xml: str,
+        parent_index: int = -1,
+        live: bool = False,
+        config: bool = False,
+    ) -> tuple[bool, bool]:
+        """One net-update; returns (live changed, config changed).
+
+        Neither ``live`` nor ``config`` means libvirt's "current": the live state of an active
+        network, the persistent config of an inactive one.
+        """
+        from virtnet.update import apply_update
+        from virtnet.validate import validate
+
+        with self.store.lock:
+            record = self.lookup(name)
+            if not live and not config:
+                live, config = record.active, not record.active
+            if live and record.status is None:
+                raise InvalidOperationError(
+                    "Requested operation is not valid: network is not running"
+                )
+            if config and record.config is None:
+                raise InvalidOperationError(
+                    "Requested operation is not valid: cannot change persistent config of a "
+                    "transient network"
+                )
+            # Both results are computed (and validated) before anything is changed.
+            new_config = new_live = None
+            if config:
+                assert record.config is not None
+                new_config = apply_update(record.config, command, section, xml, parent_index)
+                _raise_problems(validate(new_config), record.name)
+            if live:
+                assert record.live is not None
+                new_live = apply_update(record.live, command, section, xml, parent_index)
+                _raise_problems(validate(new_live), record.name)
+            if new_live is not None:
+                assert record.status is not None
+                self._apply_live(record.status, new_live, section)
+            if new_config is not None:
+                self.store.write_definition(record.name, self.format(new_config))
+        return live, config
+
+    def _apply_live(self, status: NetworkStatus, net: Network, section: str) -> None:
+        """Bring a running network in line with an updated live definition.
+
+        The new start plan is compared with the recorded actions: what disappeared is undone,
+        what is new is applied, the rest stays untouched. dnsmasq re-reads its hosts files on
+        SIGHUP (dhcp hosts, DNS hosts), but its configuration only when restarted (ranges, TXT,
+        SRV), as libvirt handles it.
+        """
+        from virtnet.plan import Action, Plan
+
+        host = self.host()
+        facts = self._facts(host)
+        new_plan = self._plan_start(net, facts)
+        old_actions = [Action.from_dict(data) for data in status.actions]
+        new_dicts = [action.to_dict() for action in new_plan.actions]
+        removed = [a for a in old_actions if a.to_dict() not in new_dicts]
+        added = [a for a in new_plan.actions if a.to_dict() not in status.actions]
+        restart = any(_is_dnsmasq_conf(a) for a in removed + added)
+        if restart:
+            # The process itself must go and come back after its configuration is rewritten.
+            for action in old_actions:
+                if _is_dnsmasq_process(action) and action not in removed:
+                    removed.append(action)
+            for action in new_plan.actions:
+                if _is_dnsmasq_process(action) and action not in added:
+                    added.append(action)
+        removed.sort(key=old_actions.index)
+        added.sort(key=new_plan.actions.index)
+        failed = self._undo_all(host, removed)
+        if failed:
+            details = "\n".join(f"  {action.describe()}: {error}" for action, error in failed)
+            raise HostError(f"cannot update network {status.name}:\n{details}")
+        try:
+            Plan(net, added).apply(host)
+        except BaseException:
+            # Put back what was taken away, so the network runs as before the update.
+            Plan(net, removed).apply(host)
+            raise
+        status.actions = new_dicts
+        status.live_xml = self.format(net, inactive=True)
+        if restart:
+            status.dnsmasq_pid = read_pidfile(self.paths.dnsmasq_pidfile(status.name))
+        elif any(_is_dnsmasq_hosts(a) for a in added) and self.dnsmasq_alive(
+            status.name, status.dnsmasq_pid
+        ):
+            assert status.dnsmasq_pid is not None
+            os.kill(status.dnsmasq_pid, signal.SIGHUP)
+        self.store.write_status(status)
+
+    # --- autostart --------------------------------------------------------------------------
+
+    def set_autostart(self, name: str, enable: bool) -> None:
+        with self.store.lock:
+            record = self.lookup(name)
+            if not record.persistent:
+                raise InvalidOperationError(
+                    "Requested operation is not valid: cannot set autostart for transient network"
+                )
+            self.store.set_autostart(record.name, enable)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _usable_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def _raise_problems(problems: list[Problem], name: str) -> None:
+    if problems:
+        raise ValidationError(problems, source=f"network '{name}' after update")
+
+
+def _action_kind(action: Action) -> str:
+    return str(action.to_dict().get("kind", ""))
+
+
+def _is_dnsmasq_process(action: Action) -> bool:
+    return _action_kind(action) == "dnsmasq"
+
+
+def _is_dnsmasq_conf(action: Action) -> bool:
+    data = action.to_dict()
+    return data.get("kind") == "file" and str(data.get("path", "")).endswith(".conf")
+
+
+def _is_dnsmasq_hosts(action: Action) -> bool:
+    data = action.to_dict()
+    path = str(data.get("path", ""))
+    return data.get("kind") == "file" and path.endswith((".hostsfile", ".addnhosts"))

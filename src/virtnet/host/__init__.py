@@ -1,0 +1,232 @@
+"""The host: the only object in virtnet with effects on the kernel, files and processes.
+
+Everything is done in the network namespace the process is in (see
+:func:`virtnet.host.netns.enter_netns`). Each helper does one thing; deletes treat "not
+found" as success so an undo can run twice. Heavy dependencies (pyroute2, libnftables) load
+on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from virtnet.errors import HostError
+from virtnet.host import dnsmasq as dnsmasq_process
+from virtnet.host import sysctl as sysctl_mod
+from virtnet.host.netlink import (
+    AddressInfo,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    LinkInfo,
+    Netlink,
+    RouteInfo,
+)
+from virtnet.host.nft import Nft
+
+RUN_TIMEOUT_S = 60.0
+
+
+class Host:
+    def __init__(self) -> None:
+        self.netlink = Netlink()
+        self.nftables = Nft()
+
+    def close(self) -> None:
+        self.netlink.close()
+        self.nftables.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- links --------------------------------------------------------------------------
+
+    def link(self, name: str) -> LinkInfo | None:
+        return self.netlink.link(name)
+
+    def link_exists(self, name: str) -> bool:
+        return self.netlink.link(name) is not None
+
+    def links(self) -> list[LinkInfo]:
+        return self.netlink.links()
+
+    def create_bridge(
+        self,
+        name: str,
+        *,
+        stp: bool = True,
+        forward_delay: int = 0,
+        mac: str | None = None,
+        mtu: int | None = None,
+        vlan_filtering: bool = False,
+    ) -> None:
+        self.netlink.create_bridge(
+            name,
+            stp=stp,
+            forward_delay=forward_delay,
+            mac=mac,
+            mtu=mtu,
+            vlan_filtering=vlan_filtering,
+        )
+
+    def ensure_bridge(
+        self,
+        name: str,
+        *,
+        stp: bool = True,
+        forward_delay: int = 0,
+        mac: str | None = None,
+        mtu: int | None = None,
+    ) -> bool:
+        """Create bridge NAME unless a bridge of that name exists; True if created.
+
+        A non-bridge link of that name is an error, never reused.
+        """
+        info = self.netlink.link(name)
+        if info is not None:
+            if info.kind != "bridge":
+                raise HostError(f"interface {name} exists but is not a bridge")
+            return False
+        self.create_bridge(name, stp=stp, forward_delay=forward_delay, mac=mac, mtu=mtu)
+        return True
+
+    def delete_link(self, name: str) -> bool:
+        return self.netlink.delete_link(name)
+
+    def set_link_up(self, name: str) -> None:
+        self.netlink.set_up(name, True)
+
+    def set_link_down(self, name: str) -> bool:
+        """Set NAME down; False if it does not exist (nothing to do)."""
+        if not self.link_exists(name):
+            return False
+        self.netlink.set_up(name, False)
+        return True
+
+    # --- addresses and routes -----------------------------------------------------------
+
+    def addresses(self, names: dict[int, str] | None = None) -> list[AddressInfo]:
+        return self.netlink.addresses(names)
+
+    def add_address(self, link: str, interface: IPInterface, *, nodad: bool = True) -> None:
+        self.netlink.add_address(link, interface, nodad=nodad)
+
+    def delete_address(self, link: str, interface: IPInterface) -> bool:
+        return self.netlink.delete_address(link, interface)
+
+    def routes(self, names: dict[int, str] | None = None) -> list[RouteInfo]:
+        return self.netlink.routes(names=names)
+
+    def add_route(
+        self,
+        link: str,
+        destination: IPNetwork,
+        gateway: IPAddress | None = None,
+        metric: int | None = None,
+    ) -> None:
+        self.netlink.add_route(link, destination, gateway, metric)
+
+    def delete_route(
+        self,
+        link: str,
+        destination: IPNetwork,
+        gateway: IPAddress | None = None,
+        metric: int | None = None,
+    ) -> bool:
+        return self.netlink.delete_route(link, destination, gateway, metric)
+
+    # --- sysctl -------------------------------------------------------------------------
+
+    def sysctl_get(self, key: str) -> str | None:
+        return sysctl_mod.sysctl_get(key)
+
+    def sysctl_set(self, key: str, value: str) -> None:
+        sysctl_mod.sysctl_set(key, value)
+
+    # --- nftables -----------------------------------------------------------------------
+
+    def nft(self, script: str, *, what: str = "load firewall rules") -> str:
+        return self.nftables.run(script, what=what)
+
+    def nft_chains(self, family: str, table: str) -> list[str] | None:
+        return self.nftables.list_chains(family, table)
+
+    # --- files --------------------------------------------------------------------------
+
+    def write_file(self, path: Path, content: str, mode: int = 0o600) -> None:
+        """Write PATH atomically (temp file + rename), creating its directory."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(content)
+                os.chmod(tmp, mode)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise HostError(f"cannot write {path}: {exc.strerror}") from None
+
+    def ensure_dir(self, path: Path, mode: int = 0o755) -> None:
+        try:
+            Path(path).mkdir(mode=mode, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HostError(f"cannot create directory {path}: {exc.strerror}") from None
+
+    def remove_file(self, path: Path) -> bool:
+        try:
+            Path(path).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise HostError(f"cannot remove {path}: {exc.strerror}") from None
+        return True
+
+    # --- processes ----------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        input: str | None = None,
+        timeout: float = RUN_TIMEOUT_S,
+        check: bool = True,
+        **kwargs: Any,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ARGV (never through a shell) and capture its output."""
+        try:
+            proc = subprocess.run(
+                argv,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                **kwargs,
+            )
+        except FileNotFoundError:
+            raise HostError(f"cannot run {argv[0]}: not installed") from None
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{argv[0]} did not finish within {timeout:.0f} s") from None
+        if check and proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+            raise HostError(f"{' '.join(argv)} failed: {detail}")
+        return proc
+
+    def start_dnsmasq(self, argv: list[str], conf_file: Path, pid_file: Path) -> int:
+        return dnsmasq_process.start_dnsmasq(argv, conf_file, pid_file)
+
+    def stop_dnsmasq(self, pid: int, conf_file: Path) -> bool:
+        return dnsmasq_process.stop_dnsmasq(pid, conf_file)
+
+
+__all__ = ["Host"]

@@ -1,0 +1,134 @@
+"""The dnsmasq process: start it as a daemon of its own, find it again, stop it.
+
+dnsmasq daemonizes itself (new session, pid file) and its launcher exits only once the
+daemon has finished starting, with a non-zero status and a message if it could not (for
+example when the address is in use). So a start is: run the launcher with a timeout, then
+read the pid file. A stop checks /proc/PID/cmdline first so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from virtnet.errors import HostError
+
+START_TIMEOUT_S = 10.0
+PIDFILE_WAIT_S = 2.0
+STOP_TIMEOUT_S = 5.0
+KILL_TIMEOUT_S = 2.0
+POLL_S = 0.001
+
+
+def dnsmasq_argv(binary: str, conf_file: Path, lease_file: Path, pid_file: Path) -> list[str]:
+    """The command line virtnet runs; ``--conf-file=`` is how a running dnsmasq is recognized."""
+    return [
+        binary,
+        f"--conf-file={conf_file}",
+        f"--dhcp-leasefile={lease_file}",
+        f"--pid-file={pid_file}",
+    ]
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter (R, S, D, Z, ...), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # the command name is in parentheses and may contain spaces
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_alive(pid: int) -> bool:
+    """True while PID runs; a zombie (already exited, not yet reaped) counts as gone."""
+    state = _state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def is_our_dnsmasq(pid: int, conf_file: Path) -> bool:
+    """Whether PID is a live dnsmasq started with ``--conf-file=CONF_FILE``."""
+    argv = _cmdline(pid)
+    if not argv or os.path.basename(argv[0]) != "dnsmasq":
+        return False
+    return f"--conf-file={conf_file}" in argv[1:] and is_alive(pid)
+
+
+def read_pid_file(pid_file: Path) -> int | None:
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def start_dnsmasq(argv: list[str], conf_file: Path, pid_file: Path) -> int:
+    """Run dnsmasq (it daemonizes); return the daemon's pid once it is up."""
+    pid_file.unlink(missing_ok=True)  # a stale file must not be mistaken for the new daemon
+    try:
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise HostError(f"cannot start dnsmasq: {argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise HostError(f"dnsmasq did not start within {START_TIMEOUT_S:.0f} s") from None
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+        raise HostError(f"dnsmasq failed to start: {message}")
+    deadline = time.monotonic() + PIDFILE_WAIT_S
+    while True:
+        pid = read_pid_file(pid_file)
+        if pid is not None and is_our_dnsmasq(pid, conf_file):
+            return pid
+        if time.monotonic() > deadline:
+            raise HostError(f"dnsmasq started but wrote no usable pid file at {pid_file}")
+        time.sleep(POLL_S)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def stop_dnsmasq(pid: int, conf_file: Path) -> bool:
+    """Stop our dnsmasq PID (SIGTERM, then SIGKILL); False if it was not running.
+
+    Waits until the process has exited, so its sockets are closed when this returns and a
+    new dnsmasq can bind the same addresses at once.
+    """
+    if not is_our_dnsmasq(pid, conf_file):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    if _wait_gone(pid, STOP_TIMEOUT_S):
+        return True
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    if not _wait_gone(pid, KILL_TIMEOUT_S):
+        raise HostError(f"dnsmasq (pid {pid}) did not exit after SIGKILL")
+    return True

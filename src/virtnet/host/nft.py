@@ -1,0 +1,112 @@
+"""Running nftables scripts: each call is one atomic ``nft -f`` transaction.
+
+libnftables (the library behind the ``nft`` binary) is used in-process through ctypes when
+it is installed: same parser, same single netlink batch, but ~1-2 ms instead of ~15-25 ms
+for spawning ``nft``. Without the library the ``nft`` binary is run (never through a shell).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+import threading
+
+from virtnet.errors import HostError
+
+LIBNFTABLES = "libnftables.so.1"
+NFT_TIMEOUT_S = 30.0
+
+
+class Nft:
+    def __init__(self, *, use_library: bool = True) -> None:
+        self._use_library = use_library
+        self._lib: ctypes.CDLL | None = None
+        self._ctx: int | None = None
+        self._lock = threading.Lock()  # a libnftables context is not thread-safe
+
+    # --- backends -----------------------------------------------------------------------
+
+    def _library(self) -> tuple[ctypes.CDLL, int] | None:
+        if not self._use_library:
+            return None
+        if self._ctx is None:
+            try:
+                lib = ctypes.CDLL(LIBNFTABLES)
+            except OSError:
+                self._use_library = False
+                return None
+            lib.nft_ctx_new.restype = ctypes.c_void_p
+            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+            lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+            ctx = lib.nft_ctx_new(0)
+            if not ctx:
+                self._use_library = False
+                return None
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            self._lib, self._ctx = lib, ctx
+        assert self._lib is not None
+        return self._lib, self._ctx
+
+    def _run_library(self, lib: ctypes.CDLL, ctx: int, script: str) -> tuple[int, str, str]:
+        rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
+        out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+        err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+        return rc, out, err
+
+    def _run_binary(self, script: str) -> tuple[int, str, str]:
+        binary = shutil.which("nft")
+        if binary is None:
+            raise HostError("nftables is not installed (neither libnftables nor the nft binary)")
+        try:
+            proc = subprocess.run(
+                [binary, "-f", "-"],
+                input=script,
+                capture_output=True,
+                text=True,
+                timeout=NFT_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise HostError(f"nft did not finish within {NFT_TIMEOUT_S:.0f} s") from None
+        return proc.returncode, proc.stdout, proc.stderr
+
+    # --- API ----------------------------------------------------------------------------
+
+    def run(self, script: str, *, what: str = "load firewall rules") -> str:
+        """Run SCRIPT as one transaction; return nft's output; HostError with nft's message."""
+        with self._lock:
+            backend = self._library()
+            if backend is not None:
+                rc, out, err = self._run_library(*backend, script)
+            else:
+                rc, out, err = self._run_binary(script)
+        if rc != 0:
+            detail = err.strip() or out.strip() or f"exit status {rc}"
+            raise HostError(f"cannot {what}: nft refused the ruleset:\n{detail}")
+        return out
+
+    def list_chains(self, family: str, table: str) -> list[str] | None:
+        """Names of the chains in FAMILY TABLE, or None if the table does not exist."""
+        try:
+            out = self.run(f"list table {family} {table}\n", what=f"list table {table}")
+        except HostError as exc:
+            if "No such file or directory" in str(exc):
+                return None
+            raise
+        return re.findall(r"^\s*chain (\S+) \{", out, flags=re.MULTILINE)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._lib is not None and self._ctx is not None:
+                self._lib.nft_ctx_free(self._ctx)
+            self._lib, self._ctx = None, None

@@ -1,0 +1,73 @@
+"""Where virtnet keeps its state: definitions, runtime status, dnsmasq files and leases.
+
+By default the layout mirrors libvirt's (/etc, /run, /var/lib); ``--state-dir DIR`` puts all of
+it under DIR, which is how tests, the lab and the demo keep the host untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    config_dir: Path  # persistent definitions: NAME.xml
+    run_dir: Path  # runtime status of active networks, the lock, the daemon socket
+    lib_dir: Path  # dnsmasq files, leases
+
+    @classmethod
+    def default(cls) -> StatePaths:
+        return cls(Path("/etc/virtnet"), Path("/run/virtnet"), Path("/var/lib/virtnet"))
+
+    @classmethod
+    def under(cls, root: Path) -> StatePaths:
+        root = Path(root)
+        return cls(root / "etc", root / "run", root / "lib")
+
+    @classmethod
+    def from_option(cls, state_dir: Path | None) -> StatePaths:
+        return cls.under(state_dir) if state_dir is not None else cls.default()
+
+    # --- persistent -------------------------------------------------------------------
+
+    @property
+    def networks_dir(self) -> Path:
+        return self.config_dir / "networks"
+
+    @property
+    def autostart_dir(self) -> Path:
+        return self.networks_dir / "autostart"
+
+    def definition(self, name: str) -> Path:
+        return self.networks_dir / f"{name}.xml"
+
+    def autostart_link(self, name: str) -> Path:
+        return self.autostart_dir / f"{name}.xml"
+
+    # --- runtime ----------------------------------------------------------------------
+
+    @property
+    def status_dir(self) -> Path:
+        return self.run_dir / "network"
+
+    def status(self, name: str) -> Path:
+        """JSON status record of an active network (what was applied, pids, ports)."""
+        return self.status_dir / f"{name}.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.run_dir / "virtnet.lock"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "virtnetd.sock"
+
+    # --- dnsmasq ----------------------------------------------------------------------
+
+    @property
+    def dnsmasq_dir(self) -> Path:
+        return self.lib_dir / "dnsmasq"
+
+    def dnsmasq_pidfile(self, name: str) -> Path:
+        return self.run_dir / "network" / f"{name}.pid"

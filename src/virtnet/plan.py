@@ -1,0 +1,527 @@
+"""Plans: ordered actions, each with its undo.
+
+An :class:`Action` describes itself for a person, renders the equivalent shell command lines,
+applies itself to a :class:`~virtnet.host.Host` and undoes itself. ``virtnet plan`` prints a
+Plan; ``net-start`` applies the very same Plan. If step k fails, steps k-1..1 are undone in
+reverse and the host ends as it began. Applied actions serialize with :meth:`Action.to_dict`
+so a later ``net-destroy`` (another process) can undo exactly what was done.
+
+Fault injection for tests (read at apply time):
+  VIRTNET_FAULT_STEP=k        step k (1-based) raises HostError instead of applying
+  VIRTNET_CRASH_AFTER_STEP=k  the process exits with status 137 right after step k applied
+                              (and after ``on_step`` recorded it), as if killed
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import ipaddress
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from virtnet.errors import HostError
+from virtnet.host.sysctl import dotted
+
+if TYPE_CHECKING:
+    from virtnet.host import Host
+
+FAULT_STEP_ENV = "VIRTNET_FAULT_STEP"
+CRASH_AFTER_STEP_ENV = "VIRTNET_CRASH_AFTER_STEP"
+CRASH_EXIT_STATUS = 137
+RECORDED = "recorded"  # dataclass field metadata: set by apply, not part of the spec
+
+
+class PlanError(HostError):
+    """Applying a plan failed at one step; the earlier steps were undone.
+
+    ``undo_errors`` lists the undo steps that failed in turn (the host may then not be
+    exactly as it began; each message names what was left).
+    """
+
+    def __init__(self, step: int, action: Action, cause: Exception, undo_errors: list[str]):
+        self.step = step
+        self.action = action
+        self.cause = cause
+        self.undo_errors = undo_errors
+        message = f"step {step} ({action.describe()}) failed: {cause}"
+        if undo_errors:
+            message += "\nundoing the earlier steps also failed:\n" + "\n".join(
+                f"  {err}" for err in undo_errors
+            )
+        super().__init__(message)
+
+
+class Action(abc.ABC):
+    """One host change and its inverse. Subclasses are dataclasses of JSON-able fields."""
+
+    kind: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type[Action]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            if cls.kind in Action._registry:
+                raise TypeError(f"action kind {cls.kind!r} registered twice")
+            Action._registry[cls.kind] = cls
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for a person: what this step does."""
+
+    @abc.abstractmethod
+    def commands(self) -> list[str]:
+        """Equivalent shell command lines a person could run instead."""
+
+    @abc.abstractmethod
+    def apply(self, host: Host) -> None:
+        """Make the change. May record what it found (old values, pids) on self."""
+
+    @abc.abstractmethod
+    def undo(self, host: Host) -> None:
+        """Reverse the change; safe to run twice and after a partial apply."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            data[f.name] = getattr(self, f.name)
+        return data
+
+    def spec(self) -> dict[str, Any]:
+        """to_dict() without what apply recorded (old values, pids): two actions with equal
+        specs make the same change, whether or not one of them was applied."""
+        data: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.metadata.get(RECORDED):
+                data[f.name] = getattr(self, f.name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Action:
+        data = dict(data)
+        kind = data.pop("kind", None)
+        action_type = Action._registry.get(kind) if isinstance(kind, str) else None
+        if action_type is None:
+            raise ValueError(f"unknown action kind {kind!r}")
+        names = {f.name for f in dataclasses.fields(action_type)}  # type: ignore[arg-type]
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{kind}: unknown fields {sorted(unknown)}")
+        return action_type(**data)
+
+    @classmethod
+    def registered_kinds(cls) -> list[str]:
+        return sorted(Action._registry)
+
+
+def _env_step(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise HostError(f"{name} must be a step number, not {value!r}") from None
+
+
+@dataclass
+class Plan:
+    network: str
+    actions: list[Action] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        return [action.describe() for action in self.actions]
+
+    def commands(self) -> list[str]:
+        return [line for action in self.actions for line in action.commands()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.network, "actions": [a.to_dict() for a in self.actions]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(data["network"], [Action.from_dict(a) for a in data.get("actions", [])])
+
+    def apply(
+        self, host: Host, on_step: Callable[[int, Action], None] | None = None
+    ) -> None:
+        """Apply every action in order; on failure undo the applied ones and raise PlanError.
+
+        ``on_step(k, action)`` runs after step k (1-based) succeeded, e.g. to record it.
+        """
+        fault_step = _env_step(FAULT_STEP_ENV)
+        crash_step = _env_step(CRASH_AFTER_STEP_ENV)
+        applied: list[Action] = []
+        for step, action in enumerate(self.actions, start=1):
+            try:
+                if fault_step == step:
+                    raise HostError(f"injected fault at step {step} ({FAULT_STEP_ENV})")
+                action.apply(host)
+            except Exception as exc:
+                # The failing action is not undone: it may have failed because the thing
+                # already existed (someone else's bridge or address). Each apply leaves
+                # nothing behind when it fails.
+                undo_errors = _undo_all(list(reversed(applied)), host)
+                raise PlanError(step, action, exc, undo_errors) from exc
+            applied.append(action)
+            if on_step is not None:
+                try:
+                    on_step(step, action)
+                except Exception as exc:
+                    undo_errors = _undo_all(list(reversed(applied)), host)
+                    raise PlanError(step, action, exc, undo_errors) from exc
+            if crash_step == step:
+                os._exit(CRASH_EXIT_STATUS)
+
+    def undo(self, host: Host, on_step: Callable[[int, Action], None] | None = None) -> None:
+        """Undo every action in reverse order, going on past failures; raise them at the end.
+
+        ``on_step(k, action)`` runs after step k's undo succeeded (k is the action's 1-based
+        position in the plan).
+        """
+        errors: list[str] = []
+        for step in range(len(self.actions), 0, -1):
+            action = self.actions[step - 1]
+            try:
+                action.undo(host)
+            except Exception as exc:  # noqa: BLE001 - collect and go on; report all at the end
+                errors.append(f"undo of step {step} ({action.describe()}): {exc}")
+                continue
+            if on_step is not None:
+                on_step(step, action)
+        if errors:
+            raise HostError("\n".join(errors))
+
+
+def _undo_all(actions: list[Action], host: Host) -> list[str]:
+    errors = []
+    for action in actions:
+        try:
+            action.undo(host)
+        except Exception as exc:  # noqa: BLE001 - collected, never masks the original error
+            errors.append(f"undo of {action.describe()}: {exc}")
+    return errors
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+def _q(text: str) -> str:
+    return shlex.quote(text)
+
+
+@dataclass
+class CreateBridge(Action):
+    kind: ClassVar[str] = "create-bridge"
+    name: str
+    stp: bool = True
+    delay: int = 0  # forward delay, seconds
+    mac: str | None = None
+    mtu: int | None = None
+    vlan_filtering: bool = False
+
+    def describe(self) -> str:
+        extra = f", MAC {self.mac}" if self.mac else ""
+        extra += f", MTU {self.mtu}" if self.mtu else ""
+        stp = "on" if self.stp else "off"
+        return f"create bridge {self.name} (STP {stp}, forward delay {self.delay} s{extra})"
+
+    def commands(self) -> list[str]:
+        line = f"ip link add {_q(self.name)}"
+        if self.mac:
+            line += f" address {self.mac}"
+        if self.mtu:
+            line += f" mtu {self.mtu}"
+        line += f" type bridge forward_delay {self.delay * 100} stp_state {int(self.stp)}"
+        if self.vlan_filtering:
+            line += " vlan_filtering 1"
+        return [line]
+
+    def apply(self, host: Host) -> None:
+        host.create_bridge(
+            self.name,
+            stp=self.stp,
+            forward_delay=self.delay,
+            mac=self.mac,
+            mtu=self.mtu,
+            vlan_filtering=self.vlan_filtering,
+        )
+
+    def undo(self, host: Host) -> None:
+        host.delete_link(self.name)
+
+
+@dataclass
+class AddAddress(Action):
+    kind: ClassVar[str] = "add-address"
+    link: str
+    address: str  # "192.168.122.1/24"
+    nodad: bool = True  # IPv6 only
+
+    @property
+    def interface(self) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+        return ipaddress.ip_interface(self.address)
+
+    def _v6_nodad(self) -> bool:
+        return self.nodad and self.interface.version == 6
+
+    def describe(self) -> str:
+        return f"add address {self.address} to {self.link}"
+
+    def commands(self) -> list[str]:
+        iface = self.interface
+        line = f"ip address add {self.address}"
+        if iface.version == 4 and iface.network.prefixlen <= 30:
+            line += f" broadcast {iface.network.broadcast_address}"
+        line += f" dev {_q(self.link)}"
+        if self._v6_nodad():
+            line += " nodad"
+        return [line]
+
+    def apply(self, host: Host) -> None:
+        host.add_address(self.link, self.interface, nodad=self.nodad)
+
+    def undo(self, host: Host) -> None:
+        host.delete_address(self.link, self.interface)
+
+
+@dataclass
+class AddRoute(Action):
+    kind: ClassVar[str] = "add-route"
+    link: str
+    destination: str  # "10.0.0.0/24"
+    gateway: str | None = None
+    metric: int | None = None
+
+    def _args(self) -> tuple[Any, Any, int | None]:
+        gateway = ipaddress.ip_address(self.gateway) if self.gateway else None
+        return ipaddress.ip_network(self.destination), gateway, self.metric
+
+    def describe(self) -> str:
+        via = f" via {self.gateway}" if self.gateway else ""
+        metric = f" (metric {self.metric})" if self.metric else ""
+        return f"add route to {self.destination}{via} on {self.link}{metric}"
+
+    def commands(self) -> list[str]:
+        line = f"ip route add {self.destination}"
+        if self.gateway:
+            line += f" via {self.gateway}"
+        line += f" dev {_q(self.link)} proto boot"
+        if self.metric:
+            line += f" metric {self.metric}"
+        return [line]
+
+    def apply(self, host: Host) -> None:
+        host.add_route(self.link, *self._args())
+
+    def undo(self, host: Host) -> None:
+        host.delete_route(self.link, *self._args())
+
+
+@dataclass
+class LinkUp(Action):
+    kind: ClassVar[str] = "link-up"
+    link: str
+    # False when an earlier step created the link: deleting it takes it down anyway, and a
+    # separate "down" costs the kernel a few ms of RCU synchronisation for nothing.
+    down_on_undo: bool = True
+
+    def describe(self) -> str:
+        return f"bring {self.link} up"
+
+    def commands(self) -> list[str]:
+        return [f"ip link set dev {_q(self.link)} up"]
+
+    def apply(self, host: Host) -> None:
+        host.set_link_up(self.link)
+
+    def undo(self, host: Host) -> None:
+        if self.down_on_undo:
+            host.set_link_down(self.link)
+
+
+@dataclass
+class SetSysctl(Action):
+    """Set a /proc/sys parameter; undo restores the value found, unless ``restore`` is off.
+
+    Global forwarding switches are left on at undo, as libvirt does: other networks or the
+    administrator may rely on them, and nothing records who turned them on first.
+    """
+
+    kind: ClassVar[str] = "set-sysctl"
+    key: str  # slash form: "net/ipv4/ip_forward", "net/ipv6/conf/virbr0/accept_ra"
+    value: str
+    restore: bool = True
+    missing_ok: bool = False  # e.g. per-bridge IPv6 knobs when IPv6 is disabled
+    old: str | None = field(default=None, metadata={RECORDED: True})
+
+    def describe(self) -> str:
+        note = "" if self.restore else " (left as is when stopped)"
+        return f"set {dotted(self.key)} = {self.value}{note}"
+
+    def commands(self) -> list[str]:
+        return [f"sysctl -w {_q(dotted(self.key) + '=' + self.value)}"]
+
+    def apply(self, host: Host) -> None:
+        current = host.sysctl_get(self.key)
+        if current is None:
+            if self.missing_ok:
+                return
+            raise HostError(f"cannot set sysctl {dotted(self.key)}: no such parameter")
+        self.old = current
+        if current != self.value:
+            host.sysctl_set(self.key, self.value)
+
+    def undo(self, host: Host) -> None:
+        if not self.restore or self.old is None or self.old == self.value:
+            return
+        if host.sysctl_get(self.key) is None:
+            return  # the interface it belonged to is gone already
+        host.sysctl_set(self.key, self.old)
+
+
+@dataclass
+class LoadFirewall(Action):
+    """Load one network's chains into virtnet's own nftables table, in one transaction.
+
+    ``ruleset`` and ``teardown`` are rendered by :mod:`virtnet.firewall` at plan time, so
+    the undo removes exactly what was loaded, even from another process much later. When
+    no network's chains remain, the (then empty) table is removed too.
+    """
+
+    kind: ClassVar[str] = "load-firewall"
+    network: str
+    family: str
+    table: str
+    ruleset: str
+    teardown: str
+    chain_prefix: str = "net-"  # chains of any network; shared chains have other names
+
+    def describe(self) -> str:
+        return f"load firewall rules of network {self.network} into {self.family} {self.table}"
+
+    def commands(self) -> list[str]:
+        return [f"nft -f - <<'EOF'\n{self.ruleset.rstrip()}\nEOF"]
+
+    def apply(self, host: Host) -> None:
+        host.nft(self.ruleset, what=f"load firewall rules of network {self.network}")
+
+    def undo(self, host: Host) -> None:
+        host.nft(self.teardown, what=f"remove firewall rules of network {self.network}")
+        chains = host.nft_chains(self.family, self.table)
+        if chains is not None and not any(c.startswith(self.chain_prefix) for c in chains):
+            host.nft(
+                f"delete table {self.family} {self.table}\n",
+                what=f"remove the empty table {self.family} {self.table}",
+            )
+
+
+@dataclass
+class WriteFile(Action):
+    kind: ClassVar[str] = "write-file"
+    path: str
+    content: str
+    mode: int = 0o600
+
+    def describe(self) -> str:
+        return f"write {self.path}"
+
+    def commands(self) -> list[str]:
+        if not self.content:
+            return [f"install -D -m {self.mode:o} /dev/null {_q(self.path)}"]
+        return [
+            f"install -D -m {self.mode:o} /dev/stdin {_q(self.path)} <<'EOF'\n"
+            f"{self.content.rstrip()}\nEOF"
+        ]
+
+    def apply(self, host: Host) -> None:
+        host.write_file(Path(self.path), self.content, self.mode)
+
+    def undo(self, host: Host) -> None:
+        host.remove_file(Path(self.path))
+
+
+@dataclass
+class StartDnsmasq(Action):
+    """Start dnsmasq for a network; undo stops exactly that process and removes its pid file.
+
+    The lease file is removed at undo only if this start created it and no lease was ever
+    written to it; otherwise leases survive a restart, as guests expect.
+    """
+
+    kind: ClassVar[str] = "start-dnsmasq"
+    network: str
+    conf_file: str
+    pid_file: str
+    lease_file: str
+    binary: str = "dnsmasq"
+    pid: int | None = field(default=None, metadata={RECORDED: True})
+    created_lease_file: bool = field(default=False, metadata={RECORDED: True})
+
+    def argv(self) -> list[str]:
+        from virtnet.host.dnsmasq import dnsmasq_argv
+
+        return dnsmasq_argv(
+            self.binary, Path(self.conf_file), Path(self.lease_file), Path(self.pid_file)
+        )
+
+    def describe(self) -> str:
+        return f"start dnsmasq for network {self.network} ({self.conf_file})"
+
+    def commands(self) -> list[str]:
+        return [" ".join(_q(arg) for arg in self.argv())]
+
+    def apply(self, host: Host) -> None:
+        lease_file = Path(self.lease_file)
+        host.ensure_dir(lease_file.parent)
+        host.ensure_dir(Path(self.pid_file).parent)
+        self.created_lease_file = not lease_file.exists()
+        try:
+            self.pid = host.start_dnsmasq(self.argv(), Path(self.conf_file), Path(self.pid_file))
+        except Exception:
+            self.undo(host)  # a daemon that started but was not confirmed must not stay
+            raise
+
+    def undo(self, host: Host) -> None:
+        from virtnet.host.dnsmasq import is_our_dnsmasq, read_pid_file
+
+        pid = self.pid
+        if pid is None:
+            # Apply failed or crashed before recording the pid: trust the pid file only if
+            # it names our dnsmasq (checked by cmdline, so a recycled pid is never hit).
+            pid = read_pid_file(Path(self.pid_file))
+        if pid is not None and is_our_dnsmasq(pid, Path(self.conf_file)):
+            host.stop_dnsmasq(pid, Path(self.conf_file))
+        host.remove_file(Path(self.pid_file))
+        lease_file = Path(self.lease_file)
+        if self.created_lease_file and lease_file.exists() and lease_file.stat().st_size == 0:
+            host.remove_file(lease_file)
+
+
+@dataclass
+class AttachHostBridge(Action):
+    """Use an existing host bridge: nothing is created, so there is nothing to undo."""
+
+    kind: ClassVar[str] = "attach-host-bridge"
+    network: str
+    bridge: str
+
+    def describe(self) -> str:
+        return f"use the existing host bridge {self.bridge} (nothing is created)"
+
+    def commands(self) -> list[str]:
+        return [f"ip -details link show dev {_q(self.bridge)} type bridge"]
+
+    def apply(self, host: Host) -> None:
+        info = host.link(self.bridge)
+        if info is None:
+            raise HostError(f"bridge {self.bridge} of network {self.network} does not exist")
+        if info.kind != "bridge":
+            raise HostError(f"{self.bridge} of network {self.network} is not a bridge")
+
+    def undo(self, host: Host) -> None:
+        return None

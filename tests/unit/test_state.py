@@ -1,0 +1,212 @@
+"""virtnet.state: atomic files, modes, autostart links, status records and the state lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from virtnet.paths import StatePaths
+from virtnet.state import (
+    NetworkStatus,
+    StateError,
+    StateLock,
+    StateStore,
+    atomic_write,
+    check_name,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(StatePaths.under(tmp_path), clock=lambda: 1234.5, lock_timeout=2.0)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_definition_round_trip_with_private_modes(store: StateStore) -> None:
+    path = store.write_definition("net1", "<network><name>net1</name></network>\n")
+    assert path == store.paths.definition("net1")
+    assert store.read_definition("net1") == b"<network><name>net1</name></network>\n"
+    assert mode_of(path) == 0o600
+    assert mode_of(store.paths.networks_dir) == 0o700
+    assert mode_of(store.paths.config_dir) == 0o700
+    assert store.defined_names() == ["net1"]
+    assert store.read_definition("other") is None
+
+
+def test_atomic_write_leaves_no_temp_files_and_replaces_whole_content(tmp_path: Path) -> None:
+    target = tmp_path / "d" / "file.xml"
+    atomic_write(target, "a" * 10000)
+    atomic_write(target, "short")
+    assert target.read_text() == "short"
+    assert os.listdir(target.parent) == ["file.xml"]
+
+
+def test_atomic_write_failure_keeps_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "file.xml"
+    atomic_write(target, "old")
+
+    with pytest.raises(TypeError):
+        atomic_write(target, 12345)  # type: ignore[arg-type]  # not bytes: write fails
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["file.xml"]
+
+
+def test_concurrent_readers_never_see_partial_definitions(store: StateStore) -> None:
+    big = "<network>" + "x" * 200_000 + "</network>"
+    small = "<network/>"
+    store.write_definition("n", small)
+    stop = threading.Event()
+    seen: set[bytes] = set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            data = store.read_definition("n")
+            assert data is not None
+            seen.add(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(50):
+            store.write_definition("n", big)
+            store.write_definition("n", small)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert seen <= {big.encode(), small.encode()}
+
+
+def test_autostart_is_a_symlink_to_the_definition(store: StateStore) -> None:
+    store.write_definition("n", "<network/>")
+    assert not store.is_autostart("n")
+    store.set_autostart("n", True)
+    link = store.paths.autostart_link("n")
+    assert link.is_symlink()
+    assert Path(os.readlink(link)) == store.paths.definition("n").absolute()
+    assert store.is_autostart("n")
+    assert store.autostart_names() == ["n"]
+    store.set_autostart("n", True)  # idempotent
+    store.set_autostart("n", False)
+    assert not link.is_symlink()
+    store.set_autostart("n", False)  # idempotent too
+
+
+def test_delete_definition_drops_autostart(store: StateStore) -> None:
+    store.write_definition("n", "<network/>")
+    store.set_autostart("n", True)
+    store.delete_definition("n")
+    assert not store.paths.autostart_link("n").is_symlink()
+    assert store.defined_names() == []
+
+
+def test_status_record_round_trip(store: StateStore) -> None:
+    status = NetworkStatus(
+        name="n", uuid="u", bridge="virbr0", live_xml="<network/>",
+        actions=[{"kind": "link", "name": "virbr0"}], dnsmasq_pid=42, connections=3,
+        started_at=store.now(),
+    )
+    store.write_status(status)
+    assert mode_of(store.paths.status("n")) == 0o600
+    data = json.loads(store.paths.status("n").read_text())
+    assert data["active"] is True and data["started_at"] == 1234.5
+    assert store.read_status("n") == status
+    assert store.status_names() == ["n"]
+    store.delete_status("n")
+    assert store.read_status("n") is None
+
+
+def test_transient_network_is_known_by_its_status_alone(store: StateStore) -> None:
+    store.write_definition("b", "<network/>")
+    store.write_status(NetworkStatus(name="A", uuid="u", bridge=None, live_xml="<network/>"))
+    assert store.all_names() == ["A", "b"]
+    assert not store.is_defined("A")
+
+
+def test_unreadable_status_is_a_clear_error(store: StateStore) -> None:
+    atomic_write(store.paths.status("n"), "{not json")
+    with pytest.raises(StateError, match="unreadable status record"):
+        store.read_status("n")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", ".hidden", "a\0b"])
+def test_names_that_cannot_be_file_names_are_refused(name: str) -> None:
+    with pytest.raises(StateError):
+        check_name(name)
+
+
+def test_lock_is_reentrant_in_one_process(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path / "run" / "virtnet.lock", timeout=1)
+    with lock:
+        with lock:
+            assert lock.held
+        assert lock.held
+    assert not lock.held
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from virtnet.state import StateLock
+lock = StateLock(Path(sys.argv[1]), timeout=5)
+with lock:
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_lock_excludes_other_processes_with_bounded_wait(tmp_path: Path) -> None:
+    path = tmp_path / "virtnet.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), "30"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        waiter = StateLock(path, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(StateError, match=rf"pid {holder.pid}.*gave up after waiting 0.3s"):
+            waiter.acquire()
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    # The kernel released the dead holder's lock.
+    with StateLock(path, timeout=2):
+        pass
+
+
+def _increment(path: str, counter: str, rounds: int) -> None:
+    lock = StateLock(Path(path), timeout=30)
+    for _ in range(rounds):
+        with lock:
+            value = int(Path(counter).read_text())
+            time.sleep(0.001)  # widen the race window a lock must close
+            atomic_write(Path(counter), str(value + 1))
+
+
+def test_lock_serialises_read_modify_write_across_processes(tmp_path: Path) -> None:
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_increment, args=(str(tmp_path / "lock"), str(counter), 25))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert counter.read_text() == "100"
