@@ -539,15 +539,13 @@ def plan_cmd(ctx: click.Context, target: str, commands: bool, as_json: bool) -> 
         record = lookup_network(engine, target)
         plan = engine.plan(record.name)
     if as_json:
-        emit_json({"network": plan.network.name,
-                   "actions": [action.to_dict() for action in plan.actions]})
+        emit_json(plan.to_dict())
     elif commands:
-        for action in plan.actions:
-            for command in action.commands():
-                click.echo(command)
+        for line in plan.commands():
+            click.echo(line)
     else:
-        for index, action in enumerate(plan.actions, start=1):
-            click.echo(f"{index:>3}. {action.describe()}")
+        for index, line in enumerate(plan.describe(), start=1):
+            click.echo(f"{index:>3}. {line}")
 
 
 @main.command("dnsmasq-conf")

@@ -76,14 +76,19 @@ HEADER = (
 
 
 class DnsmasqConfigError(VirtnetError):
-    """A value of the definition cannot be written safely into dnsmasq's files."""
+    """A value of the definition cannot be written safely into dnsmasq's files.
+
+    The message names the element (as a path), the value (quoted and escaped, so a control
+    character shows) and the reason.
+    """
 
     def __init__(self, path: str, what: str, value: object, reason: str) -> None:
         self.path = path
         self.what = what
         self.value = value
         self.reason = reason
-        super().__init__(f"{path}: {what} {value!r} {reason}")
+        shown = "" if value is None else f" {value!r}"
+        super().__init__(f"{path}: {what}{shown} {reason}")
 
 
 # --- paths and capabilities ----------------------------------------------------------------
@@ -391,8 +396,8 @@ def _dhcp_defs(net: Network) -> tuple[_DhcpDef | None, _DhcpDef | None]:
             continue
         if family in found:
             raise DnsmasqConfigError(
-                f"/network/ip[{index}]/dhcp", "DHCP definition for IPv", family,
-                f"repeats the one of /network/ip[{found[family].index}]; only one is allowed "
+                f"/network/ip[{index}]/dhcp", f"this IPv{family} DHCP definition", None,
+                f"repeats the one of /network/ip[{found[family].index}]; dnsmasq serves one "
                 "per address family",
             )
         found[family] = _DhcpDef(index, ip)
@@ -480,9 +485,9 @@ def _hostsfile_line(host: DhcpHost, ipv6: bool, path: str) -> str:
 
 def _srv_line(srv: DnsSrv, path: str) -> str:
     if not srv.service:
-        raise DnsmasqConfigError(path, "SRV record", srv.service, "lacks its service")
+        raise DnsmasqConfigError(path, "SRV record", None, "lacks its service")
     if not srv.protocol:
-        raise DnsmasqConfigError(path, "SRV record", srv.protocol, "lacks its protocol")
+        raise DnsmasqConfigError(path, "SRV record", None, "lacks its protocol")
     _refuse_control(path + "/@service", "SRV service", srv.service)
     if _SRV_SERVICE.fullmatch(srv.service) is None:
         raise DnsmasqConfigError(path + "/@service", "SRV service", srv.service,
@@ -571,7 +576,7 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
 
     pid_file = paths.pid_file(net.name)
     if pid_file is not None:
-        lines.append("pid-file=" + _string_arg("pid directory", "pid file", str(pid_file),
+        lines.append("pid-file=" + _string_arg("/network/name", "pid file path", str(pid_file),
                                                comma_splits=False))
 
     lines += ["except-interface=lo", "bind-dynamic", f"interface={_ifname(net)}"]

@@ -27,7 +27,6 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
@@ -39,9 +38,16 @@ from virtnet.state import DEFAULT_LOCK_TIMEOUT, NetworkStatus, StateStore
 
 if TYPE_CHECKING:
     from virtnet.host import Host
+    from virtnet.host.facts import HostFacts
     from virtnet.plan import Action, Plan
 
 UUID_LENGTH = 36
+# net-update sections whose change rewrites dnsmasq's configuration file, which dnsmasq reads
+# only at start (libvirt restarts it for these); other sections only touch files it re-reads
+# on SIGHUP.
+DNSMASQ_RESTART_SECTIONS = frozenset(
+    {"bridge", "domain", "ip", "ip-dhcp-range", "dns-txt", "dns-srv"}
+)
 
 
 class NotFoundError(VirtnetError):
@@ -67,7 +73,12 @@ class NetworkRecord:
 
     @property
     def active(self) -> bool:
-        return self.status is not None
+        return self.status is not None and self.status.active
+
+    @property
+    def interrupted(self) -> bool:
+        """A start that crashed between two steps left a record of what it applied."""
+        return self.status is not None and not self.status.active
 
     @property
     def persistent(self) -> bool:
@@ -76,7 +87,9 @@ class NetworkRecord:
     @property
     def current(self) -> Network:
         """What virsh shows without --inactive: the live definition while active."""
-        net = self.live if self.live is not None else self.config
+        if self.active and self.live is not None:
+            return self.live
+        net = self.config if self.config is not None else self.live
         assert net is not None  # a record has at least one of the two
         return net
 
@@ -100,14 +113,6 @@ class Health:
     @property
     def degraded(self) -> bool:
         return bool(self.problems)
-
-
-def read_pidfile(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -291,7 +296,13 @@ class Engine:
             if record.active:
                 self._repair(record)
                 return record.current
-            assert record.config is not None
+            if record.config is None:
+                # Only an interrupted transient start looks like this: clean it, it is gone.
+                self._clean_interrupted(record)
+                raise NotFoundError(
+                    f"Network not found: no network with matching name '{record.name}'"
+                )
+            self._clean_interrupted(record)
             self._start(record.config)
             return record.config
 
@@ -301,19 +312,26 @@ class Engine:
         with self.store.lock:
             records = self.records()
             self._check_identity(net, records, creating=True)
+            for record in records:
+                if record.name == net.name:
+                    self._clean_interrupted(record)
             self._assign_defaults(net, records)
             self._start(net)
         return net
 
     def destroy(self, name: str) -> None:
-        """Stop an active network: undo what its start applied, newest first."""
+        """Stop an active network: undo what its start applied, newest first.
+
+        The leases of a persistent network are kept for its next start (as libvirt keeps
+        them); a transient network leaves nothing behind.
+        """
         with self.store.lock:
             record = self.lookup(name)
             if record.status is None:
                 raise InvalidOperationError(
                     f"Requested operation is not valid: network '{record.name}' is not active"
                 )
-            self._stop(record.status)
+            self._stop(record.status, keep_leases=record.persistent)
 
     def autostart_all(self) -> list[str]:
         """Start every inactive network marked autostart (what a booting host does)."""
@@ -322,6 +340,7 @@ class Engine:
             for record in self.records():
                 if record.autostart and not record.active:
                     assert record.config is not None
+                    self._clean_interrupted(record)
                     self._start(record.config)
                     started.append(record.name)
         return started
@@ -335,17 +354,17 @@ class Engine:
         else:
             record = self.lookup(target)
             net = record.config if record.config is not None else record.current
-        host = self.host()
-        facts = self._facts(host)
+        with self.host() as host:
+            facts = self._facts(host)
         self._preflight(net, facts)
         return self._plan_start(net, facts)
 
-    def _facts(self, host: Host) -> Any:
+    def _facts(self, host: Host) -> HostFacts:
         from virtnet.host.facts import read_facts
 
         return read_facts(host)
 
-    def _preflight(self, net: Network, facts: Any) -> None:
+    def _preflight(self, net: Network, facts: HostFacts) -> None:
         from virtnet.drivers import driver_for
 
         problems: list[Problem] = driver_for(net).preflight(net, facts)
@@ -353,51 +372,72 @@ class Engine:
             details = "\n".join(f"  {problem}" for problem in problems)
             raise HostError(f"network '{net.name}' cannot start on this host:\n{details}")
 
-    def _plan_start(self, net: Network, facts: Any) -> Plan:
+    def _plan_start(self, net: Network, facts: HostFacts) -> Plan:
         from virtnet.drivers import driver_for
 
         return driver_for(net).plan_start(net, facts, self.paths)
 
     def _start(self, net: Network) -> NetworkStatus:
-        host = self.host()
-        facts = self._facts(host)
-        self._preflight(net, facts)
-        plan = self._plan_start(net, facts)
-        plan.apply(host)  # a failure undoes the steps already applied and raises
-        try:
-            status = NetworkStatus(
-                name=net.name,
-                uuid=net.uuid or "",
-                bridge=net.bridge_name,
-                live_xml=self.format(net, inactive=True),
-                actions=[action.to_dict() for action in plan.actions],
-                dnsmasq_pid=read_pidfile(self.paths.dnsmasq_pidfile(net.name)),
-                started_at=self.store.now(),
-            )
-            self.store.write_status(status)
-        except BaseException:
-            # Without a status record nobody could ever undo what was applied: undo it now.
-            self._undo_all(host, plan.actions)
-            raise
+        """Preflight, plan and apply; the status record follows every applied step, so even a
+        crash halfway leaves a record of what to undo (an "interrupted" start)."""
+        from virtnet.plan import PlanError
+
+        status = NetworkStatus(
+            name=net.name,
+            uuid=net.uuid or "",
+            bridge=net.bridge_name,
+            live_xml=self.format(net, inactive=True),
+            started_at=self.store.now(),
+            active=False,
+        )
+        with self.host() as host:
+            facts = self._facts(host)
+            self._preflight(net, facts)
+            plan = self._plan_start(net, facts)
+
+            def record_step(step: int, action: Action) -> None:
+                status.actions.append(action.to_dict())
+                self.store.write_status(status)
+
+            try:
+                plan.apply(host, on_step=record_step)
+            except PlanError as exc:
+                if not exc.undo_errors:
+                    self.store.delete_status(net.name)  # the host is as it was
+                raise
+            status.actions = [action.to_dict() for action in plan.actions]
+            status.dnsmasq_pid = _dnsmasq_pid(plan.actions)
+            status.active = True
+            try:
+                self.store.write_status(status)
+            except BaseException:
+                self._undo_all(host, plan.actions)
+                self.store.delete_status(net.name)
+                raise
         return status
 
-    def _stop(self, status: NetworkStatus) -> None:
+    def _stop(self, status: NetworkStatus, keep_leases: bool) -> None:
         from virtnet.plan import Action
 
-        host = self.host()
         actions = [Action.from_dict(data) for data in status.actions]
-        failed = self._undo_all(host, actions)
+        with self.host() as host:
+            failed = self._undo_all(host, actions)
         if failed:
             # Keep only what could not be undone, so a second destroy retries exactly that.
             status.actions = [action.to_dict() for action, _ in failed]
             self.store.write_status(status)
             details = "\n".join(f"  {action.describe()}: {error}" for action, error in failed)
-            raise HostError(
-                f"Failed to destroy network {status.name}: some steps could not be undone:\n"
-                f"{details}"
-            )
-        self._remove_runtime_files(status.name)
+            raise HostError(f"some steps could not be undone:\n{details}")
         self.store.delete_status(status.name)
+        if not keep_leases:
+            self._remove_leases(status.name)
+
+    def _clean_interrupted(self, record: NetworkRecord) -> None:
+        """Undo what an interrupted start left behind (a crash between two steps)."""
+        if record.status is not None and not record.status.active:
+            self._stop(record.status, keep_leases=record.persistent)
+            record.status = None
+            record.live = None
 
     @staticmethod
     def _undo_all(host: Host, actions: list[Action]) -> list[tuple[Action, str]]:
@@ -409,20 +449,15 @@ class Engine:
             except VirtnetError as exc:
                 failed.append((action, str(exc)))
             except OSError as exc:
-                failed.append((action, exc.strerror or str(exc)))
+                failed.append((action, f"{exc.filename or ''} {exc.strerror or exc}".strip()))
         failed.reverse()
         return failed
 
-    def _remove_runtime_files(self, name: str) -> None:
-        """What dnsmasq itself leaves behind (its lease file, its pid file)."""
-        from virtnet.dnsmasq import DnsmasqPaths
+    def _remove_leases(self, name: str) -> None:
+        from virtnet.leases import lease_file
 
-        dnsmasq_paths = DnsmasqPaths.for_state(self.paths)
-        for path in (dnsmasq_paths.leases(name), self.paths.dnsmasq_pidfile(name)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lease_file(self.paths, name))
 
     # --- reconciliation -------------------------------------------------------------------
 
@@ -431,6 +466,12 @@ class Engine:
         health = Health()
         status = record.status
         if status is None:
+            return health
+        if not status.active:
+            health.problems.append(
+                f"an interrupted start left {len(status.actions)} step(s) applied; "
+                "net-start or net-destroy undoes them"
+            )
             return health
         if status.bridge and record.current.forward_mode.has_own_bridge:
             health.bridge_present = self.link_in_use(status.bridge)
@@ -447,7 +488,9 @@ class Engine:
         assert status is not None
         health = self.health(record)
         if not health.degraded:
-            raise InvalidOperationError("Requested operation is not valid: network is already active")
+            raise InvalidOperationError(
+                "Requested operation is not valid: network is already active"
+            )
         if health.bridge_present is False:
             raise HostError(
                 f"network '{record.name}' is recorded active but its bridge {status.bridge} is "
@@ -459,17 +502,19 @@ class Engine:
     def _restart_dnsmasq(self, status: NetworkStatus) -> None:
         from virtnet.plan import Action
 
-        host = self.host()
-        for data in status.actions:
+        for index, data in enumerate(status.actions):
             action = Action.from_dict(data)
             if _is_dnsmasq_process(action):
-                # Undo first: it forgets the dead pid and its pid file, then start afresh.
-                action.undo(host)
-                action.apply(host)
                 break
         else:
             raise HostError(f"network '{status.name}' has no recorded dnsmasq to restart")
-        status.dnsmasq_pid = read_pidfile(self.paths.dnsmasq_pidfile(status.name))
+        with self.host() as host:
+            # Undo first: it forgets the dead pid and its pid file; then start afresh.
+            action.undo(host)
+            fresh = Action.from_dict(action.spec())
+            fresh.apply(host)
+        status.actions[index] = fresh.to_dict()
+        status.dnsmasq_pid = _dnsmasq_pid([fresh])
         self.store.write_status(status)
 
     # --- queries ---------------------------------------------------------------------------
@@ -614,52 +659,57 @@ class Engine:
         return live, config
 
     def _apply_live(self, status: NetworkStatus, net: Network, section: str) -> None:
-        """Bring a running network in line with an updated live definition.
+        """Bring a running network in line with its updated live definition.
 
-        The new start plan is compared with the recorded actions: what disappeared is undone,
-        what is new is applied, the rest stays untouched. dnsmasq re-reads its hosts files on
-        SIGHUP (dhcp hosts, DNS hosts), but its configuration only when restarted (ranges, TXT,
-        SRV), as libvirt handles it.
+        The new start plan is compared with the recorded actions (by what they do, not by
+        what they recorded): what disappeared is undone, what is new is applied, the rest is
+        left alone. A file rewritten in place is not removed first. dnsmasq re-reads its hosts
+        files on SIGHUP (dhcp hosts, DNS hosts); a change of its configuration (ranges, TXT,
+        SRV...) needs a restart, as in libvirt.
         """
         from virtnet.plan import Action, Plan
 
-        host = self.host()
-        facts = self._facts(host)
-        new_plan = self._plan_start(net, facts)
         old_actions = [Action.from_dict(data) for data in status.actions]
-        new_dicts = [action.to_dict() for action in new_plan.actions]
-        removed = [a for a in old_actions if a.to_dict() not in new_dicts]
-        added = [a for a in new_plan.actions if a.to_dict() not in status.actions]
-        restart = any(_is_dnsmasq_conf(a) for a in removed + added)
-        if restart:
-            # The process itself must go and come back after its configuration is rewritten.
-            for action in old_actions:
-                if _is_dnsmasq_process(action) and action not in removed:
-                    removed.append(action)
-            for action in new_plan.actions:
-                if _is_dnsmasq_process(action) and action not in added:
-                    added.append(action)
-        removed.sort(key=old_actions.index)
-        added.sort(key=new_plan.actions.index)
-        failed = self._undo_all(host, removed)
-        if failed:
-            details = "\n".join(f"  {action.describe()}: {error}" for action, error in failed)
-            raise HostError(f"cannot update network {status.name}:\n{details}")
-        try:
-            Plan(net, added).apply(host)
-        except BaseException:
-            # Put back what was taken away, so the network runs as before the update.
-            Plan(net, removed).apply(host)
-            raise
-        status.actions = new_dicts
+        old_specs = [action.spec() for action in old_actions]
+        with self.host() as host:
+            new_plan = self._plan_start(net, self._facts(host))
+            new_specs = [action.spec() for action in new_plan.actions]
+            added = [a for a in new_plan.actions if a.spec() not in old_specs]
+            removed = [a for a in old_actions if a.spec() not in new_specs]
+            rewritten = {_file_path(a) for a in added} - {None}
+            dnsmasq_changed = any(_is_dnsmasq_file(a) for a in added + removed)
+            restart = dnsmasq_changed and section in DNSMASQ_RESTART_SECTIONS
+            if restart:
+                # The process goes and comes back after its configuration was rewritten.
+                removed += [a for a in old_actions if _is_dnsmasq_process(a) and a not in removed]
+                added += [a for a in new_plan.actions if _is_dnsmasq_process(a) and a not in added]
+            removed.sort(key=old_actions.index)
+            added.sort(key=new_plan.actions.index)
+            to_undo = [a for a in removed if _file_path(a) not in rewritten]
+            failed = self._undo_all(host, to_undo)
+            if failed:
+                details = "\n".join(f"  {a.describe()}: {error}" for a, error in failed)
+                raise HostError(f"cannot change the running network {status.name}:\n{details}")
+            try:
+                Plan(status.name, added).apply(host)
+            except BaseException:
+                # Put back what was taken away, so the network runs as before the update.
+                Plan(status.name, [Action.from_dict(a.spec()) for a in to_undo]).apply(host)
+                raise
+        added_ids = {id(a) for a in added}
+        merged = []
+        for action in new_plan.actions:
+            if id(action) in added_ids:
+                merged.append(action.to_dict())
+            else:
+                merged.append(status.actions[old_specs.index(action.spec())])
+        status.actions = merged
         status.live_xml = self.format(net, inactive=True)
-        if restart:
-            status.dnsmasq_pid = read_pidfile(self.paths.dnsmasq_pidfile(status.name))
-        elif any(_is_dnsmasq_hosts(a) for a in added) and self.dnsmasq_alive(
-            status.name, status.dnsmasq_pid
-        ):
-            assert status.dnsmasq_pid is not None
-            os.kill(status.dnsmasq_pid, signal.SIGHUP)
+        new_pid = _dnsmasq_pid([Action.from_dict(data) for data in merged])
+        if not restart and new_pid is not None and dnsmasq_changed:
+            if self.dnsmasq_alive(status.name, new_pid):
+                os.kill(new_pid, signal.SIGHUP)  # re-reads dhcp-hostsfile and addn-hosts
+        status.dnsmasq_pid = new_pid
         self.store.write_status(status)
 
     # --- autostart --------------------------------------------------------------------------
@@ -686,20 +736,27 @@ def _raise_problems(problems: list[Problem], name: str) -> None:
         raise ValidationError(problems, source=f"network '{name}' after update")
 
 
-def _action_kind(action: Action) -> str:
-    return str(action.to_dict().get("kind", ""))
-
-
 def _is_dnsmasq_process(action: Action) -> bool:
-    return _action_kind(action) == "dnsmasq"
+    from virtnet.plan import StartDnsmasq
+
+    return isinstance(action, StartDnsmasq)
 
 
-def _is_dnsmasq_conf(action: Action) -> bool:
-    data = action.to_dict()
-    return data.get("kind") == "file" and str(data.get("path", "")).endswith(".conf")
+def _file_path(action: Action) -> str | None:
+    from virtnet.plan import WriteFile
+
+    return action.path if isinstance(action, WriteFile) else None
 
 
-def _is_dnsmasq_hosts(action: Action) -> bool:
-    data = action.to_dict()
-    path = str(data.get("path", ""))
-    return data.get("kind") == "file" and path.endswith((".hostsfile", ".addnhosts"))
+def _is_dnsmasq_file(action: Action) -> bool:
+    path = _file_path(action)
+    return path is not None and path.endswith((".conf", ".hostsfile", ".addnhosts"))
+
+
+def _dnsmasq_pid(actions: Iterable[Action]) -> int | None:
+    """The pid the (applied) dnsmasq action recorded, if the network runs one."""
+    for action in actions:
+        if _is_dnsmasq_process(action):
+            pid = getattr(action, "pid", None)
+            return int(pid) if pid is not None else None
+    return None

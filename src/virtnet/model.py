@@ -258,6 +258,8 @@ class IpDef:
             return self.prefix
         if self.netmask is not None:
             return ipaddress.IPv4Network(f"0.0.0.0/{self.netmask}").prefixlen
+        if self.address is not None and self.address.is_unspecified:
+            return 0  # 0.0.0.0 or :: without a prefix means a default route
         if isinstance(self.address, ipaddress.IPv4Address):
             first = int(self.address) >> 24
             if first < 128:

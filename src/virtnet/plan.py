@@ -55,6 +55,9 @@ class PlanError(HostError):
             )
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PlanError, (self.step, self.action, self.cause, self.undo_errors))
+
 
 class Action(abc.ABC):
     """One host change and its inverse. Subclasses are dataclasses of JSON-able fields."""

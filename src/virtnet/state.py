@@ -35,6 +35,7 @@ from virtnet.paths import StatePaths
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+PARENT_DIR_MODE = 0o755
 STATUS_FORMAT_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a command waits for another one before giving up
 
@@ -53,8 +54,13 @@ def check_name(name: str) -> str:
 # --- atomic files ----------------------------------------------------------------------
 
 
-def ensure_dir(path: Path) -> Path:
-    """Create ``path`` and missing parents with mode 0700; existing directories are left as is."""
+def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
+    """Create ``path`` with ``mode`` (0700 by default), and missing parents with 0755.
+
+    Parents stay traversable on purpose: dnsmasq drops root and must still reach its hosts
+    files under the state directory; only the directories holding definitions and status are
+    private.
+    """
     missing = []
     current = path
     while not current.is_dir():
@@ -63,11 +69,12 @@ def ensure_dir(path: Path) -> Path:
             break
         current = current.parent
     for directory in reversed(missing):
+        wanted = mode if directory == path else PARENT_DIR_MODE
         try:
-            directory.mkdir(mode=DIR_MODE)
+            directory.mkdir(mode=wanted)
         except FileExistsError:
             continue  # another process made it between our check and mkdir
-        os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
+        os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
     return path
 
 
@@ -161,7 +168,7 @@ class StateLock:
         self.release()
 
     def _lock_file(self) -> int:
-        ensure_dir(self.path.parent)
+        ensure_dir(self.path.parent, PARENT_DIR_MODE)  # the run directory, not a private one
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         deadline = time.monotonic() + self.timeout
         try:

@@ -16,6 +16,14 @@ updated here and by libvirt comes out the same:
 - ``parent_index`` picks the <ip> element of a dhcp host/range update by its position among all
   <ip> elements; a negative index picks the first <ip> that already has DHCP, else the first IPv4
   one, else the first IPv6 one.
+- Entries are the same entry when: dhcp host - same MAC, IP or name (add, modify), or every
+  given attribute equal (delete); dhcp range - same start and end (a merely overlapping range is
+  accepted, as libvirt does); DNS host - same IP (add), same IP or a shared hostname (delete);
+  TXT - same name; SRV - every given one of domain, service, protocol, target equal.
+
+Two refusals go beyond libvirt 9.0, because libvirt's result would be wrong or lost: a dhcp
+host outside its <ip>'s subnet (virtnet's validation refuses it in any definition), and an
+interface added to an isolated network (libvirt drops it silently when it writes the network).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from virtnet.model import (
     Network,
     PortGroup,
 )
+from virtnet.validate import libvirt_prefix
 from virtnet.xml import parse as xml_parse
 
 
@@ -99,14 +108,6 @@ SECTION_ELEMENT = {
     UpdateSection.DNS_SRV: "srv",
 }
 
-# Character sets and length limit libvirt applies to SRV service/protocol names; "." is out
-# because it separates the fields of an SRV name.
-SRV_SERVICE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/*")
-SRV_PROTOCOL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-+/")
-SRV_SERVICE_MAX_LENGTH = 512 - 30  # a DNS record minus the SRV overhead (RFC 2782)
-DHCP_ID_CHARS = frozenset("0123456789abcdefABCDEF:")
-TXT_NAME_FORBIDDEN = frozenset(" ,")
-
 _MAC_OCTET = re.compile(r"[0-9a-fA-F]{1,2}")
 
 
@@ -118,7 +119,9 @@ def parse_command(command: str) -> UpdateCommand:
         return UpdateCommand(command)
     except ValueError:
         names = ", ".join(["add", *(c.value for c in UpdateCommand)])
-        raise UpdateError(f"unknown update command '{command}' (expected one of: {names})") from None
+        raise UpdateError(
+            f"unknown update command '{command}' (expected one of: {names})"
+        ) from None
 
 
 def parse_section(section: str) -> UpdateSection:
@@ -127,7 +130,9 @@ def parse_section(section: str) -> UpdateSection:
         return UpdateSection(section)
     except ValueError:
         names = ", ".join(s.value for s in UpdateSection)
-        raise UpdateError(f"unknown update section '{section}' (expected one of: {names})") from None
+        raise UpdateError(
+            f"unknown update section '{section}' (expected one of: {names})"
+        ) from None
 
 
 def apply_update(
@@ -150,10 +155,10 @@ def apply_update(
             "(libvirt 9.0 supports updating only ip-dhcp-host, ip-dhcp-range, forward-interface, "
             "portgroup, dns-host, dns-txt and dns-srv)"
         )
-    expected = SECTION_ELEMENT[update_section]
     updated = copy.deepcopy(net)
-    handler = _HANDLERS[update_section]
-    handler(_Update(updated, update_command, update_section, element, expected), parent_index)
+    _HANDLERS[update_section](
+        _Update(updated, update_command, update_section, element), parent_index
+    )
     return updated
 
 
@@ -169,13 +174,12 @@ class _Update:
         command: UpdateCommand,
         section: UpdateSection,
         element: etree._Element,
-        expected_element: str,
     ) -> None:
         self.net = net
         self.command = command
         self.section = section
         self.element = element
-        self.expected_element = expected_element
+        self.expected_element = SECTION_ELEMENT[section]
 
     def error(self, message: str) -> UpdateError:
         return UpdateError(f"{self.section.value}: {message} in network '{self.net.name}'")
@@ -234,13 +238,6 @@ def _same_mac(first: str | None, second: str | None) -> bool:
     return a == b
 
 
-def _parse_ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
 def _family_name(ipv6: bool) -> str:
     return "IPv6" if ipv6 else "IPv4"
 
@@ -285,6 +282,14 @@ def _check_single_dhcp(update: _Update, ipdef: IpDef) -> None:
             )
 
 
+def _subnet(ipdef: IpDef) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of an <ip>, with the prefix libvirt derives (prefix, netmask or class)."""
+    prefix = libvirt_prefix(ipdef)
+    if ipdef.address is None or prefix is None or prefix > ipdef.address.max_prefixlen:
+        return None
+    return ipaddress.ip_network(f"{ipdef.address}/{prefix}", strict=False)
+
+
 def _ip_family_of(address: IPAddress | None) -> bool | None:
     """True for IPv6, False for IPv4, None when there is no address."""
     if address is None:
@@ -308,40 +313,6 @@ def _host_text(mac: str | None, name: str | None, ip: object, host_id: str | Non
     return "<host " + " ".join(parts) + "/>" if parts else "<host/>"
 
 
-def _read_dhcp_host_pattern(update: _Update, ipdef: IpDef) -> DhcpHost:
-    """A <host> snippet of a delete: any of mac, name, ip (each checked as libvirt checks it)."""
-    el = update.element
-    mac = el.get("mac")
-    host_id = el.get("id")
-    name = el.get("name")
-    ip_text = el.get("ip")
-    if mac is not None:
-        if ipdef.is_ipv6:
-            raise update.error(
-                f"a MAC address ('{mac}') cannot identify a host of the IPv6 address "
-                f"{ipdef.address}; use id or name"
-            )
-        octets = _mac_octets(mac)
-        if octets is None:
-            raise update.error(f"invalid MAC address '{mac}' in <host>")
-        if octets[0] & 1:
-            raise update.error(f"MAC address '{mac}' in <host> is multicast, expected unicast")
-    if host_id is not None:
-        bad = next((ch for ch in host_id if ch not in DHCP_ID_CHARS), None)
-        if bad is not None:
-            raise update.error(f"invalid character '{bad}' in <host> id '{host_id}'")
-    if name is not None and not (name[:1].isascii() and name[:1].isalnum()):
-        raise update.error(f"invalid host name '{name}' in <host>: it must start with a letter or digit")
-    ip = None
-    if ip_text is not None:
-        ip = _parse_ip(ip_text)
-        if ip is None:
-            raise update.error(f"invalid IP address '{ip_text}' in <host>")
-    if mac is None and name is None and ip_text is None:
-        raise update.error("a <host> to delete needs at least one of mac, name or ip")
-    return DhcpHost(mac=mac, id=host_id, name=name, ip=ip)
-
-
 def _update_dhcp_host(update: _Update, parent_index: int) -> None:
     update.check_element_name()
     ipdef = _select_ip(update, parent_index)
@@ -349,7 +320,9 @@ def _update_dhcp_host(update: _Update, parent_index: int) -> None:
     path = f"/network/ip[{_ip_position(update.net, ipdef) + 1}]/dhcp/host"
 
     if update.command is UpdateCommand.DELETE:
-        pattern = _read_dhcp_host_pattern(update, ipdef)
+        # A delete's snippet is a search pattern: any of mac, name and ip.
+        pattern = update.parse(xml_parse.parse_dhcp_host, path, ipdef.is_ipv6, True)
+        assert isinstance(pattern, DhcpHost)
         # Every attribute given must match; a host without a MAC matches any MAC (libvirt).
         for index, host in enumerate(hosts):
             if (
@@ -369,6 +342,11 @@ def _update_dhcp_host(update: _Update, parent_index: int) -> None:
         raise update.error(
             f"host address {new.ip} is not of the same family as its <ip> address {ipdef.address}"
         )
+    # libvirt 9.0 itself accepts such a host (dnsmasq then never hands it out); virtnet's
+    # validation refuses it in a definition, so it is refused here already, in update terms.
+    subnet = _subnet(ipdef)
+    if subnet is not None and new.ip not in subnet:
+        raise update.error(f"host address {new.ip} is outside the subnet {subnet} of its <ip>")
 
     def matches(host: DhcpHost) -> bool:
         # A host is the same entry if its MAC, IP or name is the same.
@@ -406,11 +384,10 @@ def _range_problem(ipdef: IpDef, start: IPAddress, end: IPAddress) -> str | None
         return f"{text} mixes address families"
     if ipdef.address is None or start.version != ipdef.address.version:
         return f"{text} is not of the same family as its <ip> address {ipdef.address}"
-    prefix = ipdef.effective_prefix
-    if prefix is None:
+    network = _subnet(ipdef)
+    if network is None:
         return f"{text}: the <ip> address {ipdef.address} has no usable prefix"
-    network = ipaddress.ip_network(f"{ipdef.address}/{prefix}", strict=False)
-    where = f"{ipdef.address}/{prefix}"
+    where = f"{ipdef.address}/{network.prefixlen}"
     if start not in network or end not in network:
         return f"{text} is not entirely within network {where}"
     if start.version == 4:
@@ -461,9 +438,9 @@ def _update_dhcp_range(update: _Update, parent_index: int) -> None:
 def _update_forward_interface(update: _Update, parent_index: int) -> None:
     update.check_element_name()
     update.refuse_modify("forward interfaces")
-    dev = update.element.get("dev")
-    if dev is None:
-        raise update.error("<interface> needs a dev attribute")
+    new = update.parse(xml_parse.parse_forward_interface, "/network/forward/interface")
+    assert isinstance(new, ForwardInterface)
+    dev = new.dev
     forward = update.net.forward
     interfaces = forward.interfaces if forward is not None else []
     found = next((i for i, iface in enumerate(interfaces) if iface.dev == dev), None)
@@ -487,8 +464,6 @@ def _update_forward_interface(update: _Update, parent_index: int) -> None:
             raise update.error(
                 f"cannot add {described}: the network is isolated (it has no <forward> element)"
             )
-        new = update.parse(xml_parse.parse_forward_interface, "/network/forward/interface")
-        assert isinstance(new, ForwardInterface)
         interfaces.insert(update.insert_position(interfaces), new)
     assert forward is not None
     # libvirt has no separate forward dev: it is always the pool's first interface.
@@ -536,31 +511,6 @@ def _update_portgroup(update: _Update, parent_index: int) -> None:
 # --- dns-host --------------------------------------------------------------------------
 
 
-def _read_dns_host_pattern(update: _Update) -> tuple[IPAddress | None, list[str]]:
-    """A DNS <host> snippet of a delete: an ip, hostnames, or both."""
-    el = update.element
-    ip_text = el.get("ip")
-    ip = None
-    if ip_text is not None:
-        ip = _parse_ip(ip_text)
-        if ip is None:
-            raise update.error(f"invalid IP address '{ip_text}' in DNS <host>")
-    names: list[str] = []
-    for child in el:
-        if not isinstance(child.tag, str) or etree.QName(child).localname != "hostname":
-            continue
-        # An empty <hostname/> is skipped, as libvirt skips an element without content.
-        if len(child) == 0 and child.text is None:
-            continue
-        text = "".join(child.itertext())
-        if not text:
-            raise update.error("empty <hostname> in DNS <host>")
-        names.append(text)
-    if ip is None and not names:
-        raise update.error("a DNS <host> to delete needs an ip or at least one <hostname>")
-    return ip, names
-
-
 def _dns_host_text(ip: IPAddress | None, names: list[str]) -> str:
     attrs = f" ip='{ip}'" if ip is not None else ""
     return f"<host{attrs}>" + "".join(f"<hostname>{n}</hostname>" for n in names) + "</host>"
@@ -583,7 +533,10 @@ def _update_dns_host(update: _Update, parent_index: int) -> None:
         hosts.insert(update.insert_position(hosts), new)
         return
 
-    ip, names = _read_dns_host_pattern(update)
+    # A delete's snippet is a search pattern: an ip, hostnames, or both.
+    pattern = update.parse(xml_parse.parse_dns_host, "/network/dns/host", True)
+    assert isinstance(pattern, DnsHost)
+    ip, names = pattern.ip, pattern.hostnames
     matching = [
         i
         for i, host in enumerate(hosts)
@@ -606,18 +559,10 @@ def _update_dns_txt(update: _Update, parent_index: int) -> None:
     update.refuse_modify("DNS TXT records")
     update.check_element_name()
     txts = update.net.dns.txts
-    if update.command.is_add:
-        new = update.parse(xml_parse.parse_dns_txt, "/network/dns/txt")
-        assert isinstance(new, DnsTxt)
-        name = new.name
-    else:
-        name_attr = update.element.get("name")
-        if name_attr is None:
-            raise update.error("a DNS <txt> to delete needs a name attribute")
-        bad = next((ch for ch in name_attr if ch in TXT_NAME_FORBIDDEN), None)
-        if bad is not None:
-            raise update.error(f"character '{bad}' is not allowed in DNS TXT name '{name_attr}'")
-        name = name_attr
+    # A delete's snippet needs only the name.
+    new = update.parse(xml_parse.parse_dns_txt, "/network/dns/txt", not update.command.is_add)
+    assert isinstance(new, DnsTxt)
+    name = new.name
     found = next((i for i, txt in enumerate(txts) if txt.name == name), None)
     if update.command.is_add:
         if found is not None:
@@ -630,36 +575,6 @@ def _update_dns_txt(update: _Update, parent_index: int) -> None:
 
 
 # --- dns-srv ---------------------------------------------------------------------------
-
-
-def _read_srv_pattern(update: _Update) -> DnsSrv:
-    """A <srv> snippet of a delete: any of its attributes, each checked as libvirt checks it."""
-    el = update.element
-    service = el.get("service")
-    protocol = el.get("protocol")
-    if service is not None:
-        if len(service.encode()) > SRV_SERVICE_MAX_LENGTH:
-            raise update.error(
-                f"SRV service '{service}' is longer than {SRV_SERVICE_MAX_LENGTH} bytes"
-            )
-        if any(ch not in SRV_SERVICE_CHARS for ch in service):
-            raise update.error(f"invalid character in SRV service '{service}'")
-    if protocol is not None and any(ch not in SRV_PROTOCOL_CHARS for ch in protocol):
-        raise update.error(f"invalid character in SRV protocol '{protocol}'")
-    srv = DnsSrv(
-        service=service, protocol=protocol, domain=el.get("domain"), target=el.get("target")
-    )
-    for attr, limit in (("port", 65535), ("priority", 65535), ("weight", 65535)):
-        text = el.get(attr)
-        if text is None:
-            continue
-        if srv.target is None:
-            raise update.error(f"SRV {attr} '{text}' is not allowed without a target")
-        value = int(text) if text.strip().isdigit() else None
-        if value is None or value > limit or (attr == "port" and value < 1):
-            raise update.error(f"invalid SRV {attr} '{text}'")
-        setattr(srv, attr, value)
-    return srv
 
 
 def _srv_text(srv: DnsSrv) -> str:
@@ -675,12 +590,9 @@ def _update_dns_srv(update: _Update, parent_index: int) -> None:
     update.refuse_modify("DNS SRV records")
     update.check_element_name()
     srvs = update.net.dns.srvs
-    if update.command.is_add:
-        parsed = update.parse(xml_parse.parse_dns_srv, "/network/dns/srv")
-        assert isinstance(parsed, DnsSrv)
-        srv = parsed
-    else:
-        srv = _read_srv_pattern(update)
+    # A delete's snippet is a search pattern: any of its attributes.
+    srv = update.parse(xml_parse.parse_dns_srv, "/network/dns/srv", not update.command.is_add)
+    assert isinstance(srv, DnsSrv)
 
     # Only domain, service, protocol and target take part; each one given must be equal.
     def matches(existing: DnsSrv) -> bool:

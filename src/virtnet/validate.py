@@ -324,7 +324,8 @@ class _Checker:
             if forwarder.addr is None and forwarder.domain is None:
                 self.add(path, None, "a DNS forwarder needs an 'addr' or a 'domain'")
             if forwarder.domain is not None:
-                self._dns_name(path, "forwarder domain", forwarder.domain, forbidden=",/#")
+                # dnsmasq gets 'server=/DOMAIN/ADDR'
+                self._dns_name(path, "forwarder domain", forwarder.domain, forbidden="/")
             if forwarder.port is not None:
                 if not 1 <= forwarder.port <= 65535:
                     self.add(path, forwarder.port,

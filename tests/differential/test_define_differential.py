@@ -304,6 +304,13 @@ CASES = [
     Case("vlan-on-host-bridge", net("vlanbr", """
   <forward mode='bridge'/><bridge name='br0'/><vlan><tag id='7'/></vlan>"""), True,
          libvirt=False, why="newer libvirt tags vlans on Linux host bridges (our superset)"),
+    Case("ip-without-classful-prefix", net("classd", """
+  <ip address='224.0.0.1'/>"""), False, libvirt=True,
+         why="a class D address has no default prefix: libvirt fails only at net-start"),
+    Case("stp-on-host-bridge", net("stpon", """
+  <forward mode='bridge'/><bridge name='br0' stp='on'/>"""), True, libvirt=False,
+         why="our model keeps stp as on/off, so an explicit stp='on' (the default, meaningless "
+             "on a host bridge and dropped by both formatters) cannot be told from no stp"),
     Case("hostdev-pci-pool", net("hdpci", """
   <forward mode='hostdev' managed='yes'>
     <address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x1'/>

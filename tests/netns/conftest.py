@@ -244,8 +244,10 @@ def start_in_netns(
                 payload = ("error", (exc, traceback.format_exc()))
             try:
                 data = pickle.dumps(payload)
+                pickle.loads(data)  # what cannot be rebuilt in the parent goes back as text
             except Exception:  # noqa: BLE001 - unpicklable result or exception
-                data = pickle.dumps(("error", (None, traceback.format_exc())))
+                text = payload[1][1] if payload[0] == "error" else traceback.format_exc()
+                data = pickle.dumps(("error", (None, text)))
             with os.fdopen(write_fd, "wb") as out:
                 out.write(data)
         except BaseException:  # noqa: BLE001
@@ -361,12 +363,41 @@ def add_upstream(
     return Upstream(upstream_ns, address, uplink, uplink_address)
 
 
-def ping(ns: str, address: str, *, attempts: int = 5) -> bool:
-    """Whether NS reaches ADDRESS: ``ping -c1 -W1``, retried a bounded number of times."""
-    for _ in range(attempts):
-        if ns_run(ns, ["ping", "-n", "-q", "-c1", "-W1", address], check=False).returncode == 0:
-            return True
+def _icmp_echo(address: str, attempts: int, timeout: float) -> bool:
+    """One ICMP echo per attempt (like ``ping -c1 -W1``) over a raw socket; True on a reply."""
+    import socket
+    import struct
+
+    def checksum(data: bytes) -> int:
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        total = (total >> 16) + (total & 0xFFFF)
+        total += total >> 16
+        return ~total & 0xFFFF
+
+    ident = os.getpid() & 0xFFFF
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        for seq in range(1, attempts + 1):
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"virtnet-probe..."
+            packet = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+            sock.sendto(packet, (address, 0))
+            deadline = time.monotonic() + timeout
+            while (remaining := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([sock], [], [], remaining)
+                if not ready:
+                    break
+                data, (source, _) = sock.recvfrom(2048)
+                header_len = (data[0] & 0x0F) * 4
+                icmp_type, _, _, reply_id, reply_seq = struct.unpack(
+                    "!BBHHH", data[header_len : header_len + 8]
+                )
+                if (icmp_type, source, reply_id, reply_seq) == (0, address, ident, seq):
+                    return True
     return False
+
+
+def ping(ns: str, address: str, *, attempts: int = 5, timeout: float = 1.0) -> bool:
+    """Whether NS reaches the IPv4 ADDRESS: one echo per attempt, each waited TIMEOUT s."""
+    return bool(run_in_netns(ns, _icmp_echo, address, attempts, timeout))
 
 
 def require_tools(*tools: str) -> None:

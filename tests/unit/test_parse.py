@@ -13,6 +13,7 @@ from virtnet.model import (
     LeaseUnit,
     MacTableManager,
     NativeVlanMode,
+    Network,
     VirtualPortType,
 )
 from virtnet.xml.parse import (
@@ -45,7 +46,7 @@ BASE = """<network>
 """
 
 
-def net_with(extra: str = "", replace: tuple[str, str] | None = None):  # type: ignore[no-untyped-def]
+def net_with(extra: str = "", replace: tuple[str, str] | None = None) -> Network:
     text = BASE
     if replace is not None:
         assert replace[0] in text, replace[0]
@@ -75,7 +76,8 @@ def test_base_document_parses() -> None:
 @pytest.mark.parametrize(
     "written",
     ["81FF0D90-C91E-6742-64DA-4A736EDB9A9B", "81ff0d90c91e674264da4a736edb9a9b",
-     "  81 ff 0d 90 c9 1e 67 42 64 da 4a 73 6e db 9a 9b  ", "81ff-0d90-c91e-6742-64da-4a73-6edb-9a9b"],
+     "  81 ff 0d 90 c9 1e 67 42 64 da 4a 73 6e db 9a 9b  ",
+     "81ff-0d90-c91e-6742-64da-4a73-6edb-9a9b"],
 )
 def test_uuid_is_canonical(written: str) -> None:
     net = net_with(replace=("81ff0d90-c91e-6742-64da-4a736edb9a9b", written))
@@ -141,7 +143,7 @@ def test_hostdev_pool_and_driver() -> None:
         "<forward mode='hostdev' managed='YES'><driver name='vfio'/>"
         "<address type='pci' domain='0x0000' bus='0x03' slot='0x10' function='0x1'/>"
         "<address type='pci' domain='0' bus='010' slot='2' function='7'/></forward>",
-    ) , )
+    ))
     forward = net.forward
     assert forward.managed is True
     assert forward.driver is not None and forward.driver.value == "vfio"
@@ -453,7 +455,9 @@ ERROR_CASES = [
     ("replace", "extra", "path", "fragment"),
     [pytest.param(r, e, p, f, id=i) for i, r, e, p, f in ERROR_CASES],
 )
-def test_refused_with_path_and_value(replace, extra, path, fragment) -> None:  # type: ignore[no-untyped-def]
+def test_refused_with_path_and_value(
+    replace: tuple[str, str] | None, extra: str, path: str, fragment: str
+) -> None:
     error = refused(extra, replace)
     assert error.path == path, str(error)
     assert fragment in error.message, str(error)

@@ -40,7 +40,11 @@ def test_definition_round_trip_with_private_modes(store: StateStore) -> None:
     assert store.read_definition("net1") == b"<network><name>net1</name></network>\n"
     assert mode_of(path) == 0o600
     assert mode_of(store.paths.networks_dir) == 0o700
-    assert mode_of(store.paths.config_dir) == 0o700
+    # Parents stay traversable: dnsmasq, once it dropped root, reads files under the root.
+    assert mode_of(store.paths.config_dir) == 0o755
+    store.write_status(NetworkStatus(name="n", uuid="u", bridge=None, live_xml="<network/>"))
+    assert mode_of(store.paths.status_dir) == 0o700
+    assert mode_of(store.paths.run_dir) == 0o755
     assert store.defined_names() == ["net1"]
     assert store.read_definition("other") is None
 

@@ -379,6 +379,9 @@ class NetlinkFailure(HostError):
         text = _ERRNO_TEXT.get(code) or (errno.errorcode.get(code, f"error {code}"))
         super().__init__(f"cannot {what}: {text}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (NetlinkFailure, (self.what, self.code))
+
 
 def _link_info(msg: Any) -> LinkInfo:
     kind = None

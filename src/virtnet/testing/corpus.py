@@ -77,7 +77,9 @@ def _fetch_into(root: Path) -> None:
                 if not member.name.startswith(top):
                     continue
                 rel = member.name[len(top):]
-                if (member.isfile() or member.isdir()) and rel.startswith(WANTED_PREFIXES):
+                if (member.isfile() or member.isdir() or member.issym()) and rel.startswith(
+                    WANTED_PREFIXES
+                ):
                     member.name = rel
                     members.append(member)
             tar.extractall(staging, members=members, filter="data")

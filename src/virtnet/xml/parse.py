@@ -583,7 +583,7 @@ def parse_dhcp_range(el: Element, path: str) -> DhcpRange:
         _fail(el, path, f"range start '{start_value}' and end '{end_value}' are of different "
               "address families")
     if int(start) > int(end):
-        _fail(el, path, f"range start '{start_value}' is after its end '{end_value}'")
+        _fail(el, path, f"reversed range: start '{start_value}' is after end '{end_value}'")
     return DhcpRange(start=start, end=end, lease=_optional_lease(el, path))
 
 

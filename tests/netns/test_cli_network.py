@@ -1,0 +1,327 @@
+"""The net-* verbs end to end: the real CLI in subprocesses, inside a namespace of the test's
+own (``--netns``), with all state in a temporary directory (``--state-dir``).
+
+For each forward mode with a bridge of our own (isolated, nat, route, open) and for a host
+bridge: define, start, list, info, destroy, undefine; while active the bridge, its addresses,
+routes, firewall chains and dnsmasq exist; afterwards not one link, address, route, nftables
+table or chain, process or file of that network is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.netns
+
+CLI_TIMEOUT_S = 60.0
+
+
+def virtnet(
+    ns: str, state: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``virtnet --netns NS --state-dir STATE ARGS`` as a user types it."""
+    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"virtnet {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def virtnet_json(ns: str, state: Path, *args: str) -> Any:
+    return json.loads(virtnet(ns, state, *args, "--json").stdout)
+
+
+@dataclass
+class Snapshot:
+    """Everything of a namespace a network could leave behind, plus the state files."""
+
+    links: list[str]
+    addresses: list[str]
+    routes: list[str]
+    ruleset: str
+    pids: list[int]
+    files: list[str]
+
+
+def snapshot(kit: Any, ns: str, state: Path) -> Snapshot:
+    files = sorted(
+        str(path.relative_to(state)) for path in state.rglob("*")
+        if path.is_file() and path.name != "virtnet.lock"
+    ) if state.exists() else []
+    return Snapshot(
+        links=kit.ns_links(ns),
+        addresses=kit.ns_addresses(ns),
+        routes=kit.ns_routes(ns),
+        ruleset=kit.ns_nft_ruleset(ns),
+        pids=sorted(kit.live_pids(ns)),
+        files=files,
+    )
+
+
+def write(tmp_path: Path, name: str, xml: str) -> Path:
+    path = tmp_path / f"{name}.xml"
+    path.write_text(xml)
+    return path
+
+
+DHCP = "<dhcp><range start='{p}.10' end='{p}.20'/></dhcp>"
+
+
+def bridged_xml(name: str, mode: str | None, prefix: str, extra: str = "") -> str:
+    forward = f"<forward mode='{mode}'/>" if mode else ""
+    return (
+        f"<network><name>{name}</name>{forward}{extra}"
+        f"<ip address='{prefix}.1' netmask='255.255.255.0'>{DHCP.format(p=prefix)}</ip>"
+        "</network>"
+    )
+
+
+@dataclass(frozen=True)
+class ModeCase:
+    mode: str | None
+    firewalled: bool
+    extra: str = ""
+    route: str | None = None  # a static route the network adds
+
+
+MODES = {
+    "isolated": ModeCase(None, True),
+    "nat": ModeCase("nat", True),
+    "route": ModeCase(
+        "route", True, "<route address='10.99.0.0' prefix='24' gateway='{p}.5'/>",
+        route="10.99.0.0/24",
+    ),
+    "open": ModeCase("open", False),
+}
+
+
+@pytest.mark.parametrize("label", list(MODES))
+def test_own_bridge_network_lifecycle_leaves_nothing_behind(
+    netns_kit: Any, tmp_path: Path, label: str
+) -> None:
+    case = MODES[label]
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    prefix = f"10.77.{list(MODES).index(label)}"
+    # <route> elements follow <ip> in libvirt's layout, but any order parses.
+    extra = case.extra.format(p=prefix)
+    xml = bridged_xml(label, case.mode, prefix).replace("</network>", extra + "</network>")
+    before = snapshot(netns_kit, ns, state)
+
+    out = virtnet(ns, state, "net-define", str(write(tmp_path, label, xml))).stdout
+    assert out == f"Network {label} defined from {tmp_path / label}.xml\n\n"
+    rows = virtnet_json(ns, state, "net-list", "--all")
+    assert [(r["name"], r["state"], r["persistent"]) for r in rows] == [(label, "inactive", True)]
+    bridge = rows[0]["bridge"]
+    assert bridge == "virbr0"
+
+    assert virtnet(ns, state, "net-start", label).stdout == f"Network {label} started\n\n"
+    listing = virtnet(ns, state, "net-list").stdout
+    assert f" {label} " in listing and " active " in listing
+    info = virtnet_json(ns, state, "net-info", label)
+    assert info["active"] and info["bridge"] == bridge and info["problems"] == []
+    assert info["dnsmasq_running"] is True
+    pid = info["dnsmasq_pid"]
+    assert pid in netns_kit.live_pids(ns)
+
+    running = snapshot(netns_kit, ns, state)
+    assert bridge in running.links
+    assert f"{prefix}.1/24" in running.addresses
+    assert f"{prefix}.0/24" in running.routes
+    if case.route:
+        assert case.route in running.routes
+    assert (running.ruleset != before.ruleset) is case.firewalled
+    if case.firewalled:
+        assert f"net-{label}-" in running.ruleset
+
+    assert virtnet(ns, state, "net-destroy", label).stdout == f"Network {label} destroyed\n\n"
+    assert virtnet_json(ns, state, "net-info", label)["active"] is False
+    assert virtnet(ns, state, "net-undefine", label).stdout == (
+        f"Network {label} has been undefined\n\n")
+    after = snapshot(netns_kit, ns, state)
+    assert after == before
+    assert virtnet_json(ns, state, "net-list", "--all") == []
+
+
+def test_host_bridge_network_uses_the_bridge_and_leaves_it(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    netns_kit.run(["ip", "-n", ns, "link", "add", "brhost", "type", "bridge"])
+    before = snapshot(netns_kit, ns, state)
+    xml = "<network><name>hb</name><forward mode='bridge'/><bridge name='brhost'/></network>"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "hb", xml)))
+    virtnet(ns, state, "net-start", "hb")
+    info = virtnet_json(ns, state, "net-info", "hb")
+    assert info["active"] and info["bridge"] == "brhost" and info["problems"] == []
+    assert snapshot(netns_kit, ns, state).links == before.links  # nothing created
+    virtnet(ns, state, "net-destroy", "hb")
+    assert "brhost" in netns_kit.ns_links(ns)  # the host's bridge stays
+    virtnet(ns, state, "net-undefine", "hb")
+    assert snapshot(netns_kit, ns, state) == before
+
+
+def test_host_bridge_that_is_missing_is_a_clear_start_error(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    xml = "<network><name>hb</name><forward mode='bridge'/><bridge name='brnone'/></network>"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "hb", xml)))
+    proc = virtnet(ns, state, "net-start", "hb", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: Failed to start network hb\nerror: ")
+    assert "brnone does not exist" in proc.stderr
+    assert virtnet_json(ns, state, "net-info", "hb")["active"] is False
+
+
+def test_transient_network_from_net_create_vanishes_on_destroy(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    before = snapshot(netns_kit, ns, state)
+    path = write(tmp_path, "tr", bridged_xml("tr", "nat", "10.78.0"))
+    assert virtnet(ns, state, "net-create", str(path)).stdout == (
+        f"Network tr created from {path}\n\n")
+    rows = virtnet_json(ns, state, "net-list")
+    assert [(r["name"], r["persistent"], r["state"]) for r in rows] == [("tr", False, "active")]
+    assert not (state / "etc" / "networks" / "tr.xml").exists()
+    refused = virtnet(ns, state, "net-autostart", "tr", check=False)
+    assert "cannot set autostart for transient network" in refused.stderr
+    virtnet(ns, state, "net-destroy", "tr")
+    assert virtnet_json(ns, state, "net-list", "--all") == []
+    assert snapshot(netns_kit, ns, state) == before
+
+
+def test_dead_dnsmasq_is_reported_and_restarted_by_net_start(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "d", bridged_xml("d", None, "10.79.0"))))
+    virtnet(ns, state, "net-start", "d")
+    pid = virtnet_json(ns, state, "net-info", "d")["dnsmasq_pid"]
+    os.kill(pid, signal.SIGKILL)  # the dnsmasq our network started, by its recorded pid
+    _wait_gone(pid)
+    text = virtnet(ns, state, "net-info", "d").stdout
+    assert f"dnsmasq (pid {pid}) is not running" in text
+    out = virtnet(ns, state, "net-start", "d").stdout
+    assert "dnsmasq restarted" in out
+    info = virtnet_json(ns, state, "net-info", "d")
+    assert info["problems"] == [] and info["dnsmasq_pid"] != pid
+    assert info["dnsmasq_pid"] in netns_kit.live_pids(ns)
+    again = virtnet(ns, state, "net-start", "d", check=False)
+    assert "network is already active" in again.stderr
+    virtnet(ns, state, "net-destroy", "d")
+
+
+def test_vanished_bridge_is_reported_not_trusted(netns_kit: Any, tmp_path: Path) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "v", bridged_xml("v", "open", "10.80.0"))))
+    virtnet(ns, state, "net-start", "v")
+    netns_kit.run(["ip", "-n", ns, "link", "del", "virbr0"])
+    info = virtnet_json(ns, state, "net-info", "v")
+    assert info["bridge_present"] is False and "bridge virbr0 is missing" in info["problems"]
+    refused = virtnet(ns, state, "net-start", "v", check=False)
+    assert refused.returncode == 1 and "net-destroy" in refused.stderr
+    virtnet(ns, state, "net-destroy", "v")  # undo tolerates what is already gone
+    virtnet(ns, state, "net-start", "v")
+    assert virtnet_json(ns, state, "net-info", "v")["problems"] == []
+    virtnet(ns, state, "net-destroy", "v")
+
+
+def test_failed_start_undoes_everything(netns_kit: Any, tmp_path: Path) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "f", bridged_xml("f", "nat", "10.81.0"))))
+    before = snapshot(netns_kit, ns, state)
+    proc = virtnet(ns, state, "net-start", "f", check=False, env={"VIRTNET_FAULT_STEP": "6"})
+    assert proc.returncode == 1 and "injected fault at step 6" in proc.stderr
+    assert snapshot(netns_kit, ns, state) == before
+    assert virtnet_json(ns, state, "net-info", "f")["active"] is False
+
+
+def test_interrupted_start_is_reported_then_cleaned_by_net_start(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "c", bridged_xml("c", "nat", "10.82.0"))))
+    before = snapshot(netns_kit, ns, state)
+    crashed = virtnet(ns, state, "net-start", "c", check=False,
+                      env={"VIRTNET_CRASH_AFTER_STEP": "4"})
+    assert crashed.returncode == 137
+    info = virtnet_json(ns, state, "net-info", "c")
+    assert info["active"] is False
+    assert "interrupted start left 4 step(s)" in info["problems"][0]
+    assert "virbr0" in netns_kit.ns_links(ns)  # half-built, and known to be
+    virtnet(ns, state, "net-start", "c")
+    assert virtnet_json(ns, state, "net-info", "c")["problems"] == []
+    virtnet(ns, state, "net-destroy", "c")
+    assert snapshot(netns_kit, ns, state) == before
+
+
+def test_autostart_plan_and_dumpxml(netns_kit: Any, tmp_path: Path) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "p", bridged_xml("p", "nat", "10.83.0"))))
+    assert virtnet(ns, state, "net-autostart", "p").stdout == (
+        "Network p marked as autostarted\n\n")
+    assert [r["name"] for r in virtnet_json(ns, state, "net-list", "--all", "--autostart")] == ["p"]
+    assert virtnet(ns, state, "net-autostart", "p", "--disable").stdout == (
+        "Network p unmarked as autostarted\n\n")
+    assert virtnet_json(ns, state, "net-list", "--all", "--autostart") == []
+
+    plan = virtnet_json(ns, state, "plan", "p")
+    described = virtnet(ns, state, "plan", "p").stdout.splitlines()
+    commands = virtnet(ns, state, "plan", "p", "--commands").stdout
+    assert plan["network"] == "p" and len(described) == len(plan["actions"])
+    assert "ip link add virbr0" in commands
+    from_file = virtnet_json(ns, state, "plan", str(tmp_path / "p.xml"))
+    assert from_file["network"] == "p"
+    assert [a["kind"] for a in from_file["actions"]] == [a["kind"] for a in plan["actions"]]
+    # The plan printed is the plan applied: the recorded actions have the same specs.
+    virtnet(ns, state, "net-start", "p")
+    from virtnet.plan import Action
+
+    recorded = json.loads((state / "run" / "network" / "p.json").read_text())["actions"]
+    assert [Action.from_dict(a).spec() for a in recorded] == [
+        Action.from_dict(a).spec() for a in plan["actions"]]
+
+    inactive = virtnet(ns, state, "net-dumpxml", "p", "--inactive").stdout
+    assert "<bridge name='virbr0' stp='on' delay='0'/>" in inactive
+    uuid = virtnet(ns, state, "net-uuid", "p").stdout.strip()
+    assert f"<uuid>{uuid}</uuid>" in inactive
+    assert virtnet(ns, state, "net-name", uuid).stdout == "p\n\n"
+    virtnet(ns, state, "net-destroy", "p")
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} still alive after {timeout}s")

@@ -1,0 +1,318 @@
+"""virtnet.drivers: which driver runs a network, its start-time checks against host facts,
+and the start Plan it builds (pure: hand-made HostFacts, no host touched)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from virtnet.drivers import driver_for
+from virtnet.drivers.bridged import BridgedDriver
+from virtnet.drivers.hostbridge import HostBridgeDriver
+from virtnet.errors import HostError
+from virtnet.host.facts import HostFacts
+from virtnet.host.netlink import RTPROT_RA, AddressInfo, LinkInfo, RouteInfo
+from virtnet.model import (
+    Bridge,
+    DhcpRange,
+    Dns,
+    Forward,
+    ForwardMode,
+    IpDef,
+    MacTableManager,
+    Network,
+    Route,
+)
+from virtnet.paths import StatePaths
+from virtnet.plan import (
+    AddAddress,
+    AddRoute,
+    AttachHostBridge,
+    CreateBridge,
+    LinkUp,
+    LoadFirewall,
+    SetSysctl,
+    StartDnsmasq,
+    WriteFile,
+)
+
+A = ipaddress.ip_address
+N = ipaddress.ip_network
+PATHS = StatePaths.under(Path("/state"))
+
+
+def link(name: str, index: int, kind: str | None = None) -> LinkInfo:
+    return LinkInfo(name=name, index=index, kind=kind, up=True, mac=None, mtu=1500, master=None)
+
+
+def facts(**kwargs: object) -> HostFacts:
+    base: dict[str, object] = {
+        "links": {"lo": link("lo", 1), "eth0": link("eth0", 2)},
+        "addresses": [AddressInfo("eth0", ipaddress.ip_interface("198.51.100.7/24"))],
+        "routes": [
+            RouteInfo(N("0.0.0.0/0"), "eth0", A("198.51.100.1"), 0, 3, 254),
+            RouteInfo(N("198.51.100.0/24"), "eth0", None, 0, 2, 254),
+        ],
+        "dnsmasq": "/usr/sbin/dnsmasq",
+    }
+    base.update(kwargs)
+    return HostFacts(**base)  # type: ignore[arg-type]
+
+
+def nat_net(**kwargs: object) -> Network:
+    net = Network(
+        name="default",
+        forward=Forward(mode=ForwardMode.NAT),
+        bridge=Bridge(name="virbr0"),
+        mac="52:54:00:11:22:33",
+        ips=[
+            IpDef(
+                address=A("192.168.122.1"),
+                netmask=A("255.255.255.0"),
+                ranges=[DhcpRange(A("192.168.122.2"), A("192.168.122.254"))],
+            )
+        ],
+    )
+    for key, value in kwargs.items():
+        setattr(net, key, value)
+    return net
+
+
+def kinds(plan) -> list[str]:  # type: ignore[no-untyped-def]
+    return [action.kind for action in plan.actions]
+
+
+# --- driver selection --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [None, ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN])
+def test_own_bridge_modes_use_the_bridged_driver(mode: ForwardMode | None) -> None:
+    net = nat_net(forward=Forward(mode=mode) if mode else None)
+    assert isinstance(driver_for(net), BridgedDriver)
+
+
+def test_bridge_mode_with_a_bridge_name_uses_the_host_bridge_driver() -> None:
+    net = Network(name="lan", forward=Forward(mode=ForwardMode.BRIDGE), bridge=Bridge(name="br0"))
+    assert isinstance(driver_for(net), HostBridgeDriver)
+    macvtap = Network(name="lan", forward=Forward(mode=ForwardMode.BRIDGE, dev="eth0"))
+    assert not HostBridgeDriver().handles(macvtap)
+    assert not BridgedDriver().handles(macvtap)
+
+
+def test_a_mode_without_driver_is_a_clear_error() -> None:
+    net = Network(name="vfs", forward=Forward(mode=ForwardMode.HOSTDEV))
+    try:
+        driver = driver_for(net)
+    except HostError as exc:
+        assert str(exc) == "network vfs: forward mode 'hostdev' is not supported"
+    else:  # a hostdev driver exists in this build: it must be the one that handles it
+        assert driver.handles(net) and driver.name not in ("bridged", "hostbridge")
+
+
+# --- preflight ---------------------------------------------------------------------------------
+
+
+def test_clean_host_has_no_problems() -> None:
+    assert BridgedDriver().preflight(nat_net(), facts()) == []
+
+
+def test_existing_bridge_name_is_a_problem() -> None:
+    host = facts(links={"lo": link("lo", 1), "virbr0": link("virbr0", 5, "bridge")})
+    problems = BridgedDriver().preflight(nat_net(), host)
+    assert [(p.path, p.message) for p in problems] == [
+        ("/network/bridge/@name", "interface virbr0 already exists on this host")
+    ]
+
+
+def test_subnet_in_use_by_a_route_or_an_address() -> None:
+    routed = facts(routes=[RouteInfo(N("192.168.122.0/24"), "eth1", None, 0, 2, 254)])
+    problems = BridgedDriver().preflight(nat_net(), routed)
+    assert [str(p) for p in problems] == [
+        "/network/ip[1]: network 192.168.122.0/24 is already in use by interface eth1"
+    ]
+    addressed = facts(addresses=[AddressInfo("eth1", ipaddress.ip_interface("192.168.122.9/16"))])
+    problems = BridgedDriver().preflight(nat_net(), addressed)
+    assert [str(p) for p in problems] == [
+        "/network/ip[1]: address 192.168.122.9/16 on eth1 lies inside network 192.168.122.0/24"
+    ]
+    # a covering route (the default route, a /16 elsewhere) is no collision, as in libvirt
+    covering = facts(routes=[RouteInfo(N("192.168.0.0/16"), "eth0", None, 0, 2, 254)])
+    assert BridgedDriver().preflight(nat_net(), covering) == []
+
+
+def test_static_route_colliding_with_a_host_route() -> None:
+    net = nat_net(routes=[Route(address=A("10.50.0.0"), prefix=16, gateway=A("192.168.122.5"))])
+    host = facts(routes=[RouteInfo(N("10.50.0.0/16"), "eth0", A("198.51.100.9"), 0, 3, 254)])
+    assert [str(p) for p in BridgedDriver().preflight(net, host)] == [
+        "/network/route[1]: route address 10.50.0.0/16 conflicts with a route on eth0"
+    ]
+
+
+def test_forward_dev_must_exist() -> None:
+    net = nat_net(forward=Forward(mode=ForwardMode.NAT, dev="eth9"))
+    assert [str(p) for p in BridgedDriver().preflight(net, facts())] == [
+        "/network/forward/@dev: forward device eth9 does not exist"
+    ]
+    net.forward.dev = "eth0"  # type: ignore[union-attr]
+    assert BridgedDriver().preflight(net, facts()) == []
+
+
+def test_ipv6_forwarding_refused_while_ra_routes_would_be_flushed() -> None:
+    net = nat_net()
+    net.ips.append(IpDef(family="ipv6", address=A("fd00:9::1"), prefix=64))
+    host = facts(ra_accept={"eth0": 1, "eth1": 2})
+    problems = BridgedDriver().preflight(net, host)
+    assert len(problems) == 1 and "router advertisements on eth0;" in problems[0].message
+    assert BridgedDriver().preflight(net, facts(ra_accept={"eth1": 2})) == []
+    isolated = nat_net(forward=None)
+    isolated.ips = net.ips
+    assert BridgedDriver().preflight(isolated, host) == []  # no forwarding, no risk
+    assert RTPROT_RA == 9
+
+
+def test_missing_tools_and_ipv6() -> None:
+    net = nat_net()
+    net.ips.append(IpDef(family="ipv6", address=A("fd00:9::1"), prefix=64))
+    host = facts(dnsmasq=None, nftables=False, ipv6=False)
+    messages = [p.message for p in BridgedDriver().preflight(net, host)]
+    assert messages == [
+        "the network has IPv6 addresses but the kernel has IPv6 disabled",
+        "nftables is not installed (libnftables or nft)",
+        "dnsmasq is not installed; it serves DHCP and DNS here",
+    ]
+
+
+def test_host_bridge_preflight() -> None:
+    net = Network(name="lan", forward=Forward(mode=ForwardMode.BRIDGE), bridge=Bridge(name="br0"))
+    driver = HostBridgeDriver()
+    assert [p.message for p in driver.preflight(net, facts())] == [
+        "bridge br0 does not exist on this host"
+    ]
+    assert [p.message for p in driver.preflight(net, facts(links={"br0": link("br0", 3, "veth")}))] == [
+        "br0 is veth, not a bridge"
+    ]
+    ok = facts(links={"br0": link("br0", 3, "bridge")})
+    assert driver.preflight(net, ok) == []
+    net.bridge.mac_table_manager = MacTableManager.LIBVIRT  # type: ignore[union-attr]
+    assert [p.path for p in driver.preflight(net, ok)] == ["/network/bridge/@macTableManager"]
+
+
+# --- start plans -------------------------------------------------------------------------------
+
+
+def test_default_nat_plan_follows_libvirt_order() -> None:
+    plan = BridgedDriver().plan_start(nat_net(), facts(), PATHS)
+    assert plan.network == "default"
+    assert kinds(plan) == [
+        "create-bridge",
+        "set-sysctl", "set-sysctl", "set-sysctl",
+        "load-firewall",
+        "add-address",
+        "link-up",
+        "set-sysctl",
+        "write-file", "write-file", "write-file",
+        "start-dnsmasq",
+    ]
+    actions = plan.actions
+    assert actions[0] == CreateBridge("virbr0", stp=True, delay=0, mac="52:54:00:11:22:33", mtu=None)
+    assert [a.key for a in actions[1:4]] == [  # type: ignore[attr-defined]
+        "net/ipv6/conf/virbr0/disable_ipv6",
+        "net/ipv6/conf/virbr0/accept_ra",
+        "net/ipv6/conf/virbr0/autoconf",
+    ]
+    assert actions[1].value == "1"  # type: ignore[attr-defined]  # no IPv6 address: IPv6 off
+    assert actions[5] == AddAddress("virbr0", "192.168.122.1/24")
+    assert actions[6] == LinkUp("virbr0", down_on_undo=False)
+    assert actions[7] == SetSysctl("net/ipv4/ip_forward", "1", restore=False)
+    files = [a.path for a in actions[8:11]]  # type: ignore[attr-defined]
+    assert files == [
+        "/state/lib/dnsmasq/default.conf",
+        "/state/lib/dnsmasq/default.hostsfile",
+        "/state/lib/dnsmasq/default.addnhosts",
+    ]
+    assert "interface=virbr0" in actions[8].content  # type: ignore[attr-defined]
+    dnsmasq = actions[11]
+    assert isinstance(dnsmasq, StartDnsmasq)
+    assert (dnsmasq.conf_file, dnsmasq.pid_file, dnsmasq.lease_file, dnsmasq.binary) == (
+        "/state/lib/dnsmasq/default.conf",
+        "/state/run/network/default.pid",
+        "/state/lib/dnsmasq/default.leases",
+        "/usr/sbin/dnsmasq",
+    )
+    assert f"pid-file={dnsmasq.pid_file}" in actions[8].content  # type: ignore[attr-defined]
+
+
+def test_plan_is_deterministic() -> None:
+    first = BridgedDriver().plan_start(nat_net(), facts(), PATHS).to_dict()
+    assert BridgedDriver().plan_start(nat_net(), facts(), PATHS).to_dict() == first
+
+
+def test_isolated_plan_has_firewall_but_no_forwarding() -> None:
+    plan = BridgedDriver().plan_start(nat_net(forward=None), facts(), PATHS)
+    assert "load-firewall" in kinds(plan)
+    assert not any(isinstance(a, SetSysctl) and not a.restore for a in plan.actions)
+
+
+def test_open_plan_forwards_without_firewall() -> None:
+    plan = BridgedDriver().plan_start(nat_net(forward=Forward(mode=ForwardMode.OPEN)), facts(), PATHS)
+    assert "load-firewall" not in kinds(plan)
+    assert SetSysctl("net/ipv4/ip_forward", "1", restore=False) in plan.actions
+
+
+def test_routed_ipv6_plan() -> None:
+    net = nat_net(forward=Forward(mode=ForwardMode.ROUTE))
+    net.ips = [IpDef(family="ipv6", address=A("fd00:9::1"), prefix=64)]
+    net.routes = [Route(family="ipv6", address=A("fd00:aa::"), prefix=48, gateway=A("fd00:9::2"), metric=7)]
+    plan = BridgedDriver().plan_start(net, facts(), PATHS)
+    assert SetSysctl("net/ipv6/conf/virbr0/disable_ipv6", "0", missing_ok=True) in plan.actions
+    assert SetSysctl("net/ipv6/conf/all/forwarding", "1", restore=False) in plan.actions
+    assert SetSysctl("net/ipv4/ip_forward", "1", restore=False) not in plan.actions
+    assert AddAddress("virbr0", "fd00:9::1/64") in plan.actions
+    route = AddRoute("virbr0", "fd00:aa::/48", gateway="fd00:9::2", metric=7)
+    assert route in plan.actions
+    # routes come after the bridge is up, as in libvirt
+    assert plan.actions.index(route) > plan.actions.index(LinkUp("virbr0", down_on_undo=False))
+
+
+def test_bridge_attributes_reach_the_bridge() -> None:
+    net = nat_net(bridge=Bridge(name="vb7", stp=False, delay=4), mtu=9000)
+    create = BridgedDriver().plan_start(net, facts(), PATHS).actions[0]
+    assert create == CreateBridge("vb7", stp=False, delay=4, mac="52:54:00:11:22:33", mtu=9000)
+    net.bridge.mac_table_manager = MacTableManager.LIBVIRT  # type: ignore[union-attr]
+    assert BridgedDriver().plan_start(net, facts(), PATHS).actions[0].vlan_filtering  # type: ignore[attr-defined]
+
+
+def test_no_dnsmasq_without_addresses_or_with_nothing_to_serve() -> None:
+    no_ips = BridgedDriver().plan_start(nat_net(ips=[]), facts(), PATHS)
+    assert "start-dnsmasq" not in kinds(no_ips) and "add-address" not in kinds(no_ips)
+    quiet = nat_net(dns=Dns(enable=False))
+    quiet.ips = [IpDef(address=A("192.168.122.1"), prefix=24)]
+    assert "start-dnsmasq" not in kinds(BridgedDriver().plan_start(quiet, facts(), PATHS))
+    # DNS alone (no DHCP) still runs dnsmasq, as libvirt does
+    dns_only = nat_net()
+    dns_only.ips = [IpDef(address=A("192.168.122.1"), prefix=24)]
+    assert "start-dnsmasq" in kinds(BridgedDriver().plan_start(dns_only, facts(), PATHS))
+
+
+def test_ipv6_knobs_skipped_when_the_kernel_has_no_ipv6() -> None:
+    plan = BridgedDriver().plan_start(nat_net(), facts(ipv6=False), PATHS)
+    assert not any(isinstance(a, SetSysctl) and "ipv6" in a.key for a in plan.actions)
+
+
+def test_firewall_action_carries_ruleset_and_teardown() -> None:
+    plan = BridgedDriver().plan_start(nat_net(), facts(), PATHS)
+    load = next(a for a in plan.actions if isinstance(a, LoadFirewall))
+    assert (load.family, load.table, load.chain_prefix) == ("inet", "virtnet", "net-")
+    assert "add chain inet virtnet net-default-nat" in load.ruleset
+    assert "delete chain inet virtnet net-default-nat" in load.teardown
+
+
+def test_host_bridge_plan_only_records() -> None:
+    net = Network(name="lan", forward=Forward(mode=ForwardMode.BRIDGE), bridge=Bridge(name="br0"))
+    plan = HostBridgeDriver().plan_start(net, facts(), PATHS)
+    assert plan.actions == [AttachHostBridge("lan", "br0")]
+    assert isinstance(plan.actions[0], AttachHostBridge) and not any(
+        isinstance(a, (CreateBridge, WriteFile)) for a in plan.actions
+    )
