@@ -480,7 +480,8 @@ def net_update_cmd(
         what = "persistent config and live state"
     else:
         what = "live state" if did_live else "persistent config"
-    virsh_echo(f"Updated network {record.name} {what}")
+    # virsh prints this one without a newline of its own: only its trailing blank line shows.
+    click.echo(f"Updated network {record.name} {what}")
 
 
 @main.command("net-edit")

@@ -38,7 +38,6 @@ traffic of the bridge is left alone, as libvirt leaves ip6tables alone.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -62,7 +61,7 @@ DEFAULT_NAT_PORTS = (1024, 65535)
 FIREWALLED_MODES = (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_IFNAME_OK = re.compile(r"[^\s\"\\/:]{1,15}")
+_IFNAME_OK = re.compile(r"[^\s\"\\/:\x00-\x1f\x7f]{1,15}")
 
 
 @dataclass(frozen=True)
@@ -126,10 +125,6 @@ def forward_dev(net: Network) -> str | None:
     return None
 
 
-def _ip_network(ipdef: IpDef) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    return ipdef.network
-
-
 def _has_ipv6_rules(net: Network) -> bool:
     return bool(net.ipv6_defs()) or net.ipv6
 
@@ -182,7 +177,7 @@ def _to_bridge_rules(net: Network, bridge: str, dev: str | None) -> list[str]:
     rules.append(f"iifname {bridge} accept")  # guest to guest on this bridge
     in_dev = f" iifname {dev}" if dev else ""
     for ipdef in net.ips:
-        network = _ip_network(ipdef)
+        network = ipdef.network
         if network is None:
             continue
         proto = "ip6" if network.version == 6 else "ip"
@@ -203,7 +198,7 @@ def _from_bridge_rules(net: Network, dev: str | None) -> list[str]:
     out_dev = f" oifname {dev}" if dev else ""
     if net.forward_mode in (ForwardMode.NAT, ForwardMode.ROUTE):
         for ipdef in net.ips:
-            network = _ip_network(ipdef)
+            network = ipdef.network
             if network is None:
                 continue
             proto = "ip6" if network.version == 6 else "ip"
@@ -239,7 +234,7 @@ def _nat_rules(net: Network, dev: str | None) -> list[str]:
     out_dev = f" oifname {dev}" if dev else ""
     rules = []
     for ipdef in net.ips:
-        network = _ip_network(ipdef)
+        network = ipdef.network
         if network is None or not _masquerades(net, ipdef):
             continue
         port_start, port_end = _nat_ports(net)

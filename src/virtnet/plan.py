@@ -164,18 +164,22 @@ class Plan:
                 if fault_step == step:
                     raise HostError(f"injected fault at step {step} ({FAULT_STEP_ENV})")
                 action.apply(host)
-            except Exception as exc:
+            except BaseException as exc:
                 # The failing action is not undone: it may have failed because the thing
                 # already existed (someone else's bridge or address). Each apply leaves
                 # nothing behind when it fails.
                 undo_errors = _undo_all(list(reversed(applied)), host)
+                if not isinstance(exc, Exception):
+                    raise  # Ctrl-C, SystemExit: rolled back, and propagated as they are
                 raise PlanError(step, action, exc, undo_errors) from exc
             applied.append(action)
             if on_step is not None:
                 try:
                     on_step(step, action)
-                except Exception as exc:
+                except BaseException as exc:
                     undo_errors = _undo_all(list(reversed(applied)), host)
+                    if not isinstance(exc, Exception):
+                        raise
                     raise PlanError(step, action, exc, undo_errors) from exc
             if crash_step == step:
                 os._exit(CRASH_EXIT_STATUS)

@@ -71,7 +71,8 @@ _DEVICE_MODES = (ForwardMode.PRIVATE, ForwardMode.VEPA, ForwardMode.PASSTHROUGH,
 
 
 def validate(net: Network) -> list[Problem]:
-    """All semantic problems of ``net``, in document order; an empty list means valid."""
+    """All semantic problems of ``net``, in the order of libvirt's canonical layout; an empty
+    list means valid."""
     checker = _Checker(net)
     checker.run()
     return checker.problems
@@ -85,14 +86,6 @@ def check(net: Network, source: str | None = None) -> None:
 
 
 # --- value helpers ----------------------------------------------------------------------
-
-
-def _control_char(text: str) -> str | None:
-    """The first control character in ``text`` (a newline would start a new dnsmasq option)."""
-    for char in text:
-        if ord(char) < 0x20 or ord(char) == 0x7F:
-            return char
-    return None
 
 
 def _describe(char: str) -> str:
@@ -112,6 +105,11 @@ def _unsafe_char(text: str, forbidden: str = "", no_space: bool = False) -> str 
         if char in forbidden:
             return char
     return None
+
+
+def _control_char(text: str) -> str | None:
+    """The first control character in ``text`` (a newline would start a new dnsmasq option)."""
+    return _unsafe_char(text)
 
 
 def ifname_problem(name: str) -> str | None:
@@ -187,19 +185,20 @@ class _Checker:
                                      value=None if value is None else str(value)))
 
     def run(self) -> None:
+        # roughly the order of libvirt's canonical layout
         self.check_identity()
+        self.check_forward()
         self.check_bridge()
-        self.check_mac()
         self.check_mtu()
+        self.check_mac()
         self.check_domain()
         self.check_dns()
-        self.check_vlans_and_portgroups()
         self.check_network_bandwidth()
-        if self.net.virtualport is not None:
-            self.check_virtualport(self.net.virtualport, "/network/virtualport", True)
         self.check_ips()
         self.check_routes()
-        self.check_forward()
+        if self.net.virtualport is not None:
+            self.check_virtualport(self.net.virtualport, "/network/virtualport", True)
+        self.check_vlans_and_portgroups()
         self.check_dnsmasq_options()
 
     # --- name, uuid, title ----------------------------------------------------------
@@ -630,6 +629,9 @@ class _Checker:
         elif ip.netmask is None and libvirt_prefix(ip) is None:
             self.add(path, address, f"no prefix or netmask given and '{address}' has no "
                      "classful default (class D/E): give a prefix")
+        elif ip.netmask is None and libvirt_prefix(ip) == 0:
+            self.add(path, address, f"the unspecified address '{address}' without a prefix "
+                     "gives prefix 0, which is not a usable subnet")
         subnet = _subnet(ip) if not (ip.netmask is not None and ip.prefix) else None
         if address.version == 6:
             if ip.tftp_root is not None:

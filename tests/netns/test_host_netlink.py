@@ -359,3 +359,17 @@ def test_light_pyroute2_import_keeps_the_full_package_usable():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_run_never_uses_a_shell_and_reports_failures():
+    from virtnet.host import Host
+
+    host = Host()
+    assert host.run(["cat"], input="a;b $(x)\n").stdout == "a;b $(x)\n"
+    with pytest.raises(HostError, match=r"ls /nonexistent-vnt failed: .*No such file"):
+        host.run(["ls", "/nonexistent-vnt"])
+    assert host.run(["false"], check=False).returncode == 1
+    with pytest.raises(HostError, match="cannot run vnt-no-such-tool: not installed"):
+        host.run(["vnt-no-such-tool"])
+    with pytest.raises(HostError, match="did not finish within 0 s"):
+        host.run(["sleep", "5"], timeout=0.2)

@@ -31,7 +31,6 @@ from virtnet.model import (
     NatRange,
     Network,
 )
-from virtnet.testing.corpus import corpus_root
 
 A = ipaddress.ip_address
 FIREWALL_CASES = [

@@ -252,6 +252,18 @@ def test_on_step_failure_undoes_everything_applied() -> None:
     assert journal == ["apply 1", "apply 2", "undo 2", "undo 1"]
 
 
+def test_interrupt_rolls_back_and_propagates_unwrapped() -> None:
+    journal: list[str] = []
+
+    def interrupt(k: int, action: Action) -> None:
+        if k == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Plan("n", steps(3, journal)).apply(None, on_step=interrupt)  # type: ignore[arg-type]
+    assert journal == ["apply 1", "apply 2", "undo 2", "undo 1"]
+
+
 def test_plan_undo_goes_on_past_failures_and_reports_them() -> None:
     journal: list[str] = []
     undone: list[int] = []

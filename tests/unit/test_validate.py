@@ -607,7 +607,9 @@ def test_open_mode_without_ip_is_valid() -> None:
      (IpDef(address=ip("10.0.0.1"), prefix=33), "33"),
      (IpDef(family="ipv6", address=ip("2001:db8::1"), prefix=129), "129"),
      (IpDef(address=ip("10.0.0.1"), prefix=0), "0"),
-     (IpDef(address=ip("239.0.0.1")), "239.0.0.1")],
+     (IpDef(address=ip("239.0.0.1")), "239.0.0.1"),
+     (IpDef(address=ip("0.0.0.0")), "0.0.0.0"),
+     (IpDef(family="ipv6", address=ip("::")), "::")],
 )
 def test_ip_address_rules(ipdef: IpDef, value: str) -> None:
     net = modified(lambda n: setattr(n, "ips", [ipdef]))
