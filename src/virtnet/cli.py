@@ -193,8 +193,9 @@ def engine_of(ctx: click.Context) -> Any:
 
 def virsh_echo(text: str = "") -> None:
     """Print a command's output followed by the blank line virsh adds after every command."""
-    click.echo(text, nl=not text.endswith("\n") if text else False)
-    click.echo("")
+    if text and not text.endswith("\n"):
+        text += "\n"
+    click.echo(text + "\n", nl=False)
 
 
 def virsh_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -218,6 +219,12 @@ def virsh_fields(fields: list[tuple[str, str]]) -> str:
     return "".join(f"{label + ':':<15} {value}\n" for label, value in fields)
 
 
+def virsh_fail(message: str) -> NoReturn:
+    """Fail as virsh does: its blank line still goes to stdout, the error lines to stderr."""
+    click.echo("")
+    fail(message)
+
+
 class VirshFailure:
     """``with VirshFailure("Failed to start network x"):`` prefixes any VirtnetError raised
     inside with virsh's own first error line."""
@@ -230,7 +237,7 @@ class VirshFailure:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if isinstance(exc, VirtnetError):
-            fail(f"{self.what}\nerror: {exc}")
+            virsh_fail(f"{self.what}\nerror: {exc}")
         return False
 
 
@@ -338,7 +345,7 @@ def net_list_cmd(
 ) -> None:
     """List networks (active ones unless --all or --inactive), as virsh net-list does."""
     if table + names_only + uuids_only > 1:
-        fail("Only one argument from --table, --name and --uuid may be specified.")
+        virsh_fail("Only one argument from --table, --name and --uuid may be specified.")
     rows = engine_of(ctx).list_networks(
         all=all_, inactive=inactive, persistent=persistent, transient=transient,
         autostart=autostart, no_autostart=no_autostart,
@@ -414,6 +421,10 @@ def net_uuid_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
 @click.pass_context
 def net_name_cmd(ctx: click.Context, uuid: str, as_json: bool) -> None:
     """Print the name of the network with this UUID."""
+    from virtnet.engine import UUID_LENGTH
+
+    if len(uuid) != UUID_LENGTH:
+        virsh_fail(f"failed to get network '{uuid}'")  # virsh does not even look it up
     with VirshFailure(f"failed to get network '{uuid}'"):
         name = engine_of(ctx).name_of(uuid)
     if as_json:
@@ -463,7 +474,9 @@ def net_update_cmd(
     itself, or (when it does not start with '<') a file holding it.
     """
     if current and (live or config):
-        fail(f"Options --current and --{'live' if live else 'config'} are mutually exclusive")
+        virsh_fail(
+            f"Options --current and --{'live' if live else 'config'} are mutually exclusive"
+        )
     engine = engine_of(ctx)
     record = lookup_network(engine, network)
     snippet = xml
@@ -531,14 +544,19 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
 @click.pass_context
 def plan_cmd(ctx: click.Context, target: str, commands: bool, as_json: bool) -> None:
     """Print the plan net-start would execute for a network (by name, or from a FILE)."""
+    from virtnet.engine import NotFoundError
+
     engine = engine_of(ctx)
-    if target == "-" or Path(target).is_file():
+    try:
+        # A known network wins over a file of the same name in the current directory.
+        plan_of: Any = engine.lookup(target).name
+    except NotFoundError:
+        if target != "-" and not Path(target).is_file():
+            lookup_network(engine, target)  # virsh's "failed to get network" error
         data, name = read_input(target)
-        net = engine.parse(data, source=name)
-        plan = engine.plan(net)
-    else:
-        record = lookup_network(engine, target)
-        plan = engine.plan(record.name)
+        plan_of = engine.parse(data, source=name)
+    with VirshFailure(f"cannot plan network {target}"):
+        plan = engine.plan(plan_of)
     if as_json:
         emit_json(plan.to_dict())
     elif commands:
@@ -584,6 +602,136 @@ def dnsmasq_conf_cmd(ctx: click.Context, file: str, dnsmasq_dir: Path | None, ho
     else:
         text = render_conf(net, paths)
     click.echo(text, nl=False)
+
+
+# --- guest ports: port-create, port-delete, port-list, port-dumpxml ----------------------
+
+
+def port_manager_of(ctx: click.Context) -> Any:
+    from virtnet.ports import PortManager
+
+    return PortManager(engine_of(ctx))
+
+
+def port_line(summary: dict[str, Any]) -> str:
+    """One line saying what a port got: device, character device, uplink or bridge."""
+    where = []
+    if summary["device"]:
+        device = summary["device"]
+        if summary["ifindex"] is not None:
+            device += f" (ifindex {summary['ifindex']})"
+        where.append(device)
+    if summary["char_device"]:
+        where.append(summary["char_device"])
+    if summary["uplink"]:
+        where.append(f"on {summary['uplink']}, mode {summary['mode']}")
+    if summary["bridge"]:
+        where.append(f"on bridge {summary['bridge']}")
+    if summary["pci_address"]:
+        where.append(f"VF {summary['pci_address']}")
+    return ", ".join(where)
+
+
+@main.command("port-create")
+@click.argument("network")
+@click.option("--mac", default=None, metavar="MAC", help="The guest interface's MAC address.")
+@click.option("--portgroup", default=None, metavar="NAME", help="Portgroup to take settings from.")
+@click.option("--owner", default=None, metavar="NAME", help="Name of the guest owning the port.")
+@click.option("--owner-uuid", default=None, metavar="UUID", help="UUID of the owning guest.")
+@click.option("--inbound", default=None, metavar="AVG[,PEAK[,BURST[,FLOOR]]]",
+              help="The port's inbound rate (kB/s, burst KiB), as virsh attach-interface.")
+@click.option("--outbound", default=None, metavar="AVG[,PEAK[,BURST]]",
+              help="The port's outbound rate (kB/s, burst KiB).")
+@click.option("--file", "xml_file", default=None, metavar="FILE",
+              help="Take the request from a <networkport> XML FILE ('-' for stdin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the port as JSON.")
+@click.pass_context
+def port_create_cmd(ctx: click.Context, network: str, mac: str | None, portgroup: str | None,
+                    owner: str | None, owner_uuid: str | None, inbound: str | None,
+                    outbound: str | None, xml_file: str | None, as_json: bool) -> None:
+    """Allocate a guest port on an active NETWORK and create its device (tap or macvtap)."""
+    from virtnet.ports import PortRequest, parse_rate_option
+
+    if xml_file is not None:
+        from virtnet.xml.portxml import parse_port
+
+        data, name = read_input(xml_file)
+        request = PortRequest.from_port(parse_port(data, source=name))
+        if mac is not None:
+            request.mac = mac
+    elif mac is None:
+        raise click.UsageError("--mac is required (or give a <networkport> with --file)")
+    else:
+        request = PortRequest(mac=mac)
+    if portgroup is not None:
+        request.portgroup = portgroup
+    if owner is not None:
+        request.owner_name = owner
+    if owner_uuid is not None:
+        request.owner_uuid = owner_uuid
+    if inbound is not None or outbound is not None:
+        from virtnet.model import Bandwidth
+
+        request.bandwidth = request.bandwidth or Bandwidth()
+        if inbound is not None:
+            request.bandwidth.inbound = parse_rate_option("--inbound", inbound, floor=True)
+        if outbound is not None:
+            request.bandwidth.outbound = parse_rate_option("--outbound", outbound, floor=False)
+    manager = port_manager_of(ctx)
+    record = lookup_network(manager.engine, network)
+    with VirshFailure(f"Failed to create network port on network {record.name}"):
+        port = manager.create(record.name, request)
+    summary = port.summary()
+    if as_json:
+        emit_json(summary)
+    else:
+        virsh_echo(f"Network port {port.uuid} created: {port_line(summary)}")
+
+
+@main.command("port-delete")
+@click.argument("network")
+@click.argument("port")
+@click.pass_context
+def port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
+    """Delete a port of NETWORK (by UUID, device name or MAC) and its device."""
+    manager = port_manager_of(ctx)
+    record = lookup_network(manager.engine, network)
+    with VirshFailure(f"Failed to delete network port {port}"):
+        deleted = manager.delete(record.name, port)
+    virsh_echo(f"Network port {deleted.uuid} deleted")
+
+
+@main.command("port-list")
+@click.argument("network")
+@click.option("--json", "as_json", is_flag=True, help="Print the ports as JSON.")
+@click.pass_context
+def port_list_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
+    """List the ports of an active NETWORK."""
+    manager = port_manager_of(ctx)
+    record = lookup_network(manager.engine, network)
+    with VirshFailure(f"Failed to list network ports of {record.name}"):
+        ports = [port.summary() for port in manager.list(record.name)]
+    if as_json:
+        emit_json(ports)
+        return
+    rows = [[p["uuid"], p["device"] or "-", p["mac"], p["uplink"] or p["bridge"]
+             or p["pci_address"] or "-", p["mode"] or p["plug"], p["portgroup"] or "-",
+             p["owner"] or "-"] for p in ports]
+    virsh_echo(virsh_table(["UUID", "Device", "MAC", "Via", "Mode", "Portgroup", "Owner"],
+                           rows))
+
+
+@main.command("port-dumpxml")
+@click.argument("network")
+@click.argument("port")
+@click.pass_context
+def port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
+    """Print a port in libvirt's <networkport> layout."""
+    manager = port_manager_of(ctx)
+    record = lookup_network(manager.engine, network)
+    with VirshFailure(f"failed to get network port '{port}'"):
+        text = manager.dumpxml(record.name, port)
+    virsh_echo(text)
 
 
 # --- new commands are added above this line ------------------------------------------

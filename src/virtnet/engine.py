@@ -35,6 +35,7 @@ from virtnet.leases import LeaseRow, read_leases
 from virtnet.model import Network
 from virtnet.paths import StatePaths
 from virtnet.state import DEFAULT_LOCK_TIMEOUT, NetworkStatus, StateStore
+from virtnet.ports import apply_connection_counts, register_action_kinds
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -191,6 +192,8 @@ class Engine:
         if status is not None:
             live = self.parse(status.live_xml, str(self.paths.status(name)))
             live.connections = status.connections
+            if status.active:  # ports' records count the connections (virtnet.ports)
+                status.connections = apply_connection_counts(self.paths.status_dir, live)
         return NetworkRecord(
             name=name,
             config=config,
@@ -250,6 +253,8 @@ class Engine:
                     "Requested operation is not valid: can't undefine transient network"
                 )
             self.store.delete_definition(record.name)
+            if not record.active:
+                self._remove_leases(record.name)  # kept across restarts, not beyond the network
 
     def _check_identity(
         self, net: Network, records: list[NetworkRecord], creating: bool
@@ -375,7 +380,15 @@ class Engine:
     def _plan_start(self, net: Network, facts: HostFacts) -> Plan:
         from virtnet.drivers import driver_for
 
-        return driver_for(net).plan_start(net, facts, self.paths)
+        plan = driver_for(net).plan_start(net, facts, self.paths)
+        if net.bandwidth is not None:  # the network's own <bandwidth>, on its bridge
+            from virtnet.bandwidth import ApplyShaping, network_shaping
+            from virtnet.host.tc import probe_features
+
+            shaping = network_shaping(net, probe_features(self.paths.run_dir))
+            if shaping is not None:
+                plan.actions.append(ApplyShaping.of(shaping, f"network {net.name}'s bandwidth"))
+        return plan
 
     def _start(self, net: Network) -> NetworkStatus:
         """Preflight, plan and apply; the status record follows every applied step, so even a
@@ -418,7 +431,9 @@ class Engine:
 
     def _stop(self, status: NetworkStatus, keep_leases: bool) -> None:
         from virtnet.plan import Action
+        from virtnet.ports import remove_network_ports
 
+        remove_network_ports(self, status.name)  # guests' ports go before their network
         actions = [Action.from_dict(data) for data in status.actions]
         with self.host() as host:
             failed = self._undo_all(host, actions)
@@ -473,7 +488,7 @@ class Engine:
                 "net-start or net-destroy undoes them"
             )
             return health
-        if status.bridge and record.current.forward_mode.has_own_bridge:
+        if status.bridge:  # our own bridge, or the host's bridge a network attaches to
             health.bridge_present = self.link_in_use(status.bridge)
             if not health.bridge_present:
                 health.problems.append(f"bridge {status.bridge} is missing")
@@ -502,6 +517,7 @@ class Engine:
     def _restart_dnsmasq(self, status: NetworkStatus) -> None:
         from virtnet.plan import Action
 
+        register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
         for index, data in enumerate(status.actions):
             action = Action.from_dict(data)
             if _is_dnsmasq_process(action):
@@ -567,6 +583,11 @@ class Engine:
             "dnsmasq_running": health.dnsmasq_running,
             "started_at": status.started_at if status else None,
             "connections": status.connections if status else 0,
+            # per pool interface of a direct network (virtnet.ports keeps them)
+            "interface_connections": {
+                i.dev: i.connections
+                for i in (record.current.forward.interfaces if record.current.forward else [])
+            } if record.current.uses_macvtap else {},
             "problems": health.problems,
         }
 
@@ -632,7 +653,7 @@ class Engine:
             record = self.lookup(name)
             if not live and not config:
                 live, config = record.active, not record.active
-            if live and record.status is None:
+            if live and not record.active:
                 raise InvalidOperationError(
                     "Requested operation is not valid: network is not running"
                 )
@@ -669,6 +690,7 @@ class Engine:
         """
         from virtnet.plan import Action, Plan
 
+        register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
         old_actions = [Action.from_dict(data) for data in status.actions]
         old_specs = [action.spec() for action in old_actions]
         with self.host() as host:
@@ -693,8 +715,9 @@ class Engine:
             try:
                 Plan(status.name, added).apply(host)
             except BaseException:
-                # Put back what was taken away, so the network runs as before the update.
-                Plan(status.name, [Action.from_dict(a.spec()) for a in to_undo]).apply(host)
+                # Put back what was taken away (files with their old content), so the network
+                # runs as before the update.
+                Plan(status.name, [Action.from_dict(a.spec()) for a in removed]).apply(host)
                 raise
         added_ids = {id(a) for a in added}
         merged = []

@@ -4,6 +4,9 @@ defined, plus a few of our own where a value would be unsafe to hand on to dnsma
 ``validate`` is pure (no host access): it only looks at the model. Rules that need the host (is
 the forward dev there, is a PCI device an SR-IOV VF, is the subnet free) belong to start time.
 
+Two stages, as in libvirt: the rules its XML parser applies, and those its network driver
+adds when a network is defined (``validate(net, stage=...)``).
+
 Every broken rule gives one ``Problem`` with the element path (``/network/ip[1]/dhcp/range[2]``),
 the offending value, and a reason that names the value. Elements that may repeat carry their
 1-based position among same-named siblings.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Literal
 
 from virtnet.errors import Problem, ValidationError
 from virtnet.model import (
@@ -70,11 +74,19 @@ _DEVICE_MODES = (ForwardMode.PRIVATE, ForwardMode.VEPA, ForwardMode.PASSTHROUGH,
                  ForwardMode.HOSTDEV)
 
 
-def validate(net: Network) -> list[Problem]:
+def validate(net: Network, *, stage: Literal["parse", "define"] = "define") -> list[Problem]:
     """All semantic problems of ``net``, in the order of libvirt's canonical layout; an empty
-    list means valid."""
+    list means valid.
+
+    ``stage='define'`` (the default) applies every rule: what libvirt refuses when a network is
+    defined. ``stage='parse'`` leaves out the rules libvirt applies only in its network driver
+    at define time (networkValidate: elements a forward mode cannot use, one DHCP per family,
+    portgroup defaults and names, vlan support...), i.e. it gives what libvirt's XML parser
+    alone refuses, as in its networkxml2xml tests."""
     checker = _Checker(net)
     checker.run()
+    if stage == "parse":
+        return [p for p in checker.problems if id(p) not in checker.define_only]
     return checker.problems
 
 
@@ -179,10 +191,14 @@ class _Checker:
         self.net = net
         self.mode = net.forward_mode
         self.problems: list[Problem] = []
+        self.define_only: set[int] = set()  # id() of problems from define-time-only rules
 
-    def add(self, path: str, value: object, message: str) -> None:
-        self.problems.append(Problem(path=path, message=message,
-                                     value=None if value is None else str(value)))
+    def add(self, path: str, value: object, message: str, at_define: bool = False) -> None:
+        """Record a problem; ``at_define`` marks a rule libvirt applies only when defining."""
+        problem = Problem(path=path, message=message, value=None if value is None else str(value))
+        self.problems.append(problem)
+        if at_define:
+            self.define_only.add(id(problem))
 
     def run(self) -> None:
         # roughly the order of libvirt's canonical layout
@@ -212,7 +228,8 @@ class _Checker:
                      f"network name '{net.name}' contains '/', which is not allowed")
         elif "\n" in net.name:
             self.add("/network/name", net.name,
-                     f"network name {net.name!r} contains a newline, which is not allowed")
+                     f"network name {net.name!r} contains a newline, which is not allowed",
+                     at_define=True)
         if net.uuid is not None and not _UUID_RE.match(net.uuid):
             self.add("/network/uuid", net.uuid,
                      f"uuid '{net.uuid}' is not of the form 8-4-4-4-12 hex digits")
@@ -270,7 +287,8 @@ class _Checker:
         if self.mode not in _OWN_BRIDGE:
             self.add("/network/mac", mac,
                      f"<mac address='{mac}'> is not allowed with forward mode="
-                     f"'{self.mode.value}': there is no bridge of ours to give it to")
+                     f"'{self.mode.value}': there is no bridge of ours to give it to",
+                     at_define=True)
 
     def check_mtu(self) -> None:
         mtu = self.net.mtu
@@ -292,7 +310,7 @@ class _Checker:
         if self.mode not in _OWN_BRIDGE:
             self.add(path, domain.name,
                      f"<domain name='{domain.name}'> is not allowed with forward "
-                     f"mode='{self.mode.value}': there is no DNS server of ours")
+                     f"mode='{self.mode.value}': there is no DNS server of ours", at_define=True)
         if not domain.name:
             self.add(path, domain.name, "the domain name is empty")
         else:
@@ -317,7 +335,8 @@ class _Checker:
         if records and self.mode not in _OWN_BRIDGE:
             self.add("/network/dns", self.mode.value,
                      f"DNS records (<host>, <txt>, <srv>) are not allowed with forward "
-                     f"mode='{self.mode.value}': there is no DNS server of ours")
+                     f"mode='{self.mode.value}': there is no DNS server of ours",
+                     at_define=True)
         for index, forwarder in enumerate(dns.forwarders, start=1):
             path = f"/network/dns/forwarder[{index}]"
             if forwarder.addr is None and forwarder.domain is None:
@@ -407,7 +426,7 @@ class _Checker:
             or (host_bridge and net.virtualport is None)
         )
         vlan_used = net.vlan is not None and bool(net.vlan.tags)
-        bad_vlan_path: str | None = None
+        bad_vlan_index: int | None = None  # first portgroup whose vlan cannot be tagged
         seen_names: dict[str, int] = {}
         default_index: int | None = None
         for index, group in enumerate(net.portgroups, start=1):
@@ -417,7 +436,7 @@ class _Checker:
             elif group.name in seen_names:
                 self.add(path, group.name,
                          f"portgroup name '{group.name}' is already used by "
-                         f"portgroup[{seen_names[group.name]}]")
+                         f"portgroup[{seen_names[group.name]}]", at_define=True)
             else:
                 seen_names[group.name] = index
             if group.default:
@@ -425,7 +444,8 @@ class _Checker:
                     first = net.portgroups[default_index - 1].name
                     self.add(path, group.name,
                              f"portgroup '{group.name}' is marked default, but portgroup "
-                             f"'{first}' already is; only one default is allowed")
+                             f"'{first}' already is; only one default is allowed",
+                             at_define=True)
                 else:
                     default_index = index
             if group.vlan is not None:
@@ -434,33 +454,29 @@ class _Checker:
                 if group.virtualport is not None:
                     if (self.mode is not ForwardMode.BRIDGE
                             or group.virtualport.type is not VirtualPortType.OPENVSWITCH):
-                        bad_vlan_path = bad_vlan_path or path
+                        bad_vlan_index = bad_vlan_index or index
                 elif not vlan_allowed:
-                    bad_vlan_path = bad_vlan_path or path
+                    bad_vlan_index = bad_vlan_index or index
             if group.virtualport is not None:
                 self.check_virtualport(group.virtualport, f"{path}/virtualport", False)
             if group.bandwidth is not None:
                 self.check_bandwidth(group.bandwidth, f"{path}/bandwidth",
                                      f"portgroup '{group.name}'")
-        if bad_vlan_path is not None:
-            self.add(bad_vlan_path, self.mode.value,
+        if bad_vlan_index is not None:
+            port = net.portgroups[bad_vlan_index - 1].virtualport
+            kind = "" if port is None else (
+                f", {port.type.value if port.type else 'untyped'} virtualport")
+            self.add(f"/network/portgroup[{bad_vlan_index}]", self.mode.value,
                      f"a <vlan> applies to this portgroup, but its connection type (forward "
-                     f"mode='{self.mode.value}'{self._vport_text(bad_vlan_path)}) does not "
-                     "support vlan tagging")
+                     f"mode='{self.mode.value}'{kind}) does not support vlan tagging",
+                     at_define=True)
         elif vlan_used and not vlan_allowed and default_index is None:
             # with a default portgroup every port gets one, so the loop above decided
             self.add("/network/vlan", self.mode.value,
                      f"<vlan> is not supported with forward mode='{self.mode.value}'"
                      + ("" if self.mode is not ForwardMode.BRIDGE else
-                        " without a host bridge or an openvswitch virtualport"))
-
-    def _vport_text(self, path: str) -> str:
-        index = int(path.rsplit("[", 1)[1].rstrip("]"))
-        group = self.net.portgroups[index - 1]
-        if group.virtualport is None:
-            return ""
-        kind = group.virtualport.type.value if group.virtualport.type else "untyped"
-        return f", {kind} virtualport"
+                        " without a host bridge or an openvswitch virtualport"),
+                     at_define=True)
 
     def check_vlan(self, vlan: Vlan, path: str) -> None:
         if not vlan.tags:
@@ -501,7 +517,8 @@ class _Checker:
             self.add(path, self.mode.value,
                      f"<bandwidth> of {owner} is not supported with forward "
                      f"mode='{self.mode.value}'"
-                     + (" without a host bridge" if self.mode is ForwardMode.BRIDGE else ""))
+                     + (" without a host bridge" if self.mode is ForwardMode.BRIDGE else ""),
+                     at_define=True)
         for direction in ("inbound", "outbound"):
             rate: BandwidthRate | None = getattr(bandwidth, direction)
             if rate is not None:
@@ -577,7 +594,8 @@ class _Checker:
         if net.ips and self.mode not in _OWN_BRIDGE:
             self.add("/network/ip[1]", net.ips[0].address,
                      f"<ip address='{net.ips[0].address}'> is not allowed with forward "
-                     f"mode='{self.mode.value}': there is no bridge of ours to put addresses on")
+                     f"mode='{self.mode.value}': there is no bridge of ours to put addresses on",
+                     at_define=True)
         if not net.ips and self.mode in (ForwardMode.NAT, ForwardMode.ROUTE):
             self.add("/network/forward", self.mode.value,
                      f"forward mode='{self.mode.value}' needs at least one <ip>: there is "
@@ -592,7 +610,7 @@ class _Checker:
                     self.add(f"{path}/dhcp", ip.address,
                              f"a second IPv{version} <ip> with <dhcp> ('{ip.address}'): DHCP is "
                              f"supported on one IPv{version} address per network (ip"
-                             f"[{dhcp_seen[version]}] has it already)")
+                             f"[{dhcp_seen[version]}] has it already)", at_define=True)
                 else:
                     dhcp_seen[version] = index
 
@@ -866,14 +884,16 @@ class _Checker:
         if len(kinds) > 1:
             self.add(path, " and ".join(kinds),
                      f"<forward> lists {' and '.join(kinds)} elements; they are mutually "
-                     "exclusive")
+                     "exclusive", at_define=True)
         if mode is ForwardMode.HOSTDEV and pool:
             self.add(path, pool[0], f"forward mode='hostdev' lists the network device "
-                     f"'{pool[0]}': hostdev pools are given by PCI <address> only")
+                     f"'{pool[0]}': hostdev pools are given by PCI <address> only",
+                     at_define=True)
         if mode is not ForwardMode.HOSTDEV and forward.addresses:
             self.add(f"{path}/address[1]", str(forward.addresses[0]),
                      f"PCI device '{forward.addresses[0]}' in the pool of forward mode="
-                     f"'{mode.value}': PCI addresses are only for mode='hostdev'")
+                     f"'{mode.value}': PCI addresses are only for mode='hostdev'",
+                     at_define=True)
         if mode in (ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN):
             if mode is ForwardMode.OPEN and pool:
                 self.add(path, pool[0], f"forward dev '{pool[0]}' is not allowed with forward "

@@ -15,6 +15,8 @@ virtnet.testing.strategies (derandomized, so every run checks the same ones).
 from __future__ import annotations
 
 import re
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
 from virtnet.cli import main as virtnet_cli
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+from virtnet.testing.libvirtd import (
+    NETWORK_CONFIG_DIR,
+    NETWORK_RUN_DIR,
+    LibvirtdInNetns,
+    libvirtd_unavailable_reason,
+)
 from virtnet.testing.strategies import BrokenNetwork, broken_network_xml, network_xml
 
 _UNAVAILABLE = libvirtd_unavailable_reason()
@@ -37,10 +44,26 @@ pytestmark = [
 DEFINED_RE = re.compile(r"^Network (.+) defined from ", re.MULTILINE)
 
 
+# Every network name libvirt accepted in this module, to check the helper's cleanup.
+DEFINED: set[str] = set()
+
+
 @pytest.fixture(scope="module")
-def libvirtd() -> LibvirtdInNetns:
+def libvirtd() -> Iterator[LibvirtdInNetns]:
+    default_config = NETWORK_CONFIG_DIR / "default.xml"
+    default_before = default_config.read_bytes() if default_config.exists() else None
     with LibvirtdInNetns() as lv:
-        yield lv  # type: ignore[misc]
+        netns, pid = lv.netns, lv.pid
+        yield lv
+    # The helper must leave nothing behind: namespace, daemon, definitions, runtime files.
+    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                       text=True, check=True).stdout.split()
+    assert pid is not None and not Path(f"/proc/{pid}").exists()
+    leftovers = [p for name in DEFINED for p in (NETWORK_CONFIG_DIR / f"{name}.xml",
+                                                  NETWORK_RUN_DIR / f"{name}.xml") if p.exists()]
+    assert not leftovers, leftovers
+    default_after = default_config.read_bytes() if default_config.exists() else None
+    assert default_after == default_before, "the package's default network was not restored"
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,7 @@ def libvirt_verdict(lv: LibvirtdInNetns, path: Path) -> Verdict:
     match = DEFINED_RE.search(proc.stdout)
     assert match, f"unexpected virsh output: {proc.stdout!r}"
     name = match.group(1)
+    DEFINED.add(name)
     try:
         dump = lv.virsh("net-dumpxml", "--inactive", name)
         assert dump.returncode == 0, dump.stderr

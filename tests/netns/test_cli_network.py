@@ -171,6 +171,13 @@ def test_host_bridge_network_uses_the_bridge_and_leaves_it(
     assert snapshot(netns_kit, ns, state).links == before.links  # nothing created
     virtnet(ns, state, "net-destroy", "hb")
     assert "brhost" in netns_kit.ns_links(ns)  # the host's bridge stays
+
+    # The host's bridge going away under an active network is reported.
+    virtnet(ns, state, "net-start", "hb")
+    netns_kit.run(["ip", "-n", ns, "link", "del", "brhost"])
+    assert "bridge brhost is missing" in virtnet_json(ns, state, "net-info", "hb")["problems"]
+    virtnet(ns, state, "net-destroy", "hb")
+    netns_kit.run(["ip", "-n", ns, "link", "add", "brhost", "type", "bridge"])
     virtnet(ns, state, "net-undefine", "hb")
     assert snapshot(netns_kit, ns, state) == before
 

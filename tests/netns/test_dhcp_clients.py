@@ -71,7 +71,9 @@ def network_xml() -> str:
 # --- plumbing (module scoped: the network starts once) -------------------------------------
 
 
-def run(argv: list[str], check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], check: bool = True, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n"

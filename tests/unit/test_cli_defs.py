@@ -75,7 +75,8 @@ def test_table_helper_follows_virshs_padding_rule() -> None:
 def test_define_list_info_and_json(tmp_path: Path, files: dict[str, Path]) -> None:
     state = tmp_path / "state"
     result = cli(state, "net-define", str(files["default"]))
-    assert result.exit_code == 0 and result.stdout == f"Network default defined from {files['default']}\n\n"
+    assert result.exit_code == 0
+    assert result.stdout == f"Network default defined from {files['default']}\n\n"
     cli(state, "net-define", str(files["Zed"]))
     rows = json.loads(cli(state, "net-list", "--all", "--json").stdout)
     assert [(r["name"], r["state"], r["autostart"], r["persistent"]) for r in rows] == [
@@ -96,6 +97,15 @@ def test_list_refuses_two_output_modes(tmp_path: Path) -> None:
     result = cli(tmp_path, "net-list", "--name", "--uuid")
     assert result.exit_code == 1
     assert "Only one argument from --table, --name and --uuid" in result.stderr
+
+
+def test_missing_namespace_is_a_clear_error_before_any_command(tmp_path: Path) -> None:
+    name = "vnt-absent-" + secrets.token_hex(4)
+    result = CliRunner().invoke(main, ["--netns", name, "--state-dir", str(tmp_path), "net-list"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: network namespace '{name}' does not exist (/run/netns/{name})\n")
+    assert not (tmp_path / "run").exists()  # the command itself never ran
 
 
 def test_unknown_network_gives_virshs_two_error_lines(tmp_path: Path) -> None:
@@ -194,21 +204,29 @@ def private_netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False, timeout=20)
 
 
-def ours(state: Path, *args: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
-    prefix = ["--netns", netns] if netns else []
-    return subprocess.run(
-        [sys.executable, "-m", "virtnet.cli", *prefix, "--state-dir", str(state), *args],
+HOST_CHANGING = {"net-start", "net-destroy", "net-create"}
+
+
+def ours(state: Path, *args: str, netns: str | None = None) -> tuple[str, str, int]:
+    """virtnet's (stdout, stderr, exit status). Verbs that change the host run as a real
+    process inside ``netns``; the others run in-process (they only touch the state dir)."""
+    if netns is None:
+        assert args[0] not in HOST_CHANGING, "never start anything in pytest's namespace"
+        result = cli(state, *args)
+        return result.stdout, result.stderr, result.exit_code
+    proc = subprocess.run(
+        [sys.executable, "-m", "virtnet.cli", "--netns", netns, "--state-dir", str(state), *args],
         capture_output=True, text=True, timeout=60,
     )
+    return proc.stdout, proc.stderr, proc.returncode
 
 
 def same(lv: Any, state: Path, *args: str, netns: str | None = None) -> str:
     """Run ARGS through virsh and virtnet; both must print exactly the same (stdout, stderr,
     exit status). Returns the shared stdout."""
     theirs = lv.virsh(*args)
-    mine = ours(state, *args, netns=netns)
-    assert (mine.stdout, mine.returncode) == (theirs.stdout, theirs.returncode), args
-    assert mine.stderr == theirs.stderr, args
+    assert ours(state, *args, netns=netns) == (
+        theirs.stdout, theirs.stderr, theirs.returncode), args
     return theirs.stdout
 
 
@@ -241,18 +259,18 @@ def test_outputs_match_virsh(
              "<host mac='52:54:00:aa:00:02' name='db' ip='10.60.1.6'/>")
         same(lv, state, "net-dumpxml", "--inactive", "default")
         same(lv, state, "net-info", "nosuch")
-        same(lv, state, "net-destroy", "Zed")
+        same(lv, state, "net-name", "nosuch")
+        same(lv, state, "net-name", "0b5a3a56-6bd4-4fbc-9ad3-7f4e47b9a999")
+        same(lv, state, "net-start", "nosuch", netns=private_netns)
+        same(lv, state, "net-undefine", FIXED[0][1].replace("a001", "a999"))
+        same(lv, state, "net-destroy", "Zed", netns=private_netns)  # not active
 
         # One active network: libvirt's in its namespace, ours in a namespace of our own.
-        theirs = lv.virsh("net-start", "Zed")
-        mine = ours(state, "net-start", "Zed", netns=private_netns)
-        assert (mine.stdout, mine.returncode) == (theirs.stdout, theirs.returncode)
+        same(lv, state, "net-start", "Zed", netns=private_netns)
         same(lv, state, "net-list", "--all", netns=private_netns)
         same(lv, state, "net-info", "Zed", netns=private_netns)
         same(lv, state, "net-dhcp-leases", "Zed", netns=private_netns)
-        theirs = lv.virsh("net-destroy", "Zed")
-        mine = ours(state, "net-destroy", "Zed", netns=private_netns)
-        assert (mine.stdout, mine.returncode) == (theirs.stdout, theirs.returncode)
+        same(lv, state, "net-destroy", "Zed", netns=private_netns)
 
         for name in ("default", "a-much-longer-network-name", "Zed"):
             same(lv, state, "net-undefine", name)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +128,58 @@ def test_random_uuids_are_version_4() -> None:
 def test_link_exists_sees_loopback_only() -> None:
     assert link_exists("lo")
     assert not link_exists("vnt-no-such-link")
+
+
+# --- against libvirt: what define adds ---------------------------------------------------
+
+DEFINE_CASES = {
+    "isolated": "<network><name>d-iso</name>"
+                "<ip address='10.70.1.1' netmask='255.255.255.0'/></network>",
+    "nat-template": "<network><name>d-nat</name><forward mode='nat'/><bridge name='vt%dx'/>"
+                    "<ip address='10.70.2.1' prefix='24'/></network>",
+    "open-stp-off": "<network><name>d-open</name><forward mode='open'/>"
+                    "<bridge stp='off' delay='5'/><ip address='10.70.3.1' prefix='24'/></network>",
+    "host-bridge": "<network><name>d-hb</name><forward mode='bridge'/><bridge name='br0'/>"
+                   "</network>",
+}
+
+
+def _placeholders(xml: str) -> str:
+    """The dump with the generated values replaced (they are random on both sides)."""
+    xml = re.sub(r"<uuid>[0-9a-f-]{36}</uuid>", "<uuid>UUID</uuid>", xml)
+    return re.sub(r"<mac address='52:54:00(:[0-9a-f]{2}){3}'/>", "<mac address='MAC'/>", xml)
+
+
+@pytest.fixture(scope="module")
+def libvirt() -> Iterator[Any]:
+    from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+
+    reason = libvirtd_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with LibvirtdInNetns() as lv:
+        yield lv
+
+
+@pytest.mark.libvirt
+@pytest.mark.netns
+@pytest.mark.parametrize("case", list(DEFINE_CASES))
+def test_define_adds_what_libvirt_adds(libvirt: Any, tmp_path: Path, case: str) -> None:
+    from virtnet.engine import Engine
+    from virtnet.paths import StatePaths
+
+    xml = DEFINE_CASES[case]
+    path = tmp_path / f"{case}.xml"
+    path.write_text(xml)
+    name = re.search(r"<name>(.*?)</name>", xml).group(1)  # type: ignore[union-attr]
+    try:
+        defined = libvirt.virsh("net-define", str(path))
+        assert defined.returncode == 0, defined.stderr
+        theirs = libvirt.virsh("net-dumpxml", "--inactive", name).stdout
+    finally:
+        libvirt.forget(name)
+    # No other network and no links in libvirt's fresh namespace: ours sees none either.
+    engine = Engine(StatePaths.under(tmp_path / "state"), link_in_use=lambda _name: False)
+    engine.define(xml, str(path))
+    mine = engine.dumpxml(name, inactive=True)
+    assert _placeholders(mine) + "\n" == _placeholders(theirs)

@@ -324,6 +324,15 @@ def test_leases_are_read_filtered_and_sorted_like_virsh(engine: Engine) -> None:
         engine.dhcp_leases("n1", mac="nonsense")
 
 
+def test_undefine_of_an_inactive_network_drops_its_leases(engine: Engine) -> None:
+    engine.define(isolated_xml("n1"), "n1.xml")
+    path = lease_file(engine.paths, "n1")
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{int(NOW) + 60} 52:54:00:bb:00:02 192.168.50.12 * *\n")
+    engine.undefine("n1")
+    assert not path.exists()
+
+
 def test_no_lease_file_means_no_leases(engine: Engine) -> None:
     engine.define(isolated_xml("n1"), "n1.xml")
     assert engine.dhcp_leases("n1") == []

@@ -9,12 +9,13 @@ small XML snippets, and one golden test runs libvirt's whole corpus through pars
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from virtnet.errors import Problem, ValidationError
+from virtnet.errors import Problem, ValidationError, XMLParseError
 from virtnet.model import (
     Bandwidth,
     BandwidthRate,
@@ -1041,6 +1042,24 @@ def test_xml_valid_network_has_no_problems() -> None:
       </network>""") == []
 
 
+# --- stages -----------------------------------------------------------------------------
+
+
+def test_parse_stage_leaves_out_define_time_rules() -> None:
+    net = mode_net(ForwardMode.VEPA, dev="eth0")
+    net.ips = [ipv4()]
+    net.portgroups = [PortGroup("a", default=True), PortGroup("a", default=True)]
+    assert validate(net, stage="parse") == []
+    assert [p.path for p in validate(net)] == ["/network/ip[1]", "/network/portgroup[2]",
+                                                "/network/portgroup[2]"]
+
+
+def test_parse_stage_keeps_parser_rules() -> None:
+    net = mode_net(ForwardMode.OPEN, dev="eth0")
+    net.ips = [ipv4()]
+    assert [p.path for p in validate(net, stage="parse")] == ["/network/forward"]
+
+
 # --- libvirt's corpus -------------------------------------------------------------------
 
 CORPUS_DIRS = ("networkxml2xmlin", "networkxml2xmlout", "networkxml2confdata",
@@ -1073,8 +1092,6 @@ REFUSED_AT_PARSE = {"networkxml2xmlin/routed-network-no-dns-extra-elements.xml"}
 def test_corpus_verdicts(libvirt_corpus: Path) -> None:
     """Every corpus file is valid, except those libvirt refuses at define (stage: validate,
     at the expected path) and those refused by the parser (stage: parse)."""
-    from virtnet.errors import XMLParseError
-
     seen = 0
     for directory in CORPUS_DIRS:
         for path in sorted((libvirt_corpus / "tests" / directory).glob("*.xml")):
@@ -1090,3 +1107,22 @@ def test_corpus_verdicts(libvirt_corpus: Path) -> None:
             else:
                 assert problems == [], f"{key}: {[str(p) for p in problems]}"
     assert seen > 100
+
+
+def test_parse_stage_matches_libvirt_xml2xml_verdicts(libvirt_corpus: Path) -> None:
+    """With stage='parse', exactly the cases libvirt's networkxml2xmltest.c expects to fail at
+    parse (DO_TEST_PARSE_ERROR) are refused, by our parser or by validate; the define-time
+    refusals above are not."""
+    driver = (libvirt_corpus / "tests" / "networkxml2xmltest.c").read_text()
+    parse_errors = set(re.findall(r'DO_TEST_PARSE_ERROR\("([^"]+)"\)', driver))
+    assert len(parse_errors) >= 4
+    refused = set()
+    for path in sorted((libvirt_corpus / "tests" / "networkxml2xmlin").glob("*.xml")):
+        try:
+            net = parse_network(path.read_bytes(), source=path.name)
+        except XMLParseError:
+            refused.add(path.stem)
+            continue
+        if validate(net, stage="parse"):
+            refused.add(path.stem)
+    assert refused == parse_errors

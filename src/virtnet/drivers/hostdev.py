@@ -62,10 +62,17 @@ def virtual_functions(pf: str) -> list[VirtualFunction]:
     """The SR-IOV virtual functions of PF, in VF order; HostError with the reason if none."""
     from virtnet.host.rtnl import shared_rtnl
 
-    link = shared_rtnl().link(pf)
-    if link is None:
+    rtnl = shared_rtnl()
+    count = rtnl.num_vfs(pf)
+    if count is None:
         raise HostError(f"physical function {pf} does not exist on this host")
-    if _sysfs_ifindex(pf) != link.index:
+    if count == 0:
+        raise HostError(
+            f"{pf} has no SR-IOV virtual functions (the kernel reports none for it): this "
+            "host has no SR-IOV capable device there, or its VFs are not enabled (sriov_numvfs)"
+        )
+    link = rtnl.link(pf)
+    if link is None or _sysfs_ifindex(pf) != link.index:
         raise HostError(
             f"cannot list the SR-IOV virtual functions of {pf}: /sys shows another network "
             "namespace than the one virtnet runs in"

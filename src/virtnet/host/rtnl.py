@@ -42,7 +42,9 @@ IFLA_MASTER = 10
 IFLA_PROTINFO = 12
 IFLA_BRPORT_ISOLATED = 33
 IFLA_LINKINFO = 18
+IFLA_NUM_VF = 21
 IFLA_EXT_MASK = 29
+RTEXT_FILTER_VF = 1 << 0
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 IFLA_MACVLAN_MODE = 1
@@ -191,6 +193,30 @@ class Rtnl:
         for payload in replies:
             _, _, index, flags, _ = _IFINFOMSG.unpack_from(payload)
             return LinkBrief(name, index, flags)
+        return None
+
+    def num_vfs(self, name: str) -> int | None:
+        """How many SR-IOV virtual functions NAME has enabled (0 when it reports none);
+        None if NAME does not exist."""
+        _check_name(name)
+        body = (self._ifinfo() + _nla_str(IFLA_IFNAME, name)
+                + _nla_u32(IFLA_EXT_MASK, RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS))
+        try:
+            replies = self._request(f"look up {name}", RTM_GETLINK, 0, body)
+        except NetlinkFailure as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        for payload in replies:
+            offset = _IFINFOMSG.size
+            while offset + _NLA.size <= len(payload):
+                length, kind = _NLA.unpack_from(payload, offset)
+                if length < _NLA.size:
+                    break
+                if kind & ~NLA_F_NESTED == IFLA_NUM_VF:
+                    return int(struct.unpack_from("=I", payload, offset + _NLA.size)[0])
+                offset += (length + 3) & ~3
+            return 0
         return None
 
     def index(self, name: str) -> int:

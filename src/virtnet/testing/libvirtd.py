@@ -135,7 +135,7 @@ class LibvirtdInNetns:
         """Undefine (and destroy) one network now, e.g. between test cases."""
         self.virsh("net-destroy", name)
         self.virsh("net-undefine", name)
-        if name not in self.network_names():
+        if name not in self.network_names() and name not in self._preexisting_configs:
             self._remove_state(name)
             self._created.discard(name)
 
@@ -150,8 +150,11 @@ class LibvirtdInNetns:
             self._create_netns()
             self._start_libvirtd()
             self._clear_preloaded_networks()
-        except BaseException:
-            self._teardown()
+        except BaseException as failure:
+            try:
+                self._teardown()
+            except LibvirtdError as cleanup:
+                failure.add_note(f"cleanup after the failed start also failed: {cleanup}")
             raise
         return self
 
@@ -238,25 +241,28 @@ class LibvirtdInNetns:
     # --- teardown -----------------------------------------------------------------------
 
     def _teardown(self) -> None:
+        # Every step runs even if an earlier one failed, so one stuck virsh cannot leave the
+        # namespace, the daemon or the lock behind; the first failure is reported at the end.
+        steps = (self._undefine_created, self._stop_libvirtd, self._kill_leftovers,
+                 self._delete_netns, self._remove_created_state, self._restore_default)
+        failures: list[BaseException] = []
         try:
-            if self.pid is not None:
-                self._undefine_created()
-                self._stop_libvirtd()
-            self._kill_leftovers()
-            if self._netns_created:
-                _run(["ip", "netns", "delete", self.netns])
-                self._netns_created = False
-            for name in self._created:
-                if name not in self._preexisting_configs:
-                    self._remove_state(name)
-            self._restore_default()
+            for step in steps:
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - collected and re-raised below
+                    failures.append(exc)
         finally:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
                 self._lock_fd = None
+        if failures:
+            raise LibvirtdError(f"libvirtd cleanup incomplete: {failures[0]!r}") from failures[0]
 
     def _undefine_created(self) -> None:
+        if self.pid is None:
+            return
         try:
             now = self.network_names()
         except (LibvirtdError, subprocess.TimeoutExpired):
@@ -264,12 +270,13 @@ class LibvirtdInNetns:
         # Networks defined by other means than virsh() are ours too: nothing else runs here.
         self._created |= now - self._preexisting_configs
         for name in sorted(self._created):
-            self.virsh("net-destroy", name)
-            self.virsh("net-undefine", name)
+            self.virsh("net-destroy", name, timeout=30)
+            self.virsh("net-undefine", name, timeout=30)
 
     def _stop_libvirtd(self) -> None:
         pid = self.pid
-        assert pid is not None
+        if pid is None:
+            return
         # Kill only the libvirtd we started: same pid as the pidfile named, still libvirtd.
         if _read_pidfile() == pid and _comm(pid) == "libvirtd":
             os.kill(pid, signal.SIGTERM)
@@ -280,6 +287,18 @@ class LibvirtdInNetns:
                 os.kill(pid, signal.SIGKILL)
                 time.sleep(0.2)
         self.pid = None
+
+    def _delete_netns(self) -> None:
+        if self._netns_created:
+            proc = _run(["ip", "netns", "delete", self.netns])
+            if proc.returncode != 0:
+                raise LibvirtdError(f"ip netns delete {self.netns}: {proc.stderr.strip()}")
+            self._netns_created = False
+
+    def _remove_created_state(self) -> None:
+        for name in self._created:
+            if name not in self._preexisting_configs:
+                self._remove_state(name)
 
     def _kill_leftovers(self) -> None:
         # Processes still inside our namespace were started by our libvirtd (dnsmasq).

@@ -405,11 +405,17 @@ def _hostdev(draw: Draw, root: ET.Element, pci_pools: bool) -> None:
 
 
 @st.composite
-def network_trees(draw: Draw, newer_features: bool = False,
-                  pci_pools: bool = False) -> ET.Element:
-    """A valid <network> element tree (see the module docstring)."""
+def network_trees(draw: Draw, newer_features: bool = False, pci_pools: bool = False,
+                  modes: tuple[str, ...] = ALL_MODES) -> ET.Element:
+    """A valid <network> element tree (see the module docstring) of one of ``modes`` (names
+    from ALL_MODES: the forward modes, with 'hostbridge' and 'macvtap-bridge' for the two
+    kinds of mode='bridge')."""
+    unknown = set(modes) - set(ALL_MODES)
+    if unknown or not modes:
+        raise ValueError(f"unknown tree modes {sorted(unknown)!r}; known: {ALL_MODES!r}")
     root = ET.Element("network")
-    mode = str(draw(st.sampled_from(ALL_MODES)))
+    # wide integer modulo the count: an even spread that still shrinks to the first mode
+    mode = modes[int(draw(st.integers(0, 2**32 - 1))) % len(modes)]  # type: ignore[arg-type]
     if _maybe(draw, 10):
         root.set("ipv6", "yes")
     if _maybe(draw, 10):
@@ -439,9 +445,11 @@ def to_xml(root: ET.Element) -> str:
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def network_xml(newer_features: bool = False, pci_pools: bool = False) -> st.SearchStrategy[str]:
+def network_xml(newer_features: bool = False, pci_pools: bool = False,
+                modes: tuple[str, ...] = ALL_MODES) -> st.SearchStrategy[str]:
     """Valid network definitions as XML text."""
-    return network_trees(newer_features=newer_features, pci_pools=pci_pools).map(to_xml)
+    return network_trees(newer_features=newer_features, pci_pools=pci_pools,
+                         modes=modes).map(to_xml)
 
 
 # --- broken definitions -----------------------------------------------------------------
@@ -453,25 +461,6 @@ class BrokenNetwork:
 
     xml: str
     defect: str
-
-
-def _find_all(root: ET.Element, path: str) -> list[ET.Element]:
-    return root.findall(path)
-
-
-def _mode(root: ET.Element) -> str:
-    forward = root.find("forward")
-    if forward is None:
-        return "none"
-    return forward.get("mode") or "nat"
-
-
-def _has_own_bridge(root: ET.Element) -> bool:
-    return _mode(root) in OWN_BRIDGE_MODES
-
-
-# Each defect: (name, applies to this tree?, mutate(draw, root)). The mutations produce
-# documents that libvirt 9.0 refuses (at parse or define time) as well as virtnet.
 
 
 def _ipv4_with_subnet(root: ET.Element) -> list[ET.Element]:
@@ -666,56 +655,60 @@ def _l3_without_ip(draw: Draw, root: ET.Element) -> None:
         root.remove(dns)
 
 
-_DEFECTS: list[tuple[str, Callable[[ET.Element], bool], Callable[[Draw, ET.Element], None]]] = [
-    ("dhcp range outside its subnet", lambda r: bool(_ipv4_with_subnet(r)), _range_outside),
-    ("dhcp range reversed", lambda r: bool(_ipv4_with_subnet(r)), _range_reversed),
-    ("dhcp host without mac or name", lambda r: bool(_ipv4_with_subnet(r)),
-     _host_without_mac_or_name),
-    ("two IPv4 dhcp sections", lambda r: bool(_ipv4_with_subnet(r)), _second_dhcp),
-    ("two default portgroups", lambda r: True, _two_default_portgroups),
-    ("duplicate portgroup name", lambda r: True, _duplicate_portgroup),
-    ("ip without a bridge of ours", lambda r: not _has_own_bridge(r), _ip_without_own_bridge),
-    ("mtu without a bridge of ours", lambda r: not _has_own_bridge(r),
-     _mtu_without_own_bridge),
-    ("multicast bridge mac", lambda r: True, _multicast_mac),
-    ("netmask and prefix", _has_own_bridge, _netmask_and_prefix),
-    ("IPv6 netmask", _has_own_bridge, _ipv6_netmask),
-    ("IPv4 prefix over 32", _has_own_bridge, _prefix_too_long),
-    ("lease under 2 minutes", lambda r: bool(_ipv4_with_subnet(r)), _short_lease),
-    ("unreachable route gateway", lambda r: True, _unreachable_gateway),
-    ("disabled dns with a host", _has_own_bridge, _disabled_dns_with_host),
-    ("srv port without target", _has_own_bridge, _srv_port_without_target),
-    ("txt name with a space", _has_own_bridge, _txt_name_with_space),
-    ("vlan tag over 4095", lambda r: True, _vlan_tag_too_big),
-    ("duplicate forward interface",
-     lambda r: _mode(r) in ("bridge", "private", "vepa", "passthrough") and r.find(
-         "bridge") is None, _duplicate_interface),
-    ("forward dev differs from first interface",
-     lambda r: _mode(r) in ("bridge", "private", "vepa", "passthrough") and r.find(
-         "bridge") is None, _forward_dev_mismatch),
-    ("nat element in route mode", lambda r: _mode(r) in ("nat", "route"), _nat_in_route_mode),
-    ("nat port range reversed", lambda r: _mode(r) == "nat", _nat_port_reversed),
-    ("floor in network bandwidth", _has_own_bridge, _network_floor),
-    ("network name with '/'", lambda r: True, _name_with_slash),
-    ("nat or route without ip", lambda r: _mode(r) in ("nat", "route"), _l3_without_ip),
+NON_OWN_BRIDGE_MODES = tuple(m for m in ALL_MODES if m not in OWN_BRIDGE_MODES)
+MACVTAP_MODES = ("macvtap-bridge",) + DIRECT_MODES
+L3_MODES = ("nat", "route")  # these always have an IPv4 <ip> with a <dhcp>
+
+# Each defect: (name, the tree modes it applies to, mutate(draw, root)). The mutations give
+# documents that libvirt 9.0 refuses (at parse or define time) as well as virtnet.
+_DEFECTS: list[tuple[str, tuple[str, ...], Callable[[Draw, ET.Element], None]]] = [
+    ("dhcp range outside its subnet", L3_MODES, _range_outside),
+    ("dhcp range reversed", L3_MODES, _range_reversed),
+    ("dhcp host without mac or name", L3_MODES, _host_without_mac_or_name),
+    ("two IPv4 dhcp sections", L3_MODES, _second_dhcp),
+    ("lease under 2 minutes", L3_MODES, _short_lease),
+    ("nat element in route mode", L3_MODES, _nat_in_route_mode),
+    ("nat or route without ip", L3_MODES, _l3_without_ip),
+    ("nat port range reversed", ("nat",), _nat_port_reversed),
+    ("two default portgroups", ALL_MODES, _two_default_portgroups),
+    ("duplicate portgroup name", ALL_MODES, _duplicate_portgroup),
+    ("multicast bridge mac", ALL_MODES, _multicast_mac),
+    ("unreachable route gateway", ALL_MODES, _unreachable_gateway),
+    ("vlan tag over 4095", ALL_MODES, _vlan_tag_too_big),
+    ("network name with '/'", ALL_MODES, _name_with_slash),
+    ("ip without a bridge of ours", NON_OWN_BRIDGE_MODES, _ip_without_own_bridge),
+    ("mtu without a bridge of ours", NON_OWN_BRIDGE_MODES, _mtu_without_own_bridge),
+    ("netmask and prefix", OWN_BRIDGE_MODES, _netmask_and_prefix),
+    ("IPv6 netmask", OWN_BRIDGE_MODES, _ipv6_netmask),
+    ("IPv4 prefix over 32", OWN_BRIDGE_MODES, _prefix_too_long),
+    ("disabled dns with a host", OWN_BRIDGE_MODES, _disabled_dns_with_host),
+    ("srv port without target", OWN_BRIDGE_MODES, _srv_port_without_target),
+    ("txt name with a space", OWN_BRIDGE_MODES, _txt_name_with_space),
+    ("floor in network bandwidth", OWN_BRIDGE_MODES, _network_floor),
+    ("duplicate forward interface", MACVTAP_MODES, _duplicate_interface),
+    ("forward dev differs from first interface", MACVTAP_MODES, _forward_dev_mismatch),
 ]
 
 DEFECT_NAMES = tuple(name for name, _, _ in _DEFECTS)
 
 
 @st.composite
-def broken_network_trees(draw: Draw) -> tuple[ET.Element, str]:
-    """A valid tree with one applicable defect applied; returns (tree, defect name)."""
-    root = draw(network_trees())
-    applicable = [(name, mutate) for name, applies, mutate in _DEFECTS if applies(root)]
+def broken_network_trees(draw: Draw,
+                         defects: tuple[str, ...] = DEFECT_NAMES) -> tuple[ET.Element, str]:
+    """A valid tree of a suitable mode with one defect applied; returns (tree, defect name)."""
+    chosen = [d for d in _DEFECTS if d[0] in defects]
+    if not chosen:
+        raise ValueError(f"no known defect among {defects!r}")
     # a wide integer modulo the count spreads the choice more evenly than sampled_from, whose
     # small indices come up far more often; it still shrinks to the first defect
     choice = int(draw(st.integers(0, 2**32 - 1)))  # type: ignore[arg-type]
-    name, mutate = applicable[choice % len(applicable)]
+    name, modes, mutate = chosen[choice % len(chosen)]
+    root = draw(network_trees(modes=modes))
     mutate(draw, root)
-    return root, name
+    return root, name  # type: ignore[return-value]
 
 
-def broken_network_xml() -> st.SearchStrategy[BrokenNetwork]:
-    """Definitions with one deliberate defect each, as XML text with the defect's name."""
-    return broken_network_trees().map(lambda pair: BrokenNetwork(to_xml(pair[0]), pair[1]))
+def broken_network_xml(defects: tuple[str, ...] = DEFECT_NAMES) -> st.SearchStrategy[BrokenNetwork]:
+    """Definitions with one deliberate defect each (one of ``defects``), as XML text with the
+    defect's name."""
+    return broken_network_trees(defects).map(lambda pair: BrokenNetwork(to_xml(pair[0]), pair[1]))

@@ -78,19 +78,24 @@ def _c_uint(el: Element, path: str, name: str, maximum: int) -> int:
     return number
 
 
-def parse_port(data: bytes | str, source: str | None = None) -> PortDef:
-    """Parse a whole <networkport> document. Raises XMLParseError for what libvirt refuses."""
+def parse_port(data: bytes | str, source: str | None = None, *,
+               require_owner: bool = True) -> PortDef:
+    """Parse a whole <networkport> document. Raises XMLParseError for what libvirt refuses.
+
+    ``require_owner=False`` reads virtnet's own port records, where a port created without
+    ``--owner`` has no owner (libvirt's ports always belong to a domain).
+    """
     root = parse_fragment(data if isinstance(data, str) else data.decode("utf-8", "replace"),
                           source or "<input>")
     try:
-        return _parse_port_element(root)
+        return _parse_port_element(root, require_owner)
     except XMLParseError as exc:
         if exc.source is not None:
             raise
         raise XMLParseError(exc.message, source=source, line=exc.line, path=exc.path) from None
 
 
-def _parse_port_element(root: Element) -> PortDef:
+def _parse_port_element(root: Element, require_owner: bool) -> PortDef:
     path = "/networkport"
     if root.tag != "networkport":
         raise _fail(root, f"/{root.tag}", f"root element must be <networkport>, not <{root.tag}>")
@@ -101,11 +106,11 @@ def _parse_port_element(root: Element) -> PortDef:
     owner = _only(root, "owner", path)
     owner_path = f"{path}/owner"
     owner_name = _text_of(owner, "name", owner_path) if owner is not None else None
-    if owner_name is None or not owner_name[0]:
+    if (owner_name is None or not owner_name[0]) and require_owner:
         raise _fail(owner if owner is not None else root, f"{owner_path}/name",
                     "network port has no owner name")
     owner_uuid = _text_of(owner, "uuid", owner_path) if owner is not None else None
-    if owner_uuid is None or not owner_uuid[0]:
+    if (owner_uuid is None or not owner_uuid[0]) and require_owner:
         raise _fail(owner if owner is not None else root, f"{owner_path}/uuid",
                     "network port has no owner UUID")
     mac_el = _only(root, "mac", path)
@@ -116,8 +121,9 @@ def _parse_port_element(root: Element) -> PortDef:
     port = PortDef(
         uuid=uuid,
         mac=parse_mac(mac_el, f"{path}/mac/@address", mac_value),
-        owner_name=owner_name[0],
-        owner_uuid=parse_uuid(owner_uuid[1], f"{owner_path}/uuid", owner_uuid[0]),
+        owner_name=owner_name[0] if owner_name and owner_name[0] else None,
+        owner_uuid=(parse_uuid(owner_uuid[1], f"{owner_path}/uuid", owner_uuid[0])
+                    if owner_uuid and owner_uuid[0] else None),
     )
     group = _text_of(root, "group", path)
     if group is not None:

@@ -1,0 +1,346 @@
+"""Guest ports on the real kernel: pools, records across processes, taps, failures, refusals.
+
+Everything runs inside namespaces created here; virtnet runs in forked children that entered
+the "host" namespace, or as the CLI with --netns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virtnet.testing.macvtaplab import build_lab, ip
+
+pytestmark = pytest.mark.netns
+
+VEPA3 = ("<network><name>lan</name><forward mode='vepa'><interface dev='eth1'/>"
+         "<interface dev='eth2'/><interface dev='eth3'/></forward></network>")
+
+
+def mac(index: int) -> str:
+    return f"52:54:00:cc:{index // 256:02x}:{index % 256:02x}"
+
+
+# --- inside the host namespace -------------------------------------------------------------
+
+
+def engine(state: Path) -> Any:
+    from virtnet.engine import Engine
+    from virtnet.paths import StatePaths
+
+    return Engine(StatePaths.under(state))
+
+
+def start_network(state: Path, xml: str, name: str = "lan") -> None:
+    eng = engine(state)
+    eng.define(xml)
+    eng.start(name)
+
+
+def create_ports(state: Path, macs: list[str], network: str = "lan",
+                 **request: Any) -> list[dict[str, Any]]:
+    from virtnet.ports import PortManager, PortRequest
+
+    manager = PortManager(engine(state))
+    with manager.session():
+        return [manager.create(network, PortRequest(mac=m, **request)).summary() for m in macs]
+
+
+def delete_ports(state: Path, refs: list[str], network: str = "lan") -> None:
+    from virtnet.ports import PortManager
+
+    manager = PortManager(engine(state))
+    for ref in refs:
+        manager.delete(network, ref)
+
+
+def info(state: Path, network: str = "lan") -> dict[str, Any]:
+    return dict(engine(state).info(network))
+
+
+def live_xml(state: Path, network: str = "lan") -> str:
+    return str(engine(state).dumpxml(network))
+
+
+def destroy(state: Path, network: str = "lan") -> None:
+    engine(state).destroy(network)
+
+
+def restart(state: Path, network: str = "lan") -> None:
+    engine(state).start(network)
+
+
+def macvtaps(kit: Any, ns: str) -> list[str]:
+    return [name for name in kit.ns_links(ns) if name.startswith("macvtap")]
+
+
+def cli(ns: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+# --- pools and connection counts ----------------------------------------------------------
+
+
+def test_ten_ports_spread_over_three_interfaces(netns_kit: Any, tmp_path: Path) -> None:
+    lab = build_lab(netns_kit.make_netns, uplinks=3, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3)
+    ports = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(i) for i in range(10)])
+    uplinks = [port["uplink"] for port in ports]
+    # always the interface with the fewest connections, the first of equals
+    assert uplinks == ["eth1", "eth2", "eth3"] * 3 + ["eth1"]
+    details = ip(lab.host, "-d", "-j", "link", "show", "type", "macvtap").stdout
+    kernel = {link["ifname"]: link for link in json.loads(details)}
+    assert len(kernel) == 10
+    for port in ports:
+        link = kernel[port["device"]]
+        assert link["address"] == port["mac"]
+        assert link["linkinfo"]["info_data"]["mode"] == "vepa"
+        assert link["ifindex"] == port["ifindex"]
+        assert port["char_device"] == f"/dev/tap{port['ifindex']}"
+        assert stat.S_ISCHR(os.stat(port["char_device"]).st_mode)
+
+    shown = netns_kit.run_in_netns(lab.host, info, state)
+    assert shown["connections"] == 10
+    assert shown["interface_connections"] == {"eth1": 4, "eth2": 3, "eth3": 3}
+    dumped = netns_kit.run_in_netns(lab.host, live_xml, state)
+    assert "<network connections='10'>" in dumped
+    assert "<interface dev='eth1' connections='4'/>" in dumped
+
+    # freeing two ports on eth2 makes it the least used: the next port goes there
+    on_eth2 = [p["uuid"] for p in ports if p["uplink"] == "eth2"][:2]
+    netns_kit.run_in_netns(lab.host, delete_ports, state, on_eth2)
+    [extra] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(99)])
+    assert extra["uplink"] == "eth2"
+
+    everyone = [p["uuid"] for p in ports if p["uuid"] not in on_eth2] + [extra["uuid"]]
+    netns_kit.run_in_netns(lab.host, delete_ports, state, everyone)
+    assert macvtaps(netns_kit, lab.host) == []
+    shown = netns_kit.run_in_netns(lab.host, info, state)
+    assert shown["connections"] == 0
+    assert shown["interface_connections"] == {"eth1": 0, "eth2": 0, "eth3": 0}
+
+
+def test_cli_ports_across_processes(netns_kit: Any, tmp_path: Path) -> None:
+    lab = build_lab(netns_kit.make_netns, uplinks=3, host_address=False)
+    state = tmp_path / "state"
+    definition = tmp_path / "lan.xml"
+    definition.write_text(VEPA3.replace("</forward>", "</forward><portgroup name='web' "
+                                        "default='yes' trustGuestRxFilters='yes'/>"))
+    assert cli(lab.host, state, "net-define", str(definition)).returncode == 0
+    assert cli(lab.host, state, "net-start", "lan").returncode == 0
+    created = cli(lab.host, state, "port-create", "lan", "--mac", "52:54:00:CC:00:01",
+                  "--owner", "vm1", "--owner-uuid", "d54df46f-1ab5-4a22-8618-4560ef5fac2c",
+                  "--json")
+    assert created.returncode == 0, created.stderr
+    port = json.loads(created.stdout)
+    assert port["mac"] == "52:54:00:cc:00:01"
+    assert (port["portgroup"], port["trust_guest_rx_filters"]) == ("web", True)
+    listed = json.loads(cli(lab.host, state, "port-list", "lan", "--json").stdout)
+    assert [p["uuid"] for p in listed] == [port["uuid"]]
+    dumped = cli(lab.host, state, "port-dumpxml", "lan", port["device"]).stdout
+    assert dumped == (
+        "<networkport>\n"
+        f"  <uuid>{port['uuid']}</uuid>\n"
+        "  <owner>\n    <name>vm1</name>\n"
+        "    <uuid>d54df46f-1ab5-4a22-8618-4560ef5fac2c</uuid>\n  </owner>\n"
+        "  <group>web</group>\n"
+        "  <mac address='52:54:00:cc:00:01'/>\n"
+        "  <rxfilters trustGuest='yes'/>\n"
+        f"  <plug type='direct' dev='{port['uplink']}' mode='vepa'/>\n"
+        "</networkport>\n\n"
+    )
+    # a networkport document as input, with its own bandwidth
+    request = tmp_path / "port.xml"
+    request.write_text(
+        "<networkport><uuid>5d744f21-ba4a-4d6e-bdb2-30a35ff3207d</uuid><owner><name>vm2</name>"
+        "<uuid>d54df46f-1ab5-4a22-8618-4560ef5fac2d</uuid></owner>"
+        "<mac address='52:54:00:cc:00:02'/><bandwidth><outbound average='500'/></bandwidth>"
+        "</networkport>")
+    second = cli(lab.host, state, "port-create", "lan", "--file", str(request), "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["uuid"] == "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"
+    qdiscs = subprocess.run(["ip", "netns", "exec", lab.host, "tc", "qdisc", "show", "dev",
+                             "macvtap1"], capture_output=True, text=True, check=True).stdout
+    assert "qdisc htb 1: root" in qdiscs
+    assert cli(lab.host, state, "port-delete", "lan", port["uuid"]).returncode == 0
+    gone = cli(lab.host, state, "port-delete", "lan", port["uuid"])
+    assert gone.returncode == 1 and "no network port with matching uuid" in gone.stderr
+    assert cli(lab.host, state, "net-destroy", "lan").returncode == 0
+    assert macvtaps(netns_kit, lab.host) == []
+
+
+def test_tap_node_is_made_when_dev_has_none(netns_kit: Any, tmp_path: Path) -> None:
+    """Without devtmpfs nobody makes /dev/tapN: virtnet reads its numbers from a sysfs of the
+    right namespace (a private mount) and makes the node; undo removes it again."""
+    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
+        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
+    node = Path(port["char_device"])
+    made_by_kernel = os.stat(node).st_rdev
+    node.unlink()  # as on a host whose /dev is not a devtmpfs
+
+    def remake(name: str, ifindex: int) -> tuple[bool, tuple[int, int]]:
+        from virtnet.drivers.direct import ensure_tap_node, tap_device_numbers
+
+        return ensure_tap_node(name, ifindex), tap_device_numbers(name, ifindex)
+
+    made, numbers = netns_kit.run_in_netns(lab.host, remake, port["device"], port["ifindex"])
+    assert made and numbers == (os.major(made_by_kernel), os.minor(made_by_kernel))
+    assert os.stat(node).st_rdev == made_by_kernel
+    node.unlink()
+
+
+def test_tap_ports_on_a_bridge_of_the_network(netns_kit: Any, tmp_path: Path) -> None:
+    host = netns_kit.make_netns()
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(host, start_network, state,
+                           "<network><name>lan</name><bridge name='vnpt0' stp='off'/>"
+                           "<mtu size='1400'/><port isolated='yes'/>"
+                           "<ip address='10.79.0.1' netmask='255.255.255.0'/></network>")
+    ports = netns_kit.run_in_netns(host, create_ports, state, [mac(1), mac(2)])
+    assert [p["device"] for p in ports] == ["vnet0", "vnet1"]
+    for port in ports:
+        assert (port["plug"], port["bridge"], port["isolated"]) == ("network", "vnpt0", True)
+        link = json.loads(ip(host, "-d", "-j", "link", "show", "dev", port["device"]).stdout)[0]
+        assert link["address"] == "fe" + port["mac"][2:]  # libvirt's host-side tap MAC
+        assert link["master"] == "vnpt0" and "UP" in link["flags"] and link["mtu"] == 1400
+        assert link["linkinfo"]["info_kind"] == "tun"
+        assert link["linkinfo"]["info_data"]["type"] == "tap"
+        assert link["linkinfo"]["info_slave_data"]["isolated"] is True
+    netns_kit.run_in_netns(host, destroy, state)
+    assert not [n for n in netns_kit.ns_links(host) if n.startswith(("vnet", "vnpt"))]
+
+
+# --- failures, teardown ---------------------------------------------------------------------
+
+
+def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
+    from virtnet.model import Bandwidth, BandwidthRate
+    from virtnet.plan import PlanError
+
+    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
+        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    shaped = {"bandwidth": Bandwidth(inbound=BandwidthRate(average=800),
+                                     outbound=BandwidthRate(average=800))}
+    with pytest.raises(PlanError, match="injected fault at step 2"):
+        netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)],
+                               env={"VIRTNET_FAULT_STEP": "2"}, **shaped)
+    assert macvtaps(netns_kit, lab.host) == []
+    assert not [n for n in netns_kit.ns_links(lab.host) if n.startswith("ifb")]
+    assert netns_kit.run_in_netns(lab.host, info, state)["connections"] == 0
+    # the same request works once the fault is gone, and gets the first name again
+    [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)], **shaped)
+    assert port["device"] == "macvtap0"
+
+
+def test_a_name_taken_by_another_program_is_skipped(netns_kit: Any, tmp_path: Path) -> None:
+    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
+        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    ip(lab.host, "link", "add", "link", "eth1", "name", "macvtap0", "type", "macvtap")
+    [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
+    assert port["device"] == "macvtap1"
+    netns_kit.run_in_netns(lab.host, destroy, state)
+    assert macvtaps(netns_kit, lab.host) == ["macvtap0"]  # not ours: left alone
+
+
+def test_net_destroy_removes_the_ports(netns_kit: Any, tmp_path: Path) -> None:
+    lab = build_lab(netns_kit.make_netns, uplinks=3, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3)
+    netns_kit.run_in_netns(lab.host, create_ports, state, [mac(i) for i in range(3)])
+    netns_kit.run_in_netns(lab.host, destroy, state)
+    assert macvtaps(netns_kit, lab.host) == []
+    assert not (state / "run" / "network" / "lan.ports").exists()
+    netns_kit.run_in_netns(lab.host, restart, state)
+    assert netns_kit.run_in_netns(lab.host, info, state)["connections"] == 0
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def test_hostdev_network_is_planned_and_refused_without_sriov(netns_kit: Any,
+                                                            tmp_path: Path) -> None:
+    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    xml_file = tmp_path / "vfs.xml"
+    xml_file.write_text(
+        "<network><name>vfs</name><forward mode='hostdev' managed='yes'>"
+        "<address type='pci' domain='0x0000' bus='0x7e' slot='0x10' function='0x1'/>"
+        "</forward></network>")
+    assert cli(lab.host, state, "net-define", str(xml_file)).returncode == 0
+    plan = cli(lab.host, state, "plan", "vfs")
+    assert "use the SR-IOV virtual functions 0000:7e:10.1" in plan.stdout
+    started = cli(lab.host, state, "net-start", "vfs")
+    assert started.returncode == 1
+    assert "PCI device 0000:7e:10.1 does not exist on this host (no SR-IOV" in started.stderr
+
+    xml_file.write_text("<network><name>pf</name><forward mode='hostdev' managed='yes'>"
+                        "<pf dev='eth1'/></forward></network>")
+    assert cli(lab.host, state, "net-define", str(xml_file)).returncode == 0
+    started = cli(lab.host, state, "net-start", "pf")
+    assert started.returncode == 1
+    assert "eth1 has no SR-IOV virtual functions" in started.stderr
+
+
+def test_vlan_on_a_host_bridge_port_needs_8021q(netns_kit: Any, tmp_path: Path) -> None:
+    from virtnet.errors import HostError
+    from virtnet.host.kernel import kernel_has
+
+    host = netns_kit.make_netns()
+    ip(host, "link", "add", "br0", "type", "bridge")
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(host, start_network, state,
+                           "<network><name>lan</name><forward mode='bridge'/>"
+                           "<bridge name='br0'/><vlan><tag id='42'/></vlan></network>")
+
+    def has_vlan() -> bool:
+        return kernel_has("vlan")
+
+    if netns_kit.run_in_netns(host, has_vlan):
+        pytest.skip("the kernel has 802.1Q: vlan tags on host bridge ports are not "
+                    "implemented yet, and this test checks the refusal without it")
+    with pytest.raises(HostError, match=r"802\.1Q VLAN support \(CONFIG_VLAN_8021Q\)"):
+        netns_kit.run_in_netns(host, create_ports, state, [mac(1)])
+    assert not [n for n in netns_kit.ns_links(host) if n.startswith("vnet")]
+
+
+def test_kernel_preflight_matches_the_kernel(netns_kit: Any) -> None:
+    """Each probe says what creating the real device says, without creating anything."""
+    host = netns_kit.make_netns()
+    ip(host, "link", "add", "eth1", "type", "veth", "peer", "name", "eth2")
+
+    def probe() -> dict[str, bool]:
+        from virtnet.host.kernel import probe_kernel
+
+        return probe_kernel().to_dict()
+
+    found = netns_kit.run_in_netns(host, probe)
+    assert netns_kit.ns_links(host) == ["eth1", "eth2", "lo"]  # the probes created nothing
+    attempts = {
+        "macvlan": ["link", "add", "link", "eth1", "name", "p1", "type", "macvlan"],
+        "macvtap": ["link", "add", "link", "eth1", "name", "p2", "type", "macvtap"],
+        "vlan": ["link", "add", "link", "eth1", "name", "p3", "type", "vlan", "id", "5"],
+        "bridge": ["link", "add", "p4", "type", "bridge"],
+        "ifb": ["link", "add", "p5", "type", "ifb"],
+    }
+    for feature, argv in attempts.items():
+        created = ip(host, *argv, check=False).returncode == 0
+        assert found[feature] == created, feature
+    assert found["tun"] == os.path.exists("/dev/net/tun")
