@@ -120,7 +120,7 @@ def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
 @main.command("format")
 @click.argument("file")
 def format_cmd(file: str) -> None:
-    """Print a definition in libvirt's canonical layout (refused if it is not valid)."""
+    """Print a definition in libvirt's canonical layout (refused if it does not parse)."""
     from virtnet.errors import ValidationError
     from virtnet.validate import validate
     from virtnet.xml.format import format_network
@@ -128,7 +128,9 @@ def format_cmd(file: str) -> None:
 
     data, name = read_input(file)
     net = parse_network(data, source=name)
-    problems = validate(net)
+    # Like libvirt's parse-and-format: the rules libvirt applies only at define time (what a
+    # forward mode supports) are for `validate` and net-define, not for formatting.
+    problems = validate(net, stage="parse")
     if problems:
         raise ValidationError(problems, source=name)
     click.echo(format_network(net), nl=False)

@@ -483,20 +483,30 @@ class PortRecord:
         }
 
 
+def _count(usage: PoolUsage, record: PortRecord, sign: int) -> None:
+    port = record.port
+    usage.total += sign
+    if port.plug_type is PlugType.DIRECT and port.dev:
+        usage.by_dev[port.dev] = usage.by_dev.get(port.dev, 0) + sign
+    if port.plug_type is PlugType.HOSTDEV_PCI and port.address is not None:
+        key = str(port.address)
+        usage.by_address[key] = usage.by_address.get(key, 0) + sign
+    if port.class_id:
+        if sign > 0:
+            usage.class_ids.add(port.class_id)
+        else:
+            usage.class_ids.discard(port.class_id)
+        usage.floor_sum += sign * record.floor
+    if sign > 0:
+        usage.macs[port.mac] = port.uuid
+    elif usage.macs.get(port.mac) == port.uuid:
+        del usage.macs[port.mac]
+
+
 def usage_of(records: list[PortRecord]) -> PoolUsage:
     usage = PoolUsage()
     for record in records:
-        port = record.port
-        usage.total += 1
-        if port.plug_type is PlugType.DIRECT and port.dev:
-            usage.by_dev[port.dev] = usage.by_dev.get(port.dev, 0) + 1
-        if port.plug_type is PlugType.HOSTDEV_PCI and port.address is not None:
-            key = str(port.address)
-            usage.by_address[key] = usage.by_address.get(key, 0) + 1
-        if port.class_id:
-            usage.class_ids.add(port.class_id)
-            usage.floor_sum += record.floor
-        usage.macs[port.mac] = port.uuid
+        _count(usage, record, 1)
     return usage
 
 
@@ -578,8 +588,22 @@ def next_device_name(prefix: str, taken: set[str], exists: Callable[[str], bool]
 
 @dataclass
 class _NetworkState:
+    """A network and its ports as a session keeps them; ``usage`` follows every change."""
+
     net: Network
     records: dict[str, PortRecord]
+    usage: PoolUsage = field(default_factory=PoolUsage)
+
+    def __post_init__(self) -> None:
+        self.usage = usage_of(list(self.records.values()))
+
+    def add(self, record: PortRecord) -> None:
+        self.records[record.uuid] = record
+        _count(self.usage, record, 1)
+
+    def remove(self, record: PortRecord) -> None:
+        del self.records[record.uuid]
+        _count(self.usage, record, -1)
 
 
 class PortManager:
@@ -599,6 +623,8 @@ class PortManager:
         self._features = features
         self._session: dict[str, _NetworkState] | None = None
         self._names: set[str] | None = None
+        # per name prefix, a number below which every name is known to be taken
+        self._name_floor: dict[str, int] = {}
 
     # --- sessions and state --------------------------------------------------------------
 
@@ -614,6 +640,7 @@ class PortManager:
                 if outer is None:
                     self._session = None
                     self._names = None
+                    self._name_floor = {}
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -701,7 +728,7 @@ class PortManager:
 
     def counts(self, network: str) -> tuple[int, dict[str, int]]:
         with self._locked():
-            usage = usage_of(list(self._state(network).records.values()))
+            usage = self._state(network).usage
         per_device = dict(usage.by_dev)
         per_device.update(usage.by_address)
         return usage.total, per_device
@@ -717,19 +744,18 @@ class PortManager:
             if port_uuid in state.records:
                 raise PortError(f"network '{net.name}' already has a port with uuid "
                                 f"'{port_uuid}'")
-            usage = usage_of(list(state.records.values()))
-            port = allocate(net, request, usage, port_uuid=port_uuid,
+            port = allocate(net, request, state.usage, port_uuid=port_uuid,
                             pool=self._pool(net), new_uuid=self._new_uuid)
             record = self._realize(net, port)
             from virtnet.state import atomic_write
 
             try:
                 atomic_write(self._dir(net.name) / f"{port_uuid}.json",
-                             json.dumps(record.to_dict(), indent=1) + "\n")
+                             json.dumps(record.to_dict()) + "\n")
             except BaseException:
                 self._undo(record)
                 raise
-            state.records[port_uuid] = record
+            state.add(record)
             if record.device:
                 self._taken_names().add(record.device)
             return record
@@ -755,12 +781,13 @@ class PortManager:
         taken = self._taken_names()
         prefix = {PlugType.DIRECT: MACVTAP_PREFIX, PlugType.NETWORK: TAP_PREFIX,
                   PlugType.BRIDGE: TAP_PREFIX}.get(port.plug_type)
-        start = 0
+        start = self._name_floor.get(prefix or "", 0)
         for _ in range(NAME_RETRIES):
             device = None
             if prefix is not None:
-                device = next_device_name(prefix, taken, lambda n: rtnl.link(n) is not None,
-                                          start)
+                device = next_device_name(prefix, taken, rtnl.exists, start)
+                if self._session is not None:
+                    self._name_floor[prefix] = int(device[len(prefix):])
             plan = self.plan(net, port, device)
             try:
                 with self.engine.host() as host:
@@ -779,8 +806,7 @@ class PortManager:
                     record.ifindex = ifindex
                     record.char_device = getattr(action, "char_device", None)
             if record.ifindex is None and device is not None:
-                found = rtnl.link(device)
-                record.ifindex = found.index if found is not None else None
+                record.ifindex = rtnl.index(device)
             return record
         raise HostError(f"cannot find a free interface name for a port of network "
                         f"'{net.name}' after {NAME_RETRIES} attempts")
@@ -820,7 +846,7 @@ class PortManager:
             assert port.bandwidth is not None and port.bandwidth.inbound is not None
             floor = int(port.bandwidth.inbound.floor or 0)
             state = self._session.get(net.name) if self._session is not None else None
-            usage = usage_of(list(state.records.values())) if state else PoolUsage()
+            usage = state.usage if state is not None else PoolUsage()
             setup, teardown = floor_commands(
                 net, port.class_id, port.mac, floor, port.bandwidth.inbound.average,
                 usage.floor_sum + floor, self.features())
@@ -841,9 +867,13 @@ class PortManager:
             from virtnet.state import remove_file
 
             remove_file(self._dir(state.net.name) / f"{record.uuid}.json")
-            del state.records[record.uuid]
+            state.remove(record)
             if record.device and self._names is not None:
                 self._names.discard(record.device)
+                prefix = record.device.rstrip("0123456789")
+                number = record.device[len(prefix):]
+                if number.isdigit() and prefix in self._name_floor:
+                    self._name_floor[prefix] = min(self._name_floor[prefix], int(number))
             return record
 
     def _refresh_floor(self, state: _NetworkState, record: PortRecord) -> None:
@@ -853,11 +883,10 @@ class PortManager:
             return
         from virtnet.bandwidth import floor_commands
 
-        usage = usage_of(list(state.records.values()))
         port = record.port
         assert port.bandwidth is not None and port.bandwidth.inbound is not None
         _, teardown = floor_commands(state.net, port.class_id, port.mac, record.floor,
-                                     port.bandwidth.inbound.average, usage.floor_sum,
+                                     port.bandwidth.inbound.average, state.usage.floor_sum,
                                      self.features())
         for data in record.actions:
             if data.get("kind") == "plug-floor":

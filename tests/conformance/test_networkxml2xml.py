@@ -145,7 +145,7 @@ def test_networkxml2xml(case: XmlCase | Exception) -> None:
         assert exc.line is not None and exc.path, f"refusal does not say where: {exc}"
         assert _resolves(document, exc.path), f"refusal points outside the input: {exc}"
         return
-    problems = validate(net)
+    problems = validate(net, stage="parse")
     if case.fails_at == "parse":
         assert problems, "stage parse: expected a refusal by parse_network or validate, got none"
         for problem in problems:

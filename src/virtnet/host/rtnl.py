@@ -219,11 +219,21 @@ class Rtnl:
             return 0
         return None
 
+    def exists(self, name: str) -> bool:
+        _check_name(name)
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            return False
+        return True
+
     def index(self, name: str) -> int:
-        found = self.link(name)
-        if found is None:
-            raise HostError(f"interface {name} does not exist")
-        return found.index
+        """NAME's ifindex (SIOCGIFINDEX: an ioctl, cheaper than a netlink round trip)."""
+        _check_name(name)
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:
+            raise HostError(f"interface {name} does not exist") from None
 
     # --- changes ------------------------------------------------------------------------
 
