@@ -23,8 +23,8 @@ import pytest
 from lxml import etree
 
 from virtnet.errors import XMLParseError
-from virtnet.model import PciAddress
-from virtnet.portdef import MacvtapMode, PlugType
+from virtnet.model import Network, PciAddress
+from virtnet.portdef import MacvtapMode, PlugType, PortDef
 from virtnet.ports import PoolUsage, PortError, PortRequest, allocate
 from virtnet.testing.corpus import corpus_root
 from virtnet.validate import validate
@@ -124,7 +124,7 @@ def test_refused_at_parse(stem: str, spoil: tuple[str, ...], where: str, reason:
 # --- allocation on corpus networks ----------------------------------------------------------
 
 
-def _network(name: str) -> object:
+def _network(name: str) -> Network:
     root = corpus_root(fetch=True)
     assert root is not None
     net = parse_network((root / NETWORKS_DIR / f"{name}.xml").read_bytes(), name)
@@ -132,12 +132,13 @@ def _network(name: str) -> object:
     return net
 
 
-def _allocate(net: object, request: PortRequest, pool: list | None = None) -> object:
-    forward = net.forward  # type: ignore[attr-defined]
+def _allocate(net: Network, request: PortRequest,
+              pool: list[str] | list[PciAddress] | None = None) -> PortDef:
+    forward = net.forward
     if pool is None and forward is not None:
         pool = [i.dev for i in forward.interfaces] or list(forward.addresses)
     return allocate(net, request, PoolUsage(), port_uuid="5d744f21-ba4a-4d6e-bdb2-"
-                    "30a35ff3207d", pool=pool)  # type: ignore[arg-type]
+                    "30a35ff3207d", pool=pool)
 
 
 MAC = "52:54:00:7b:35:93"
@@ -157,33 +158,33 @@ def test_allocation_plugs_as_libvirt(network: str) -> None:
     net = _network(network)
     port = _allocate(net, PortRequest(mac=MAC, owner_name="memtest",
                                       owner_uuid="d54df46f-1ab5-4a22-8618-4560ef5fac2c"))
-    mode = net.forward_mode.value  # type: ignore[attr-defined]
+    mode = net.forward_mode.value
     if mode == "bridge":
-        expected = PlugType.BRIDGE if net.bridge_name else PlugType.DIRECT  # type: ignore
+        expected = PlugType.BRIDGE if net.bridge_name else PlugType.DIRECT
     else:
         expected = PLUG_OF_MODE[mode]
-    assert port.plug_type is expected  # type: ignore[attr-defined]
+    assert port.plug_type is expected
     if expected in (PlugType.NETWORK, PlugType.BRIDGE):
-        assert port.bridge == net.bridge_name  # type: ignore[attr-defined]
-        assert port.dev is None and port.mode is None  # type: ignore[attr-defined]
+        assert port.bridge == net.bridge_name
+        assert port.dev is None and port.mode is None
     else:
-        assert port.dev == net.forward.interfaces[0].dev  # type: ignore[attr-defined]
-        assert port.mode is MacvtapMode(mode)  # type: ignore[attr-defined]
-    text = format_port(port)  # type: ignore[arg-type]
+        assert port.dev == net.forward.interfaces[0].dev
+        assert port.mode is MacvtapMode(mode)
+    text = format_port(port)
     assert parse_port(text) == port  # what we allocate, libvirt's parser layout reads back
 
 
 def test_isolated_ports_network_isolates_its_ports() -> None:
     port = _allocate(_network("isolated-ports"), PortRequest(mac=MAC))
-    assert port.isolated is True  # type: ignore[attr-defined]
-    assert "<port isolated='yes'/>" in format_port(port)  # type: ignore[arg-type]
+    assert port.isolated is True
+    assert "<port isolated='yes'/>" in format_port(port)
 
 
 def test_hostdev_pool_gives_the_first_free_vf() -> None:
     port = _allocate(_network("hostdev"), PortRequest(mac=MAC))
-    assert port.plug_type is PlugType.HOSTDEV_PCI  # type: ignore[attr-defined]
-    assert port.address == PciAddress(0, 3, 0, 1)  # type: ignore[attr-defined]
-    assert "<plug type='hostdev-pci' managed='yes'>" in format_port(port)  # type: ignore
+    assert port.plug_type is PlugType.HOSTDEV_PCI
+    assert port.address == PciAddress(0, 3, 0, 1)
+    assert "<plug type='hostdev-pci' managed='yes'>" in format_port(port)
 
 
 def test_vepa_net_virtualports_conflict_as_in_libvirt() -> None:
@@ -199,13 +200,13 @@ def test_vepa_net_virtualports_conflict_as_in_libvirt() -> None:
 def test_network_bandwidth_is_not_a_ports_bandwidth() -> None:
     net = _network("bandwidth-network")
     port = _allocate(net, PortRequest(mac=MAC))
-    assert port.bandwidth is None  # type: ignore[attr-defined]
+    assert port.bandwidth is None
     from virtnet.model import Bandwidth, BandwidthRate
 
     floored = _allocate(net, PortRequest(mac=MAC, bandwidth=Bandwidth(
         inbound=BandwidthRate(floor=500))))
-    assert floored.class_id == 3  # type: ignore[attr-defined]
-    assert "<bandwidth classID='3'>" in format_port(floored)  # type: ignore[arg-type]
+    assert floored.class_id == 3
+    assert "<bandwidth classID='3'>" in format_port(floored)
 
 
 def test_corpus_documents_are_not_changed_by_parsing() -> None:

@@ -63,7 +63,14 @@ class Case:
     known: dict[str, str] = field(default_factory=dict)
 
 
-# Static routes: libvirt 9.0 adds them with RTPROT_BOOT; subnet routes come from the kernel.
+# libvirt 9.0 adds an IPv6 address without IFA_F_NODAD, so on a bridge with no port (no
+# carrier) duplicate address detection cannot run and the address stays "tentative" until a
+# guest plugs in; a tentative address cannot be bound, so dnsmasq's DHCPv6 and router
+# advertisements wait for it. virtnet adds it "nodad" (nothing else can own an address on a
+# bridge it just created), so the address is usable at once.
+V6_NODAD = {"address.flags": "virtnet adds IPv6 addresses nodad; libvirt's stay tentative "
+                             "until the bridge gets carrier"}
+
 CASES = [
     Case(
         "iso", "vnbr1",
@@ -81,6 +88,7 @@ CASES = [
         "<ip family='ipv6' address='2001:db8:202::1' prefix='64'>"
         "<dhcp><range start='2001:db8:202::100' end='2001:db8:202::1ff'/></dhcp></ip>"
         "</network>",
+        known=V6_NODAD,
     ),
     Case(
         "routed", "vnbr3",
@@ -92,7 +100,9 @@ CASES = [
         "<route address='10.204.0.0' netmask='255.255.255.0' gateway='10.201.3.3'/>"
         "<route family='ipv6' address='2001:db8:2030::' prefix='48' gateway='2001:db8:203::2'"
         " metric='7'/>"
+        "<route family='ipv6' address='2001:db8:2040::' prefix='48' gateway='2001:db8:203::3'/>"
         "</network>",
+        known=V6_NODAD,
     ),
     Case(
         "open", "vnbr4",

@@ -25,9 +25,10 @@ from virtnet.model import (
     Vlan,
     VlanTag,
 )
-from virtnet.portdef import MacvtapMode, PlugType
+from virtnet.portdef import MacvtapMode, PlugType, PortDef
 from virtnet.ports import (
     PoolUsage,
+    PortManager,
     PortError,
     PortRecord,
     PortRequest,
@@ -76,7 +77,7 @@ def hostdev_net(addresses: list[PciAddress], **extra: object) -> Network:
 
 
 def alloc(net: Network, request: PortRequest | None = None, usage: PoolUsage | None = None,
-          pool: list | None = None) -> object:
+          pool: list[str] | list[PciAddress] | None = None) -> PortDef:
     if pool is None and net.forward is not None:
         pool = [i.dev for i in net.forward.interfaces] or list(net.forward.addresses)
     return allocate(net, request or PortRequest(mac=MAC), usage or PoolUsage(),
@@ -127,10 +128,11 @@ def test_bandwidth_from_the_port_else_the_portgroup_never_the_network() -> None:
     group_bw = Bandwidth(inbound=rate(average=100))
     net = nat_net(bandwidth=Bandwidth(inbound=rate(average=9999)),
                   portgroups=[PortGroup(name="g", default=True, bandwidth=group_bw)])
-    assert alloc(net).bandwidth == group_bw  # type: ignore[attr-defined]
+    assert alloc(net).bandwidth == group_bw
     own = Bandwidth(outbound=rate(average=5))
-    assert alloc(net, PortRequest(mac=MAC, bandwidth=own)).bandwidth == own  # type: ignore
-    assert alloc(nat_net(bandwidth=Bandwidth(inbound=rate(average=9)))).bandwidth is None  # type: ignore
+    assert alloc(net, PortRequest(mac=MAC, bandwidth=own)).bandwidth == own
+    only_network = nat_net(bandwidth=Bandwidth(inbound=rate(average=9)))
+    assert alloc(only_network).bandwidth is None
 
 
 def test_vlan_trust_and_isolation_precedence() -> None:
@@ -140,15 +142,15 @@ def test_vlan_trust_and_isolation_precedence() -> None:
                       portgroups=[PortGroup(name="g", vlan=group_vlan,
                                             trust_guest_rx_filters=True)])
     port = alloc(net)
-    assert port.vlan == net_vlan and port.trust_guest_rx_filters is False  # type: ignore
+    assert port.vlan == net_vlan and port.trust_guest_rx_filters is False
     port = alloc(net, PortRequest(mac=MAC, portgroup="g"))
-    assert port.vlan == group_vlan and port.trust_guest_rx_filters is True  # type: ignore
+    assert port.vlan == group_vlan and port.trust_guest_rx_filters is True
     port = alloc(net, PortRequest(mac=MAC, portgroup="g", vlan=own_vlan,
                                   trust_guest_rx_filters=False))
-    assert port.vlan == own_vlan and port.trust_guest_rx_filters is False  # type: ignore
+    assert port.vlan == own_vlan and port.trust_guest_rx_filters is False
     isolated = nat_net(port_isolated=True)
-    assert alloc(isolated).isolated is True  # type: ignore
-    assert alloc(isolated, PortRequest(mac=MAC, isolated=False)).isolated is False  # type: ignore
+    assert alloc(isolated).isolated is True
+    assert alloc(isolated, PortRequest(mac=MAC, isolated=False)).isolated is False
 
 
 def test_virtualports_merge_as_libvirt_merges() -> None:
@@ -168,7 +170,7 @@ def test_virtualports_merge_as_libvirt_merges() -> None:
 def test_virtualport_completion_and_types_per_connection() -> None:
     qbg = VirtualPort(type=VirtualPortType.QBG, manager_id=1, type_id=2, type_id_version=3)
     port = alloc(direct_net(ForwardMode.VEPA, ["eth1"], virtualport=qbg))
-    assert port.virtualport.instance_id == "00000000-0000-4000-8000-000000000000"  # type: ignore
+    assert port.virtualport.instance_id == "00000000-0000-4000-8000-000000000000"
     with pytest.raises(PortError, match="missing typeid in <virtualport type='802.1Qbg'>"):
         alloc(direct_net(ForwardMode.VEPA, ["eth1"],
                          virtualport=VirtualPort(type=VirtualPortType.QBG, manager_id=1)))
@@ -185,34 +187,34 @@ def test_virtualport_completion_and_types_per_connection() -> None:
 
 def test_bridge_backed_networks_get_a_network_plug() -> None:
     port = alloc(nat_net())
-    assert (port.plug_type, port.bridge, port.mac_table_manager) == (  # type: ignore
+    assert (port.plug_type, port.bridge, port.mac_table_manager) == (
         PlugType.NETWORK, "virbr9", MacTableManager.KERNEL)
     host_bridge = Network(name="hb", forward=Forward(mode=ForwardMode.BRIDGE),
                           bridge=Bridge(name="br0"))
     port = alloc(host_bridge)
-    assert (port.plug_type, port.bridge) == (PlugType.BRIDGE, "br0")  # type: ignore
+    assert (port.plug_type, port.bridge) == (PlugType.BRIDGE, "br0")
 
 
 def test_direct_ports_take_the_least_used_interface() -> None:
     net = direct_net(ForwardMode.BRIDGE, ["eth1", "eth2", "eth3"])
     usage = PoolUsage(by_dev={"eth1": 2, "eth2": 1, "eth3": 1})
     port = alloc(net, usage=usage)
-    assert (port.plug_type, port.dev, port.mode) == (  # type: ignore
+    assert (port.plug_type, port.dev, port.mode) == (
         PlugType.DIRECT, "eth2", MacvtapMode.BRIDGE)
-    assert alloc(net, usage=PoolUsage(by_dev={"eth2": 1})).dev == "eth1"  # type: ignore
+    assert alloc(net, usage=PoolUsage(by_dev={"eth2": 1})).dev == "eth1"
 
 
 def test_passthrough_and_private_qbh_need_an_unused_interface() -> None:
     net = direct_net(ForwardMode.PASSTHROUGH, ["eth1", "eth2"])
-    assert alloc(net, usage=PoolUsage(by_dev={"eth1": 1})).dev == "eth2"  # type: ignore
+    assert alloc(net, usage=PoolUsage(by_dev={"eth1": 1})).dev == "eth2"
     with pytest.raises(PortError, match="requires exclusive access to interfaces, but none "
                                         "are available"):
         alloc(net, usage=PoolUsage(by_dev={"eth1": 1, "eth2": 1}))
     qbh = VirtualPort(type=VirtualPortType.QBH, profile_id="p")
     private = direct_net(ForwardMode.PRIVATE, ["eth1", "eth2"], virtualport=qbh)
-    assert alloc(private, usage=PoolUsage(by_dev={"eth1": 1})).dev == "eth2"  # type: ignore
+    assert alloc(private, usage=PoolUsage(by_dev={"eth1": 1})).dev == "eth2"
     shared = direct_net(ForwardMode.PRIVATE, ["eth1"])
-    assert alloc(shared, usage=PoolUsage(by_dev={"eth1": 5})).dev == "eth1"  # type: ignore
+    assert alloc(shared, usage=PoolUsage(by_dev={"eth1": 5})).dev == "eth1"
 
 
 def test_direct_network_without_pool() -> None:
@@ -224,7 +226,7 @@ def test_hostdev_gives_each_port_its_own_vf() -> None:
     first, second = PciAddress(0, 3, 0x10, 1), PciAddress(0, 3, 0x10, 2)
     net = hostdev_net([first, second])
     port = alloc(net, usage=PoolUsage(by_address={str(first): 1}))
-    assert (port.plug_type, port.address, port.managed, port.driver) == (  # type: ignore
+    assert (port.plug_type, port.address, port.managed, port.driver) == (
         PlugType.HOSTDEV_PCI, second, True, ForwardDriverName.VFIO)
     with pytest.raises(PortError, match="none are available"):
         alloc(net, usage=PoolUsage(by_address={str(first): 1, str(second): 1}))
@@ -244,7 +246,7 @@ def test_floors_get_class_ids_and_respect_the_network_rate() -> None:
     net = nat_net(bandwidth=Bandwidth(inbound=rate(average=1000)))
     request = PortRequest(mac=MAC, bandwidth=Bandwidth(inbound=rate(floor=300)))
     port = alloc(net, request, PoolUsage(class_ids={3}, floor_sum=600))
-    assert port.class_id == 4  # type: ignore
+    assert port.class_id == 4
     with pytest.raises(HostError, match="would overcommit average=1000"):
         alloc(net, request, PoolUsage(class_ids={3}, floor_sum=800))
 
@@ -257,8 +259,8 @@ def test_usage_and_records() -> None:
     floored = alloc(net, PortRequest(mac=MAC, bandwidth=Bandwidth(inbound=rate(floor=300))))
     direct = alloc(direct_net(ForwardMode.VEPA, ["eth1"]),
                    PortRequest(mac="52:54:00:00:00:02"))
-    records = [PortRecord(network="n", port=floored, device="vnet0"),  # type: ignore[arg-type]
-               PortRecord(network="d", port=direct, device="macvtap0")]  # type: ignore[arg-type]
+    records = [PortRecord(network="n", port=floored, device="vnet0"),
+               PortRecord(network="d", port=direct, device="macvtap0")]
     usage = usage_of(records)
     assert (usage.total, usage.by_dev, usage.floor_sum, usage.class_ids) == (
         2, {"eth1": 1}, 300, {3})
@@ -278,30 +280,29 @@ def test_device_names_skip_what_is_taken() -> None:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> object:
+def manager(tmp_path: Path) -> PortManager:
     from virtnet.engine import Engine
     from virtnet.paths import StatePaths
-    from virtnet.ports import PortManager
 
     return PortManager(Engine(StatePaths.under(tmp_path)), features=TcFeatures())
 
 
-def test_port_plans(manager: object) -> None:
+def test_port_plans(manager: PortManager) -> None:
     net = nat_net(bandwidth=Bandwidth(inbound=rate(average=1000)), mtu=9000)
     request = PortRequest(mac=MAC, bandwidth=Bandwidth(inbound=rate(average=500, floor=100)))
     port = alloc(net, request)
-    plan = manager.plan(net, port, "vnet4")  # type: ignore[attr-defined]
+    plan = manager.plan(net, port, "vnet4")
     assert [a.kind for a in plan.actions] == ["create-tap", "apply-shaping", "plug-floor"]
     assert plan.commands()[:2] == [
         "ip tuntap add dev vnet4 mode tap vnet_hdr",
         "ip link set dev vnet4 address fe:54:00:7b:35:93 master virbr9 mtu 9000 up",
     ]
     passthrough = direct_net(ForwardMode.PASSTHROUGH, ["eth1"])
-    plan = manager.plan(passthrough, alloc(passthrough), "macvtap0")  # type: ignore
+    plan = manager.plan(passthrough, alloc(passthrough), "macvtap0")
     assert [a.kind for a in plan.actions] == ["set-uplink-mac", "create-macvtap"]
     assert plan.commands()[-2] == ("ip link add link eth1 name macvtap0 address "
                                    f"{MAC} type macvtap mode passthru")
     vfs = hostdev_net([PciAddress(0, 3, 0x10, 1)])
-    plan = manager.plan(vfs, alloc(vfs), None)  # type: ignore
+    plan = manager.plan(vfs, alloc(vfs), None)
     assert [a.describe() for a in plan.actions] == [
         f"give the SR-IOV virtual function 0000:03:10.1 to the guest with MAC {MAC}"]

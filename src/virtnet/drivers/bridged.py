@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 # What dnsmasq's files are written with; the conf may hold secrets-adjacent options.
 DNSMASQ_CONF_MODE = 0o600
 DNSMASQ_HOSTS_MODE = 0o644
+# The metric of a static <route> that gives none (libvirt's virNetDevIPRouteGetMetric).
+DEFAULT_ROUTE_METRIC = 1
 
 
 def _ip_path(index: int) -> str:
@@ -194,7 +196,9 @@ class BridgedDriver(Driver):
                         link=bridge,
                         destination=str(route.network),
                         gateway=str(route.gateway),
-                        metric=route.metric,
+                        # libvirt puts a route without a metric at metric 1 (not the
+                        # kernel's default 0 / 1024), so it wins over host routes
+                        metric=route.metric or DEFAULT_ROUTE_METRIC,
                     )
                 )
         if net.forward_mode is not ForwardMode.NONE:

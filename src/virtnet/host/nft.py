@@ -19,6 +19,14 @@ LIBNFTABLES = "libnftables.so.1"
 NFT_TIMEOUT_S = 30.0
 
 
+def _error_lines_only(err: str) -> str:
+    """nft's "Error: ..." lines, each once, without the quoted source line and carets that
+    follow them: for a script given as a buffer, libnftables 1.0.x quotes the wrong line
+    (the first one), which would only mislead."""
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    return "\n".join(dict.fromkeys(errors)) if errors else err
+
+
 class Nft:
     def __init__(self, *, use_library: bool = True) -> None:
         self._use_library = use_library
@@ -62,7 +70,7 @@ class Nft:
         rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
         out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
-        return rc, out, err
+        return rc, out, _error_lines_only(err)
 
     def _run_binary(self, script: str) -> tuple[int, str, str]:
         binary = shutil.which("nft")

@@ -16,6 +16,7 @@ with <bandwidth> here (the last test shows it); virtnet shapes ingress through a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -257,3 +258,34 @@ def test_libvirt_cannot_start_it_but_virtnet_does(netns_kit: Any, tmp_path: Path
     netns_kit.run_in_netns(host, destroy_network, state)
     assert "ifb-vnbwlv0" not in netns_kit.ns_links(host)
 
+
+
+def test_tc_probe_matches_the_kernel_and_leaves_nothing(netns_kit: Any, tmp_path: Path) -> None:
+    host = netns_kit.make_netns()
+
+    def probe(cache: Path) -> dict[str, bool]:
+        from virtnet.host import tc
+
+        tc.reset_probe_cache()
+        return tc.probe_features(cache).to_dict()
+
+    found = netns_kit.run_in_netns(host, probe, tmp_path)
+    assert netns_kit.ns_links(host) == ["lo"]  # the scratch IFB is gone
+    cached = json.loads((tmp_path / "kernel-tc-features.json").read_text())
+    assert cached["features"] == found
+    subprocess.run(["ip", "-n", host, "link", "add", "t0", "type", "ifb"], check=True)
+    attempts = {
+        "sfq": ["qdisc", "add", "dev", "t0", "root", "sfq"],
+        "htb": ["qdisc", "replace", "dev", "t0", "root", "handle", "1:", "htb"],
+        "ingress": ["qdisc", "add", "dev", "t0", "handle", "ffff:", "ingress"],
+        "mirred": ["filter", "add", "dev", "t0", "parent", "ffff:", "prio", "1", "u32",
+                   "match", "u32", "0", "0", "action", "mirred", "egress", "redirect",
+                   "dev", "t0"],
+        "police": ["filter", "add", "dev", "t0", "parent", "ffff:", "prio", "2", "u32",
+                   "match", "u32", "0", "0", "police", "rate", "1mbit", "burst", "10k",
+                   "drop", "flowid", ":1"],
+    }
+    for feature, argv in attempts.items():
+        done = subprocess.run(["ip", "netns", "exec", host, "tc", *argv], capture_output=True,
+                              timeout=20).returncode == 0
+        assert found[feature] == done, feature

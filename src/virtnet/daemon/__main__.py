@@ -1,0 +1,193 @@
+"""``virtnetd [--state-dir DIR] [--netns NAME] [--socket PATH]``: run the daemon.
+
+Start-up order matters:
+1. the systemd notification socket and the activation socket are taken over first (an
+   abstract NOTIFY_SOCKET is only found from the namespace systemd runs in);
+2. the network namespace is entered while the process has a single thread (setns(2) switches
+   only the calling thread; threads started later inherit it);
+3. one daemon per state directory: an flock on run/virtnetd.pid;
+4. recorded state is reconciled with the kernel and autostart networks are started, before
+   the first request is served (with socket activation, clients wait in the listen backlog);
+5. READY=1 once the socket serves.
+SIGTERM and SIGINT stop the daemon: running requests finish, event streams end, the socket
+file goes away (unless systemd owns it); networks and their dnsmasq keep running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from virtnet.errors import VirtnetError
+
+log = logging.getLogger("virtnetd")
+SHUTDOWN_TIMEOUT_S = 30.0
+LISTEN_BACKLOG = 256
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from virtnet.daemon.server import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S
+
+    parser = argparse.ArgumentParser(
+        prog="virtnetd",
+        description="virtnet's daemon: hosts the engine, supervises dnsmasq and leases, and "
+        "serves the HTTP/JSON API on a unix socket.",
+    )
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="keep all state under DIR (default: /etc/virtnet, /run/virtnet, "
+                        "/var/lib/virtnet); the socket is then DIR/run/virtnetd.sock")
+    parser.add_argument("--netns", default=None, metavar="NAME",
+                        help="manage networks inside this existing network namespace")
+    parser.add_argument("--socket", type=Path, default=None, metavar="PATH",
+                        help="listen on PATH (default: /run/virtnet/virtnetd.sock, or the one "
+                        "under --state-dir); ignored under socket activation")
+    parser.add_argument("--group", default=DEFAULT_GROUP, metavar="NAME|GID",
+                        help="group whose members may change networks and own the socket "
+                        "(default: %(default)s, when it exists)")
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
+                        metavar="SECONDS", help="cut off clients that take longer to send a "
+                        "request, and idle connections (default: %(default)g)")
+    parser.add_argument("--no-autostart", action="store_true",
+                        help="do not start autostart networks")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def take_pidfile(path: Path) -> int:
+    """Hold an flock on PATH for the daemon's life: one daemon per state directory."""
+    from virtnet.state import ensure_dir
+
+    ensure_dir(path.parent, 0o755)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise VirtnetError(f"another virtnetd (pid {holder or '?'}) already serves this "
+                               f"state directory ({path})") from None
+        raise VirtnetError(f"cannot lock {path}: {exc.strerror}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def bind_socket(path: Path, gid: int | None) -> socket.socket:
+    """A listening unix socket at PATH, mode 0660, group GID (when there is one)."""
+    from virtnet.daemon.server import SOCKET_MODE
+    from virtnet.state import ensure_dir
+
+    ensure_dir(path.parent, 0o755)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left by a daemon that died: nobody listens there
+        else:
+            raise VirtnetError(f"{path}: another daemon is listening there")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o177)  # never reachable with broader permissions, even briefly
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    if gid is not None:
+        os.chown(path, 0, gid)
+    os.chmod(path, SOCKET_MODE)
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+async def serve(args: argparse.Namespace, notifier: object, activated: socket.socket | None,
+                ) -> int:
+    from aiohttp import web
+
+    from virtnet.daemon.server import Daemon, DaemonConfig, resolve_group
+    from virtnet.daemon.systemd import Notifier
+    from virtnet.paths import StatePaths
+
+    assert isinstance(notifier, Notifier)
+    loop = asyncio.get_running_loop()
+    paths = StatePaths.from_option(args.state_dir)
+    socket_path = args.socket or paths.socket
+    config = DaemonConfig(paths=paths, state_dir=args.state_dir, socket_path=socket_path,
+                          netns=args.netns, group=args.group,
+                          request_timeout=args.request_timeout)
+    pidfile_fd = take_pidfile(paths.run_dir / "virtnetd.pid")
+    daemon = Daemon(config, loop)
+    outcome = daemon.supervisor.reconcile()
+    if not args.no_autostart:
+        daemon.supervisor.autostart()
+    sock = activated
+    owns_socket = sock is None
+    if sock is None:
+        gid = resolve_group(args.group)
+        if gid is None:
+            log.info("group %s does not exist: only root may use %s", args.group, socket_path)
+        sock = bind_socket(socket_path, gid)
+    runner = web.AppRunner(daemon.app, handle_signals=False, access_log=None,
+                           keepalive_timeout=args.request_timeout, handler_cancellation=True,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await site.start()
+    daemon.supervisor.start(loop)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    daemon.bus.publish("daemon-started", pid=os.getpid(), networks=outcome)
+    log.info("serving on %s (pid %d%s)", socket_path, os.getpid(),
+             f", network namespace {args.netns}" if args.netns else "")
+    notifier.notify(f"READY=1\nSTATUS=serving on {socket_path}\nMAINPID={os.getpid()}")
+    await stop.wait()
+    log.info("stopping; networks keep running")
+    notifier.notify("STOPPING=1")
+    daemon.bus.publish("daemon-stopping", pid=os.getpid())
+    daemon.bus.close()
+    await daemon.supervisor.stop()
+    await runner.cleanup()
+    daemon.executor.shutdown(wait=True)  # an engine call that started finishes
+    if owns_socket:
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+    os.close(pidfile_fd)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="virtnetd: %(levelname)s: %(message)s")
+    from virtnet.daemon.systemd import Notifier, activation_socket
+
+    notifier = Notifier()
+    activated = activation_socket()
+    try:
+        if args.netns is not None:
+            from virtnet.host.netns import enter_netns
+
+            enter_netns(args.netns)
+        return asyncio.run(serve(args, notifier, activated))
+    except VirtnetError as exc:
+        print(f"virtnetd: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        notifier.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

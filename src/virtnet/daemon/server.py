@@ -1,0 +1,814 @@
+"""virtnetd's HTTP/JSON API on a unix socket (aiohttp), over one resident engine.
+
+Every handler is a thin shell: it checks the request, runs the engine call in a worker thread
+(engine calls block: netlink, nft, dnsmasq, fsync; the state lock serialises the ones that
+change something, across threads and processes) and turns the result or the VirtnetError into
+JSON. docs/api.md documents every endpoint.
+
+Access (SO_PEERCRED on each connection): root and members of the daemon's group (``virtnet``
+by default) may change things, which makes them root-equivalent (they can create devices,
+run dnsmasq with the options of their choice), as the docker group is; anyone else who can
+connect may only read (GET, and the CLI's read-only verbs). The socket itself is 0660,
+root:virtnet, so by default nobody else can connect at all.
+
+Robustness: bodies over ``max_body`` get 413, malformed JSON and wrong types 400, unknown
+paths 404, wrong methods 405, each as a JSON error; a body that does not arrive within
+``request_timeout`` gets 408 and the connection is closed; an idle connection, or one whose
+request head does not complete, is closed after ``request_timeout`` (aiohttp's keep-alive
+timer runs from the connection's start). An unexpected exception is logged with its
+traceback and answered 500 with a one-line message; it never reaches the client as a
+traceback and never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from virtnet.daemon import invoke
+from virtnet.daemon.events import EventBus
+from virtnet.daemon.resident import ResidentPortManager, open_port_device
+from virtnet.daemon.supervise import Supervisor
+from virtnet.errors import HostError, VirtnetError
+from virtnet.paths import StatePaths
+
+log = logging.getLogger("virtnetd")
+
+API_VERSION = 1
+DEFAULT_GROUP = "virtnet"
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+DEFAULT_WORKERS = 8
+# A definition may be 10 MiB (virtnet.xml.parse.MAX_DOCUMENT_BYTES); the CLI endpoint carries
+# files base64-encoded, so a little more than 4/3 of that, plus the rest of the request.
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+SOCKET_MODE = 0o660
+SO_PEERCRED_FORMAT = "3i"  # struct ucred: pid, uid, gid
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", ""})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status (the request, not the engine, is the problem)."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def error_response(status: int, kind: str, message: str) -> web.Response:
+    body = {"error": {"status": status, "kind": kind, "message": message}}
+    return web.json_response(body, status=status)
+
+
+def engine_error_status(exc: VirtnetError) -> int:
+    """The HTTP status of an engine error (by its class, as the engine raises them)."""
+    from virtnet.engine import InvalidOperationError, NotFoundError
+    from virtnet.ports import PortError
+    from virtnet.state import StateError
+
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, PortError) and str(exc).startswith("Network port not found"):
+        return 404
+    if isinstance(exc, InvalidOperationError):
+        return 409
+    if isinstance(exc, StateError):
+        return 503  # the state lock was not obtained in time: try again later
+    if isinstance(exc, HostError):
+        return 500  # the host could not do it: a server-side failure, reported clearly
+    return 400  # the request (definition, update, port request) was refused
+
+
+# --- peers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection (SO_PEERCRED), and whether they may change
+    things."""
+
+    pid: int
+    uid: int
+    gid: int
+    privileged: bool
+
+    def describe(self) -> str:
+        return f"uid {self.uid}, gid {self.gid}, pid {self.pid}"
+
+
+def peer_groups(pid: int, uid: int, gid: int) -> set[int]:
+    """The peer's groups: primary, supplementary (from /proc while the process lives), and
+    those naming its user."""
+    groups = {gid}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                groups.update(int(g) for g in line.split()[1:])
+                break
+    except (OSError, ValueError):
+        pass
+    try:
+        user = pwd.getpwuid(uid).pw_name
+        groups.update(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)
+    except KeyError:
+        pass
+    return groups
+
+
+def peer_of(transport: Any, admin_gid: int | None) -> Peer:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return Peer(0, -1, -1, False)
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                          struct.calcsize(SO_PEERCRED_FORMAT))
+    pid, uid, gid = struct.unpack(SO_PEERCRED_FORMAT, raw)
+    privileged = uid == 0 or (admin_gid is not None and admin_gid in peer_groups(pid, uid, gid))
+    return Peer(pid, uid, gid, privileged)
+
+
+def resolve_group(name: str | None) -> int | None:
+    """The gid of ``name`` (a group name or a number), None if there is no such group."""
+    if not name:
+        return None
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+# --- request helpers --------------------------------------------------------------------------
+
+
+class Fields:
+    """Typed access to a JSON object's fields; unknown fields are an error."""
+
+    def __init__(self, data: dict[str, Any], where: str = "the body") -> None:
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        self.used.add(name)
+        if name not in self.data or self.data[name] is None:
+            if required:
+                raise ApiError(400, "BadRequest", f"{self.where}: field '{name}' is required")
+            return default
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # JSON true is not an integer here, whatever Python thinks of bools.
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(_json_type(k) for k in kinds)
+            raise ApiError(400, "BadRequest",
+                           f"{self.where}: field '{name}' must be {names}, "
+                           f"not {_json_type(type(value))}")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ApiError(400, "BadRequest",
+                           f"{self.where}: unknown field(s): {', '.join(unknown)}")
+
+
+def _json_type(kind: type) -> str:
+    return {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+            dict: "an object", list: "an array", type(None): "null"}.get(kind, kind.__name__)
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return False
+    word = value.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ApiError(400, "BadRequest", f"query parameter '{name}' must be true or false")
+
+
+def check_query(request: web.Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise ApiError(400, "BadRequest", f"unknown query parameter(s): {', '.join(unknown)}")
+
+
+# --- the daemon -------------------------------------------------------------------------------
+
+
+@dataclass
+class DaemonConfig:
+    paths: StatePaths
+    state_dir: Path | None  # as given on the command line (None: the default layout)
+    socket_path: Path
+    netns: str | None = None
+    group: str | None = DEFAULT_GROUP
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_body: int = DEFAULT_MAX_BODY
+    workers: int = DEFAULT_WORKERS
+    tick: float = 0.2
+
+
+class Daemon:
+    """The engine, the supervisor, the event bus and the HTTP application around them."""
+
+    def __init__(self, config: DaemonConfig, loop: asyncio.AbstractEventLoop) -> None:
+        from virtnet.engine import Engine
+
+        self.config = config
+        self.loop = loop
+        self.engine = Engine(config.paths)
+        self.ports = ResidentPortManager(self.engine)
+        self.bus = EventBus(loop)
+        self.supervisor = Supervisor(self.engine, self.bus, tick=config.tick)
+        self.executor = ThreadPoolExecutor(max_workers=config.workers,
+                                           thread_name_prefix="virtnetd")
+        self.admin_gid = resolve_group(config.group)
+        st = os.stat("/proc/self/ns/net")
+        self.netns_id = (st.st_dev, st.st_ino)
+        invoke.install(invoke.Resident(self.engine, self.ports))
+        self.app = self._make_app()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs) in a worker thread: the event loop never blocks on the engine."""
+        return await self.loop.run_in_executor(self.executor,
+                                               functools.partial(fn, *args, **kwargs))
+
+    async def body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object ({} when there is no body)."""
+        try:
+            raw = await asyncio.wait_for(request.read(), self.config.request_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "RequestTimeout",
+                           f"the request body did not arrive within "
+                           f"{self.config.request_timeout:g} s") from None
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "BadRequest", "the body must be a JSON object")
+        return data
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body,
+                              middlewares=[self._middleware])
+        routes = [
+            web.get("/", self.daemon_info),
+            web.get("/v1", self.daemon_info),
+            web.get("/v1/networks", self.list_networks),
+            web.post("/v1/networks", self.define_network),
+            web.get("/v1/networks/{name}", self.network_info),
+            web.delete("/v1/networks/{name}", self.undefine_network),
+            web.post("/v1/networks/{name}/start", self.start_network),
+            web.post("/v1/networks/{name}/destroy", self.destroy_network),
+            web.put("/v1/networks/{name}/autostart", self.set_autostart),
+            web.get("/v1/networks/{name}/xml", self.network_xml),
+            web.post("/v1/networks/{name}/update", self.update_network),
+            web.get("/v1/networks/{name}/leases", self.network_leases),
+            web.get("/v1/networks/{name}/plan", self.network_plan),
+            web.post("/v1/plan", self.definition_plan),
+            web.get("/v1/networks/{name}/ports", self.list_ports),
+            web.post("/v1/networks/{name}/ports", self.create_port),
+            web.get("/v1/networks/{name}/ports/{port}", self.port_info),
+            web.get("/v1/networks/{name}/ports/{port}/xml", self.port_xml),
+            web.delete("/v1/networks/{name}/ports/{port}", self.delete_port),
+            web.get("/v1/events", self.events),
+            web.post("/v1/cli", self.cli),
+        ]
+        app.add_routes(routes)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+        try:
+            peer = peer_of(request.transport, self.admin_gid)
+            request["peer"] = peer
+            if request.method not in ("GET", "HEAD") and request.path != "/v1/cli" \
+                    and not peer.privileged:
+                raise ApiError(403, "PermissionDenied", self.permission_message(peer))
+            return await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.kind, exc.message)
+            if exc.status == 408:
+                response.force_close()  # the rest of the body would be taken for a request
+            return response
+        except VirtnetError as exc:
+            return error_response(engine_error_status(exc), type(exc).__name__, str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) \
+                else exc.reason
+            if exc.status == 413:
+                message = (f"the request body is larger than the daemon accepts "
+                           f"({self.config.max_body} bytes)")
+            elif exc.status == 404:
+                message = f"no such endpoint: {request.path}"
+            elif exc.status == 405:
+                message = f"{request.method} is not allowed on {request.path}"
+            response = error_response(exc.status, exc.reason.replace(" ", ""), message)
+            if exc.status == 413:
+                response.force_close()
+            return response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug answers 500; the daemon goes on
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(500, "InternalError",
+                                  f"internal error: {type(exc).__name__}: {exc}")
+
+    def permission_message(self, peer: Peer) -> str:
+        group = self.config.group if self.admin_gid is not None else None
+        who = f"root or members of group '{group}'" if group else "root"
+        return f"permission denied: only {who} may change networks ({peer.describe()})"
+
+    # --- daemon -------------------------------------------------------------------------------
+
+    async def daemon_info(self, request: web.Request) -> web.Response:
+        from virtnet import __version__
+
+        peer: Peer = request["peer"]
+        return web.json_response({
+            "api": API_VERSION,
+            "version": __version__,
+            "pid": os.getpid(),
+            "netns": self.config.netns,
+            "state_dir": str(self.config.state_dir) if self.config.state_dir else None,
+            "socket": str(self.config.socket_path),
+            "doctor": False,  # no doctor module yet: the endpoint appears with it
+            "peer": {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid,
+                     "may_change": peer.privileged},
+        })
+
+    # --- networks -----------------------------------------------------------------------------
+
+    async def list_networks(self, request: web.Request) -> web.Response:
+        flags = {"all", "inactive", "persistent", "transient", "autostart", "no_autostart"}
+        check_query(request, flags)
+        options = {flag: query_flag(request, flag) for flag in flags}
+        rows = await self.call(self.engine.list_networks, **options)
+        return web.json_response(rows)
+
+    def _info(self, name: str) -> dict[str, Any]:
+        info = self.engine.info(name)
+        info["adopted"] = info["name"] in self.supervisor.adopted and info["active"]
+        return info
+
+    async def define_network(self, request: web.Request) -> web.Response:
+        fields = Fields(await self.body(request))
+        xml = fields.get("xml", str, required=True)
+        transient = fields.get("transient", bool, False)
+        start = fields.get("start", bool, False)
+        autostart = fields.get("autostart", bool, None)
+        fields.done()
+        if transient and autostart:
+            raise ApiError(400, "BadRequest", "a transient network cannot autostart")
+
+        def define() -> dict[str, Any]:
+            with self.engine.store.lock:
+                if transient:
+                    net = self.engine.create(xml, source="request")
+                else:
+                    net = self.engine.define(xml, source="request")
+                    if autostart is not None:
+                        self.engine.set_autostart(net.name, autostart)
+                    if start:
+                        self.engine.start(net.name)
+                info = self._info(net.name)
+            self.supervisor.scan()
+            return info
+
+        return web.json_response(await self.call(define), status=201)
+
+    async def network_info(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        return web.json_response(await self.call(self._info, request.match_info["name"]))
+
+    async def _change(self, fn: Callable[[], Any]) -> Any:
+        """An engine change, then a scan so its events go out before the answer."""
+        def run() -> Any:
+            result = fn()
+            self.supervisor.scan()
+            return result
+
+        return await self.call(run)
+
+    async def undefine_network(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+
+        def undefine() -> dict[str, Any]:
+            record = self.engine.lookup(name)
+            self.engine.undefine(record.name)
+            return {"name": record.name, "undefined": True}
+
+        return web.json_response(await self._change(undefine))
+
+    async def start_network(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+
+        def start() -> dict[str, Any]:
+            record = self.engine.lookup(name)
+            self.engine.start(record.name)
+            return self._info(record.name)
+
+        return web.json_response(await self._change(start))
+
+    async def destroy_network(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+
+        def destroy() -> dict[str, Any]:
+            record = self.engine.lookup(name)
+            self.engine.destroy(record.name)
+            return self._info(record.name) if self.engine.store.is_defined(record.name) \
+                else {"name": record.name, "active": False}
+
+        return web.json_response(await self._change(destroy))
+
+    async def set_autostart(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        fields = Fields(await self.body(request))
+        enable = fields.get("autostart", bool, required=True)
+        fields.done()
+
+        def set_it() -> dict[str, Any]:
+            record = self.engine.lookup(name)
+            self.engine.set_autostart(record.name, enable)
+            return self._info(record.name)
+
+        return web.json_response(await self._change(set_it))
+
+    async def network_xml(self, request: web.Request) -> web.Response:
+        check_query(request, {"inactive"})
+        inactive = query_flag(request, "inactive")
+        name = request.match_info["name"]
+
+        def dump() -> str:
+            return self.engine.dumpxml(self.engine.lookup(name).name, inactive=inactive)
+
+        return web.Response(text=await self.call(dump), content_type="application/xml")
+
+    async def update_network(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        fields = Fields(await self.body(request))
+        command = fields.get("command", str, required=True)
+        section = fields.get("section", str, required=True)
+        xml = fields.get("xml", str, required=True)
+        parent_index = fields.get("parent_index", int, -1)
+        live = fields.get("live", bool, False)
+        config = fields.get("config", bool, False)
+        fields.done()
+
+        def update() -> dict[str, Any]:
+            record = self.engine.lookup(name)
+            did_live, did_config = self.engine.update(record.name, command, section, xml,
+                                                      parent_index, live=live, config=config)
+            return {"name": record.name, "live": did_live, "config": did_config}
+
+        return web.json_response(await self._change(update))
+
+    async def network_leases(self, request: web.Request) -> web.Response:
+        check_query(request, {"mac"})
+        mac = request.query.get("mac")
+        name = request.match_info["name"]
+
+        def leases() -> list[dict[str, Any]]:
+            record = self.engine.lookup(name)
+            return [lease.to_dict() for lease in self.engine.dhcp_leases(record.name, mac=mac)]
+
+        return web.json_response(await self.call(leases))
+
+    @staticmethod
+    def _plan_dict(plan: Any) -> dict[str, Any]:
+        data = plan.to_dict()
+        data["describe"] = plan.describe()
+        data["commands"] = plan.commands()
+        return data
+
+    async def network_plan(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        name = request.match_info["name"]
+        return web.json_response(self._plan_dict(await self.call(self.engine.plan, name)))
+
+    async def definition_plan(self, request: web.Request) -> web.Response:
+        fields = Fields(await self.body(request))
+        xml = fields.get("xml", str, required=True)
+        fields.done()
+
+        def plan() -> Any:
+            return self.engine.plan(self.engine.parse(xml, source="request"))
+
+        return web.json_response(self._plan_dict(await self.call(plan)))
+
+    # --- ports --------------------------------------------------------------------------------
+
+    async def list_ports(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        name = request.match_info["name"]
+
+        def ports() -> list[dict[str, Any]]:
+            return [record.summary() for record in self.ports.list(name)]
+
+        return web.json_response(await self.call(ports))
+
+    async def port_info(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        name, port = request.match_info["name"], request.match_info["port"]
+        record = await self.call(self.ports.get, name, port)
+        return web.json_response(record.summary())
+
+    async def port_xml(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        name, port = request.match_info["name"], request.match_info["port"]
+        text = await self.call(self.ports.dumpxml, name, port)
+        return web.Response(text=text, content_type="application/xml")
+
+    async def delete_port(self, request: web.Request) -> web.Response:
+        name, port = request.match_info["name"], request.match_info["port"]
+
+        def delete() -> dict[str, Any]:
+            record = self.ports.delete(name, port)
+            self.supervisor.note_port(record.network, record, created=False)
+            return record.summary()
+
+        return web.json_response(await self.call(delete))
+
+    async def create_port(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        fields = Fields(await self.body(request))
+        port_request = port_request_of(fields)
+        pass_fd = fields.get("pass_fd", bool, False)
+        vnet_hdr = fields.get("vnet_hdr", bool, True)
+        fields.done()
+        if pass_fd:
+            self._check_fd_passing(request)
+
+        def create() -> tuple[Any, int | None]:
+            with self.engine.store.lock:
+                record = self.ports.create(name, port_request)
+                fd = None
+                if pass_fd:
+                    try:
+                        fd = open_port_device(record, vnet_hdr=vnet_hdr)
+                    except BaseException:
+                        self.ports.delete(record.network, record.uuid)
+                        raise
+                self.supervisor.note_port(record.network, record, created=True)
+            return record, fd
+
+        record, fd = await self.call(create)
+        summary = record.summary()
+        if fd is not None:
+            try:
+                send_fd(request.transport, fd)
+            except OSError as exc:
+                await self.call(self._undo_port, record)
+                raise ApiError(500, "HostError", f"cannot hand the descriptor of port "
+                               f"{record.uuid} over: {exc.strerror}; the port was removed "
+                               "again") from None
+            finally:
+                os.close(fd)
+            summary["fd_passed"] = True
+        return web.json_response(summary, status=201)
+
+    def _undo_port(self, record: Any) -> None:
+        self.ports.delete(record.network, record.uuid)
+        self.supervisor.note_port(record.network, record, created=False)
+
+    @staticmethod
+    def _check_fd_passing(request: web.Request) -> None:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.family != socket.AF_UNIX:
+            raise ApiError(400, "BadRequest", "pass_fd needs a unix socket connection")
+        if transport.get_write_buffer_size():
+            raise ApiError(409, "Conflict", "pass_fd: read the previous response before "
+                           "asking for a descriptor on this connection")
+
+    # --- events -------------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        check_query(request, {"network"})
+        network = request.query.get("network") or None
+        subscription = self.bus.subscribe(network)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                               "Cache-Control": "no-store"})
+        try:
+            await response.prepare(request)
+            while True:
+                batch = await subscription.next_batch()
+                if not batch:
+                    if subscription.overflowed:
+                        line = json.dumps({"type": "overflow", "network": network,
+                                           "message": "events came faster than they were "
+                                           "read; reconnect and re-read the state"})
+                        await response.write(line.encode() + b"\n")
+                    break
+                await response.write(b"".join(event.to_line() for event in batch))
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            self.bus.unsubscribe(subscription)
+        return response
+
+    # --- the CLI ------------------------------------------------------------------------------
+
+    async def cli(self, request: web.Request) -> web.Response:
+        fields = Fields(await self.body(request))
+        argv = fields.get("argv", list, required=True)
+        files_in = fields.get("files", dict, {})
+        stdin_b64 = fields.get("stdin", str, None)
+        netns = fields.get("netns", dict, None)
+        state_dir = fields.get("state_dir", str, None)
+        fields.done()
+        if not argv or not all(isinstance(arg, str) for arg in argv):
+            raise ApiError(400, "BadRequest", "argv must be a non-empty array of strings")
+        verb = argv[0]
+        if verb in invoke.LOCAL_VERBS:
+            raise ApiError(400, "BadRequest", f"{verb} needs the user's terminal: it runs in "
+                           "the client, not in the daemon")
+        self._check_netns(netns)
+        peer: Peer = request["peer"]
+        if verb not in invoke.READ_ONLY_VERBS and not peer.privileged:
+            raise ApiError(403, "PermissionDenied", self.permission_message(peer))
+        files = invoke.ClientFiles(entries=decode_files(files_in),
+                                   stdin=decode_b64(stdin_b64, "stdin"))
+        shown_state_dir = self._state_dir_for(state_dir)
+        changes = verb not in invoke.READ_ONLY_VERBS
+
+        def run() -> invoke.InvokeResult:
+            result = invoke.invoke(argv, files, shown_state_dir)
+            if changes:
+                self.supervisor.scan()
+            return result
+
+        result = await self.call(run)
+        return web.json_response(result.to_dict())
+
+    def _check_netns(self, netns: dict[str, Any] | None) -> None:
+        """A client that meant another network namespace must not act on this one."""
+        if netns is None:
+            raise ApiError(400, "BadRequest", "netns: the client must say which network "
+                           "namespace it means ({\"dev\": N, \"ino\": N})")
+        fields = Fields(netns, "netns")
+        wanted = (fields.get("dev", int, required=True), fields.get("ino", int, required=True))
+        name = fields.get("name", str, None)
+        fields.done()
+        if wanted != self.netns_id:
+            mine = f"network namespace '{self.config.netns}'" if self.config.netns \
+                else "the network namespace it was started in"
+            theirs = f"'{name}'" if name else "this client's network namespace"
+            raise ApiError(409, "WrongNetns",
+                           f"virtnetd at {self.config.socket_path} manages {mine}, not "
+                           f"{theirs}; use --direct, or the virtnetd of that namespace")
+
+    def _state_dir_for(self, client_state_dir: str | None) -> str | None:
+        """The --state-dir the forwarded command sees: the client's own spelling when it names
+        the daemon's directory (so printed paths are the ones a direct run prints)."""
+        mine = self.config.state_dir
+        if client_state_dir is None or mine is None or not os.path.isabs(client_state_dir):
+            return str(mine) if mine is not None else None
+        try:
+            same = os.path.samefile(client_state_dir, mine)
+        except OSError:
+            same = False
+        return client_state_dir if same else str(mine)
+
+
+# --- request bodies -----------------------------------------------------------------------------
+
+
+def decode_b64(text: str | None, what: str) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "BadRequest", f"{what}: not valid base64") from None
+
+
+def decode_files(files: dict[str, Any]) -> dict[str, bytes | int]:
+    entries: dict[str, bytes | int] = {}
+    for path, entry in files.items():
+        if not isinstance(entry, dict):
+            raise ApiError(400, "BadRequest", f"files['{path}'] must be an object")
+        fields = Fields(entry, f"files['{path}']")
+        data = fields.get("data", str, None)
+        error = fields.get("errno", int, None)
+        fields.done()
+        if (data is None) == (error is None):
+            raise ApiError(400, "BadRequest", f"files['{path}']: give data or errno")
+        if data is not None:
+            decoded = decode_b64(data, f"files['{path}']")
+            assert decoded is not None
+            entries[path] = decoded
+        else:
+            entries[path] = int(error)
+    return entries
+
+
+RATE_FIELDS = ("average", "peak", "burst", "floor")
+
+
+def rate_of(value: Any, where: str, floor: bool) -> Any:
+    from virtnet.model import BandwidthRate
+    from virtnet.ports import parse_rate_option
+
+    if isinstance(value, str):
+        return parse_rate_option(where, value, floor=floor)
+    if not isinstance(value, dict):
+        raise ApiError(400, "BadRequest", f"{where} must be an object or 'avg,peak,burst'")
+    fields = Fields(value, where)
+    values = {}
+    for name in RATE_FIELDS if floor else RATE_FIELDS[:3]:
+        number = fields.get(name, int, None)
+        if number is not None:
+            if number <= 0:
+                raise ApiError(400, "BadRequest", f"{where}.{name} must be a positive integer")
+            values[name] = number
+    fields.done()
+    if "average" not in values and "floor" not in values:
+        raise ApiError(400, "BadRequest", f"{where} needs an average (or a floor)")
+    return BandwidthRate(**values)
+
+
+def port_request_of(fields: Fields) -> Any:
+    """A PortRequest from a port-create body (the same choices as virtnet port-create)."""
+    from virtnet.model import Bandwidth
+    from virtnet.ports import PortRequest
+
+    xml = fields.get("xml", str, None)
+    mac = fields.get("mac", str, None)
+    if xml is not None:
+        from virtnet.xml.portxml import parse_port
+
+        request = PortRequest.from_port(parse_port(xml, source="request"))
+        if mac is not None:
+            request.mac = mac
+    elif mac is None:
+        raise ApiError(400, "BadRequest", "the body: field 'mac' is required (or give a "
+                       "<networkport> as 'xml')")
+    else:
+        request = PortRequest(mac=mac)
+    for field_name, attribute in (("portgroup", "portgroup"), ("owner", "owner_name"),
+                                  ("owner_uuid", "owner_uuid"), ("uuid", "uuid")):
+        value = fields.get(field_name, str, None)
+        if value is not None:
+            setattr(request, attribute, value)
+    inbound = fields.get("inbound", (dict, str), None)
+    outbound = fields.get("outbound", (dict, str), None)
+    if inbound is not None or outbound is not None:
+        request.bandwidth = request.bandwidth or Bandwidth()
+        if inbound is not None:
+            request.bandwidth.inbound = rate_of(inbound, "inbound", floor=True)
+        if outbound is not None:
+            request.bandwidth.outbound = rate_of(outbound, "outbound", floor=False)
+    return request
+
+
+def send_fd(transport: Any, fd: int) -> None:
+    """Send ``fd`` over the client's connection (SCM_RIGHTS), with the one NUL byte a stream
+    socket needs to carry it, right before the HTTP response (docs/api.md, "pass_fd")."""
+    sock = transport.get_extra_info("socket")
+    # asyncio's socket wrapper offers no sendmsg; a duplicate of the descriptor is the same
+    # connection (and, like it, non-blocking: one byte into an empty buffer never blocks).
+    duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        sent = socket.send_fds(duplicate, [b"\0"], [fd])
+    finally:
+        duplicate.close()
+    if sent != 1:
+        raise OSError(0, "short write")
+
+
+__all__ = ["ApiError", "Daemon", "DaemonConfig", "Peer", "engine_error_status", "peer_of"]
