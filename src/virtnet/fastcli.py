@@ -6,8 +6,9 @@ When the daemon of the state directory answers on its socket (DIR/run/virtnetd.s
 default /run/virtnet/virtnetd.sock; ``VIRTNET_SOCKET`` overrides), the verb is forwarded to it
 and its output and exit status are this command's. The daemon runs the very same click command
 (virtnet.daemon.invoke), so both ways print the same. On that path only the standard library
-is loaded (socket, json, base64): no lxml, click, rich or pyroute2 before the answer is
-printed. With no daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
+is loaded, and only its C parts (_socket, binascii): no lxml, click, rich or pyroute2 before
+the answer is printed, and not even json and socket, whose imports cost more than the
+daemon's answer (the request is plain JSON written here, the answer comes framed). With no daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
 ``--help``/``--version`` (click formats help for this terminal's width), virtnet.cli runs here.
 
 Files named on the command line are read here and their content is sent (the daemon never
@@ -42,6 +43,7 @@ PATH_SHOWING_VERBS = frozenset({"dnsmasq-conf", "plan"})
 LOCAL_VERBS = frozenset({"net-edit"})  # = virtnet.daemon.invoke.LOCAL_VERBS
 MAX_FILE_BYTES = 10 * 1024 * 1024  # = virtnet.xml.parse.MAX_DOCUMENT_BYTES
 HELP_TOKENS = frozenset({"-h", "--help", "--version"})
+DEFAULT_SOCKET = "/run/virtnet/virtnetd.sock"  # = virtnet.client.DEFAULT_SOCKET
 
 
 class Invocation:
@@ -112,16 +114,22 @@ def candidate_paths(verb_args: list[str]) -> list[str]:
             token = token.partition("=")[2]
         elif token.startswith("-") or token.startswith("<") or not token:
             continue
-        if token.startswith("@"):  # `virtnet update ... @FILE`
+        if token.startswith("@") and token[1:] not in seen:  # `virtnet update ... @FILE`
             seen.append(token[1:])
         if token not in seen:
             seen.append(token)
     return seen
 
 
+def _b64(data: bytes) -> str:
+    from binascii import b2a_base64
+
+    return b2a_base64(data, newline=False).decode("ascii")
+
+
 def read_files(paths: list[str]) -> dict[str, dict[str, Any]]:
-    import base64
-    import stat
+    """Each path's content (regular files) or the errno reading it gave."""
+    from stat import S_ISDIR, S_ISREG
 
     files: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -130,10 +138,10 @@ def read_files(paths: list[str]) -> dict[str, dict[str, Any]]:
         except OSError as exc:
             files[path] = {"errno": exc.errno}
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if S_ISDIR(st.st_mode):
             files[path] = {"errno": 21}  # EISDIR: what opening it for reading gives
             continue
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
+        if not S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
             raise NotForwardable(path)
         try:
             with open(path, "rb") as handle:
@@ -143,20 +151,17 @@ def read_files(paths: list[str]) -> dict[str, dict[str, Any]]:
             continue
         if len(data) > MAX_FILE_BYTES:
             raise NotForwardable(path)
-        files[path] = {"data": base64.b64encode(data).decode("ascii")}
+        files[path] = {"data": _b64(data)}
     return files
 
 
 def read_stdin() -> str:
-    import base64
-
     stream = getattr(sys.stdin, "buffer", None)
-    data = stream.read(MAX_FILE_BYTES + 1) if stream is not None else b""
-    return base64.b64encode(data).decode("ascii")
+    return _b64(stream.read(MAX_FILE_BYTES + 1) if stream is not None else b"")
 
 
 def netns_identity(name: str | None) -> dict[str, Any]:
-    """Which network namespace the command means: (device, inode) as `ip netns identify`
+    """Which network namespace the command means: (device, inode), as `ip netns identify`
     compares them."""
     if name is not None:
         if not name or "/" in name or name in (".", ".."):
@@ -170,75 +175,183 @@ def netns_identity(name: str | None) -> dict[str, Any]:
     return {"dev": st.st_dev, "ino": st.st_ino}
 
 
+# --- the wire: a request and its framed answer, without the json and socket modules ------------
+# (each costs more to import than the daemon needs to answer; _socket and binascii are C)
+
+_JSON_ESCAPES = {i: f"\\u{i:04x}" for i in range(32)}
+_JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+
+
+def encode_json(value: Any) -> str:
+    """JSON for the request's plain values (str, int, bool, None, list, dict)."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.translate(_JSON_ESCAPES) + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(encode_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{encode_json(str(k))}:{encode_json(v)}"
+                              for k, v in value.items()) + "}"
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+FRAMES_TYPE = "application/x-virtnet-frames"
+
+
+class Answer:
+    def __init__(self, status: int, reason: str, content_type: str, body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.content_type = content_type
+        self.body = body
+
+
+class Lost(Exception):
+    """The daemon closed the connection before it answered."""
+
+
+def connect(path: str) -> Any:
+    """A connected unix stream socket, or None when no daemon listens at PATH."""
+    try:
+        import _socket as sockets
+    except ImportError:  # an interpreter without the C module: the public one will do
+        import socket as sockets  # type: ignore[no-redef]
+
+    sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def exchange(sock: Any, body: bytes) -> Answer:
+    """POST BODY to /v1/cli and read the whole answer (Content-Length delimited)."""
+    head = ("POST /v1/cli HTTP/1.1\r\nHost: virtnetd\r\nContent-Type: application/json\r\n"
+            f"Accept: {FRAMES_TYPE}\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body)
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise Lost()
+        data += chunk
+    lines = data[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body_in = data[end + 4:]
+    length = int(headers.get("content-length", "-1"))
+    while length < 0 or len(body_in) < length:
+        chunk = sock.recv(262144)
+        if not chunk:
+            if length < 0:
+                break
+            raise Lost()
+        body_in += chunk
+    return Answer(int(parts[1]), parts[2] if len(parts) > 2 else "",
+                  headers.get("content-type", ""), body_in)
+
+
+def parse_frames(body: bytes) -> tuple[int, float, list[tuple[int, str]]]:
+    """The framed answer: "status=N elapsed_ms=F" then "STREAM LENGTH\\n" + text, repeated."""
+    first, _, rest = body.partition(b"\n")
+    fields = dict(item.split("=", 1) for item in first.decode().split())
+    chunks = []
+    offset = 0
+    while offset < len(rest):
+        newline = rest.index(b"\n", offset)
+        stream, length = rest[offset:newline].split()
+        start = newline + 1
+        chunks.append((int(stream), rest[start:start + int(length)].decode("utf-8", "replace")))
+        offset = start + int(length)
+    return int(fields["status"]), float(fields.get("elapsed_ms", 0.0)), chunks
+
+
 # --- forwarding ---------------------------------------------------------------------------------
+
+
+def socket_path(state_dir: str | None) -> str:
+    override = os.environ.get("VIRTNET_SOCKET")
+    if override:
+        return override
+    if state_dir is None:
+        return DEFAULT_SOCKET
+    return os.path.join(state_dir, "run", "virtnetd.sock")
 
 
 def forward(inv: Invocation, timing: dict[str, float]) -> int | None:
     """Run the verb in the daemon; None when there is no daemon to run it (or it must run
     here)."""
-    from virtnet.client import Connection, ConnectionLost, DaemonUnavailable, socket_path_for
-
-    timing["imports"] = time.perf_counter()
     verb = inv.verb_args[0]
     state_dir = inv.state_dir
     if state_dir is not None and not os.path.isabs(state_dir):
         if verb in PATH_SHOWING_VERBS:
             return None
         state_dir = os.path.abspath(state_dir)
-    connection = Connection(socket_path_for(state_dir))
-    try:
-        connection.connect()
-    except (DaemonUnavailable, OSError):
-        return None
+    path = socket_path(state_dir)
+    sock = connect(path)
     timing["connect"] = time.perf_counter()
+    if sock is None:
+        return None
     try:
         request: dict[str, Any] = {"argv": inv.verb_args, "files": {}, "stdin": None,
-                                   "state_dir": state_dir,
-                                   "netns": netns_identity(inv.netns)}
+                                   "state_dir": state_dir, "netns": netns_identity(inv.netns)}
         if verb in FILE_VERBS:
             request["files"] = read_files(candidate_paths(inv.verb_args))
             if verb in STDIN_VERBS and "-" in inv.verb_args[1:]:
                 request["stdin"] = read_stdin()
-    except NotForwardable:
-        connection.close()
+        body = encode_json(request).encode("utf-8")
+    except (NotForwardable, UnicodeEncodeError):
+        sock.close()
         return None
-    import json
-
-    body = json.dumps(request).encode()
     timing["prepared"] = time.perf_counter()
     try:
-        response = connection.request("POST", "/v1/cli", body)
-    except (ConnectionLost, BrokenPipeError, ConnectionResetError):
-        sys.stderr.write(f"error: virtnetd at {connection.path} closed the connection before "
-                         f"answering; '{verb}' may or may not have taken effect\n")
+        answer = exchange(sock, body)
+    except (Lost, OSError):
+        sys.stderr.write(f"error: virtnetd at {path} closed the connection before answering; "
+                         f"'{verb}' may or may not have taken effect\n")
         return 1
     finally:
-        connection.close()
+        sock.close()
     timing["answered"] = time.perf_counter()
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if response.status != 200 or not isinstance(answer, dict):
-        message = f"virtnetd answered {response.status} {response.reason}"
-        if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
-            message = str(answer["error"].get("message", message))
-        sys.stderr.write(f"error: {message}\n")
+    if answer.status != 200 or not answer.content_type.startswith(FRAMES_TYPE):
+        sys.stderr.write(f"error: {error_message(answer)}\n")
         sys.stderr.flush()
         return 1
-    for stream, text in answer.get("output", []):
+    status, elapsed_ms, chunks = parse_frames(answer.body)
+    for stream, text in chunks:
         out = sys.stdout if stream == 1 else sys.stderr
         out.write(text)
         out.flush()
     timing["printed"] = time.perf_counter()
-    timing["server_ms"] = float(answer.get("elapsed_ms", 0.0))
-    return int(answer.get("status", 1))
+    timing["server_ms"] = elapsed_ms
+    return status
+
+
+def error_message(answer: Answer) -> str:
+    """The daemon's refusal as one line (JSON errors are rare: json is imported for them)."""
+    import json
+
+    try:
+        return str(json.loads(answer.body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        text = answer.body.decode(errors="replace").strip()
+        return f"virtnetd answered {answer.status} {answer.reason}" + (f": {text}" if text
+                                                                       else "")
 
 
 def report_timing(timing: dict[str, float], forwarded: bool) -> None:
-    import json
-
-    marks = ["imports", "connect", "prepared", "answered", "printed"]
+    marks = ["connect", "prepared", "answered", "printed"]
     out: dict[str, Any] = {"forwarded": forwarded,
                            "main_ms": round((time.perf_counter() - _T_START) * 1000, 3)}
     previous = _T_START
@@ -248,7 +361,7 @@ def report_timing(timing: dict[str, float], forwarded: bool) -> None:
             previous = timing[mark]
     if "server_ms" in timing:
         out["server_ms"] = timing["server_ms"]
-    sys.stderr.write("virtnet-timing: " + json.dumps(out) + "\n")
+    sys.stderr.write("virtnet-timing: " + encode_json(out) + "\n")
 
 
 def run_in_process(args: list[str]) -> NoReturn:
