@@ -426,12 +426,13 @@ class Client:
 
     # --- events ------------------------------------------------------------------------------
 
-    def events(self, network: str | None = None, *,
+    def events(self, network: str | None = None, *, since: int | None = None,
                timeout: float | None = None) -> EventStream:
         """The event stream (on a connection of its own), subscribed when this returns: an
-        iterator of events as dicts, until closed or the daemon stops. ``timeout``: seconds
-        to wait for the next event before TimeoutError (None: forever)."""
-        return EventStream(self.socket_path, network, timeout)
+        iterator of events as dicts, until closed or the daemon stops. ``since``: first replay
+        the events the daemon still remembers (the last 512) whose seq is greater (0: all).
+        ``timeout``: seconds to wait for the next event before TimeoutError (None: forever)."""
+        return EventStream(self.socket_path, network, timeout, since)
 
     # --- the CLI ----------------------------------------------------------------------------
 
@@ -447,10 +448,12 @@ class Client:
 class EventStream:
     """``GET /v1/events`` as an iterator of dicts (see Client.events)."""
 
-    def __init__(self, socket_path: str, network: str | None, timeout: float | None) -> None:
+    def __init__(self, socket_path: str, network: str | None, timeout: float | None,
+                 since: int | None = None) -> None:
         self._connection = Connection(socket_path, timeout)
         try:
-            self._connection.send("GET", "/v1/events" + query_string({"network": network}))
+            self._connection.send("GET", "/v1/events" + query_string({"network": network,
+                                                                      "since": since}))
             status, reason, headers = self._connection.read_head()
             if status != 200:
                 body = self._connection.read_body(headers)

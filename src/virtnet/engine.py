@@ -31,15 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
 from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
-from virtnet.leases import LeaseRow, read_leases
 from virtnet.model import Network
 from virtnet.paths import StatePaths
 from virtnet.state import DEFAULT_LOCK_TIMEOUT, NetworkStatus, StateStore
-from virtnet.ports import apply_connection_counts, register_action_kinds
 
+# Imported where used, not here: starting an inactive network needs neither ports (port
+# records, action kinds of ports) nor leases, and every import is paid by each CLI command.
 if TYPE_CHECKING:
     from virtnet.host import Host
     from virtnet.host.facts import HostFacts
+    from virtnet.leases import LeaseRow
     from virtnet.plan import Action, Plan
 
 UUID_LENGTH = 36
@@ -193,6 +194,8 @@ class Engine:
             live = self.parse(status.live_xml, str(self.paths.status(name)))
             live.connections = status.connections
             if status.active:  # ports' records count the connections (virtnet.ports)
+                from virtnet.ports import apply_connection_counts
+
                 status.connections = apply_connection_counts(self.paths.status_dir, live)
         return NetworkRecord(
             name=name,
@@ -516,6 +519,7 @@ class Engine:
 
     def _restart_dnsmasq(self, status: NetworkStatus) -> None:
         from virtnet.plan import Action
+        from virtnet.ports import register_action_kinds
 
         register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
         for index, data in enumerate(status.actions):
@@ -622,7 +626,7 @@ class Engine:
         return True
 
     def dhcp_leases(self, name: str, mac: str | None = None) -> list[LeaseRow]:
-        from virtnet.leases import lease_file
+        from virtnet.leases import lease_file, read_leases
 
         record = self.lookup(name)
         return read_leases(
@@ -689,6 +693,7 @@ class Engine:
         SRV...) needs a restart, as in libvirt.
         """
         from virtnet.plan import Action, Plan
+        from virtnet.ports import register_action_kinds
 
         register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
         old_actions = [Action.from_dict(data) for data in status.actions]
@@ -751,7 +756,9 @@ class Engine:
 
 
 def _usable_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+    # A name too long to be a file name (NAME.ports, .NAME.xml.XXXXXXXX.tmp) cannot be known.
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".") \
+        and len(name.encode(errors="surrogateescape")) <= 200
 
 
 def _raise_problems(problems: list[Problem], name: str) -> None:

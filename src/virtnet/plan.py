@@ -480,7 +480,10 @@ class StartDnsmasq(Action):
         return f"start dnsmasq for network {self.network} ({self.conf_file})"
 
     def commands(self) -> list[str]:
-        return [" ".join(_q(arg) for arg in self.argv())]
+        # apply() makes these directories first; dnsmasq itself does not create them
+        dirs = dict.fromkeys(str(Path(p).parent) for p in (self.lease_file, self.pid_file))
+        return [f"install -d -m 755 {' '.join(_q(d) for d in dirs)} && "
+                + " ".join(_q(arg) for arg in self.argv())]
 
     def apply(self, host: Host) -> None:
         lease_file = Path(self.lease_file)

@@ -37,6 +37,7 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 PARENT_DIR_MODE = 0o755
 STATUS_FORMAT_VERSION = 1
+MAX_NAME_BYTES = 200  # NAME_MAX (255) less what the longest derived file name adds
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a command waits for another one before giving up
 
 
@@ -48,6 +49,9 @@ def check_name(name: str) -> str:
     """Refuse names that cannot safely become a file name (the name is part of every path)."""
     if not name or "/" in name or "\0" in name or name in (".", "..") or name.startswith("."):
         raise StateError(f"network name {name!r} cannot be used as a file name")
+    if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
+        raise StateError(f"network name '{name[:40]}...' is too long to be used as a file name "
+                         f"(at most {MAX_NAME_BYTES} bytes)")
     return name
 
 

@@ -6,8 +6,9 @@ its real CLI (``--netns`` into a second namespace made here, ``--state-dir`` in 
 directory). Every definition is defined and started on both sides, then each namespace is read
 with ``ip -j`` (netlink): the bridge's STP state, forward delay, MAC, MTU and administrative up
 flag; its addresses with their prefix length; the main-table routes through it (destination,
-gateway, metric, scope, preferred source). The routing protocol is compared on its own (see
-``proto`` below).
+gateway, metric, scope, preferred source). The routing protocol is compared on its own
+("routes.proto"), since it may legitimately differ; today both sides agree: "boot" for static
+routes, "kernel" for the subnet routes.
 
 Where the two legitimately differ, the case declares it in ``Case.known`` with the reason; the
 test fails both on an undeclared difference and on a declared one that is no longer there, so
@@ -22,6 +23,9 @@ Observed and accounted for (kernel 6.x, libvirt 9.0):
   compared, only the administrative UP flag.
 - With STP on the kernel raises a forward delay below 2 s to 2 s (200 centiseconds) on both
   sides; the comparison is of what the kernel holds, so this is no difference.
+- A static route without a metric gets metric 1 from libvirt (not the kernel's default); this
+  test found virtnet leaving it to the kernel (0 for IPv4, 1024 for IPv6), since fixed in
+  drivers/bridged.py.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +177,8 @@ def our_netns() -> Iterator[str]:
         run(["ip", "netns", "delete", name], check=False)
 
 
-def virtnet(ns: str, state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def virtnet(ns: str, state: Path, *args: str, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state),
                 *args], check=check)
 

@@ -96,7 +96,8 @@ class Lab:
     state: Path
     definition: Path
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
         return virtnet(self.ns, self.state, *args, env=env)
 
     def snapshot(self) -> Snapshot:
@@ -139,7 +140,7 @@ def plan_length(lab: Lab) -> int:
     return len(kinds)
 
 
-# --- injected faults ------------------------------------------------------------------------------
+# --- injected faults -----------------------------------------------------------------------
 
 
 def test_fault_at_every_step_leaves_nothing(netns_kit: Any, tmp_path: Path) -> None:
@@ -157,7 +158,7 @@ def test_fault_at_every_step_leaves_nothing(netns_kit: Any, tmp_path: Path) -> N
     assert lab.snapshot() == before
 
 
-# --- natural faults -------------------------------------------------------------------------------
+# --- natural faults ------------------------------------------------------------------------
 
 
 def test_occupied_bridge_name(netns_kit: Any, tmp_path: Path) -> None:
@@ -244,7 +245,7 @@ def test_subnet_colliding_with_a_route(netns_kit: Any, tmp_path: Path) -> None:
         proc, "network 192.168.122.0/24 is already in use by interface up0", before)
 
 
-# --- crashes ----------------------------------------------------------------------------------------
+# --- crashes -------------------------------------------------------------------------------
 
 
 def test_crash_after_every_step_is_reconciled(netns_kit: Any, tmp_path: Path) -> None:

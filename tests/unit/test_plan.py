@@ -158,6 +158,7 @@ def test_commands() -> None:
     ]
     assert WriteFile("/x/empty", "", 0o644).commands() == ["install -D -m 644 /dev/null /x/empty"]
     assert EXAMPLES[9].commands() == [
+        "install -d -m 755 /x && "  # apply() makes the lease and pid directories first
         "/usr/sbin/dnsmasq --conf-file=/x/default.conf --dhcp-leasefile=/x/default.leases "
         "--pid-file=/x/default.pid"
     ]

@@ -32,6 +32,7 @@ from virtnet.errors import VirtnetError
 log = logging.getLogger("virtnetd")
 SHUTDOWN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 256
+LINGERING_S = 0.5
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,14 +125,17 @@ async def serve(args: argparse.Namespace, notifier: object, activated: socket.so
     loop = asyncio.get_running_loop()
     paths = StatePaths.from_option(args.state_dir)
     socket_path = args.socket or paths.socket
+    if activated is not None and isinstance(activated.getsockname(), str):
+        socket_path = Path(activated.getsockname())  # where clients really reach us
     config = DaemonConfig(paths=paths, state_dir=args.state_dir, socket_path=socket_path,
                           netns=args.netns, group=args.group,
                           request_timeout=args.request_timeout)
     pidfile_fd = take_pidfile(paths.run_dir / "virtnetd.pid")
     daemon = Daemon(config, loop)
-    outcome = daemon.supervisor.reconcile()
+    # Engine calls never run in the event loop's thread (pyroute2 runs a loop of its own).
+    outcome = await daemon.call(daemon.supervisor.reconcile)
     if not args.no_autostart:
-        daemon.supervisor.autostart()
+        await daemon.call(daemon.supervisor.autostart)
     sock = activated
     owns_socket = sock is None
     if sock is None:
@@ -141,7 +145,8 @@ async def serve(args: argparse.Namespace, notifier: object, activated: socket.so
         sock = bind_socket(socket_path, gid)
     runner = web.AppRunner(daemon.app, handle_signals=False, access_log=None,
                            keepalive_timeout=args.request_timeout, handler_cancellation=True,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+                           # a body left unread after an error is not waited for long
+                           lingering_time=LINGERING_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await site.start()

@@ -94,8 +94,8 @@ def engine_error_status(exc: VirtnetError) -> int:
         return 404
     if isinstance(exc, InvalidOperationError):
         return 409
-    if isinstance(exc, StateError):
-        return 503  # the state lock was not obtained in time: try again later
+    if isinstance(exc, StateError) and "waiting" in str(exc):
+        return 503  # the state lock was not obtained in time (its messages say so): try later
     if isinstance(exc, HostError):
         return 500  # the host could not do it: a server-side failure, reported clearly
     return 400  # the request (definition, update, port request) was refused
@@ -619,13 +619,23 @@ class Daemon:
     # --- events -------------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        check_query(request, {"network"})
+        check_query(request, {"network", "since"})
         network = request.query.get("network") or None
+        since_text = request.query.get("since")
+        if since_text is not None and not since_text.isdigit():
+            raise ApiError(400, "BadRequest", "query parameter 'since' must be an event's seq")
+        # Subscribing and taking the replay happen together in the loop: nothing is missed
+        # or seen twice in between.
         subscription = self.bus.subscribe(network)
+        replay = [] if since_text is None else [
+            event for event in self.bus.recent
+            if event.seq > int(since_text) and subscription.wants(event)]
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-store"})
         try:
             await response.prepare(request)
+            if replay:
+                await response.write(b"".join(event.to_line() for event in replay))
             while True:
                 batch = await subscription.next_batch()
                 if not batch:

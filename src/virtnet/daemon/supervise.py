@@ -101,6 +101,7 @@ class Supervisor:
         self._snapshot = Snapshot()
         self._scan_lock = threading.Lock()
         self._leases: dict[str, LeaseView] = {}
+        self._lease_lock = threading.RLock()  # the tick and request workers both observe
         self._pidfds: dict[str, tuple[int, int]] = {}  # network -> (pid, pidfd)
         self._repairing: set[str] = set()
         self._failures: dict[str, tuple[int, float]] = {}  # network -> (count, retry after)
@@ -242,6 +243,9 @@ class Supervisor:
             for name in new.active:
                 new.ports[name] = self._scan_ports(name, old.ports.get(name, {}))
             self._snapshot = new
+            for name in new.active.keys() - old.active.keys():
+                # What a network starts with (leases kept from its last run) is not news.
+                self._observe_leases(name, publish=False)
             if publish:
                 self._publish_diff(old, new)
 
@@ -298,7 +302,8 @@ class Supervisor:
                 publish("port-deleted", name, uuid=uuid, device=port.device, mac=port.mac)
         for name in sorted(set(old.active) - set(new.active)):
             publish("network-stopped", name)
-            self._leases.pop(name, None)
+            with self._lease_lock:
+                self._leases.pop(name, None)
         for name in sorted(old.defined - new.defined):
             publish("network-undefined", name)
 
@@ -441,11 +446,14 @@ class Supervisor:
             self._observe_leases(name, publish=False)
 
     def _check_leases(self) -> None:
-        active = self.active_networks()
-        for name in active:
-            self._observe_leases(name, publish=name in self._leases)
+        for name in self.active_networks():
+            self._observe_leases(name, publish=True)
 
     def _observe_leases(self, name: str, publish: bool) -> None:
+        with self._lease_lock:
+            self._observe_leases_locked(name, publish and name in self._leases)
+
+    def _observe_leases_locked(self, name: str, publish: bool) -> None:
         from virtnet.leases import lease_file
 
         path = lease_file(self.paths, name)

@@ -1,0 +1,701 @@
+"""virtnetd end to end, inside network namespaces of the test's own.
+
+One daemon serves a namespace for the whole module (``lab``): a NAT network is defined through
+the thin CLI and started through the API, a guest namespace (behind a veth on the bridge) gets
+a DHCP lease, and the tests then check in turn, each leaving the lab as it found it:
+the lease seen as an event and by net-dhcp-leases; a killed dnsmasq restarted within a second
+(events); the daemon SIGKILLed (network, dnsmasq and the guest's address stay; the restarted
+daemon adopts the network) and SIGTERMed; ports created and deleted through the API (events,
+kernel links); a port's tap handed over (SCM_RIGHTS) to an unprivileged member of the
+daemon's group, who talks ARP through it; access for others (read only); the fast path's
+imports; a client meaning another namespace refused; clear errors for bad requests and slow
+clients cut off.
+
+Start-up behaviours (an interrupted start cleaned, autostart once per boot) get a daemon each.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import secrets
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virtnet.client import ApiError, Client, EventStream
+from virtnet.testing.daemon import VirtnetdProcess, script
+
+pytestmark = pytest.mark.netns
+
+NETWORK = "lan"
+SUBNET = "10.91.0"
+GUEST_MAC = "52:54:00:91:00:0b"
+GUEST_IP = f"{SUBNET}.11"
+ADMIN_GID = 4242  # the daemon's group in these tests (no /etc/group entry needed)
+MEMBER_UID = 4243
+OTHER_UID = 4244
+REQUEST_TIMEOUT_S = 2.0
+
+
+def network_xml(name: str = NETWORK, subnet: str = SUBNET, bridge: str = "virbr0") -> str:
+    # STP off: a new bridge port forwards at once instead of after STP's listening/learning.
+    return (f"<network><name>{name}</name><forward mode='nat'/>"
+            f"<bridge name='{bridge}' stp='off'/>"
+            f"<ip address='{subnet}.1' netmask='255.255.255.0'><dhcp>"
+            f"<range start='{subnet}.100' end='{subnet}.150'/>"
+            f"<host mac='{GUEST_MAC}' name='guest' ip='{subnet}.11'/>"
+            "</dhcp></ip></network>")
+
+
+# --- namespaces, processes ------------------------------------------------------------------
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def pids_in(ns: str) -> list[int]:
+    target = os.stat(f"/run/netns/{ns}").st_ino
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "net").st_ino == target:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def new_netns(created: list[str]) -> str:
+    ns = "vnt-" + secrets.token_hex(4)
+    sh("ip", "netns", "add", ns)
+    created.append(ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    return ns
+
+
+def delete_netns(ns: str) -> None:
+    if not Path(f"/run/netns/{ns}").exists():
+        return
+    for pid in pids_in(ns):  # the daemon and the dnsmasq it started live in there
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sh("ip", "netns", "delete", ns, check=False)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def links(ns: str) -> list[str]:
+    out = sh("ip", "-n", ns, "-j", "link", "show").stdout
+    return sorted(link["ifname"] for link in json.loads(out or "[]"))
+
+
+def guest_addresses(ns: str) -> list[str]:
+    out = sh("ip", "-n", ns, "-j", "-4", "address", "show", "dev", "eth0").stdout
+    return [info["local"] for link in json.loads(out or "[]") for info in link["addr_info"]]
+
+
+def wait_event(stream: EventStream, predicate: Callable[[dict[str, Any]], bool],
+               timeout: float, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The first event matching PREDICATE within TIMEOUT seconds (others are collected)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no matching event within {timeout:g} s; saw {seen}")
+        stream.settimeout(remaining)
+        try:
+            event = next(stream)
+        except (TimeoutError, socket.timeout):
+            raise AssertionError(f"no matching event within {timeout:g} s; saw {seen}") \
+                from None
+        if seen is not None:
+            seen.append(event)
+        if predicate(event):
+            return event
+
+
+def run_as(uid: int, gids: list[int], fn: Callable[..., Any], *args: Any,
+           timeout: float = 30.0) -> Any:
+    """fn(*args) in a forked child running as UID with groups GIDS (first: primary)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            os.setgroups(gids[1:])
+            os.setgid(gids[0])
+            os.setuid(uid)
+            payload = ("ok", fn(*args))
+        except BaseException:  # noqa: BLE001 - everything goes back to the test
+            payload = ("error", traceback.format_exc())
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(pickle.dumps(payload))
+        os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    with os.fdopen(read_fd, "rb") as inp:
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([inp], [], [], remaining)
+            if not ready:
+                break
+            chunk = os.read(inp.fileno(), 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    if time.monotonic() >= deadline:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind != "ok":
+        raise AssertionError(f"child running as uid {uid} failed:\n{value}")
+    return value
+
+
+# --- the lab ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    ns: str
+    guest_ns: str
+    root: Path
+    daemon: VirtnetdProcess
+
+    @property
+    def state(self) -> Path:
+        return self.daemon.state_dir
+
+    def api(self) -> Client:
+        return self.daemon.client()
+
+    def virtnet(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.daemon.virtnet(*args, **kwargs)
+
+    def info(self) -> dict[str, Any]:
+        with self.api() as api:
+            return api.network(NETWORK)
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+echo "$1 $ip" >> "{out}"
+if [ "$1" = bound ]; then ip address add "$ip/$mask" dev "$interface"; fi
+"""
+
+
+def run_udhcpc(ns: str, workdir: Path) -> str:
+    out = workdir / "udhcpc.events"
+    hook = workdir / "udhcpc.sh"
+    hook.write_text(UDHCPC_SCRIPT.format(out=out))
+    hook.chmod(0o755)
+    pidfile = workdir / "udhcpc.pid"
+    sh("ip", "netns", "exec", ns, "udhcpc", "-f", "-q", "-n", "-t", "10", "-T", "1", "-i",
+       "eth0", "-s", str(hook), "-p", str(pidfile), timeout=40)
+    bound = [line.split()[1] for line in out.read_text().splitlines() if line.startswith("bound")]
+    assert len(bound) == 1, out.read_text()
+    return bound[0]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (creates network namespaces)")
+    if shutil.which("udhcpc") is None:
+        pytest.skip("needs udhcpc")
+    created: list[str] = []
+    # dnsmasq drops root and must traverse the state directory; pytest's tmp_path is private.
+    root = Path(tempfile.mkdtemp(prefix="vnt-daemon-"))
+    root.chmod(0o755)
+    daemon = VirtnetdProcess("", root / "state",
+                             args=("--group", str(ADMIN_GID),
+                                   "--request-timeout", str(REQUEST_TIMEOUT_S)))
+    try:
+        ns = new_netns(created)
+        guest_ns = new_netns(created)
+        daemon.netns = ns
+        daemon.start()
+        yield Lab(ns, guest_ns, root, daemon)
+    finally:
+        daemon.stop()
+        for ns in reversed(created):
+            delete_netns(ns)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the story, in order ------------------------------------------------------------------------
+
+
+def test_define_start_and_a_guest_lease_seen_as_events(lab: Lab) -> None:
+    definition = lab.root / f"{NETWORK}.xml"
+    definition.write_text(network_xml())
+    with lab.api() as api, api.events(timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        out = lab.virtnet("net-define", str(definition)).stdout
+        assert out == f"Network {NETWORK} defined from {definition}\n\n"
+        wait_event(stream, lambda e: e["type"] == "network-defined", 5, seen)
+        info = api.start(NETWORK)
+        assert info["active"] and info["dnsmasq_running"] and info["problems"] == []
+        started = wait_event(stream, lambda e: e["type"] == "network-started", 5, seen)
+        assert started["network"] == NETWORK and started["dnsmasq_pid"] == info["dnsmasq_pid"]
+
+        sh("ip", "-n", lab.ns, "link", "add", "vg0", "type", "veth", "peer", "name", "eth0",
+           "netns", lab.guest_ns)
+        sh("ip", "-n", lab.guest_ns, "link", "set", "eth0", "address", GUEST_MAC, "up")
+        sh("ip", "-n", lab.ns, "link", "set", "vg0", "master", info["bridge"], "up")
+        address = run_udhcpc(lab.guest_ns, lab.root)
+        bound_at = time.time()
+        assert address == GUEST_IP
+        lease = wait_event(stream, lambda e: e["type"] == "lease-added", 5, seen)
+        assert lease["mac"] == GUEST_MAC and lease["ip"] == GUEST_IP
+        assert lease["time"] - bound_at < 1.0  # dnsmasq wrote the lease before udhcpc bound
+    leases = lab.virtnet("net-dhcp-leases", NETWORK).stdout
+    assert GUEST_MAC in leases and f"{GUEST_IP}/24" in leases
+    assert guest_addresses(lab.guest_ns) == [GUEST_IP]
+
+
+def test_a_killed_dnsmasq_is_restarted_within_a_second(lab: Lab) -> None:
+    pid = lab.info()["dnsmasq_pid"]
+    with lab.api() as api, api.events(NETWORK, timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)  # the dnsmasq of our network, by its recorded pid
+        died = wait_event(stream, lambda e: e["type"] == "dnsmasq-died", 5, seen)
+        restarted = wait_event(stream, lambda e: e["type"] == "dnsmasq-restarted", 5, seen)
+    assert died["pid"] == pid
+    assert restarted["previous_pid"] == pid and restarted["pid"] != pid
+    assert restarted["time"] - killed_at < 1.0, seen
+    info = lab.info()
+    assert info["dnsmasq_pid"] == restarted["pid"] and info["problems"] == []
+    assert alive(restarted["pid"])
+    # The restarted dnsmasq read the lease file back: the guest's lease is still listed.
+    assert GUEST_MAC in lab.virtnet("net-dhcp-leases", NETWORK).stdout
+
+
+def test_networks_outlive_a_sigkilled_daemon_and_are_adopted(lab: Lab, netns_kit: Any) -> None:
+    before = lab.info()
+    lab.daemon.kill()
+    assert not lab.daemon.running
+    # With no daemon at all, the network still runs: bridge, dnsmasq, the guest's address.
+    assert before["bridge"] in links(lab.ns)
+    assert alive(before["dnsmasq_pid"])
+    assert guest_addresses(lab.guest_ns) == [GUEST_IP]
+    assert netns_kit.ping(lab.guest_ns, f"{SUBNET}.1")
+    # The thin CLI runs in-process when nobody answers on the socket.
+    listing = lab.virtnet("net-list").stdout
+    assert f" {NETWORK} " in listing and " active " in listing
+
+    lab.daemon.start()
+    info = lab.info()
+    assert info["active"] and info["adopted"] and info["problems"] == []
+    assert info["dnsmasq_pid"] == before["dnsmasq_pid"]  # adopted, not restarted
+    assert netns_kit.ping(lab.guest_ns, f"{SUBNET}.1")
+    assert GUEST_MAC in lab.virtnet("net-dhcp-leases", NETWORK).stdout
+
+    # SIGTERM: a clean stop, the socket goes away, the network stays.
+    assert lab.daemon.stop() == 0
+    assert not lab.daemon.socket_path.exists()
+    assert alive(before["dnsmasq_pid"]) and before["bridge"] in links(lab.ns)
+    lab.daemon.start()
+    assert lab.info()["adopted"]
+    assert guest_addresses(lab.guest_ns) == [GUEST_IP]
+
+
+def test_ports_created_and_deleted_through_the_api(lab: Lab) -> None:
+    with lab.api() as api, api.events(NETWORK, timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        created = [api.create_port(NETWORK, f"52:54:00:91:01:{i:02x}", owner=f"vm{i}")
+                   for i in range(3)]
+        devices = [port["device"] for port in created]
+        assert len(set(devices)) == 3 and all(d.startswith("vnet") for d in devices)
+        for port in created:
+            event = wait_event(stream, lambda e: e["type"] == "port-created", 5, seen)
+            assert (event["uuid"], event["device"]) == (port["uuid"], port["device"])
+        assert set(devices) <= set(links(lab.ns))
+        listed = api.ports(NETWORK)
+        assert [p["uuid"] for p in listed] == [p["uuid"] for p in created]
+        assert f"<uuid>{created[1]['uuid']}</uuid>" in api.port_xml(NETWORK, created[1]["uuid"])
+        assert api.port(NETWORK, devices[2])["uuid"] == created[2]["uuid"]  # by device name
+        assert api.network(NETWORK)["connections"] == 3
+        # The CLI (through the daemon) sees the same ports.
+        assert all(p["uuid"] in lab.virtnet("port-list", NETWORK).stdout for p in created)
+        for port in created:
+            api.delete_port(NETWORK, port["uuid"])
+            event = wait_event(stream, lambda e: e["type"] == "port-deleted", 5, seen)
+            assert event["uuid"] == port["uuid"]
+        assert not set(devices) & set(links(lab.ns))
+        with pytest.raises(ApiError) as missing:
+            api.delete_port(NETWORK, created[0]["uuid"])
+        assert missing.value.status == 404 and "Network port not found" in missing.value.message
+        with pytest.raises(ApiError) as bad:
+            api.create_port(NETWORK, "not-a-mac")
+        assert bad.value.status == 400 and "invalid MAC address" in bad.value.message
+
+
+# --- SCM_RIGHTS and access --------------------------------------------------------------------
+
+
+ETH_P_ARP = 0x0806
+
+
+def arp_request(mac: str, sender_ip: str, target_ip: str) -> bytes:
+    source = bytes.fromhex(mac.replace(":", ""))
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, source,
+                       socket.inet_aton(sender_ip), b"\0" * 6, socket.inet_aton(target_ip))
+    return b"\xff" * 6 + source + struct.pack("!H", ETH_P_ARP) + body
+
+
+def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
+    """Runs as an unprivileged member of the daemon's group: create a port, receive its tap,
+    show that the tap could not be opened otherwise, then ask ARP through it."""
+    from virtnet.daemon.resident import IFF_NO_PI, IFF_TAP, TUNSETIFF
+    import fcntl
+
+    with Client(socket_path, timeout=30) as api:
+        port = api.create_port(NETWORK, mac, owner="unprivileged", pass_fd=True, vnet_hdr=False)
+        fd = port["fd"]
+        try:
+            own = os.open("/dev/net/tun", os.O_RDWR)
+            try:
+                fcntl.ioctl(own, TUNSETIFF, struct.pack("16sH22x", port["device"].encode(),
+                                                         IFF_TAP | IFF_NO_PI))
+                open_error = 0
+            except OSError as exc:
+                open_error = exc.errno
+            finally:
+                os.close(own)
+            reply = None
+            for _ in range(10):
+                os.write(fd, arp_request(mac, f"{SUBNET}.77", f"{SUBNET}.1"))
+                deadline = time.monotonic() + 0.5
+                while reply is None and (remaining := deadline - time.monotonic()) > 0:
+                    ready, _, _ = select.select([fd], [], [], remaining)
+                    if not ready:
+                        break
+                    frame = os.read(fd, 2048)
+                    ethertype = struct.unpack("!H", frame[12:14])[0]
+                    if ethertype == ETH_P_ARP and struct.unpack("!H", frame[20:22])[0] == 2:
+                        reply = {"sender_ip": socket.inet_ntoa(frame[28:32]),
+                                 "to_mac": frame[0:6].hex(":")}
+                if reply is not None:
+                    break
+        finally:
+            os.close(fd)
+        api.delete_port(NETWORK, port["uuid"])
+        return {"port": port, "open_error": open_error, "reply": reply, "uid": os.getuid()}
+
+
+def test_a_tap_handed_over_to_an_unprivileged_member(lab: Lab) -> None:
+    mac = "52:54:00:91:02:01"
+    result = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_uses_a_handed_over_tap,
+                    str(lab.daemon.socket_path), mac)
+    assert result["uid"] == MEMBER_UID
+    assert result["port"]["fd_passed"] is True
+    assert result["open_error"] == errno.EPERM  # the tap is root's: only the hand-over works
+    assert result["reply"] == {"sender_ip": f"{SUBNET}.1", "to_mac": mac}
+    with lab.api() as api:
+        assert api.ports(NETWORK) == []
+
+
+def other_user_calls(socket_path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with Client(socket_path, timeout=30) as api:
+        out["info"] = api.info()["peer"]
+        out["networks"] = [n["name"] for n in api.networks()]
+        try:
+            api.create_port(NETWORK, "52:54:00:91:03:01")
+        except ApiError as exc:
+            out["create"] = (exc.status, exc.message)
+        try:
+            api.destroy(NETWORK)
+        except ApiError as exc:
+            out["destroy"] = (exc.status, exc.message)
+    return out
+
+
+def other_user_cli(argv: list[str]) -> tuple[int | None, str, str]:
+    """The thin CLI's forwarding, in this process (the interpreter under /root is not
+    executable for other users); None: it would have run in-process."""
+    import io
+
+    from virtnet import fastcli
+
+    out, err = io.StringIO(), io.StringIO()
+    sys.stdout, sys.stderr = out, err
+    try:
+        status = fastcli.forward(fastcli.split_command_line(argv), {})
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_others_may_only_read(lab: Lab) -> None:
+    socket_path = lab.daemon.socket_path
+    assert (os.stat(socket_path).st_mode & 0o777, os.stat(socket_path).st_gid) == (0o660,
+                                                                                   ADMIN_GID)
+    socket_path.chmod(0o666)  # by default others cannot even connect; here they may try
+    try:
+        out = run_as(OTHER_UID, [OTHER_UID], other_user_calls, str(socket_path))
+        cli = ["--netns", lab.ns, "--state-dir", str(lab.state)]
+        listing = run_as(OTHER_UID, [OTHER_UID], other_user_cli, cli + ["net-list"])
+        destroy = run_as(OTHER_UID, [OTHER_UID], other_user_cli, cli + ["net-destroy", NETWORK])
+    finally:
+        socket_path.chmod(0o660)
+    assert out["info"] == {"uid": OTHER_UID, "gid": OTHER_UID, "pid": out["info"]["pid"],
+                           "may_change": False}
+    assert out["networks"] == [NETWORK]
+    for verb in ("create", "destroy"):
+        status, message = out[verb]
+        assert status == 403
+        assert message.startswith(f"permission denied: only root or members of group "
+                                  f"'{ADMIN_GID}' may change networks (uid {OTHER_UID}")
+    assert listing[0] == 0 and f" {NETWORK} " in listing[1]
+    assert destroy[0] == 1 and "permission denied" in destroy[2]
+    assert lab.info()["active"]
+
+
+# --- the thin client --------------------------------------------------------------------------
+
+
+HEAVY_MODULES = ("lxml", "click", "rich", "pyroute2", "aiohttp", "virtnet.engine", "virtnet.cli",
+                 "json", "socket", "http")
+
+
+def test_the_fast_path_loads_no_heavy_module(lab: Lab) -> None:
+    argv = [sys.executable, "-X", "importtime", *script("virtnet")[-1:], "--netns", lab.ns,
+            "--state-dir", str(lab.state), "net-list", "--all"]
+    if not argv[3].endswith("virtnet"):
+        pytest.skip("the virtnet console script is not installed next to this interpreter")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line]
+    assert "virtnet.fastcli" in imported
+    heavy = [m for m in imported if m.split(".")[0] in HEAVY_MODULES or m in HEAVY_MODULES]
+    assert heavy == []
+    assert proc.stdout == lab.virtnet("net-list", "--all", direct=True).stdout
+
+
+def test_a_client_meaning_another_namespace_is_refused(lab: Lab) -> None:
+    argv = [*script("virtnet"), "--netns", lab.guest_ns, "--state-dir", str(lab.state),
+            "net-destroy", NETWORK]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"error: virtnetd at {lab.daemon.socket_path} manages network namespace '{lab.ns}', "
+        f"not '{lab.guest_ns}'; use --direct, or the virtnetd of that namespace\n")
+    root_ns = subprocess.run([*script("virtnet"), "--state-dir", str(lab.state), "net-list"],
+                             capture_output=True, text=True, timeout=60)
+    assert root_ns.returncode == 1 and "not this client's network namespace" in root_ns.stderr
+    assert lab.info()["active"]
+
+
+def test_net_edit_runs_here_and_the_daemon_sees_the_change(lab: Lab) -> None:
+    editor = f"sed -i 's/{SUBNET}.150/{SUBNET}.160/'"
+    out = lab.virtnet("net-edit", NETWORK, env={"VISUAL": editor}).stdout
+    assert out == f"Network {NETWORK} XML configuration edited.\n\n"
+    assert f"{SUBNET}.160" in lab.virtnet("net-dumpxml", NETWORK, "--inactive").stdout
+    with lab.api() as api:
+        assert f"{SUBNET}.160" in api.dumpxml(NETWORK, inactive=True)
+        assert f"{SUBNET}.150" in api.dumpxml(NETWORK)  # the running network is unchanged
+
+
+# --- bad requests -----------------------------------------------------------------------------
+
+
+def raw_exchange(path: Path, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+def http_error(response: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["error"]
+
+
+def test_bad_requests_get_clear_json_errors(lab: Lab) -> None:
+    path = lab.daemon.socket_path
+    huge = b"x" * (17 * 1024 * 1024)
+    cases = [
+        (b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n" % len(huge) + huge, 413, "larger than the daemon"),
+        (b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+         b"Content-Length: 7\r\n\r\n{\"xml\":", 400, "not valid JSON"),
+        (b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+         b"Content-Length: 10\r\n\r\n{\"xml\": 1}", 400, "field 'xml' must be a string"),
+        (b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+         b"Content-Length: 2\r\n\r\n[]", 400, "must be a JSON object"),
+        (b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404,
+         "no such endpoint: /v1/nothing"),
+        (b"PATCH /v1/networks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405,
+         "PATCH is not allowed"),
+        (b"GET /v1/networks?bogus=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400,
+         "unknown query parameter"),
+        (post(f"/v1/networks/{NETWORK}/ports", b'{"mac": "52:54:00:00:00:01", "x"'), 400,
+         "not valid JSON"),
+        (post(f"/v1/networks/{NETWORK}/ports", b'{"mac": 5}'), 400,
+         "field 'mac' must be a string, not an integer"),
+        (post(f"/v1/networks/{NETWORK}/ports", b'{"mac": "52:54:00:00:00:01", "pass_fd": 1}'),
+         400, "field 'pass_fd' must be true or false"),
+        (post(f"/v1/networks/{NETWORK}/ports", b'{"mac": "52:54:00:00:00:01", "nope": 1}'),
+         400, "unknown field(s): nope"),
+        (post("/v1/cli", b'{"argv": ["net-edit", "x"], "netns": null}'), 400,
+         "net-edit needs the user's terminal"),
+    ]
+    for request, status, text in cases:
+        got, error = http_error(raw_exchange(path, request))
+        assert (got, text in error["message"]) == (status, True), (request[:60], error)
+    # Malformed HTTP itself is answered by aiohttp (400, plain text) and does no harm.
+    malformed = raw_exchange(path, b"GET /v1 HTTP/1.1\r\nHost x\r\n\r\n")
+    assert malformed.split(b" ", 2)[1] == b"400" and b"Invalid header" in malformed
+    # A body that never arrives: 408 after the request timeout, and the connection closes.
+    start = time.monotonic()
+    got, error = http_error(raw_exchange(
+        path, b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"))
+    assert got == 408 and "did not arrive" in error["message"]
+    assert time.monotonic() - start < REQUEST_TIMEOUT_S + 3
+    # A request head that never completes: cut off.
+    start = time.monotonic()
+    assert raw_exchange(path, b"GET /v1/networks HTTP/1.1\r\nHost:") == b""
+    assert time.monotonic() - start < REQUEST_TIMEOUT_S + 3
+    assert lab.daemon.running and lab.info()["active"]
+
+
+def test_an_event_stream_stays_open_past_the_request_timeout(lab: Lab) -> None:
+    with lab.api() as api, api.events(NETWORK, timeout=REQUEST_TIMEOUT_S * 3) as stream:
+        time.sleep(REQUEST_TIMEOUT_S * 1.5)
+        port = api.create_port(NETWORK, "52:54:00:91:04:01")
+        event = wait_event(stream, lambda e: e["type"] == "port-created", 5)
+        assert event["uuid"] == port["uuid"]
+        api.delete_port(NETWORK, port["uuid"])
+
+
+def test_stopping_the_network_and_undefining_are_events(lab: Lab) -> None:
+    with lab.api() as api, api.events(timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        assert lab.virtnet("net-destroy", NETWORK).stdout == f"Network {NETWORK} destroyed\n\n"
+        wait_event(stream, lambda e: e["type"] == "network-stopped", 5, seen)
+        api.undefine(NETWORK)
+        wait_event(stream, lambda e: e["type"] == "network-undefined", 5, seen)
+        assert [e["network"] for e in seen] == [NETWORK] * len(seen)
+        assert api.networks(all=True) == []
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[tuple[str, Path, list[VirtnetdProcess]]]:
+    """A namespace and a traversable state root; daemons appended to the list are stopped."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (creates network namespaces)")
+    created: list[str] = []
+    daemons: list[VirtnetdProcess] = []
+    root = Path(tempfile.mkdtemp(prefix="vnt-daemon-"))
+    root.chmod(0o755)
+    try:
+        yield new_netns(created), root, daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        for ns in created:
+            delete_netns(ns)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_interrupted_start_is_cleaned_when_the_daemon_starts(fresh: Any) -> None:
+    ns, root, daemons = fresh
+    daemon = VirtnetdProcess(ns, root / "state")
+    daemons.append(daemon)
+    definition = root / "c.xml"
+    definition.write_text(network_xml("c", "10.92.0"))
+    daemon.virtnet("net-define", str(definition))  # no daemon yet: in-process
+    crashed = daemon.virtnet("net-start", "c", check=False,
+                             env={"VIRTNET_CRASH_AFTER_STEP": "3"})
+    assert crashed.returncode == 137
+    assert "virbr0" in links(ns)  # half-built
+    daemon.start()
+    with daemon.client() as api:
+        info = api.network("c")
+        assert info["active"] is False and info["problems"] == []
+        with api.events(since=0, timeout=5) as stream:
+            cleaned = next(stream)
+            started = next(stream)
+    assert (cleaned["type"], cleaned["network"]) == ("network-cleaned", "c")
+    assert started["type"] == "daemon-started" and started["networks"] == {"c": "cleaned"}
+    assert "virbr0" not in links(ns)
+
+
+def test_autostart_networks_start_once_per_boot(fresh: Any) -> None:
+    ns, root, daemons = fresh
+    daemon = VirtnetdProcess(ns, root / "state")
+    daemons.append(daemon)
+    definition = root / "auto.xml"
+    definition.write_text(network_xml("auto", "10.93.0"))
+    daemon.virtnet("net-define", str(definition))
+    daemon.virtnet("net-autostart", "auto")
+    daemon.start()
+    with daemon.client() as api:
+        assert api.network("auto")["active"]
+        assert api.network("auto")["adopted"] is False  # started by this daemon
+    # Its user stops it; a daemon restart must not start it again (only a boot does).
+    daemon.virtnet("net-destroy", "auto")
+    daemon.restart()
+    with daemon.client() as api:
+        assert api.network("auto")["active"] is False
+    assert (root / "state" / "run" / "virtnetd.autostarted").exists()
+
+
+def test_one_daemon_per_state_directory(fresh: Any) -> None:
+    ns, root, daemons = fresh
+    first = VirtnetdProcess(ns, root / "state")
+    daemons.append(first)
+    first.start()
+    second = subprocess.run([*script("virtnetd"), "--netns", ns, "--state-dir",
+                             str(root / "state")], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"another virtnetd (pid {first.pid}) already serves this state directory" \
+        in second.stderr
+    assert first.running
