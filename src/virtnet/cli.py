@@ -738,6 +738,270 @@ def port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
     virsh_echo(text)
 
 
+# --- explain and prove reachability: doctor, lab, graph ----------------------------------
+
+
+def _network_or_file(engine: Any, target: str) -> tuple[Any, Any]:
+    """(definition, record or None): a known network by name wins over a file of that name."""
+    from virtnet.engine import NotFoundError
+
+    try:
+        record = engine.lookup(target)
+        return record.current, record
+    except NotFoundError:
+        if target != "-" and not Path(target).is_file():
+            lookup_network(engine, target)  # virsh's "failed to get network" error
+    data, name = read_input(target)
+    net = engine.parse(data, source=name)
+    return net, None
+
+
+@main.command("doctor")
+@click.argument("networks", nargs=-1, metavar="[NETWORK|FILE]...")
+@click.option("--guest-config", is_flag=True,
+              help="Also print the guests' DHCP client configuration for each network.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
+@click.pass_context
+def doctor_cmd(ctx: click.Context, networks: tuple[str, ...], guest_config: bool,
+               as_json: bool) -> None:
+    """Check the host and explain who can reach whom on each network (all defined ones if
+    none is named); exit 0 when healthy, 1 with problems."""
+    from virtnet.doctor import run_doctor
+
+    engine = engine_of(ctx)
+    targets = []
+    for target in networks:
+        net, record = _network_or_file(engine, target)
+        targets.append(record.name if record is not None else net)
+    report = run_doctor(engine, targets)
+    if as_json:
+        emit_json(report.to_dict())
+        sys.exit(0 if report.healthy else 1)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    host = Table(title="host", show_lines=False, title_justify="left")
+    for column in ("check", "", "detail"):
+        host.add_column(column)
+    for check in report.checks:
+        mark = "[green]ok[/]" if check.ok else ("[red]PROBLEM[/]" if check.problem
+                                                 else "[yellow]note[/]")
+        detail = check.detail + "".join(f"\n  fix: {f}" for f in check.fix)
+        host.add_row(check.name, mark, detail)
+    console.print(host)
+    for diagnosis in report.networks:
+        state = "active" if diagnosis.active else "inactive"
+        table = Table(title=f"network {diagnosis.name} ({diagnosis.mode}, {state})",
+                      title_justify="left", show_lines=True)
+        for column in ("pair", "", "why / fix"):
+            table.add_column(column)
+        for row in diagnosis.rows:
+            cell = row.cell
+            mark = "[green]yes[/]" if cell.predicted else "[red]no[/]"
+            text = cell.reason + "".join(f"\n  [{f.where}] {f.command}" for f in cell.fix)
+            table.add_row(row.label, mark, text)
+        console.print(table)
+        for problem in diagnosis.problems:
+            console.print(f"[red]problem:[/] {problem}", highlight=False)
+        for note in diagnosis.notes:
+            console.print(f"[dim]{note}[/]", highlight=False)
+        if guest_config and diagnosis.guest_config:
+            console.print("guest DHCP configuration:")
+            for manager, text in diagnosis.guest_config.items():
+                console.print(f"  [bold]{manager}[/]")
+                for line in text.rstrip().splitlines():
+                    console.print(f"    {line}", highlight=False, markup=False)
+    console.print("[green]healthy[/]" if report.healthy else "[red]problems found[/]")
+    sys.exit(0 if report.healthy else 1)
+
+
+@main.command("lab")
+@click.argument("file")
+@click.option("--guests", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="How many guests to plug in.")
+@click.option("--hairpin", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="Hairpin (reflective relay) on the LAN switch's ports of the uplinks.")
+@click.option("--dhcp-client", type=click.Choice(["udhcpc", "dhcpcd", "dhclient"]),
+              default="udhcpc", show_default=True,
+              help="The client guests run where the network serves DHCP.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: bool) -> None:
+    """Build a sandbox of namespaces for the network in FILE, start it with virtnet, measure
+    who reaches whom and compare with the prediction; exit 1 if any cell differs."""
+    from virtnet.lab import LabOptions, run_lab
+
+    data, _name = read_input(file)
+    options = LabOptions(guests=guests, hairpin=hairpin == "on", dhcp_client=dhcp_client)
+    xml = data.decode("utf-8", errors="replace")
+    try:
+        if as_json:
+            report = run_lab(xml, options)
+            emit_json(report.to_dict())
+            sys.exit(0 if report.all_match else 1)
+        from rich.console import Console
+
+        console = Console(stderr=False)
+        with console.status("building the lab") as status:
+            report = run_lab(xml, options, progress=lambda message: status.update(message))
+    except KeyboardInterrupt:
+        click.echo("interrupted: the lab was removed", err=True)
+        sys.exit(130)
+    from rich.table import Table
+
+    for guest in report.guests:
+        console.print(f"{guest.name}: {guest.address or 'no address'} — {guest.how}",
+                      highlight=False)
+    table = Table(title=f"lab: network {report.network}, {report.mode}, hairpin "
+                        f"{'on' if report.hairpin else 'off'}", title_justify="left")
+    for column in ("from", "to", "predicted", "measured", "why"):
+        table.add_column(column)
+    for cell in report.cells:
+        def word(value: bool) -> str:
+            return "[green]yes[/]" if value else "[red]no[/]"
+
+        measured = word(cell.measured) if cell.matches else f"[bold reverse]{word(cell.measured)}[/]"
+        table.add_row(cell.src, cell.dst, word(cell.predicted), measured, cell.reason)
+    console.print(table)
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())
+    verdict = "[green]all match[/]" if report.all_match else "[red]MISMATCH[/]"
+    console.print(f"{report.matched}/{len(report.cells)} cells as predicted: {verdict} ({timing})")
+    sys.exit(0 if report.all_match else 1)
+
+
+@main.command("graph")
+@click.argument("target", metavar="NETWORK|FILE")
+@click.option("-o", "--output", "output", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The picture to write: .svg or .png (.dot writes the Graphviz text).")
+@click.option("--hairpin", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="Draw the external switch ports as hairpinning.")
+@click.pass_context
+def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str) -> None:
+    """Draw a network's topology (uplinks, bridge or macvtap devices, ports, guests) with the
+    pairs that cannot reach each other marked."""
+    from virtnet.graph import guests_of_ports, hypothetical_guests, render, to_dot
+    from virtnet.reach import Topology
+
+    engine = engine_of(ctx)
+    net, record = _network_or_file(engine, target)
+    guests = None
+    if record is not None and record.active:
+        from virtnet.ports import PortManager
+
+        ports = [port.summary() for port in PortManager(engine).list(record.name)]
+        guests = guests_of_ports(ports) if ports else None
+    if guests is None:
+        guests = hypothetical_guests(net)
+    topo = Topology(guests=len(guests), hairpin=hairpin == "on")
+    text = to_dot(net, guests, topo, active=record.active if record is not None else None)
+    if output.suffix.lower() == ".dot":
+        output.write_text(text)
+    else:
+        render(text, output)
+    click.echo(f"{output}: network {net.name}, {len(guests)} guest(s)")
+
+
+# --- day two: port forwards, net-apply, net-addresses, net-new (virtnet's own verbs) ------
+
+
+def live_config_options(fn: Any) -> Any:
+    """virsh's --live / --config / --current (neither: the current state)."""
+    fn = click.option("--current", is_flag=True, help="The current state (the default).")(fn)
+    fn = click.option("--config", is_flag=True, help="Change the persistent definition.")(fn)
+    return click.option("--live", is_flag=True, help="Change the running network.")(fn)
+
+
+@main.command("net-forward-add")
+@click.argument("network")
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), required=True)
+@click.option("--port", required=True, metavar="P[-Q]", help="Host port or range.")
+@click.option("--to", "to", required=True, metavar="ADDR[:PORT]", help="Guest address (and port).")
+@click.option("--address", default=None, metavar="HOSTADDR",
+              help="Only connections to this host address (default: any).")
+@live_config_options
+@click.pass_context
+def net_forward_add_cmd(ctx: click.Context, network: str, proto: str, port: str, to: str,
+                        address: str | None, live: bool, config: bool, current: bool) -> None:
+    """Forward a host port to a guest of a NAT network (DNAT, also from the host and guests)."""
+    from virtnet.forwards import add_forward, make_forward
+
+    engine = engine_of(ctx)
+    try:
+        fwd = make_forward(proto, port, to, address)
+    except ValueError as exc:
+        virsh_fail(f"invalid forward: {exc}")
+    with VirshFailure(f"Failed to add a port forward to network {network}"):
+        add_forward(engine, network, fwd, live=live, config=config)
+    virsh_echo(f"Port forward {proto} {port} -> {fwd.target()} added to network {network}")
+
+
+@main.command("net-forward-del")
+@click.argument("network")
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), required=True)
+@click.option("--port", required=True, metavar="P[-Q]")
+@click.option("--address", default=None, metavar="HOSTADDR")
+@live_config_options
+@click.pass_context
+def net_forward_del_cmd(ctx: click.Context, network: str, proto: str, port: str,
+                        address: str | None, live: bool, config: bool, current: bool) -> None:
+    """Remove a port forward."""
+    from virtnet.forwards import delete_forward
+
+    engine = engine_of(ctx)
+    with VirshFailure(f"Failed to remove a port forward from network {network}"):
+        delete_forward(engine, network, proto, port, address, live=live, config=config)
+    virsh_echo(f"Port forward {proto} {port} removed from network {network}")
+
+
+@main.command("net-forward-list")
+@click.argument("network")
+@click.option("--inactive", is_flag=True, help="The persistent definition's forwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the forwards as JSON.")
+@click.pass_context
+def net_forward_list_cmd(ctx: click.Context, network: str, inactive: bool, as_json: bool) -> None:
+    """List a network's port forwards."""
+    from virtnet.forwards import list_forwards
+
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    with VirshFailure(f"Failed to list the port forwards of network {network}"):
+        rows = list_forwards(engine, record.name, inactive=inactive)
+    if as_json:
+        emit_json(rows)
+        return
+    table = [[r["proto"], r["address"] or "*", r["port"], r["to"],
+              str(r["to_port"]) if r["to_port"] else r["port"]] for r in rows]
+    virsh_echo(virsh_table(["Protocol", "Host address", "Port", "Guest", "Guest port"], table))
+
+
+@main.command("net-apply")
+@click.argument("file")
+@click.option("--dry-run", is_flag=True, help="Print the steps; change nothing.")
+@click.option("--restart", is_flag=True,
+              help="Allow stopping and starting the network for what cannot change live.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def net_apply_cmd(ctx: click.Context, file: str, dry_run: bool, restart: bool,
+                  as_json: bool) -> None:
+    """Change a running network to FILE's definition, touching only what differs."""
+    from virtnet.apply import apply_definition
+
+    engine = engine_of(ctx)
+    data, name = read_input(file)
+    with VirshFailure(f"Failed to apply {name}"):
+        result = apply_definition(engine, data, name, dry_run=dry_run, restart=restart)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    for index, line in enumerate(result.steps, start=1):
+        click.echo(f"{index:>3}. {line}")
+    if not result.steps:
+        click.echo(f"Network {result.network}: nothing to change")
+    elif not dry_run:
+        click.echo(f"Network {result.network} changed" + (" (restarted)" if result.restarted else ""))
+
+
 # --- new commands are added above this line ------------------------------------------
 
 

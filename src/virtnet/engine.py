@@ -384,6 +384,7 @@ class Engine:
         from virtnet.drivers import driver_for
 
         plan = driver_for(net).plan_start(net, facts, self.paths)
+        plan.actions += _day_two_actions(net)  # port forwards, other firewalls' drop rules
         if net.bandwidth is not None:  # the network's own <bandwidth>, on its bridge
             from virtnet.bandwidth import ApplyShaping, network_shaping
             from virtnet.host.tc import probe_features
@@ -411,12 +412,17 @@ class Engine:
             self._preflight(net, facts)
             plan = self._plan_start(net, facts)
 
+            # one appended line per step (a whole record per step cost more than most steps)
+            journal = self.store.begin_status(status)
+
             def record_step(step: int, action: Action) -> None:
-                status.actions.append(action.to_dict())
-                self.store.write_status(status)
+                data = action.to_dict()
+                status.actions.append(data)
+                journal.append(data)
 
             try:
-                plan.apply(host, on_step=record_step)
+                with journal:
+                    plan.apply(host, on_step=record_step)
             except PlanError as exc:
                 if not exc.undo_errors:
                     self.store.delete_status(net.name)  # the host is as it was
@@ -434,9 +440,12 @@ class Engine:
 
     def _stop(self, status: NetworkStatus, keep_leases: bool) -> None:
         from virtnet.plan import Action
-        from virtnet.ports import remove_network_ports
+        from virtnet.ports import register_action_kinds, remove_network_ports
 
         remove_network_ports(self, status.name)  # guests' ports go before their network
+        # only if the record holds a kind not loaded yet (e.g. the network's own bandwidth)
+        register_action_kinds(data.get("kind") for data in status.actions)
+        _register_day_two_kinds()
         actions = [Action.from_dict(data) for data in status.actions]
         with self.host() as host:
             failed = self._undo_all(host, actions)
@@ -522,6 +531,7 @@ class Engine:
         from virtnet.ports import register_action_kinds
 
         register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
+        _register_day_two_kinds()
         for index, data in enumerate(status.actions):
             action = Action.from_dict(data)
             if _is_dnsmasq_process(action):
@@ -593,6 +603,8 @@ class Engine:
                 for i in (record.current.forward.interfaces if record.current.forward else [])
             } if record.current.uses_macvtap else {},
             "problems": health.problems,
+            # rules added to other firewalls' chains at start (virtnet.coexist), and why
+            "coexistence": _coexistence(status),
         }
 
     def dumpxml(self, name: str, inactive: bool = False) -> str:
@@ -696,6 +708,7 @@ class Engine:
         from virtnet.ports import register_action_kinds
 
         register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
+        _register_day_two_kinds()
         old_actions = [Action.from_dict(data) for data in status.actions]
         old_specs = [action.spec() for action in old_actions]
         with self.host() as host:
@@ -764,6 +777,26 @@ def _usable_name(name: str) -> bool:
 def _raise_problems(problems: list[Problem], name: str) -> None:
     if problems:
         raise ValidationError(problems, source=f"network '{name}' after update")
+
+
+def _day_two_actions(net: Network) -> list[Action]:
+    from virtnet import coexist, forwards
+
+    return [*forwards.plan_actions(net), *coexist.plan_actions(net)]
+
+
+def _register_day_two_kinds() -> None:
+    """Action kinds of port forwards and firewall coexistence, for Action.from_dict."""
+    import virtnet.coexist
+    import virtnet.forwards  # noqa: F401
+
+
+def _coexistence(status: NetworkStatus | None) -> list[dict[str, Any]]:
+    if status is None:
+        return []
+    from virtnet.coexist import recorded_rules
+
+    return recorded_rules(status.actions)
 
 
 def _is_dnsmasq_process(action: Action) -> bool:

@@ -187,6 +187,10 @@ def _to_bridge_rules(net: Network, bridge: str, dev: str | None) -> list[str]:
             )
         elif net.forward_mode in (ForwardMode.NAT, ForwardMode.ROUTE):
             rules.append(f"{proto} daddr {network}{in_dev} accept")
+    if net.forward_mode is ForwardMode.NAT and net.metadata is not None:
+        from virtnet.forwards import filter_accepts
+
+        rules += filter_accepts(net)  # port forwards: exactly their DNATed connections
     rules.append("reject")
     return rules
 

@@ -69,7 +69,7 @@ from virtnet.reach import (
 NS_PREFIX = "vnt-lab-"
 CMD_TIMEOUT_S = 20.0
 CHILD_TIMEOUT_S = 90.0
-DHCP_TIMEOUT_S = 30.0
+DHCP_TIMEOUT_S = 45.0
 FORWARDING_TIMEOUT_S = 15.0
 DHCP_CLIENTS = ("udhcpc", "dhcpcd", "dhclient")
 SWITCH_BRIDGE = "lan"
@@ -344,6 +344,12 @@ def _create_port(state: str, network: str, mac: str, owner: str) -> dict[str, An
         .summary()
 
 
+def _br_netfilter_on() -> bool:
+    from virtnet.host.sysctl import sysctl_get
+
+    return (sysctl_get("net/bridge/bridge-nf-call-iptables") or "").strip() == "1"
+
+
 def _destroy_network(state: str, network: str) -> None:
     engine = _engine(state)
     if engine.lookup(network).status is not None:
@@ -399,7 +405,7 @@ def run_dhcp_client(client: str, ns: str, iface: str, workdir: Path) -> None:
         script.chmod(0o755)
         pidfile = workdir / "udhcpc.pid"
         try:
-            _run(["ip", "netns", "exec", ns, binary, "-f", "-q", "-n", "-t", "8", "-T", "1",
+            _run(["ip", "netns", "exec", ns, binary, "-f", "-q", "-n", "-t", "12", "-T", "3",
                   "-i", iface, "-s", str(script), "-p", str(pidfile)], timeout=DHCP_TIMEOUT_S)
         finally:
             _kill_pidfile(pidfile, "udhcpc")
@@ -754,7 +760,16 @@ class Lab:
             switch_ports=dict(self.switch_ports),
             outside_dev=self.host_link,
             host_uplink_port=self.uplinks[0],
+            forward_blockers=self.forward_blockers(),
+            br_netfilter=call_in_netns(self.ns("host"), _br_netfilter_on),
         )
+
+    def forward_blockers(self) -> tuple[str, ...]:
+        """Other firewall tables in the host namespace whose forward chains drop (a test may
+        add one, as Docker would on a real host)."""
+        from virtnet.doctor import network_forward_blockers, read_ruleset
+
+        return network_forward_blockers(self.net, call_in_netns(self.ns("host"), read_ruleset))
 
     def predict(self) -> list[Cell]:
         return predict(self.net, self.topology())
@@ -835,8 +850,8 @@ class Lab:
             self.lan_route = True
         if fix.where == ON_HOST and "type macvlan mode bridge" in fix.command:
             self.shim = True
-        if fix.where == ON_SWITCH and "hairpin on" in fix.command:
-            self.options = replace(self.options, hairpin=True)
+        if fix.where == ON_SWITCH and "hairpin" in fix.command:
+            self.options = replace(self.options, hairpin="hairpin on" in fix.command)
 
     # --- teardown ------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import copy
 import json
 import os
 import uuid as uuid_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -750,8 +750,9 @@ class PortManager:
             from virtnet.state import atomic_write
 
             try:
+                # a runtime record: atomic, not fsynced (see virtnet.state)
                 atomic_write(self._dir(net.name) / f"{port_uuid}.json",
-                             json.dumps(record.to_dict()) + "\n")
+                             json.dumps(record.to_dict()) + "\n", durable=False)
             except BaseException:
                 self._undo(record)
                 raise
@@ -866,7 +867,7 @@ class PortManager:
             self._undo(record)
             from virtnet.state import remove_file
 
-            remove_file(self._dir(state.net.name) / f"{record.uuid}.json")
+            remove_file(self._dir(state.net.name) / f"{record.uuid}.json", durable=False)
             state.remove(record)
             if record.device and self._names is not None:
                 self._names.discard(record.device)
@@ -916,7 +917,7 @@ class PortManager:
                     continue
                 from virtnet.state import remove_file
 
-                remove_file(directory / f"{record.uuid}.json")
+                remove_file(directory / f"{record.uuid}.json", durable=False)
             if not errors:
                 with contextlib.suppress(FileNotFoundError, OSError):
                     os.rmdir(directory)
@@ -926,9 +927,20 @@ class PortManager:
         return errors
 
 
-def register_action_kinds() -> None:
+def register_action_kinds(kinds: Iterable[str | None] | None = None) -> None:
     """Import every module that defines actions recorded in network and port status, so
-    Action.from_dict knows their kinds in any process that reads the state back."""
+    Action.from_dict knows their kinds in any process that reads the state back.
+
+    With KINDS (those of a record about to be read back), only if one of them is not known
+    yet: a plain network's record needs none of these modules, and importing them costs a
+    ``net-destroy`` more than the rest of its Python work.
+    """
+    if kinds is not None:
+        from virtnet.plan import Action
+
+        known = set(Action.registered_kinds())
+        if all(kind in known for kind in kinds):
+            return
     import virtnet.bandwidth
     import virtnet.drivers.direct
     import virtnet.drivers.hostdev
@@ -941,8 +953,9 @@ def _name_taken(exc: Exception, device: str) -> bool:
 
 
 def remove_network_ports(engine: Engine, network: str) -> None:
-    """Engine hook for net-destroy: remove the ports first; HostError if some remain."""
-    register_action_kinds()
+    """Engine hook for net-destroy: remove the ports first; HostError if some remain.
+    A network without ports costs one stat (PortManager loads the port action kinds when it
+    undoes a port)."""
     if not ports_dir(engine.paths.status_dir, network).exists():
         return
     errors = PortManager(engine).remove_all(network)

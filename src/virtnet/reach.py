@@ -82,6 +82,8 @@ class Topology:
     ip_forward: bool | None = None  # as found on the host; None: as net-start sets it
     # chains of other firewall tables that drop forwarded traffic: "ip filter FORWARD"
     forward_blockers: tuple[str, ...] = ()
+    # br_netfilter: bridged frames also pass the IP forward hook (and its blockers)
+    br_netfilter: bool = False
     bridge_has_uplink: bool = True  # host bridge: a LAN interface is a port of the bridge
     host_uplink_port: str | None = None  # host bridge: that LAN interface ("eth1")
 
@@ -122,6 +124,26 @@ def _yes(reason: str) -> Verdict:
 
 def _no(reason: str, *fixes: Fix) -> Verdict:
     return False, reason, tuple(fixes)
+
+
+def _blocker_fixes(chains: tuple[str, ...], bridge: str, replies_only: bool) -> list[Fix]:
+    """Accept rules for BRIDGE at the top of each blocking chain: what leaves it, and what
+    comes back to it (only replies, for NAT)."""
+    back = "ct state established,related " if replies_only else ""
+    fixes = []
+    for chain in chains:
+        fixes.append(Fix(ON_HOST, f'nft insert rule {chain} iifname "{bridge}" accept'))
+        fixes.append(Fix(ON_HOST, f'nft insert rule {chain} oifname "{bridge}" {back}accept'))
+    return fixes
+
+
+def _bridged_blocked(topo: Topology, bridge: str) -> Verdict | None:
+    """Bridged frames dropped by another firewall (br_netfilter passes them to it)."""
+    if topo.br_netfilter and topo.forward_blockers:
+        return _no(f"br_netfilter hands frames bridged by {bridge} to the IP forward hook, "
+                   f"where another firewall drops them ({', '.join(topo.forward_blockers)})",
+                   *_blocker_fixes(topo.forward_blockers, bridge, replies_only=False))
+    return None
 
 
 def _is_guest(name: str) -> bool:
@@ -228,7 +250,7 @@ class _OwnBridge(_Model):
     def guest_guest(self, a: int, b: int) -> Verdict:
         if self.net.port_isolated:
             return _no(f"the ports of {self.bridge} are isolated (<port isolated='yes'/>)")
-        return _yes(f"both on {self.bridge}")
+        return _bridged_blocked(self.topo, self.bridge) or _yes(f"both on {self.bridge}")
 
     # -- towards the LAN and the outside
 
@@ -246,13 +268,8 @@ class _OwnBridge(_Model):
             return _no("IPv4 forwarding is off on the host (net.ipv4.ip_forward=0)",
                        Fix(ON_HOST, "sysctl -w net.ipv4.ip_forward=1"))
         if self.topo.forward_blockers:
-            fixes = []
-            for chain in self.topo.forward_blockers:
-                fixes.append(Fix(ON_HOST, f'nft insert rule {chain} iifname "{self.bridge}" '
-                                          "accept"))
-                back = "ct state established,related " if self.mode is ForwardMode.NAT else ""
-                fixes.append(Fix(ON_HOST, f'nft insert rule {chain} oifname "{self.bridge}" '
-                                          f"{back}accept"))
+            fixes = _blocker_fixes(self.topo.forward_blockers, self.bridge,
+                                   replies_only=self.mode is ForwardMode.NAT)
             blockers = ", ".join(self.topo.forward_blockers)
             return _no(f"another firewall drops forwarded traffic ({blockers})", *fixes)
         return None
@@ -318,11 +335,15 @@ class _HostBridge(_Model):
     def guest_guest(self, a: int, b: int) -> Verdict:
         if self.net.port_isolated:
             return _no(f"the guests' ports on {self.bridge} are isolated")
-        return _yes(f"both on the host bridge {self.bridge}")
+        return _bridged_blocked(self.topo, self.bridge) or _yes(
+            f"both on the host bridge {self.bridge}")
 
     def _lan_side(self, other: str, from_guest: bool) -> Verdict:
         if not self.topo.bridge_has_uplink:
             return _no(f"{self.bridge} has no LAN interface among its ports")
+        blocked = _bridged_blocked(self.topo, self.bridge)
+        if blocked is not None:
+            return blocked
         uplink = self.topo.host_uplink_port
         if from_guest and self.topo.hairpin:
             # The guest's ARP broadcast comes back through the reflecting switch port: the

@@ -348,6 +348,24 @@ def test_ports_created_and_deleted_through_the_api(lab: Lab) -> None:
         assert api.network(NETWORK)["connections"] == 3
         # The CLI (through the daemon) sees the same ports.
         assert all(p["uuid"] in lab.virtnet("port-list", NETWORK).stdout for p in created)
+        # A port made without the daemon is seen by it at once (what it keeps in memory is
+        # checked against the disk), and never given the same device twice.
+        outside = json.loads(lab.virtnet("port-create", NETWORK, "--mac", "52:54:00:91:01:09",
+                                         "--json", direct=True).stdout)
+        after = api.create_port(NETWORK, "52:54:00:91:01:0a")
+        assert after["device"] not in devices + [outside["device"]]
+        assert {p["uuid"] for p in api.ports(NETWORK)} == {
+            p["uuid"] for p in created + [outside, after]}
+        lab.virtnet("port-delete", NETWORK, outside["uuid"], direct=True)
+        api.delete_port(NETWORK, after["uuid"])
+        assert [p["uuid"] for p in api.ports(NETWORK)] == [p["uuid"] for p in created]
+        wanted = {(kind, port["uuid"]) for kind in ("port-created", "port-deleted")
+                  for port in (outside, after)}
+        got: set[tuple[str, str]] = set()
+        while not wanted <= got:
+            event = wait_event(stream, lambda e: e["type"].startswith("port-"), 5, seen)
+            got.add((event["type"], event["uuid"]))
+        assert got == wanted  # each once, whoever made the change
         for port in created:
             api.delete_port(NETWORK, port["uuid"])
             event = wait_event(stream, lambda e: e["type"] == "port-deleted", 5, seen)
@@ -517,6 +535,19 @@ def test_a_client_meaning_another_namespace_is_refused(lab: Lab) -> None:
                              capture_output=True, text=True, timeout=60)
     assert root_ns.returncode == 1 and "not this client's network namespace" in root_ns.stderr
     assert lab.info()["active"]
+
+
+def test_doctor_through_the_api(lab: Lab) -> None:
+    with lab.api() as api:
+        available = api.info()["doctor"]
+        if not available:
+            with pytest.raises(ApiError) as missing:
+                api.call("GET", "/v1/doctor")
+            assert missing.value.status == 501
+            return
+        report = api.call("GET", f"/v1/doctor?network={NETWORK}")
+    assert set(report) >= {"healthy", "host", "networks"}
+    assert len(report["networks"]) == 1
 
 
 def test_net_edit_runs_here_and_the_daemon_sees_the_change(lab: Lab) -> None:

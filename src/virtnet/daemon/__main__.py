@@ -37,6 +37,7 @@ LINGERING_S = 0.5
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from virtnet.daemon.server import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S
+    from virtnet.daemon.supervise import TICK_S
 
     parser = argparse.ArgumentParser(
         prog="virtnetd",
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
                         metavar="SECONDS", help="cut off clients that take longer to send a "
                         "request, and idle connections (default: %(default)g)")
+    parser.add_argument("--tick", type=float, default=TICK_S, metavar="SECONDS",
+                        help="supervision period: how often dnsmasq processes, lease files and "
+                        "the state directory are checked (default: %(default)g)")
     parser.add_argument("--no-autostart", action="store_true",
                         help="do not start autostart networks")
     parser.add_argument("--log-level", default="info",
@@ -129,7 +133,7 @@ async def serve(args: argparse.Namespace, notifier: object, activated: socket.so
         socket_path = Path(activated.getsockname())  # where clients really reach us
     config = DaemonConfig(paths=paths, state_dir=args.state_dir, socket_path=socket_path,
                           netns=args.netns, group=args.group,
-                          request_timeout=args.request_timeout)
+                          request_timeout=args.request_timeout, tick=args.tick)
     pidfile_fd = take_pidfile(paths.run_dir / "virtnetd.pid")
     daemon = Daemon(config, loop)
     # Engine calls never run in the event loop's thread (pyroute2 runs a loop of its own).

@@ -9,7 +9,11 @@ processes (``virtnet --direct``, an older virtnet) are never missed:
 - the network's status record is the same file (inode, mtime, size): a restart or a live
   update writes a new one;
 - the network's port directory holds exactly the records kept (port records are written once
-  and removed, never rewritten, so their names say everything).
+  and removed, never rewritten, so their names say everything). Listing a directory of a
+  thousand records costs more than creating a port, so the directory's own stamp (inode,
+  mtime, size), taken when the last session that used it ended (the lock still held: nobody
+  else had written since), stands for the listing while it is unchanged; when it changed the
+  listing decides.
 
 :func:`open_port_device` opens a port's tap or macvtap the way a hypervisor does, for the
 SCM_RIGHTS hand-over to a VM manager that runs without root.
@@ -17,9 +21,11 @@ SCM_RIGHTS hand-over to a VM manager that runs without root.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +39,24 @@ IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 
 
+Stamp = tuple[int, int, int]
+
+
+def _stamp(path: Any) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 @dataclass
 class _Kept:
     name: str
     state: Any  # ports._NetworkState
-    status_stamp: tuple[int, int, int] | None
+    status_stamp: Stamp | None
+    dir_stamp: Stamp | None = None  # the port directory as this daemon last left it
+    generation: int = 0  # grows with each fresh read of the network's state
 
 
 class ResidentPortManager(PortManager):
@@ -46,23 +65,55 @@ class ResidentPortManager(PortManager):
     def __init__(self, engine: Any, **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)
         self._kept: dict[str, _Kept] = {}
+        self._generation = 0
+        # The device names every record holds, and the lowest free vnetN/macvtapN, as the
+        # last session left them; valid while the states they came from are (see _names_key).
+        self._kept_names: set[str] | None = None
+        self._kept_floor: dict[str, int] = {}
+        self._names_key: tuple[tuple[str, int], ...] | None = None
 
-    def _status_stamp(self, name: str) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.paths.status(name))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    @contextlib.contextmanager
+    def session(self) -> Iterator[ResidentPortManager]:
+        with self.engine.store.lock:
+            outermost = self._session is None
+            with super().session():
+                try:
+                    yield self
+                finally:
+                    if outermost:
+                        self._restamp()
+                        if self._names is not None and self._names_key is not None:
+                            self._kept_names = self._names
+                            self._kept_floor = dict(self._name_floor)
+
+    def _restamp(self) -> None:
+        """At the end of a session, the lock still held: the port directories as we leave
+        them (later changes by others will show in their stamps)."""
+        assert self._session is not None
+        for state in {id(state): state for state in self._session.values()}.values():
+            kept = self._kept.get(state.net.name)
+            if kept is not None and kept.state is state:
+                kept.dir_stamp = _stamp(self._dir(kept.name))
+
+    def _status_stamp(self, name: str) -> Stamp | None:
+        return _stamp(self.paths.status(name))
 
     def _still_valid(self, kept: _Kept) -> bool:
         if kept.status_stamp is None or self._status_stamp(kept.name) != kept.status_stamp:
             return False
+        directory = self._dir(kept.name)
+        now = _stamp(directory)
+        if kept.dir_stamp is not None and now == kept.dir_stamp:
+            return True
         try:
-            entries = os.listdir(self._dir(kept.name))
+            entries = os.listdir(directory)
         except FileNotFoundError:
             entries = []
         on_disk = {e[:-5] for e in entries if e.endswith(".json") and not e.startswith(".")}
-        return on_disk == set(kept.state.records)
+        if on_disk != set(kept.state.records):
+            return False
+        kept.dir_stamp = now
+        return True
 
     def _state(self, network: str) -> Any:
         session = self._session
@@ -78,7 +129,8 @@ class ResidentPortManager(PortManager):
             self._forget(kept.name)
         state = super()._state(network)
         name = state.net.name
-        kept = _Kept(name, state, self._status_stamp(name))
+        self._generation += 1
+        kept = _Kept(name, state, self._status_stamp(name), generation=self._generation)
         self._kept[name] = kept
         self._kept[network] = kept
         return state
@@ -88,29 +140,48 @@ class ResidentPortManager(PortManager):
             del self._kept[key]
 
     def _taken_names(self) -> set[str]:
-        """Device names held by the port records of every network, from kept state where it
-        is still valid."""
-        if self._names is None:
-            names: set[str] = set()
+        """Device names held by the port records of every network: kept from the last
+        session while every network's state it came from is still the one kept."""
+        if self._names is not None:
+            return self._names
+        try:
+            entries = sorted(os.listdir(self.paths.status_dir))
+        except FileNotFoundError:
+            entries = []
+        sources: list[tuple[str, Any]] = []
+        key: list[tuple[str, int]] | None = []
+        for entry in entries:
+            if not entry.endswith(PORTS_DIR_SUFFIX):
+                continue
+            network = entry[: -len(PORTS_DIR_SUFFIX)]
             try:
-                entries = os.listdir(self.paths.status_dir)
-            except FileNotFoundError:
-                entries = []
-            for entry in entries:
-                if not entry.endswith(PORTS_DIR_SUFFIX):
-                    continue
-                network = entry[: -len(PORTS_DIR_SUFFIX)]
-                try:
-                    records = self._state(network).records
-                except VirtnetError:
-                    # Records of a network that is not active (left by a failed destroy).
-                    records = read_records(self.paths.status_dir / entry)
-                names.update(r.device for r in records.values() if r.device)
-            self._names = names
+                state = self._state(network)
+            except VirtnetError:
+                # Records of a network that is not active (left by a failed destroy).
+                sources.append((network, read_records(self.paths.status_dir / entry)))
+                key = None
+                continue
+            sources.append((network, state.records))
+            if key is not None:
+                key.append((network, self._kept[state.net.name].generation))
+        names_key = tuple(key) if key is not None else None
+        if names_key is not None and names_key == self._names_key \
+                and self._kept_names is not None:
+            self._names = self._kept_names
+            self._name_floor = dict(self._kept_floor)
+            return self._names
+        names: set[str] = set()
+        for _, records in sources:
+            names.update(r.device for r in records.values() if r.device)
+        self._names = names
+        self._names_key = names_key
+        self._kept_names = None
         return self._names
 
     def remove_all(self, network: str) -> list[str]:
         self._forget(network)
+        self._names_key = None
+        self._kept_names = None
         return super().remove_all(network)
 
 

@@ -302,6 +302,7 @@ class Daemon:
             web.get("/v1/networks/{name}/ports/{port}", self.port_info),
             web.get("/v1/networks/{name}/ports/{port}/xml", self.port_xml),
             web.delete("/v1/networks/{name}/ports/{port}", self.delete_port),
+            web.get("/v1/doctor", self.doctor),
             web.get("/v1/events", self.events),
             web.post("/v1/cli", self.cli),
         ]
@@ -367,7 +368,7 @@ class Daemon:
             "netns": self.config.netns,
             "state_dir": str(self.config.state_dir) if self.config.state_dir else None,
             "socket": str(self.config.socket_path),
-            "doctor": False,  # no doctor module yet: the endpoint appears with it
+            "doctor": doctor_available(),
             "peer": {"uid": peer.uid, "gid": peer.gid, "pid": peer.pid,
                      "may_change": peer.privileged},
         })
@@ -616,6 +617,22 @@ class Daemon:
             raise ApiError(409, "Conflict", "pass_fd: read the previous response before "
                            "asking for a descriptor on this connection")
 
+    # --- doctor -------------------------------------------------------------------------------
+
+    async def doctor(self, request: web.Request) -> web.Response:
+        """``virtnet doctor``'s report: the host, and the networks named (all by default)."""
+        check_query(request, {"network"})
+        if not doctor_available():
+            raise ApiError(501, "NotImplemented", "this virtnet has no doctor")
+        names = request.query.getall("network", [])
+
+        def run() -> dict[str, Any]:
+            from virtnet.doctor import run_doctor
+
+            return run_doctor(self.engine, list(names)).to_dict()
+
+        return web.json_response(await self.call(run))
+
     # --- events -------------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -716,6 +733,13 @@ class Daemon:
         except OSError:
             same = False
         return client_state_dir if same else str(mine)
+
+
+def doctor_available() -> bool:
+    """Whether this virtnet has a doctor (a later addition: the endpoint answers 501 without)."""
+    import importlib.util
+
+    return importlib.util.find_spec("virtnet.doctor") is not None
 
 
 # --- request bodies -----------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Everything is done in the network namespace the process is in (see
 :func:`virtnet.host.netns.enter_netns`). Each helper does one thing; deletes treat "not
-found" as success so an undo can run twice. Heavy dependencies (pyroute2, libnftables) load
-on first use.
+found" as success so an undo can run twice. Heavy dependencies (libnftables) load on first
+use.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Host:
         return self.netlink.link(name)
 
     def link_exists(self, name: str) -> bool:
-        return self.netlink.link(name) is not None
+        return self.netlink.exists(name)
 
     def links(self) -> list[LinkInfo]:
         return self.netlink.links()

@@ -1,0 +1,266 @@
+"""Benchmark: virtnet through virtnetd against libvirt 9.0, and guest ports over the API.
+
+In one run, as whole commands (a process per command, wall time, medians of --rounds >= 7),
+round by round interleaved:
+    virtnet net-start default / net-destroy default   (the thin client, forwarded to virtnetd
+                                                       serving namespace A)
+    virsh net-start default / net-destroy default     (libvirtd 9.0 in namespace B)
+    virtnet net-list / virsh net-list                 (with the network active)
+The goal for start and destroy: virtnet <= 1/4 of libvirt's time.
+
+Then guest ports on the active default network:
+- 1000 port creates over one API connection (virtnet.client, one request each, no fd
+  hand-over), median per port (goal < 1 ms), then the deletes;
+- port-create as whole CLI commands (``virtnet port-create default --mac ...``).
+
+And where the thin client's time goes (VIRTNET_CLIENT_TIMING): the interpreter's own start
+and exit (``python -c pass``), loading the client, connecting, building the request, waiting
+for the answer (of which the daemon's own work), printing.
+
+The state directory lives on tmpfs (/dev/shm), as /run does on a host. Children run with
+bytecode caching on (PYTHONPYCACHEPREFIX in a temporary directory) and a first round is not
+counted, so the numbers are those of an installed virtnet. Needs root; the virsh side needs
+libvirtd 9.0 and is skipped (with the reason) without it.
+
+Run: .venv/bin/python bench/bench_daemon.py [--rounds N] [--ports N] [--cli-ports N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from virtnet.testing.daemon import VirtnetdProcess, bytecode_env, script
+from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "default.xml"
+NAME = "default"
+RATIO_GOAL = 0.25
+PORT_GOAL_MS = 1.0
+
+
+def run(argv: list[str], env: dict[str, str], check: bool = True) -> tuple[float, str, str]:
+    """Wall time (s), stdout, stderr of one whole command."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    elapsed = time.perf_counter() - start
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr}")
+    return elapsed, proc.stdout, proc.stderr
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000.0
+
+
+def client_timing(stderr: str) -> dict[str, Any] | None:
+    for line in stderr.splitlines():
+        if line.startswith("virtnet-timing: "):
+            return json.loads(line.split(": ", 1)[1])
+    return None
+
+
+def delete_netns(ns: str) -> None:
+    if not Path(f"/run/netns/{ns}").exists():
+        return
+    target = os.stat(f"/run/netns/{ns}").st_ino
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.stat(entry / "ns" / "net").st_ino == target:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            continue
+    subprocess.run(["ip", "netns", "delete", ns], timeout=30, check=False)
+
+
+def mac(index: int) -> str:
+    return f"52:54:00:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, ns: str, root: Path) -> None:
+        self.args = args
+        self.ns = ns
+        self.root = root
+        self.env = {**os.environ, **bytecode_env(root / "pycache"),
+                    "VIRTNET_CLIENT_TIMING": "1"}
+        self.daemon = VirtnetdProcess(ns, root / "state", env=bytecode_env(root / "pycache"))
+        self.samples: dict[str, list[float]] = {}
+        self.timings: dict[str, list[dict[str, Any]]] = {}
+
+    def virtnet(self, *args: str) -> list[str]:
+        return [*script("virtnet"), "--netns", self.ns, "--state-dir",
+                str(self.daemon.state_dir), *args]
+
+    def record(self, label: str, seconds: float, stderr: str | None = None) -> None:
+        self.samples.setdefault(label, []).append(seconds)
+        timing = client_timing(stderr) if stderr is not None else None
+        if timing is not None:
+            if not timing["forwarded"]:
+                raise RuntimeError(f"{label}: the command was not forwarded to the daemon")
+            self.timings.setdefault(label, []).append(timing)
+
+    def timed_virtnet(self, label: str | None, *args: str) -> None:
+        seconds, _, stderr = run(self.virtnet(*args), self.env)
+        if label is not None:
+            self.record(label, seconds, stderr)
+
+    # --- the rounds ------------------------------------------------------------------------
+
+    def commands(self, lv: LibvirtdInNetns | None) -> None:
+        definition = self.root / "default.xml"
+        shutil.copy(EXAMPLE, definition)
+        self.timed_virtnet(None, "net-define", str(definition))
+        if lv is not None:
+            proc = lv.virsh("net-define", str(definition))
+            if proc.returncode != 0:
+                raise RuntimeError(f"virsh net-define failed: {proc.stderr}")
+        virsh = ["virsh", "-c", "network:///system"]
+        for round_index in range(self.args.rounds + 1):
+            counted = round_index > 0  # the first round warms caches and is not counted
+            label = (lambda name: name) if counted else (lambda name: None)
+            self.timed_virtnet(label("virtnet net-start"), "net-start", NAME)
+            self.timed_virtnet(label("virtnet net-list"), "net-list")
+            self.timed_virtnet(label("virtnet net-destroy"), "net-destroy", NAME)
+            if lv is not None:
+                for verb in ("net-start", "net-list", "net-destroy"):
+                    seconds, _, _ = run(virsh + ([verb, NAME] if verb != "net-list"
+                                                 else [verb]), dict(os.environ))
+                    if counted:
+                        self.record(f"virsh {verb}", seconds)
+        for _ in range(self.args.rounds):
+            seconds, _, _ = run([sys.executable, "-c", "pass"], self.env)
+            self.record("python -c pass", seconds)
+
+    def ports_over_api(self) -> None:
+        self.timed_virtnet(None, "net-start", NAME)
+        created: list[str] = []
+        with self.daemon.client() as api:
+            for index in range(self.args.ports):
+                start = time.perf_counter()
+                port = api.create_port(NAME, mac(index))
+                self.record("port create (API, one connection)", time.perf_counter() - start)
+                created.append(port["uuid"])
+            for uuid in created:
+                start = time.perf_counter()
+                api.delete_port(NAME, uuid)
+                self.record("port delete (API, one connection)", time.perf_counter() - start)
+
+    def ports_as_commands(self) -> None:
+        created = []
+        for index in range(self.args.cli_ports + 1):
+            seconds, stdout, stderr = run(self.virtnet(
+                "port-create", NAME, "--mac", mac(0x100000 + index), "--json"), self.env)
+            if index > 0:
+                self.record("virtnet port-create (command)", seconds, stderr)
+            created.append(json.loads(stdout)["uuid"])
+        with self.daemon.client() as api:
+            for uuid in created:
+                api.delete_port(NAME, uuid)
+        self.timed_virtnet(None, "net-destroy", NAME)
+
+    # --- the report ------------------------------------------------------------------------
+
+    def report(self, virsh_skipped: str | None) -> None:
+        print(f"\nvirtnet through virtnetd vs libvirt 9.0 ({self.args.rounds} rounds, medians, "
+              "whole commands)")
+        print(f"  {'':32} {'virtnet':>10} {'virsh':>10} {'ratio':>7}   goal")
+        for verb in ("net-start", "net-destroy", "net-list"):
+            ours = median_ms(self.samples[f"virtnet {verb}"])
+            theirs_samples = self.samples.get(f"virsh {verb}")
+            if theirs_samples:
+                theirs = median_ms(theirs_samples)
+                ratio = ours / theirs
+                goal = "" if verb == "net-list" else (
+                    "met" if ratio <= RATIO_GOAL else f"missed (<= {RATIO_GOAL:g})")
+                print(f"  {verb:32} {ours:8.1f}ms {theirs:8.1f}ms {ratio:7.2f}   {goal}")
+            else:
+                print(f"  {verb:32} {ours:8.1f}ms {'-':>10} {'-':>7}")
+        if virsh_skipped:
+            print(f"  (virsh skipped: {virsh_skipped})")
+
+        print(f"\nguest ports on the NAT network")
+        for label in ("port create (API, one connection)", "port delete (API, one connection)",
+                      "virtnet port-create (command)"):
+            values = self.samples[label]
+            ordered = sorted(values)
+            goal = ""
+            if label.startswith("port create"):
+                goal = "met" if median_ms(values) < PORT_GOAL_MS else f"missed (< {PORT_GOAL_MS:g} ms)"
+            print(f"  {label:36} median {median_ms(values):7.2f} ms  p90 "
+                  f"{ordered[int(len(ordered) * 0.9)] * 1000:7.2f} ms  n={len(values)}  {goal}")
+
+        print("\nwhere the thin client's time goes (medians, ms)")
+        interpreter = median_ms(self.samples["python -c pass"])
+        print(f"  {'':28} {'whole':>7} {'python':>7} {'load':>7} {'connect':>8} {'request':>8} "
+              f"{'answer':>7} {'daemon':>7} {'print':>6}")
+        for label in ("virtnet net-start", "virtnet net-destroy", "virtnet net-list",
+                      "virtnet port-create (command)"):
+            timings = self.timings[label]
+            whole = median_ms(self.samples[label])
+            main_ms = statistics.median(t["main_ms"] for t in timings)
+            parts = {key: statistics.median(t.get(f"{key}_ms", 0.0) for t in timings)
+                     for key in ("connect", "prepared", "answered", "printed")}
+            server = statistics.median(t.get("server_ms", 0.0) for t in timings)
+            # "load": from the interpreter's start-up to the client's first line, and exit,
+            # beyond what `python -c pass` costs.
+            load = whole - interpreter - main_ms
+            print(f"  {label:28} {whole:7.1f} {interpreter:7.1f} {load:7.1f} "
+                  f"{parts['connect']:8.2f} {parts['prepared']:8.2f} {parts['answered']:7.2f} "
+                  f"{server:7.2f} {parts['printed']:6.2f}")
+        print("  python: the interpreter's start and exit; load: loading virtnet.fastcli and "
+              "the rest of exit;\n  connect: to the socket; request: reading files, encoding; "
+              "answer: until the answer is in\n  (daemon: of which the command's own work in "
+              "the daemon); print: writing the output")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--ports", type=int, default=1000)
+    parser.add_argument("--cli-ports", type=int, default=50)
+    parser.add_argument("--state-base", type=Path, default=Path("/dev/shm"))
+    args = parser.parse_args()
+    if args.rounds < 7:
+        parser.error("--rounds must be at least 7 (medians of >= 7)")
+    if os.geteuid() != 0:
+        print("bench_daemon: needs root (creates network namespaces)", file=sys.stderr)
+        return 2
+    ns = "vnt-bench-" + secrets.token_hex(3)
+    root = Path(tempfile.mkdtemp(prefix="virtnet-bench-daemon-", dir=args.state_base))
+    root.chmod(0o755)
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    bench = Bench(args, ns, root)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=30)
+        bench.daemon.start()
+        skipped = libvirtd_unavailable_reason()
+        if skipped is None:
+            with LibvirtdInNetns() as lv:
+                bench.commands(lv)
+        else:
+            bench.commands(None)
+        bench.ports_over_api()
+        bench.ports_as_commands()
+        bench.report(skipped)
+    finally:
+        bench.daemon.stop()
+        delete_netns(ns)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

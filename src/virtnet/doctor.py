@@ -1,0 +1,603 @@
+"""``virtnet doctor``: what on this host stands between a network and working guests.
+
+Two parts:
+- host preflight: the kernel features virtnet builds on, dnsmasq and nftables, IPv4
+  forwarding, subnets that collide with host routes, other firewalls whose forward chains drop
+  traffic (any nftables table, iptables-nft included, and legacy iptables), a second DHCP server
+  on a network's bridge (another dnsmasq/dhcpd process serving that interface);
+- per network: the reachability table of :func:`virtnet.reach.summary` with the host's facts
+  filled in (where the host's address and default route are, forwarding, blocking firewalls),
+  each "no" with its reason and, where one exists, the commands that fix it; and the guest-side
+  DHCP configuration for common guests.
+
+Reading the host (:func:`read_host_view`) is separate from judging it (:func:`diagnose`),
+which is pure, so every rule is testable with hand-made facts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from virtnet.model import ForwardMode, Network
+from virtnet.reach import Row, Topology, guest_dhcp_config, pool, summary
+
+if TYPE_CHECKING:
+    from virtnet.engine import Engine, NetworkRecord
+    from virtnet.host.facts import HostFacts
+    from virtnet.host.kernel import KernelFeatures
+
+OUR_TABLE = ("inet", "virtnet")
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+DHCP_SERVER_PROGRAMS = ("dnsmasq", "dhcpd", "udhcpd", "kea-dhcp4")
+CMD_TIMEOUT_S = 10.0
+ALWAYS_NEEDED = ("bridge", "tun", "nftables")
+
+
+# --- what the host shows ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    comm: str
+    argv: tuple[str, ...]
+    conf_text: str = ""  # a dnsmasq's --conf-file, when readable
+
+
+@dataclass
+class HostView:
+    """Everything the doctor reads from the host, once."""
+
+    facts: HostFacts
+    kernel: KernelFeatures
+    netns: bool = True
+    nft_binary: bool = True
+    ruleset: dict[str, Any] | None = None  # `nft -j list ruleset`, None if unreadable
+    legacy_forward: list[str] = field(default_factory=list)  # `iptables-legacy -S FORWARD`
+    processes: list[ProcessInfo] = field(default_factory=list)  # DHCP servers in this netns
+    ip_forward: bool | None = None
+    br_netfilter: bool = False
+
+
+# --- findings ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    problem: bool = False  # a failed check that keeps networks from working (exit status 1)
+    fix: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "ok": self.ok, "problem": self.problem,
+                "detail": self.detail, "fix": self.fix}
+
+
+@dataclass
+class NetworkDiagnosis:
+    name: str
+    mode: str
+    active: bool
+    rows: list[Row]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    guest_config: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.name, "mode": self.mode, "active": self.active,
+                "problems": self.problems, "notes": self.notes,
+                "reachability": [row.to_dict() for row in self.rows],
+                "guest_dhcp_config": self.guest_config}
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check]
+    networks: list[NetworkDiagnosis]
+
+    @property
+    def healthy(self) -> bool:
+        return not any(c.problem for c in self.checks) and not any(
+            n.problems for n in self.networks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, "host": [c.to_dict() for c in self.checks],
+                "networks": [n.to_dict() for n in self.networks]}
+
+
+# --- firewalls -----------------------------------------------------------------------------------
+
+_TERMINAL_DROPS = {"drop", "reject"}
+_HARMLESS = {"counter", "log", "limit", "comment"}
+
+
+def _is_unconditional_drop(expr: list[dict[str, Any]]) -> bool:
+    """A rule made only of counters/logs and a drop or reject verdict (iptables-nft writes
+    ``-j REJECT`` as an xt target)."""
+    verdict = False
+    for statement in expr:
+        if len(statement) != 1:
+            return False
+        key, value = next(iter(statement.items()))
+        if key in _TERMINAL_DROPS:
+            verdict = True
+        elif key == "xt" and isinstance(value, dict) and value.get("type") == "target" \
+                and str(value.get("name", "")).upper() in ("DROP", "REJECT"):
+            verdict = True
+        elif key not in _HARMLESS:
+            return False
+    return verdict
+
+
+def _table_label(family: str, table: str, chains: list[str]) -> str:
+    label = f"{family} {table}"
+    if family in ("ip", "ip6") and table in IPTABLES_TABLES and any(c.isupper() for c in chains):
+        label += " (iptables-nft)"
+    return label
+
+
+def _is_address(left: dict[str, Any]) -> bool:
+    payload = left.get("payload")
+    return isinstance(payload, dict) and payload.get("field") in ("saddr", "daddr")
+
+
+def _accepts_bridge(rules: list[list[dict[str, Any]]], key: str, bridge: str) -> bool:
+    """Whether one of RULES accepts what the meta KEY (iifname/oifname) says is BRIDGE,
+    with nothing else than connection-state matches and counters beside it."""
+    for expr in rules:
+        if not expr or "accept" not in expr[-1]:
+            continue
+        names_bridge = False
+        other = False
+        for statement in expr[:-1]:
+            match = statement.get("match")
+            if isinstance(match, dict):
+                left = match.get("left", {})
+                if left == {"meta": {"key": key}} and match.get("right") == bridge \
+                        and match.get("op") in ("==", "in"):
+                    names_bridge = True
+                    continue
+                if isinstance(left, dict) and ("ct" in left or _is_address(left)):
+                    continue  # connection state, or the network's own subnet
+                other = True
+            elif not set(statement) <= _HARMLESS:
+                other = True
+        if names_bridge and not other:
+            return True
+    return False
+
+
+def forward_blockers(ruleset: dict[str, Any] | None, hook: str = "forward",
+                     bridge: str | None = None) -> list[tuple[str, str]]:
+    """Base chains of other tables on HOOK that drop what they do not accept: (chain as
+    "FAMILY TABLE CHAIN", why). virtnet's own table is never counted. With BRIDGE, a chain
+    that accepts that bridge's traffic both ways (in by iifname, out by oifname) does not
+    block it."""
+    if not ruleset:
+        return []
+    items = ruleset.get("nftables", [])
+    chains: dict[tuple[str, str, str], dict[str, Any]] = {}
+    names: dict[tuple[str, str], list[str]] = {}
+    rules: dict[tuple[str, str, str], list[list[dict[str, Any]]]] = {}
+    for item in items:
+        if "chain" in item:
+            chain = item["chain"]
+            key = (chain["family"], chain["table"], chain["name"])
+            chains[key] = chain
+            names.setdefault(key[:2], []).append(chain["name"])
+        elif "rule" in item:
+            rule = item["rule"]
+            key = (rule["family"], rule["table"], rule["chain"])
+            rules.setdefault(key, []).append(rule.get("expr", []))
+    found = []
+    for key, chain in chains.items():
+        family, table, name = key
+        if (family, table) == OUR_TABLE or chain.get("hook") != hook:
+            continue
+        if family not in ("ip", "ip6", "inet"):
+            continue
+        label = f"{_table_label(family, table, names[(family, table)])} chain {name}"
+        chain_rules = rules.get(key, [])
+        if bridge is not None and _accepts_bridge(chain_rules, "iifname", bridge) \
+                and _accepts_bridge(chain_rules, "oifname", bridge):
+            continue
+        if chain.get("policy") == "drop":
+            found.append((f"{family} {table} {name}", f"{label}: policy drop"))
+        elif any(_is_unconditional_drop(expr) for expr in chain_rules):
+            found.append((f"{family} {table} {name}", f"{label}: a rule drops or rejects "
+                                                      "everything not accepted before it"))
+    return found
+
+
+def network_forward_blockers(net: Network, ruleset: dict[str, Any] | None) -> tuple[str, ...]:
+    """The chains of other firewalls that drop NET's forwarded traffic. net-start opens them
+    for isolated, nat and route networks itself (:mod:`virtnet.coexist`); an open network
+    is, by definition, left to the administrator's firewall."""
+    from virtnet.coexist import MODES as OPENED_AT_START
+
+    if not net.bridge_name or net.uses_macvtap or net.forward_mode in OPENED_AT_START:
+        return ()
+    return tuple(chain for chain, _ in forward_blockers(ruleset, bridge=net.bridge_name))
+
+
+def legacy_blockers(forward_rules: list[str]) -> list[str]:
+    """From `iptables-legacy -S FORWARD`: the policy or rules that drop everything."""
+    found = []
+    for line in forward_rules:
+        words = line.split()
+        if words[:3] == ["-P", "FORWARD", "DROP"]:
+            found.append("legacy iptables FORWARD: policy DROP")
+        elif words[:2] == ["-A", "FORWARD"] and words[2:] in (["-j", "DROP"], ["-j", "REJECT"]):
+            found.append(f"legacy iptables FORWARD: {' '.join(words[2:])} for everything")
+    return found
+
+
+# --- DHCP servers --------------------------------------------------------------------------------
+
+
+def _dnsmasq_interfaces(proc: ProcessInfo) -> tuple[list[str], bool]:
+    """(interfaces it serves, whether it serves DHCP at all)."""
+    interfaces: list[str] = []
+    dhcp = False
+    args = list(proc.argv[1:])
+    lines = [f"--{line.strip()}" for line in proc.conf_text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    for index, arg in enumerate(args + lines):
+        if arg.startswith("--interface="):
+            interfaces += arg.split("=", 1)[1].split(",")
+        elif arg in ("-i", "--interface") and index + 1 < len(args):
+            interfaces += args[index + 1].split(",")
+        elif arg.startswith("-i") and len(arg) > 2 and not arg.startswith("--"):
+            interfaces += arg[2:].split(",")
+        if arg.startswith(("--dhcp-range", "-F")):
+            dhcp = True
+    return interfaces, dhcp
+
+
+def other_dhcp_servers(processes: list[ProcessInfo], bridge: str,
+                       ours: int | None) -> list[str]:
+    """The DHCP servers besides ours (pid OURS) that serve BRIDGE."""
+    found = []
+    for proc in processes:
+        if proc.pid == ours:
+            continue
+        if proc.comm == "dnsmasq":
+            interfaces, dhcp = _dnsmasq_interfaces(proc)
+            if dhcp and (bridge in interfaces or not interfaces):
+                scope = "on every interface" if not interfaces else f"on {bridge}"
+                found.append(f"dnsmasq (pid {proc.pid}) serves DHCP {scope}")
+        elif proc.comm in DHCP_SERVER_PROGRAMS:
+            words = [w for w in proc.argv[1:] if not w.startswith("-")]
+            if bridge in words or not any(not w.startswith("/") for w in words):
+                found.append(f"{proc.comm} (pid {proc.pid}) may answer DHCP on {bridge}")
+    return found
+
+
+# --- per network ---------------------------------------------------------------------------------
+
+
+def _default_route(facts: HostFacts) -> Any:
+    for route in facts.routes:
+        if route.destination.prefixlen == 0 and route.destination.version == 4:
+            return route
+    return None
+
+
+def _address_on(facts: HostFacts, link: str | None) -> str | None:
+    for addr in facts.addresses:
+        if addr.link == link and addr.interface.version == 4:
+            return str(addr.interface)
+    return None
+
+
+def _routes_via(facts: HostFacts, link: str | None) -> tuple[str, ...]:
+    kept = []
+    for route in facts.routes:
+        if route.link == link and route.gateway is not None and route.destination.version == 4:
+            dest = "default" if route.destination.prefixlen == 0 else str(route.destination)
+            kept.append(f"{dest} via {route.gateway}")
+    return tuple(kept)
+
+
+def host_topology(net: Network, view: HostView, active: bool) -> tuple[Topology, list[str]]:
+    """The topology reach needs, from the host's facts; and notes on what was assumed."""
+    facts = view.facts
+    notes = []
+    default = _default_route(facts)
+    outside = default.link if default is not None else None
+    blockers = network_forward_blockers(net, view.ruleset)
+    topo = Topology(
+        outside_dev=outside,
+        has_default_route=default is not None,
+        host_uplink=outside,
+        host_address=_address_on(facts, outside),
+        uplink_routes=_routes_via(facts, outside),
+        ip_forward=view.ip_forward if active else None,
+        forward_blockers=blockers,
+        br_netfilter=view.br_netfilter,
+    )
+    if net.forward_mode in (ForwardMode.ROUTE, ForwardMode.OPEN):
+        notes.append("assumed: the LAN router has no route to the network's subnet via this host")
+    if net.uses_macvtap:
+        notes.append("assumed: the external switch ports do not hairpin (no reflective relay)")
+        devs = pool(net)
+        shim = next((l for l in facts.links.values()
+                     if l.kind == "macvlan" and _address_on(facts, l.name)), None)
+        host_link = None
+        for dev in devs:
+            if _address_on(facts, dev):
+                host_link = dev
+                break
+        if shim is not None:
+            topo = _replace(topo, host_shim=True, host_uplink=host_link or (devs[0] if devs
+                                                                              else None))
+        elif host_link is not None:
+            topo = _replace(topo, host_uplink=host_link, host_address=_address_on(facts, host_link),
+                            uplink_routes=_routes_via(facts, host_link))
+        elif net.forward_mode is not ForwardMode.PASSTHROUGH and outside is not None:
+            notes.append(f"the host's address is on {outside}, not on the network's uplinks: "
+                         "assumed on the same LAN")
+    if net.forward_mode is ForwardMode.BRIDGE and net.bridge_name:
+        bridge = facts.link(net.bridge_name)
+        ports = [l for l in facts.links.values()
+                 if bridge is not None and l.master == bridge.index
+                 and l.kind not in ("tun", "tap") and not l.name.startswith("vnet")]
+        topo = _replace(topo, bridge_has_uplink=bool(ports) or bridge is None,
+                        host_uplink_port=ports[0].name if ports else None)
+    return topo, notes
+
+
+def _replace(topo: Topology, **changes: Any) -> Topology:
+    from dataclasses import replace
+
+    return replace(topo, **changes)
+
+
+def _subnet_collisions(net: Network, facts: HostFacts, active: bool) -> list[str]:
+    found = []
+    own = net.bridge_name if net.forward_mode.has_own_bridge else None
+    for ipdef in net.ips:
+        subnet = ipdef.network
+        if subnet is None:
+            continue
+        for route in facts.routes:
+            dest = route.destination
+            if dest.version != subnet.version or dest.prefixlen == 0:
+                continue
+            if active and route.link == own:
+                continue
+            if dest.overlaps(subnet):  # type: ignore[arg-type]
+                where = route.link or "an unreachable/blackhole route"
+                found.append(f"subnet {subnet} collides with the host route {dest} on {where}")
+    return found
+
+
+def diagnose_network(net: Network, view: HostView, record: NetworkRecord | None = None,
+                     health_problems: list[str] | None = None) -> NetworkDiagnosis:
+    """One network's problems and reachability table (pure, given the view)."""
+    active = record is not None and record.active
+    topo, notes = host_topology(net, view, active)
+    problems = list(health_problems or [])
+    problems += _subnet_collisions(net, view.facts, active)
+    if not active:
+        from virtnet.drivers import driver_for
+        from virtnet.errors import HostError
+
+        try:
+            problems += [f"cannot start: {p.message}"
+                         for p in driver_for(net).preflight(net, view.facts)]
+        except HostError as exc:
+            problems.append(str(exc))
+    if active and net.forward_mode in (ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN) \
+            and view.ip_forward is False and net.ipv4_defs():
+        problems.append("IPv4 forwarding was switched off after the network started")
+    if net.forward_mode.has_own_bridge and net.bridge_name and any(ip.has_dhcp for ip in net.ips):
+        ours = record.status.dnsmasq_pid if record is not None and record.status else None
+        problems += [f"a second DHCP server on {net.bridge_name}: {found}"
+                     for found in other_dhcp_servers(view.processes, net.bridge_name, ours)]
+    if topo.forward_blockers:
+        problems.append("another firewall drops forwarded traffic: "
+                        + ", ".join(topo.forward_blockers) + " (see the fixes below)")
+    mode = net.forward_mode.value if net.forward_mode is not ForwardMode.NONE else "isolated"
+    if net.forward_mode is ForwardMode.BRIDGE:
+        mode = "bridge (host bridge)" if net.bridge_name else "bridge (macvtap)"
+    return NetworkDiagnosis(net.name, mode, active, summary(net, topo), problems, notes,
+                            guest_dhcp_config(net))
+
+
+def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
+    """The host preflight (pure, given the view)."""
+    checks = []
+    needed = set(ALWAYS_NEEDED)
+    if any(n.uses_macvtap for n in networks):
+        needed |= {"macvlan", "macvtap"}
+    for feature, present in view.kernel.to_dict().items():
+        if feature in ("vlan", "ifb"):
+            continue
+        from virtnet.host.kernel import FEATURE_TEXT
+
+        checks.append(Check(f"kernel: {feature}", present,
+                            "present" if present else f"missing: {FEATURE_TEXT[feature]}",
+                            problem=not present and feature in needed))
+    checks.append(Check("kernel: netns", view.netns, "present" if view.netns else
+                        "missing: network namespaces (CONFIG_NET_NS)", problem=not view.netns))
+    wants_dnsmasq = any(n.forward_mode.has_own_bridge and n.ips for n in networks)
+    checks.append(Check("dnsmasq", bool(view.facts.dnsmasq),
+                        view.facts.dnsmasq or "not installed (apt-get install dnsmasq-base)",
+                        problem=not view.facts.dnsmasq and wants_dnsmasq,
+                        fix=[] if view.facts.dnsmasq else ["apt-get install dnsmasq-base"]))
+    checks.append(Check("nftables", view.facts.nftables and view.nft_binary,
+                        "libnftables and nft present" if view.nft_binary and view.facts.nftables
+                        else "nft not installed (apt-get install nftables)",
+                        problem=not view.facts.nftables,
+                        fix=[] if view.nft_binary else ["apt-get install nftables"]))
+    if view.ip_forward is not None:
+        checks.append(Check("IPv4 forwarding", view.ip_forward,
+                            "on" if view.ip_forward else
+                            "off (net-start of a nat/route/open network switches it on)"))
+    for chain, why in forward_blockers(view.ruleset):
+        checks.append(Check("firewall", False, f"{why}: forwarded guest traffic is dropped "
+                            "unless that table accepts it (net-start lets isolated, nat and "
+                            "route networks through; open networks need the fix)",
+                            fix=[f"nft insert rule {chain} iifname BRIDGE accept",
+                                 f"nft insert rule {chain} oifname BRIDGE accept"]))
+    for why in legacy_blockers(view.legacy_forward):
+        checks.append(Check("firewall", False, f"{why}: forwarded guest traffic is dropped",
+                            problem=True, fix=["iptables-legacy -I FORWARD -i BRIDGE -j ACCEPT",
+                                               "iptables-legacy -I FORWARD -o BRIDGE -j ACCEPT"]))
+    for chain, why in forward_blockers(view.ruleset, hook="input"):
+        checks.append(Check("firewall (input)", False, f"{why}: guests' DHCP and DNS requests "
+                            "to the host are dropped unless accepted there",
+                            fix=[f"nft insert rule {chain} iifname BRIDGE udp dport "
+                                 "{ 53, 67 } accept"]))
+    if view.ruleset is None:
+        checks.append(Check("firewall", False, "could not read the nftables ruleset "
+                            "(nft -j list ruleset)"))
+    if view.br_netfilter:
+        checks.append(Check("br_netfilter", False, "bridged frames pass the IP firewall "
+                            "(net.bridge.bridge-nf-call-iptables=1): forward chains that drop "
+                            "also cut guests of host bridges off",
+                            fix=["sysctl -w net.bridge.bridge-nf-call-iptables=0"]))
+    return checks
+
+
+def diagnose(view: HostView, networks: list[tuple[Network, NetworkRecord | None, list[str]]]
+             ) -> DoctorReport:
+    """Judge the host and the networks (each with its record and health problems)."""
+    checks = host_checks(view, [n for n, _, _ in networks])
+    return DoctorReport(checks, [diagnose_network(net, view, record, health)
+                                 for net, record, health in networks])
+
+
+# --- reading the host ----------------------------------------------------------------------------
+
+
+def read_ruleset() -> dict[str, Any] | None:
+    """`nft -j list ruleset` of this namespace, parsed; None when it cannot be read."""
+    nft = shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if nft is None:
+        return None
+    try:
+        proc = subprocess.run([nft, "-j", "list", "ruleset"], capture_output=True, text=True,
+                              timeout=CMD_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout or '{"nftables": []}')
+    except ValueError:
+        return None
+
+
+def _read_legacy_forward() -> list[str]:
+    try:
+        tables = Path("/proc/net/ip_tables_names").read_text().split()
+    except OSError:
+        return []
+    legacy = shutil.which("iptables-legacy", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if "filter" not in tables or legacy is None:
+        return []
+    try:
+        proc = subprocess.run([legacy, "-S", "FORWARD"], capture_output=True, text=True,
+                              timeout=CMD_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+
+def _read_processes() -> list[ProcessInfo]:
+    """DHCP server processes in the network namespace this process is in."""
+    try:
+        ours = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm not in DHCP_SERVER_PROGRAMS or os.stat(entry / "ns" / "net").st_ino != ours:
+                continue
+            argv = tuple(p.decode(errors="replace")
+                         for p in (entry / "cmdline").read_bytes().split(b"\0") if p)
+        except OSError:
+            continue
+        conf = ""
+        for arg in argv:
+            if arg.startswith("--conf-file="):
+                try:
+                    conf = Path(arg.split("=", 1)[1]).read_text(errors="replace")[:100_000]
+                except OSError:
+                    conf = ""
+        found.append(ProcessInfo(int(entry.name), comm, argv, conf))
+    return found
+
+
+def read_host_view() -> HostView:
+    """Read what the doctor judges, in the namespace this process is in."""
+    from virtnet.host import Host
+    from virtnet.host.facts import read_facts
+    from virtnet.host.kernel import probe_kernel
+    from virtnet.host.sysctl import sysctl_get
+
+    with Host() as host:
+        facts = read_facts(host)
+    forward = sysctl_get("net/ipv4/ip_forward")
+    nf_call = sysctl_get("net/bridge/bridge-nf-call-iptables")
+    return HostView(
+        facts=facts,
+        kernel=probe_kernel(),
+        netns=Path("/proc/self/ns/net").exists(),
+        nft_binary=shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+        ruleset=read_ruleset(),
+        legacy_forward=_read_legacy_forward(),
+        processes=_read_processes(),
+        ip_forward=None if forward is None else forward.strip() == "1",
+        br_netfilter=nf_call is not None and nf_call.strip() == "1",
+    )
+
+
+def run_doctor(engine: Engine, targets: list[Network | str]) -> DoctorReport:
+    """Doctor the networks named (by name, or parsed from files); all defined ones if none."""
+    view = read_host_view()
+    items: list[tuple[Network, NetworkRecord | None, list[str]]] = []
+    if not targets:
+        targets = [record.name for record in engine.records()]
+    for target in targets:
+        if isinstance(target, Network):
+            items.append((target, None, []))
+            continue
+        record = engine.lookup(target)
+        items.append((record.current, record, engine.health(record).problems))
+    return diagnose(view, items)
+
+
+__all__ = [
+    "Check",
+    "DoctorReport",
+    "HostView",
+    "NetworkDiagnosis",
+    "ProcessInfo",
+    "diagnose",
+    "diagnose_network",
+    "forward_blockers",
+    "host_checks",
+    "host_topology",
+    "legacy_blockers",
+    "network_forward_blockers",
+    "other_dhcp_servers",
+    "read_host_view",
+    "read_ruleset",
+    "run_doctor",
+]

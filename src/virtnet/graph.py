@@ -1,0 +1,279 @@
+"""``virtnet graph``: a network's topology as a picture, with who cannot reach whom marked.
+
+:func:`to_dot` is pure: DOT text from the definition, the ports a running network has (or two
+hypothetical guests), and the reachability :mod:`virtnet.reach` predicts. :func:`render` hands
+it to Graphviz's ``dot`` (Debian package ``graphviz``) for an .svg or .png.
+
+The picture: the host as a box holding its bridge or uplinks and the guests' devices; guests
+beside it; the external switch, the LAN and the outside behind the uplink. Each unreachable
+pair is a red dashed arrow (both heads when neither side reaches the other) numbered after the
+table of reachability printed with the picture.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtnet.errors import VirtnetError
+from virtnet.model import ForwardMode, Network
+from virtnet.reach import (
+    HOST,
+    LAN,
+    UPSTREAM,
+    Cell,
+    Topology,
+    bridge_address,
+    default_guest_uplinks,
+    guest_name,
+    pool,
+    predict,
+    summary,
+)
+
+FONT = "DejaVu Sans"
+RENDER_TIMEOUT_S = 30.0
+FORMATS = {".svg": "svg", ".png": "png"}
+COLOR_HOST = "#3b6ea5"
+COLOR_NO = "#c62828"
+COLOR_YES = "#2e7d32"
+FILL_HOST = "#eef3fa"
+FILL_GUEST = "#fff8e1"
+FILL_OUTSIDE = "#f1f1f1"
+
+
+class GraphError(VirtnetError):
+    """The picture cannot be made (no Graphviz, an unknown file type)."""
+
+
+@dataclass(frozen=True)
+class GuestPort:
+    """A guest's attachment as the picture shows it."""
+
+    name: str  # guest1.. (the endpoint names of virtnet.reach)
+    device: str | None  # vnet0, macvtap1; None for a hypothetical guest
+    mac: str | None = None
+    uplink: str | None = None  # macvtap: the uplink its device is on
+    owner: str | None = None  # the VM that owns the port
+
+
+def _q(text: str) -> str:
+    """A DOT double-quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _h(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _mode_text(net: Network) -> str:
+    mode = net.forward_mode
+    if mode is ForwardMode.NONE:
+        return "isolated (no forwarding)"
+    if mode is ForwardMode.BRIDGE:
+        return "bridge: host bridge" if net.bridge_name else "bridge: macvtap"
+    if mode in (ForwardMode.PRIVATE, ForwardMode.VEPA, ForwardMode.PASSTHROUGH):
+        return f"{mode.value}: macvtap"
+    return mode.value
+
+
+def hypothetical_guests(net: Network, count: int = 2) -> list[GuestPort]:
+    uplinks = default_guest_uplinks(net, count) if net.uses_macvtap else (None,) * count
+    return [GuestPort(guest_name(i), None, None, uplinks[i - 1]) for i in range(1, count + 1)]
+
+
+def _reach_table(net: Network, topo: Topology) -> str:
+    rows = []
+    for number, row in enumerate(summary(net, topo), start=1):
+        verdict = ("<font color='%s'><b>yes</b></font>" % COLOR_YES if row.cell.predicted
+                   else "<font color='%s'><b>no</b></font>" % COLOR_NO)
+        reason = _h(row.cell.reason)
+        if len(reason) > 70:  # wrap long reasons at a word boundary
+            words, lines, line = reason.split(" "), [], ""
+            for word in words:
+                if line and len(line) + len(word) > 70:
+                    lines.append(line)
+                    line = word
+                else:
+                    line = f"{line} {word}".strip()
+            lines.append(line)
+            reason = "<br align='left'/>".join(lines) + "<br align='left'/>"
+        rows.append(f"<tr><td align='left'>{_h(row.label)}</td><td>{verdict}</td>"
+                    f"<td align='left' balign='left'>{reason}</td></tr>")
+    return ("<<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>"
+            "<tr><td colspan='3' bgcolor='#e0e0e0'><b>predicted reachability</b></td></tr>"
+            "<tr><td><b>pair</b></td><td><b>?</b></td><td><b>why</b></td></tr>"
+            + "".join(rows) + "</table>>")
+
+
+def _unreachable(cells: list[Cell]) -> list[tuple[str, str, str]]:
+    """(a, b, dir) for each unordered pair with a "no": dir is 'forward' (a cannot reach b),
+    'back' (b cannot reach a) or 'both'."""
+    no = {(c.src, c.dst) for c in cells if not c.predicted}
+    seen = set()
+    marks = []
+    for c in cells:
+        key = frozenset((c.src, c.dst))
+        if key in seen or not ({(c.src, c.dst), (c.dst, c.src)} & no):
+            continue
+        seen.add(key)
+        a, b = c.src, c.dst
+        there, back = (a, b) in no, (b, a) in no
+        marks.append((a, b, "both" if there and back else "forward" if there else "back"))
+    return marks
+
+
+def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology | None = None,
+           active: bool | None = None) -> str:
+    """The DOT text of NET's topology with GUESTS (default: two hypothetical ones)."""
+    guests = guests if guests is not None else hypothetical_guests(net)
+    topo = topo or Topology(guests=len(guests))
+    if net.uses_macvtap and topo.guest_uplinks is None:
+        from dataclasses import replace
+
+        topo = replace(topo, guest_uplinks=tuple(g.uplink for g in guests))
+    cells = predict(net, topo)
+    mode = net.forward_mode
+    state = "" if active is None else (" — running" if active else " — not running")
+    lines = [
+        "digraph virtnet {",
+        f'  graph [rankdir=LR, fontname="{FONT}", fontsize=18, labelloc=t, nodesep=0.35, '
+        f'ranksep=0.7, bgcolor=white, pad=0.3, newrank=true, '
+        f'label={_q(f"network {net.name} — forward mode {_mode_text(net)}{state}")}];',
+        f'  node [fontname="{FONT}", fontsize=11, shape=box, style="rounded,filled", '
+        f'fillcolor="{FILL_HOST}", color="{COLOR_HOST}"];',
+        f'  edge [fontname="{FONT}", fontsize=10, arrowhead=none, color="#555555"];',
+    ]
+    # the host, its devices
+    lines.append("  subgraph cluster_host {")
+    lines.append(f'    label="host"; style="rounded,bold"; color="{COLOR_HOST}"; '
+                 f'fontcolor="{COLOR_HOST}";')
+    uplinks = list(pool(net))
+    if mode.has_own_bridge and net.forward is not None and net.forward.dev:
+        uplinks = [net.forward.dev]
+    host_label = "host's own stack"
+    gateway = bridge_address(net)
+    if mode.has_own_bridge and gateway is not None:
+        host_label += f"\n{gateway.ip} on {net.bridge_name}"
+    lines.append(f"    host [label={_q(host_label)}, shape=component];")
+    lan_side = "uplink"
+    if mode.has_own_bridge:
+        bridge_lines = [f"bridge {net.bridge_name}"]
+        bridge_lines += [str(ip.interface) for ip in net.ips if ip.interface is not None]
+        for ip in net.ips:
+            for r in ip.ranges:
+                bridge_lines.append(f"DHCP {r.start} – {r.end}")
+        if net.port_isolated:
+            bridge_lines.append("ports isolated")
+        lines.append(f"    bridge [label={_q(chr(10).join(bridge_lines))}, penwidth=2];")
+        lines.append("    host -> bridge;")
+        out = uplinks[0] if uplinks else "default route"
+        lines.append(f"    uplink [label={_q(out)}];")
+        if mode is not ForwardMode.NONE:
+            how = {ForwardMode.NAT: "NAT (masquerade)", ForwardMode.ROUTE: "routed",
+                   ForwardMode.OPEN: "routed, no firewall"}[mode]
+            lines.append(f"    bridge -> uplink [label={_q(how)}, style=bold];")
+        else:
+            lines.append('    bridge -> uplink [label="no forwarding", style=invis];')
+        lines.append("    host -> uplink;")
+    elif mode is ForwardMode.BRIDGE and net.bridge_name:
+        lines.append(f"    bridge [label={_q(f'host bridge {net.bridge_name}')}, penwidth=2];")
+        lines.append("    host -> bridge;")
+        lines.append(f"    uplink [label={_q('LAN interface (a port of ' + net.bridge_name + ')')}];")
+        lines.append("    bridge -> uplink;")
+    else:
+        for index, uplink in enumerate(uplinks or ["(no interface)"]):
+            node = f"uplink{index}"
+            lines.append(f"    {node} [label={_q(uplink + chr(10) + 'uplink')}, penwidth=2];")
+        host_link = topo.host_uplink or (uplinks[0] if uplinks and mode is not
+                                         ForwardMode.PASSTHROUGH else None)
+        if host_link in uplinks:
+            lines.append(f"    host -> uplink{uplinks.index(host_link)} "
+                         "[label=\"host's address\"];")
+        lan_side = "uplink0"
+    for guest in guests:
+        node = f"dev_{guest.name}"
+        if mode.has_own_bridge or (mode is ForwardMode.BRIDGE and net.bridge_name):
+            device = guest.device or "tap (vnetN)"
+            lines.append(f"    {node} [label={_q(device)}, fontsize=10];")
+            lines.append(f"    bridge -> {node};")
+        elif guest.uplink is not None:
+            device = guest.device or "macvtapN"
+            mode_name = "passthru" if mode is ForwardMode.PASSTHROUGH else mode.value
+            lines.append(f"    {node} [label={_q(f'{device}{chr(10)}mode {mode_name}')}, "
+                         "fontsize=10];")
+            lines.append(f"    uplink{uplinks.index(guest.uplink)} -> {node};")
+    lines.append("  }")
+    # guests
+    for guest in guests:
+        label = guest.name + (f" ({guest.owner})" if guest.owner else "")
+        label += f"\n{guest.mac}" if guest.mac else ""
+        lines.append(f'  {guest.name} [label={_q(label)}, fillcolor="{FILL_GUEST}", '
+                     'color="#b08900", shape=box3d];')
+        if mode.has_own_bridge or (mode is ForwardMode.BRIDGE and net.bridge_name) \
+                or guest.uplink is not None:
+            lines.append(f"  dev_{guest.name} -> {guest.name};")
+    # outside the host
+    hairpin = "on" if topo.hairpin else "off"
+    lines.append(f'  switch [label={_q(f"external switch{chr(10)}hairpin {hairpin}")}, '
+                 f'shape=box, fillcolor="{FILL_OUTSIDE}", color="#777777"];')
+    lines.append(f'  lan [label="LAN host / router", fillcolor="{FILL_OUTSIDE}", '
+                 'color="#777777"];')
+    lines.append(f'  upstream [label="outside (upstream)", shape=ellipse, '
+                 f'fillcolor="{FILL_OUTSIDE}", color="#777777"];')
+    if not (mode.has_own_bridge or (mode is ForwardMode.BRIDGE and net.bridge_name)):
+        for index in range(len(uplinks)):
+            lines.append(f"  uplink{index} -> switch;")
+    else:
+        lines.append(f"  {lan_side} -> switch;")
+    lines.append("  switch -> lan;")
+    lines.append("  lan -> upstream;")
+    # what cannot reach what
+    for a, b, direction in _unreachable(cells):
+        src, dst = a, b
+        if direction == "back":
+            src, dst = b, a
+        heads = "both" if direction == "both" else "forward"
+        lines.append(f'  {src} -> {dst} [color="{COLOR_NO}", fontcolor="{COLOR_NO}", '
+                     f'style=dashed, penwidth=1.6, dir={heads}, arrowhead=tee, arrowtail=tee, '
+                     f'constraint=false, label="✗"];')
+    lines.append(f"  legend [shape=plain, fillcolor=white, label={_reach_table(net, topo)}];")
+    lines.append("  { rank=sink; legend; }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(dot_text: str, out: Path) -> None:
+    """Render DOT_TEXT into OUT (.svg or .png) with Graphviz's dot."""
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise GraphError(f"{out}: the picture must be .svg or .png")
+    dot = shutil.which("dot", path="/usr/bin:/bin:/usr/local/bin")
+    if dot is None:
+        raise GraphError("Graphviz's dot is not installed (apt-get install graphviz)")
+    try:
+        proc = subprocess.run([dot, f"-T{fmt}", "-Gdpi=96", "-o", str(out)], input=dot_text,
+                              capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise GraphError(f"dot did not finish within {RENDER_TIMEOUT_S:.0f} s") from None
+    if proc.returncode != 0:
+        raise GraphError(f"dot failed: {proc.stderr.strip()}")
+
+
+def guests_of_ports(summaries: list[dict[str, object]]) -> list[GuestPort]:
+    """Guests from a running network's port summaries (``PortRecord.summary()``)."""
+    guests = []
+    for index, port in enumerate(summaries, start=1):
+        guests.append(GuestPort(guest_name(index),
+                                str(port["device"]) if port.get("device") else None,
+                                str(port["mac"]) if port.get("mac") else None,
+                                str(port["uplink"]) if port.get("uplink") else None,
+                                str(port["owner"]) if port.get("owner") else None))
+    return guests
+
+
+__all__ = ["FORMATS", "GraphError", "GuestPort", "guests_of_ports", "hypothetical_guests",
+           "render", "to_dot"]
