@@ -147,3 +147,17 @@ def test_hairpin_off_for_a_host_bridge_uplink() -> None:
     assert [(f.where, f.command) for f in fixes] == [(ON_SWITCH,
                                                       "bridge link set dev sw1 hairpin off")]
     assert all(c.measured for c in after)
+
+
+def test_a_host_bridge_behind_a_forward_drop_with_br_netfilter() -> None:
+    with Lab(parse_network(HOSTBRIDGE), HOSTBRIDGE, LabOptions(guests=1)) as probe_lab:
+        probe_lab.build()
+        if not probe_lab.topology().br_netfilter:
+            pytest.skip("br_netfilter is not loaded: bridged frames skip the IP firewall")
+    before, after, fixes = fix_and_verify(HOSTBRIDGE, before_start=DOCKER_LIKE_DROP)
+    assert [(f.where, f.command) for f in fixes] == [
+        (ON_HOST, 'nft insert rule ip filter FORWARD iifname "br0" accept'),
+        (ON_HOST, 'nft insert rule ip filter FORWARD oifname "br0" accept'),
+    ]
+    assert not next(c for c in before if (c.src, c.dst) == ("guest1", "guest2")).measured
+    assert all(c.measured for c in after)

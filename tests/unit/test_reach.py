@@ -265,3 +265,19 @@ def test_guest_dhcp_config() -> None:
     v6 = NAT.replace("</network>", "<ip family='ipv6' address='fd00::1' prefix='64'><dhcp>"
                      "<range start='fd00::10' end='fd00::ff'/></dhcp></ip></network>")
     assert "DHCP=yes" in guest_dhcp_config(net_of(v6))["systemd-networkd"]
+
+
+def test_br_netfilter_hands_bridged_frames_to_a_blocking_firewall() -> None:
+    topo = {"br_netfilter": True, "forward_blockers": ("ip filter FORWARD",)}
+    open_net = OPEN
+    c = cell(open_net, "guest1", "guest2", **topo)
+    assert not c.predicted and "br_netfilter" in c.reason
+    assert [f.command for f in c.fix] == [
+        'nft insert rule ip filter FORWARD iifname "virbr2" accept',
+        'nft insert rule ip filter FORWARD oifname "virbr2" accept',
+    ]
+    m = matrix(HOSTBRIDGE, **topo)
+    assert not m["guest1", "guest2"] and not m["guest1", "lan"] and not m["lan", "guest2"]
+    assert m["guest1", "host"] and m["host", "guest1"]  # local traffic is not forwarded
+    # without br_netfilter, bridged frames never meet the IP forward hook
+    assert all(matrix(HOSTBRIDGE, forward_blockers=("ip filter FORWARD",)).values())
