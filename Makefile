@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # libvirt's source test corpus is fetched at test time and cached here (never committed).
 export VIRTNET_LIBVIRT_SRC_CACHE ?= $(HOME)/.cache/virtnet/libvirt-src
 APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 nftables dnsmasq-base \
-	udhcpc dhcpcd-base isc-dhcp-client dpkg-dev xz-utils curl iptables \
+	udhcpc dhcpcd-base isc-dhcp-client dpkg-dev xz-utils curl iptables graphviz \
 	libvirt-daemon libvirt-daemon-system libvirt-clients
 
 .PHONY: demo test deps venv corpus bench clean

@@ -71,5 +71,10 @@ run $V net-dhcp-leases default
 say "Destroy: everything start made goes away"
 run $V net-destroy default
 run ip netns exec "$HOST_NS" ip -br link
+
+say "The lab: who reaches whom, predicted and measured (default NAT network)"
+run "$VIRTNET" lab examples/default.xml
+say "The lab for a macvtap network in bridge mode: the host cannot reach its own guests"
+run "$VIRTNET" lab examples/macvtap-bridge.xml
 echo
 echo "Demo finished; the sandbox is being removed."

@@ -391,6 +391,9 @@ def net_info_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
     ]
     if info["bridge"]:
         fields.append(("Bridge", info["bridge"]))
+    # accept rules added to other firewalls' chains at start (Docker, firewalld...), and why
+    fields += [("Opened", f"{rule['table']} {rule['chain']}: {rule['rule']} ({rule['why']})")
+               for rule in info.get("coexistence", [])]
     fields += [("Problem", problem) for problem in info["problems"]]
     virsh_echo(virsh_fields(fields))
 
@@ -794,14 +797,23 @@ def doctor_cmd(ctx: click.Context, networks: tuple[str, ...], guest_config: bool
         state = "active" if diagnosis.active else "inactive"
         table = Table(title=f"network {diagnosis.name} ({diagnosis.mode}, {state})",
                       title_justify="left", show_lines=True)
-        for column in ("pair", "", "why / fix"):
+        for column in ("pair", "", "why"):
             table.add_column(column)
+        fixes: list[Any] = []
         for row in diagnosis.rows:
             cell = row.cell
             mark = "[green]yes[/]" if cell.predicted else "[red]no[/]"
-            text = cell.reason + "".join(f"\n  [{f.where}] {f.command}" for f in cell.fix)
-            table.add_row(row.label, mark, text)
+            numbers = []
+            for fix in cell.fix:
+                if fix not in fixes:
+                    fixes.append(fix)
+                numbers.append(str(fixes.index(fix) + 1))
+            note = f" (fix {', '.join(numbers)})" if numbers else ""
+            table.add_row(row.label, mark, cell.reason + note)
         console.print(table)
+        # the commands outside the table, one per line, so they copy and paste whole
+        for number, fix in enumerate(fixes, start=1):
+            click.echo(f"  fix {number} (on the {fix.where}): {fix.command}")
         for problem in diagnosis.problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False)
         for note in diagnosis.notes:
@@ -876,8 +888,10 @@ def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: boo
               help="The picture to write: .svg or .png (.dot writes the Graphviz text).")
 @click.option("--hairpin", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="Draw the external switch ports as hairpinning.")
+@click.option("--guests", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="How many guests to draw when the network has no ports (yet).")
 @click.pass_context
-def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str) -> None:
+def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guests: int) -> None:
     """Draw a network's topology (uplinks, bridge or macvtap devices, ports, guests) with the
     pairs that cannot reach each other marked."""
     from virtnet.graph import guests_of_ports, hypothetical_guests, render, to_dot
@@ -885,21 +899,21 @@ def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str) -> No
 
     engine = engine_of(ctx)
     net, record = _network_or_file(engine, target)
-    guests = None
+    drawn = None
     if record is not None and record.active:
         from virtnet.ports import PortManager
 
         ports = [port.summary() for port in PortManager(engine).list(record.name)]
-        guests = guests_of_ports(ports) if ports else None
-    if guests is None:
-        guests = hypothetical_guests(net)
-    topo = Topology(guests=len(guests), hairpin=hairpin == "on")
-    text = to_dot(net, guests, topo, active=record.active if record is not None else None)
+        drawn = guests_of_ports(ports) if ports else None
+    if drawn is None:
+        drawn = hypothetical_guests(net, guests)
+    topo = Topology(guests=len(drawn), hairpin=hairpin == "on")
+    text = to_dot(net, drawn, topo, active=record.active if record is not None else None)
     if output.suffix.lower() == ".dot":
         output.write_text(text)
     else:
         render(text, output)
-    click.echo(f"{output}: network {net.name}, {len(guests)} guest(s)")
+    click.echo(f"{output}: network {net.name}, {len(drawn)} guest(s)")
 
 
 # --- day two: port forwards, net-apply, net-addresses, net-new (virtnet's own verbs) ------
@@ -1000,6 +1014,62 @@ def net_apply_cmd(ctx: click.Context, file: str, dry_run: bool, restart: bool,
         click.echo(f"Network {result.network}: nothing to change")
     elif not dry_run:
         click.echo(f"Network {result.network} changed" + (" (restarted)" if result.restarted else ""))
+
+
+@main.command("net-addresses")
+@click.argument("network")
+@click.option("--json", "as_json", is_flag=True, help="Print the guests as JSON.")
+@click.pass_context
+def net_addresses_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
+    """Every guest on a running network: MAC, addresses, hostname, and where each fact came
+    from (DHCP lease, ARP or IPv6 neighbour discovery)."""
+    from virtnet.addresses import format_table, network_addresses
+
+    engine = engine_of(ctx)
+    record = lookup_network(engine, network)
+    with VirshFailure(f"Failed to get the guest addresses of network {record.name}"):
+        guests = network_addresses(engine, record.name)
+    if as_json:
+        emit_json([guest.to_dict() for guest in guests])
+        return
+    headers, rows = format_table(guests)
+    virsh_echo(virsh_table(headers, rows))
+
+
+@main.command("net-new")
+@click.argument("name")
+@click.option("--mode", type=click.Choice(["nat", "route", "isolated", "open", "bridge",
+                                           "macvtap"]), default="nat", show_default=True)
+@click.option("--subnet", default=None, help="IPv4 CIDR, or 'auto' (default for modes with "
+              "their own bridge): the first free private /24.")
+@click.option("--ipv6", default=None, help="IPv6 /64 CIDR, or 'auto': a free ULA /64.")
+@click.option("--no-dhcp", is_flag=True, help="No DHCP range.")
+@click.option("--domain", default=None, help="DNS domain of the network's guests.")
+@click.option("--dev", default=None, help="nat/route: the uplink; macvtap: the parent "
+              "interface.")
+@click.option("--bridge", default=None, help="Own-bridge modes: its name; bridge mode: the "
+              "existing host bridge.")
+@click.option("--macvtap-mode", type=click.Choice(["bridge", "private", "vepa", "passthrough"]),
+              default="bridge", show_default=True)
+@click.option("--print", "print_only", is_flag=True, help="Print the definition; define "
+              "nothing.")
+@click.pass_context
+def net_new_cmd(ctx: click.Context, name: str, mode: str, subnet: str | None,
+                ipv6: str | None, no_dhcp: bool, domain: str | None, dev: str | None,
+                bridge: str | None, macvtap_mode: str, print_only: bool) -> None:
+    """Make a network from a few flags, without writing XML (defines it, or --print)."""
+    from virtnet.netnew import NewNetworkOptions, new_network
+
+    engine = engine_of(ctx)
+    options = NewNetworkOptions(name=name, mode=mode, subnet=subnet, ipv6=ipv6,
+                                dhcp=not no_dhcp, domain=domain, dev=dev, bridge=bridge,
+                                macvtap_mode=macvtap_mode)
+    with VirshFailure(f"Failed to make network {name}"):
+        xml = new_network(engine, options, define=not print_only)
+    if print_only:
+        click.echo(xml, nl=not xml.endswith("\n"))
+    else:
+        virsh_echo(f"Network {name} defined")
 
 
 # --- new commands are added above this line ------------------------------------------

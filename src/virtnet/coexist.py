@@ -227,10 +227,17 @@ class AllowThroughOtherFirewalls(Action):
         return lines
 
     def apply(self, host: Host) -> None:
+        from virtnet.host.nft import OUTPUT_JSON
+
         self.added = []
-        if shutil.which("nft") is None:
-            return  # without the nft tool no other nftables table can be seen
-        out = host.run(["nft", "-j", "list", "ruleset"]).stdout
+        # in-process through libnftables when it is installed: no process on the start path
+        try:
+            out = host.nftables.run("list ruleset\n", what="list the ruleset",
+                                    output_flags=OUTPUT_JSON)
+        except HostError as exc:
+            if "not installed" in str(exc):
+                return  # without nftables no other nftables table can be seen
+            raise
         drop_chains, existing = find_drop_chains(json.loads(out) if out.strip() else {})
         try:
             for chain in drop_chains:
@@ -262,10 +269,14 @@ class AllowThroughOtherFirewalls(Action):
                     "rule": " ".join(allowance.iptables), "why": chain.reason,
                 })
             return
+        from virtnet.host.nft import OUTPUT_ECHO, OUTPUT_HANDLE
+
         for allowance in reversed(wanted):
             rule = f"{allowance.nft} comment \"{self.comment}\""
-            out = host.run(["nft", "-e", "-a", "insert", "rule", chain.family, chain.table,
-                            chain.chain, *rule.split()]).stdout
+            out = host.nftables.run(
+                f"insert rule {chain.family} {chain.table} {chain.chain} {rule}\n",
+                what=f"open {chain.family} {chain.table} {chain.chain}",
+                output_flags=OUTPUT_ECHO | OUTPUT_HANDLE)
             match = re.search(r"# handle (\d+)", out)
             if match is None:
                 raise HostError(f"nft did not report the handle of the rule added to "
@@ -300,15 +311,20 @@ def _remove(host: Host, record: dict[str, Any], comment: str) -> None:
                             f"{proc.stderr.strip()}")
         return
     family, table, chain = record["family"], record["table"], record["chain"]
-    listing = host.run(["nft", "-a", "list", "chain", family, table, chain], check=False)
-    if listing.returncode != 0:
+    from virtnet.host.nft import OUTPUT_HANDLE
+
+    try:
+        listing = host.nftables.run(f"list chain {family} {table} {chain}\n",
+                                    what=f"list {family} {table} {chain}",
+                                    output_flags=OUTPUT_HANDLE)
+    except HostError:
         return  # the chain (or its table) is gone, and our rule with it
     # the handle must still be ours: a table recreated since could reuse it
-    ours = re.search(rf'comment "{re.escape(comment)}" # handle {record["handle"]}\b',
-                     listing.stdout)
+    ours = re.search(rf'comment "{re.escape(comment)}" # handle {record["handle"]}\b', listing)
     if ours is None:
         return
-    host.run(["nft", "delete", "rule", family, table, chain, "handle", str(record["handle"])])
+    host.nftables.run(f"delete rule {family} {table} {chain} handle {record['handle']}\n",
+                      what=f"remove {record['rule']} from {family} {table} {chain}")
 
 
 def plan_actions(net: Network) -> list[Action]:

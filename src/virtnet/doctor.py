@@ -16,7 +16,6 @@ which is pure, so every rule is testable with hand-made facts.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import shutil

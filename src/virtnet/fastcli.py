@@ -34,13 +34,21 @@ if TYPE_CHECKING:
 GLOBAL_OPTIONS_WITH_VALUE = ("--netns", "--state-dir")
 # Verbs whose arguments name files: they are read here and sent.
 FILE_VERBS = frozenset({"validate", "format", "update", "dnsmasq-conf", "net-define",
-                        "net-create", "plan", "port-create", "net-update"})
+                        "net-create", "plan", "port-create", "net-update", "net-apply"})
 # Among them, those that read stdin for '-' (through cli.read_input).
 STDIN_VERBS = FILE_VERBS - {"net-update"}
 # Verbs whose output shows paths under the state directory: a relative --state-dir must be
 # spelt the way the user spelt it, which only an in-process run does.
 PATH_SHOWING_VERBS = frozenset({"dnsmasq-conf", "plan"})
-LOCAL_VERBS = frozenset({"net-edit"})  # = virtnet.daemon.invoke.LOCAL_VERBS
+# = virtnet.daemon.invoke.FORWARDED_VERBS (see there why the others run here)
+FORWARDED_VERBS = frozenset({
+    "validate", "format", "update", "dnsmasq-conf", "plan",
+    "net-define", "net-create", "net-undefine", "net-start", "net-destroy", "net-autostart",
+    "net-list", "net-info", "net-dumpxml", "net-uuid", "net-name", "net-dhcp-leases",
+    "net-update", "net-apply", "net-new", "net-addresses",
+    "net-forward-add", "net-forward-del", "net-forward-list",
+    "port-create", "port-delete", "port-list", "port-dumpxml",
+})
 MAX_FILE_BYTES = 10 * 1024 * 1024  # = virtnet.xml.parse.MAX_DOCUMENT_BYTES
 HELP_TOKENS = frozenset({"-h", "--help", "--version"})
 DEFAULT_SOCKET = "/run/virtnet/virtnetd.sock"  # = virtnet.client.DEFAULT_SOCKET
@@ -92,7 +100,7 @@ def split_command_line(argv: list[str]) -> Invocation:
         inv.verb_args = argv[index:]
         inv.args += inv.verb_args
         break
-    if not inv.verb_args or inv.verb_args[0] in LOCAL_VERBS:
+    if not inv.verb_args or inv.verb_args[0] not in FORWARDED_VERBS:
         inv.forwardable = False
     if any(token in HELP_TOKENS for token in inv.verb_args):
         inv.forwardable = False

@@ -21,9 +21,6 @@ from pathlib import Path
 from virtnet.errors import VirtnetError
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
-    HOST,
-    LAN,
-    UPSTREAM,
     Cell,
     Topology,
     bridge_address,
@@ -106,7 +103,10 @@ def _reach_table(net: Network, topo: Topology) -> str:
     return ("<<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>"
             "<tr><td colspan='3' bgcolor='#e0e0e0'><b>predicted reachability</b></td></tr>"
             "<tr><td><b>pair</b></td><td><b>?</b></td><td><b>why</b></td></tr>"
-            + "".join(rows) + "</table>>")
+            + "".join(rows)
+            + f"<tr><td colspan='3' align='left'><font color='{COLOR_NO}'>- - -|</font> "
+            "red dashed line: cannot reach; the bar marks the one not reached "
+            "(bars at both ends: neither reaches the other)</td></tr></table>>")
 
 
 def _unreachable(cells: list[Cell]) -> list[tuple[str, str, str]]:
@@ -170,7 +170,7 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
             bridge_lines.append("ports isolated")
         lines.append(f"    bridge [label={_q(chr(10).join(bridge_lines))}, penwidth=2];")
         lines.append("    host -> bridge;")
-        out = uplinks[0] if uplinks else "default route"
+        out = f"uplink {uplinks[0]}" if uplinks else "uplink\n(of the default route)"
         lines.append(f"    uplink [label={_q(out)}];")
         if mode is not ForwardMode.NONE:
             how = {ForwardMode.NAT: "NAT (masquerade)", ForwardMode.ROUTE: "routed",
@@ -182,7 +182,8 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
     elif mode is ForwardMode.BRIDGE and net.bridge_name:
         lines.append(f"    bridge [label={_q(f'host bridge {net.bridge_name}')}, penwidth=2];")
         lines.append("    host -> bridge;")
-        lines.append(f"    uplink [label={_q('LAN interface (a port of ' + net.bridge_name + ')')}];")
+        port_label = f"LAN interface (a port of {net.bridge_name})"
+        lines.append(f"    uplink [label={_q(port_label)}];")
         lines.append("    bridge -> uplink;")
     else:
         for index, uplink in enumerate(uplinks or ["(no interface)"]):
@@ -239,7 +240,7 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
         heads = "both" if direction == "both" else "forward"
         lines.append(f'  {src} -> {dst} [color="{COLOR_NO}", fontcolor="{COLOR_NO}", '
                      f'style=dashed, penwidth=1.6, dir={heads}, arrowhead=tee, arrowtail=tee, '
-                     f'constraint=false, label="✗"];')
+                     f'constraint=false, label="✗", fontsize=13];')
     lines.append(f"  legend [shape=plain, fillcolor=white, label={_reach_table(net, topo)}];")
     lines.append("  { rank=sink; legend; }")
     lines.append("}")

@@ -1,11 +1,11 @@
 """The lab: a sandbox of network namespaces in which a network runs for real, so that the
 reachability :mod:`virtnet.reach` predicts is measured, cell by cell.
 
-    guest namespaces ── veth on the bridge, or a macvtap port moved in ──┐
-                                                                         host ns (virtnet runs here)
-                                      uplinks (as the definition names them: eth1, ...) │ veth
-    upstream ns ── lan ns (LAN host and router) ── switch ns: bridge 'lan', one port per uplink
-                                                   (hairpin on or off), one for the LAN host
+    guests ── a veth on the bridge, or a macvtap port moved in ──┐
+                                                    host ns (virtnet runs here)
+                           uplinks named by the definition (eth1..) │ veth pairs
+    upstream ns ── lan ns (LAN host, router) ── switch ns: bridge 'lan', a port per
+                                                uplink (hairpin on/off), one for lan
 
 - The host namespace gets the uplinks the definition names (a nat/route/open network without a
   forward dev gets eth1), its LAN address on the first of them (on the host bridge for a host

@@ -5,11 +5,12 @@ the thin CLI and started through the API, a guest namespace (behind a veth on th
 a DHCP lease, and the tests then check in turn, each leaving the lab as it found it:
 the lease seen as an event and by net-dhcp-leases; a killed dnsmasq restarted within a second
 (events); the daemon SIGKILLed (network, dnsmasq and the guest's address stay; the restarted
-daemon adopts the network) and SIGTERMed; ports created and deleted through the API (events,
-kernel links); a port's tap handed over (SCM_RIGHTS) to an unprivileged member of the
+daemon adopts the network), SIGTERMed, and started after dnsmasq died meanwhile (repaired);
+ports created and deleted through the API and without the daemon (events, kernel links, no
+device given twice); a port's tap handed over (SCM_RIGHTS) to an unprivileged member of the
 daemon's group, who talks ARP through it; access for others (read only); the fast path's
-imports; a client meaning another namespace refused; clear errors for bad requests and slow
-clients cut off.
+imports; a client meaning another namespace refused; doctor; net-edit; clear errors for bad
+requests and slow clients cut off; a lease renewed and released (events within a second).
 
 Start-up behaviours (an interrupted start cleaned, autostart once per boot) get a daemon each.
 """
@@ -329,6 +330,17 @@ def test_networks_outlive_a_sigkilled_daemon_and_are_adopted(lab: Lab, netns_kit
     assert lab.info()["adopted"]
     assert guest_addresses(lab.guest_ns) == [GUEST_IP]
 
+    # A dnsmasq that died while no daemon ran is restarted when one starts.
+    lab.daemon.kill()
+    os.kill(before["dnsmasq_pid"], signal.SIGKILL)
+    lab.daemon.start()
+    info = lab.info()
+    assert info["adopted"] and info["problems"] == [] and alive(info["dnsmasq_pid"])
+    assert info["dnsmasq_pid"] != before["dnsmasq_pid"]
+    with lab.api() as api, api.events(since=0, timeout=5) as stream:
+        started = wait_event(stream, lambda e: e["type"] == "daemon-started", 5)
+    assert started["networks"] == {NETWORK: "repaired"}
+
 
 def test_ports_created_and_deleted_through_the_api(lab: Lab) -> None:
     with lab.api() as api, api.events(NETWORK, timeout=10) as stream:
@@ -613,7 +625,7 @@ def test_bad_requests_get_clear_json_errors(lab: Lab) -> None:
         (post(f"/v1/networks/{NETWORK}/ports", b'{"mac": "52:54:00:00:00:01", "nope": 1}'),
          400, "unknown field(s): nope"),
         (post("/v1/cli", b'{"argv": ["net-edit", "x"], "netns": null}'), 400,
-         "net-edit needs the user's terminal"),
+         "'net-edit' runs in the client"),
     ]
     for request, status, text in cases:
         got, error = http_error(raw_exchange(path, request))
@@ -641,6 +653,31 @@ def test_an_event_stream_stays_open_past_the_request_timeout(lab: Lab) -> None:
         event = wait_event(stream, lambda e: e["type"] == "port-created", 5)
         assert event["uuid"] == port["uuid"]
         api.delete_port(NETWORK, port["uuid"])
+
+
+def test_lease_renewed_and_released_are_events(lab: Lab) -> None:
+    if shutil.which("dhclient") is None:
+        pytest.skip("needs dhclient (it releases its lease on request; udhcpc -q does not)")
+    hook = lab.root / "dhclient.sh"
+    hook.write_text("#!/bin/sh\nexit 0\n")  # the guest keeps its address as it is
+    hook.chmod(0o755)
+    conf = lab.root / "dhclient.conf"
+    conf.write_text("timeout 20;\n")
+    files = ["-cf", str(conf), "-pf", str(lab.root / "dhclient.pid"), "-lf",
+             str(lab.root / "dhclient.leases"), "-sf", str(hook)]
+    with lab.api() as api, api.events(NETWORK, timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        # Asking again renews the lease (a later expiry); -r releases it (and stops dhclient).
+        sh("ip", "netns", "exec", lab.guest_ns, "dhclient", "-4", "-1", *files, "eth0",
+           timeout=40)
+        renewed = wait_event(stream, lambda e: e["type"] == "lease-renewed", 5, seen)
+        sh("ip", "netns", "exec", lab.guest_ns, "dhclient", "-4", "-r", *files, "eth0",
+           timeout=40)
+        released_at = time.time()
+        released = wait_event(stream, lambda e: e["type"] == "lease-released", 5, seen)
+    assert renewed["mac"] == GUEST_MAC and released["ip"] == GUEST_IP
+    assert released["time"] - released_at < 1.0
+    assert GUEST_MAC not in lab.virtnet("net-dhcp-leases", NETWORK).stdout
 
 
 def test_stopping_the_network_and_undefining_are_events(lab: Lab) -> None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -147,3 +150,30 @@ def alive(pid: int, wait: float = 2.0) -> bool:
             time.sleep(0.05)
             continue
         return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_cli_lab_tears_down_when_interrupted(signum: int, tmp_path: Path) -> None:
+    skip_unless_root()
+    definition = tmp_path / "net.xml"
+    definition.write_text(DEFINITIONS["nat"])
+    before = set(Path("/run/netns").iterdir()) if Path("/run/netns").exists() else set()
+    proc = subprocess.Popen([sys.executable, "-m", "virtnet.cli", "lab", str(definition)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        ours: set[Path] = set()
+        while time.monotonic() < deadline and len(ours) < 5:  # host, switch, lan, upstream, g1
+            time.sleep(0.1)
+            ours = {p for p in Path("/run/netns").iterdir()
+                    if p not in before and p.name.startswith("vnt-lab-")}
+        assert len(ours) >= 5, "the lab did not get as far as its guests"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "the lab was removed" in err
+    assert not [p for p in ours if p.exists()]

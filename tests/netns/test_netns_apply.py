@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,19 @@ def write(path: Path, hosts: str = "", routes: str = "", rng: str | None = None)
     return path
 
 
+@pytest.fixture
+def state() -> Iterator[Path]:
+    """A state directory dnsmasq can still read after it drops root (to nobody): it reads
+    its dhcp-hostsfile only then, and pytest's private tmp_path (0700) is not traversable,
+    so a dhcp-host there would silently not be served."""
+    root = Path(tempfile.mkdtemp(prefix="vnt-apply-"))
+    try:
+        root.chmod(0o755)
+        yield root / "state"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def observe(kit: Any, ns: str, state: Path) -> dict[str, Any]:
     files = {p.name: p.read_text() for p in state.rglob("*") if p.is_file()
              and p.suffix in (".conf", ".hostsfile", ".addnhosts")}
@@ -95,11 +111,10 @@ def observe(kit: Any, ns: str, state: Path) -> dict[str, Any]:
 
 
 def test_live_apply_loses_no_ping_and_serves_the_new_host(
-    netns_kit: Any, tmp_path: Path
+    netns_kit: Any, tmp_path: Path, state: Path
 ) -> None:
     kit = netns_kit
     host = kit.make_netns()
-    state = tmp_path / "state"
     path = write(tmp_path / "live.xml")
     virtnet(host, state, "net-define", str(path))
     virtnet(host, state, "net-start", "live")
@@ -148,10 +163,10 @@ def test_live_apply_loses_no_ping_and_serves_the_new_host(
     virtnet(host, state, "net-destroy", "live")
 
 
-def test_what_cannot_change_live_is_named(netns_kit: Any, tmp_path: Path) -> None:
+def test_what_cannot_change_live_is_named(netns_kit: Any, tmp_path: Path,
+                                          state: Path) -> None:
     kit = netns_kit
     host = kit.make_netns()
-    state = tmp_path / "state"
     path = write(tmp_path / "live.xml")
     virtnet(host, state, "net-define", str(path))
     virtnet(host, state, "net-start", "live")

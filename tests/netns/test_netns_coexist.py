@@ -64,6 +64,44 @@ def test_nat_guest_gets_out_through_docker_like_forward_drop(
     assert kit.ping(guest.ns, upstream.ip), "the NAT guest cannot reach upstream"
     during = iptables_save(kit, host)
     assert during != before and "virtnet:coex" in during
+    text = virtnet(host, state, "net-info", "coex")
+    assert text.count("Opened:") == len(added) and "DOCKER-USER" in text
     virtnet(host, state, "net-destroy", "coex")
     assert iptables_save(kit, host) == before
     assert not kit.ping(guest.ns, upstream.ip, attempts=1)
+
+
+FIREWALLD_LIKE = """table inet otherfw {
+  chain forward_filter {
+    type filter hook forward priority filter + 10; policy drop;
+    ct state established,related accept
+  }
+}
+"""
+
+
+def test_nat_guest_gets_out_through_an_nftables_table_with_forward_drop(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    """Another nftables table (firewalld-like, not iptables): our rules go into its chain by
+    handle (in-process through libnftables) and exactly they leave it at destroy."""
+    kit = netns_kit
+    host = kit.make_netns()
+    upstream = kit.add_upstream(host, kit.make_netns())
+    kit.ns_run(host, ["nft", "-f", "-"], input=FIREWALLD_LIKE)
+    before = kit.ns_run(host, ["nft", "list", "table", "inet", "otherfw"]).stdout
+    state = tmp_path / "state"
+    path = tmp_path / "coex.xml"
+    path.write_text(XML)
+    virtnet(host, state, "net-define", str(path))
+    virtnet(host, state, "net-start", "coex")
+    info = json.loads(virtnet(host, state, "net-info", "coex", "--json"))
+    added = info["coexistence"]
+    assert added and {(r["table"], r["chain"]) for r in added} == {
+        ("inet otherfw", "forward_filter")}
+    guest = kit.add_guest(host, info["bridge"], kit.make_netns(), "192.168.78.10/24",
+                          "192.168.78.1")
+    assert kit.ping(guest.ns, upstream.ip), "the NAT guest cannot reach upstream"
+    assert "forward_filter" in virtnet(host, state, "net-info", "coex")
+    virtnet(host, state, "net-destroy", "coex")
+    assert kit.ns_run(host, ["nft", "list", "table", "inet", "otherfw"]).stdout == before

@@ -26,6 +26,8 @@ from virtnet import fastcli
      ["net-list", "--all"], True),
     (["--direct", "net-info", "x"], None, None, True, ["net-info", "x"], True),
     (["net-edit", "x"], None, None, False, ["net-edit", "x"], False),
+    (["graph", "x", "-o", "x.svg"], None, None, False, ["graph", "x", "-o", "x.svg"], False),
+    (["no-such-verb"], None, None, False, ["no-such-verb"], False),
     (["--help"], None, None, False, [], False),
     (["net-list", "--help"], None, None, False, ["net-list", "--help"], False),
     (["net-list", "-h"], None, None, False, ["net-list", "-h"], False),
@@ -73,21 +75,22 @@ def test_files_are_sent_with_their_content_or_the_error_reading_them(
 
 def test_constants_agree_with_the_modules_they_mirror() -> None:
     from virtnet.client import DEFAULT_SOCKET
-    from virtnet.daemon.invoke import LOCAL_VERBS
+    from virtnet.daemon.invoke import FORWARDED_VERBS, READ_ONLY_VERBS
     from virtnet.daemon.server import FRAMES_TYPE
     from virtnet.xml.parse import MAX_DOCUMENT_BYTES
 
     assert fastcli.MAX_FILE_BYTES == MAX_DOCUMENT_BYTES
-    assert fastcli.LOCAL_VERBS == LOCAL_VERBS
+    assert fastcli.FORWARDED_VERBS == FORWARDED_VERBS
+    assert READ_ONLY_VERBS <= FORWARDED_VERBS
     assert fastcli.DEFAULT_SOCKET == DEFAULT_SOCKET
     assert fastcli.FRAMES_TYPE == FRAMES_TYPE
 
 
-def test_file_verbs_are_verbs_of_the_cli() -> None:
+def test_forwarded_verbs_are_verbs_of_the_cli() -> None:
     from virtnet.cli import main
 
-    assert fastcli.FILE_VERBS <= set(main.commands)
-    assert fastcli.LOCAL_VERBS <= set(main.commands)
+    assert fastcli.FILE_VERBS <= fastcli.FORWARDED_VERBS <= set(main.commands)
+    assert "net-edit" in main.commands and "net-edit" not in fastcli.FORWARDED_VERBS
 
 
 json_values = st.recursive(

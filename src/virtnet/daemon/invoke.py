@@ -16,7 +16,7 @@ at once, in worker threads):
   whose lock is shared by every thread (a flock is per open file, so separate engines in one
   process would wait for each other by polling).
 
-``net-edit`` needs the user's terminal and editor: it always runs in the client.
+Only the verbs of FORWARDED_VERBS run here; the others always run in the client.
 """
 
 from __future__ import annotations
@@ -35,14 +35,26 @@ from typing import Any, TextIO
 
 log = logging.getLogger("virtnetd")
 
-# Verbs that only read: anyone allowed to connect may run them (see server.Peer).
+# The verbs the daemon runs for a client: checked to read files only through read_input and
+# Path (routed to what the client sent), to write none, and to print without regard to the
+# terminal. Every other verb runs in the client: net-edit (the user's editor and terminal),
+# doctor and lab (rich output sized to the terminal; lab builds sandboxes and waits), graph
+# (writes the picture where the user is), and any verb added later until it is checked and
+# listed here. The list is mirrored in virtnet.fastcli (a test keeps them equal).
+FORWARDED_VERBS = frozenset({
+    "validate", "format", "update", "dnsmasq-conf", "plan",
+    "net-define", "net-create", "net-undefine", "net-start", "net-destroy", "net-autostart",
+    "net-list", "net-info", "net-dumpxml", "net-uuid", "net-name", "net-dhcp-leases",
+    "net-update", "net-apply", "net-new", "net-addresses",
+    "net-forward-add", "net-forward-del", "net-forward-list",
+    "port-create", "port-delete", "port-list", "port-dumpxml",
+})
+# Among them, those that only read: anyone allowed to connect may run them (server.Peer).
 READ_ONLY_VERBS = frozenset({
     "validate", "format", "update", "dnsmasq-conf", "plan",
     "net-list", "net-info", "net-dumpxml", "net-uuid", "net-name", "net-dhcp-leases",
-    "port-list", "port-dumpxml",
+    "net-addresses", "net-forward-list", "port-list", "port-dumpxml",
 })
-# Verbs that need the user's terminal: the client never forwards them, the daemon refuses them.
-LOCAL_VERBS = frozenset({"net-edit"})
 STDOUT, STDERR = 1, 2
 
 
@@ -283,7 +295,7 @@ def invoke(argv: list[str], files: ClientFiles, state_dir: str | None) -> Invoke
 
 
 __all__ = [
-    "LOCAL_VERBS",
+    "FORWARDED_VERBS",
     "READ_ONLY_VERBS",
     "Capture",
     "ClientFiles",

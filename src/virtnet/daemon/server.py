@@ -682,9 +682,9 @@ class Daemon:
         if not argv or not all(isinstance(arg, str) for arg in argv):
             raise ApiError(400, "BadRequest", "argv must be a non-empty array of strings")
         verb = argv[0]
-        if verb in invoke.LOCAL_VERBS:
-            raise ApiError(400, "BadRequest", f"{verb} needs the user's terminal: it runs in "
-                           "the client, not in the daemon")
+        if verb not in invoke.FORWARDED_VERBS:
+            raise ApiError(400, "BadRequest", f"'{verb}' runs in the client, not in the daemon "
+                           "(it needs the user's terminal or files, or is not a verb)")
         self._check_netns(netns)
         peer: Peer = request["peer"]
         if verb not in invoke.READ_ONLY_VERBS and not peer.privileged:

@@ -17,6 +17,11 @@ from virtnet.errors import HostError
 
 LIBNFTABLES = "libnftables.so.1"
 NFT_TIMEOUT_S = 30.0
+# libnftables output flags (nftables.h) and the nft options that set them
+OUTPUT_HANDLE = 1 << 3
+OUTPUT_JSON = 1 << 4
+OUTPUT_ECHO = 1 << 5
+_OUTPUT_OPTIONS = {OUTPUT_HANDLE: "-a", OUTPUT_JSON: "-j", OUTPUT_ECHO: "-e"}
 
 
 def _error_lines_only(err: str) -> str:
@@ -56,6 +61,9 @@ class Nft:
             lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
             lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
             lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+            lib.nft_ctx_output_get_flags.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_output_get_flags.restype = ctypes.c_uint
+            lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
             ctx = lib.nft_ctx_new(0)
             if not ctx:
                 self._use_library = False
@@ -66,19 +74,29 @@ class Nft:
         assert self._lib is not None
         return self._lib, self._ctx
 
-    def _run_library(self, lib: ctypes.CDLL, ctx: int, script: str) -> tuple[int, str, str]:
-        rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
+    def _run_library(self, lib: ctypes.CDLL, ctx: int, script: str,
+                     output_flags: int = 0) -> tuple[int, str, str]:
+        if output_flags:
+            saved = lib.nft_ctx_output_get_flags(ctx)
+            lib.nft_ctx_output_set_flags(ctx, saved | output_flags)
+            try:
+                rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
+            finally:
+                lib.nft_ctx_output_set_flags(ctx, saved)
+        else:
+            rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
         out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
         return rc, out, _error_lines_only(err)
 
-    def _run_binary(self, script: str) -> tuple[int, str, str]:
+    def _run_binary(self, script: str, output_flags: int = 0) -> tuple[int, str, str]:
         binary = shutil.which("nft")
         if binary is None:
             raise HostError("nftables is not installed (neither libnftables nor the nft binary)")
+        options = [opt for flag, opt in _OUTPUT_OPTIONS.items() if output_flags & flag]
         try:
             proc = subprocess.run(
-                [binary, "-f", "-"],
+                [binary, *options, "-f", "-"],
                 input=script,
                 capture_output=True,
                 text=True,
@@ -90,14 +108,17 @@ class Nft:
 
     # --- API ----------------------------------------------------------------------------
 
-    def run(self, script: str, *, what: str = "load firewall rules") -> str:
-        """Run SCRIPT as one transaction; return nft's output; HostError with nft's message."""
+    def run(self, script: str, *, what: str = "load firewall rules",
+            output_flags: int = 0) -> str:
+        """Run SCRIPT as one transaction; return nft's output; HostError with nft's message.
+        OUTPUT_FLAGS (OUTPUT_JSON, OUTPUT_HANDLE, OUTPUT_ECHO) shape the output, like nft's
+        -j, -a and -e, for this call only."""
         with self._lock:
             backend = self._library()
             if backend is not None:
-                rc, out, err = self._run_library(*backend, script)
+                rc, out, err = self._run_library(*backend, script, output_flags)
             else:
-                rc, out, err = self._run_binary(script)
+                rc, out, err = self._run_binary(script, output_flags)
         if rc != 0:
             detail = err.strip() or out.strip() or f"exit status {rc}"
             raise HostError(f"cannot {what}: nft refused the ruleset:\n{detail}")

@@ -52,6 +52,9 @@ RTM_GETADDR = 22
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
+RTM_GETNEIGH = 30
+NDA_DST = 1
+NDA_LLADDR = 2
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
@@ -98,6 +101,7 @@ _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _NLA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_NDMSG = struct.Struct("=BxxxiHBB")  # struct ndmsg
 # A dump's replies come in buffers of at most 32 KiB (the kernel caps its dump skbs there).
 RECV_BUFFER = 65536
 
@@ -223,6 +227,16 @@ class LinkInfo:
     master: int | None  # ifindex of the bridge/bond this link is enslaved to
     stp: bool | None = None  # bridges only
     forward_delay: int | None = None  # bridges only, seconds (rounded down)
+
+
+@dataclass(frozen=True)
+class NeighbourInfo:
+    """One entry of a neighbour table; ``state`` is the kernel's NUD_* bit set."""
+
+    link: str
+    address: IPAddress
+    mac: str
+    state: int
 
 
 @dataclass(frozen=True)
@@ -486,6 +500,25 @@ class Rtnl:
                 route = _decode_route(payload, names)
                 if route is not None and route.table == table:
                     result.append(route)
+        return result
+
+    def neighbours(self, link: str) -> list[NeighbourInfo]:
+        """LINK's entries in the kernel's neighbour tables (ARP for IPv4, neighbour
+        discovery for IPv6), without the ones that never resolved (no link-layer address)."""
+        index = self.index(link)
+        result = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            body = _NDMSG.pack(family, index, 0, 0, 0)
+            for payload in self._dump(f"list the neighbours of {link}", RTM_GETNEIGH, body):
+                if len(payload) < _NDMSG.size:
+                    continue
+                reply_family, reply_index, state, _, _ = _NDMSG.unpack_from(payload)
+                attrs = _attributes(payload, _NDMSG.size)
+                mac = _mac_text(attrs.get(NDA_LLADDR))
+                if reply_index != index or NDA_DST not in attrs or mac is None:
+                    continue  # older kernels ignore the ifindex filter of a dump
+                address = ipaddress.ip_address(attrs[NDA_DST])
+                result.append(NeighbourInfo(link, address, mac, state))
         return result
 
     def exists(self, name: str) -> bool:
