@@ -443,9 +443,9 @@ class Engine:
         from virtnet.ports import register_action_kinds, remove_network_ports
 
         remove_network_ports(self, status.name)  # guests' ports go before their network
+        _register_day_two_kinds()
         # only if the record holds a kind not loaded yet (e.g. the network's own bandwidth)
         register_action_kinds(data.get("kind") for data in status.actions)
-        _register_day_two_kinds()
         actions = [Action.from_dict(data) for data in status.actions]
         with self.host() as host:
             failed = self._undo_all(host, actions)

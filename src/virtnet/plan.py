@@ -107,6 +107,8 @@ class Action(abc.ABC):
     def from_dict(cls, data: dict[str, Any]) -> Action:
         data = dict(data)
         kind = data.pop("kind", None)
+        if isinstance(kind, str) and kind not in Action._registry:
+            _import_action_modules()  # a record written by a process that had them loaded
         action_type = Action._registry.get(kind) if isinstance(kind, str) else None
         if action_type is None:
             raise ValueError(f"unknown action kind {kind!r}")
@@ -119,6 +121,26 @@ class Action(abc.ABC):
     @classmethod
     def registered_kinds(cls) -> list[str]:
         return sorted(Action._registry)
+
+
+# Modules outside this one that define Action kinds. They are imported only when a recorded
+# action of an unknown kind is read back, so a plain network's start and destroy never pay for
+# them.
+ACTION_MODULES = (
+    "virtnet.bandwidth",
+    "virtnet.coexist",
+    "virtnet.drivers.direct",
+    "virtnet.drivers.hostdev",
+    "virtnet.drivers.tap",
+    "virtnet.forwards",
+)
+
+
+def _import_action_modules() -> None:
+    import importlib
+
+    for module in ACTION_MODULES:
+        importlib.import_module(module)
 
 
 def _env_step(name: str) -> int | None:

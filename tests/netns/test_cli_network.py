@@ -306,6 +306,7 @@ def test_autostart_plan_and_dumpxml(netns_kit: Any, tmp_path: Path) -> None:
     # The plan printed is the plan applied: the recorded actions have the same specs.
     virtnet(ns, state, "net-start", "p")
     from virtnet.plan import Action
+    from virtnet import coexist, forwards  # noqa: F401 - kinds a start also records
 
     recorded = json.loads((state / "run" / "network" / "p.json").read_text())["actions"]
     assert [Action.from_dict(a).spec() for a in recorded] == [

@@ -290,3 +290,19 @@ def test_plan_error_pickles() -> None:
         3, EXAMPLES[1], "boom", ["undo of x: y"]
     )
     assert str(again) == str(error)
+
+
+def test_action_modules_define_every_recorded_kind() -> None:
+    # Every Action subclass outside virtnet.plan lives in a module from_dict knows to import.
+    import importlib
+    import pkgutil
+
+    import virtnet
+    from virtnet.plan import ACTION_MODULES
+
+    for info in pkgutil.walk_packages(virtnet.__path__, "virtnet."):
+        if info.name.startswith(("virtnet.daemon", "virtnet.testing")):
+            continue
+        importlib.import_module(info.name)
+    outside = {cls.__module__ for cls in Action._registry.values() if cls.__module__ != "virtnet.plan"}
+    assert outside <= set(ACTION_MODULES), sorted(outside - set(ACTION_MODULES))

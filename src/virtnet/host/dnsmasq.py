@@ -9,6 +9,7 @@ read the pid file. A stop checks /proc/PID/cmdline first so a recycled pid is ne
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -102,12 +103,37 @@ def start_dnsmasq(argv: list[str], conf_file: Path, pid_file: Path) -> int:
         time.sleep(POLL_S)
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for PID (Linux 5.3+), or None where there is none to be had."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _signal(pid: int, pidfd: int | None, signum: int) -> None:
+    if pidfd is not None:
+        signal.pidfd_send_signal(pidfd, signum)  # never a recycled pid
+    else:
+        os.kill(pid, signum)
+
+
+def _wait_gone(pid: int, timeout: float, pidfd: int | None = None) -> bool:
+    """Wait until PID has exited. With a PIDFD the kernel wakes us when it exits (it is not
+    our child, so there is no wait(2)); otherwise /proc is polled."""
     deadline = time.monotonic() + timeout
+    poller = None
+    if pidfd is not None:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
     while is_alive(pid):
-        if time.monotonic() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return False
-        time.sleep(POLL_S)
+        if poller is not None:
+            poller.poll(max(1, int(min(remaining, 0.1) * 1000)))
+        else:
+            time.sleep(POLL_S)
     return True
 
 
@@ -117,18 +143,23 @@ def stop_dnsmasq(pid: int, conf_file: Path) -> bool:
     Waits until the process has exited, so its sockets are closed when this returns and a
     new dnsmasq can bind the same addresses at once.
     """
-    if not is_our_dnsmasq(pid, conf_file):
-        return False
+    pidfd = _pidfd(pid)  # opened before the check: it then names that very process
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    if _wait_gone(pid, STOP_TIMEOUT_S):
+        if not is_our_dnsmasq(pid, conf_file):
+            return False
+        try:
+            _signal(pid, pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        if _wait_gone(pid, STOP_TIMEOUT_S, pidfd):
+            return True
+        try:
+            _signal(pid, pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        if not _wait_gone(pid, KILL_TIMEOUT_S, pidfd):
+            raise HostError(f"dnsmasq (pid {pid}) did not exit after SIGKILL")
         return True
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    if not _wait_gone(pid, KILL_TIMEOUT_S):
-        raise HostError(f"dnsmasq (pid {pid}) did not exit after SIGKILL")
-    return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
