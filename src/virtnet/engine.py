@@ -27,12 +27,14 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
 from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
 from virtnet.model import Network
 from virtnet.paths import StatePaths
+from virtnet.privilege import require_net_admin
 from virtnet.state import DEFAULT_LOCK_TIMEOUT, NetworkStatus, StateStore
 
 # Imported where used, not here: starting an inactive network needs neither ports (port
@@ -241,6 +243,7 @@ class Engine:
         """
         net = self.parse(data, source)
         with self.store.lock:
+            self.store.remove_stale_temp_files()  # of a define killed mid-write
             records = self.records()
             self._check_identity(net, records, creating=False)
             self._assign_defaults(net, records)
@@ -299,6 +302,7 @@ class Engine:
 
     def start(self, name: str) -> Network:
         """Start a defined network; for an active one, restart a dnsmasq that died."""
+        require_net_admin("net-start")
         with self.store.lock:
             record = self.lookup(name)
             if record.active:
@@ -316,6 +320,7 @@ class Engine:
 
     def create(self, data: bytes | str, source: str | None = None) -> Network:
         """Start a network from a definition without keeping it (libvirt's transient network)."""
+        require_net_admin("net-create")
         net = self.parse(data, source)
         with self.store.lock:
             records = self.records()
@@ -333,6 +338,7 @@ class Engine:
         The leases of a persistent network are kept for its next start (as libvirt keeps
         them); a transient network leaves nothing behind.
         """
+        require_net_admin("net-destroy")
         with self.store.lock:
             record = self.lookup(name)
             if record.status is None:
@@ -343,6 +349,7 @@ class Engine:
 
     def autostart_all(self) -> list[str]:
         """Start every inactive network marked autostart (what a booting host does)."""
+        require_net_admin("autostart")
         started = []
         with self.store.lock:
             for record in self.records():
@@ -411,6 +418,7 @@ class Engine:
             facts = self._facts(host)
             self._preflight(net, facts)
             plan = self._plan_start(net, facts)
+            _check_dnsmasq_reach(net.name, plan.actions)
 
             # one appended line per step (a whole record per step cost more than most steps)
             journal = self.store.begin_status(status)
@@ -439,16 +447,24 @@ class Engine:
         return status
 
     def _stop(self, status: NetworkStatus, keep_leases: bool) -> None:
-        from virtnet.plan import Action
+        from virtnet.plan import CRASH_AFTER_UNDO_STEP_ENV, Action, crash_point
         from virtnet.ports import register_action_kinds, remove_network_ports
 
+        if status.active:
+            # Recorded inactive before the first undo: a destroy killed halfway leaves an
+            # interrupted record (the next net-start or net-destroy undoes the rest; every
+            # undo is safe to run twice), never an "active" network without its bridge.
+            status.active = False
+            self.store.write_status(status)
         remove_network_ports(self, status.name)  # guests' ports go before their network
         _register_day_two_kinds()
         # only if the record holds a kind not loaded yet (e.g. the network's own bandwidth)
         register_action_kinds(data.get("kind") for data in status.actions)
         actions = [Action.from_dict(data) for data in status.actions]
         with self.host() as host:
-            failed = self._undo_all(host, actions)
+            failed = self._undo_all(
+                host, actions,
+                on_undone=lambda count: crash_point(CRASH_AFTER_UNDO_STEP_ENV, count))
         if failed:
             # Keep only what could not be undone, so a second destroy retries exactly that.
             status.actions = [action.to_dict() for action, _ in failed]
@@ -467,16 +483,20 @@ class Engine:
             record.live = None
 
     @staticmethod
-    def _undo_all(host: Host, actions: list[Action]) -> list[tuple[Action, str]]:
-        """Undo ``actions`` newest first, going on past failures; return those that failed."""
+    def _undo_all(host: Host, actions: list[Action],
+                  on_undone: Callable[[int], None] | None = None) -> list[tuple[Action, str]]:
+        """Undo ``actions`` newest first, going on past failures; return those that failed.
+        ``on_undone(k)`` runs after the k-th undo (1 = the newest action)."""
         failed: list[tuple[Action, str]] = []
-        for action in reversed(actions):
+        for count, action in enumerate(reversed(actions), start=1):
             try:
                 action.undo(host)
             except VirtnetError as exc:
                 failed.append((action, str(exc)))
             except OSError as exc:
                 failed.append((action, f"{exc.filename or ''} {exc.strerror or exc}".strip()))
+            if on_undone is not None:
+                on_undone(count)
         failed.reverse()
         return failed
 
@@ -665,6 +685,9 @@ class Engine:
         from virtnet.update import apply_update
         from virtnet.validate import validate
 
+        # "current" of an active network is live too; read without the lock, checked before it
+        if live or (not config and self.lookup(name).active):
+            require_net_admin("net-update --live")
         with self.store.lock:
             record = self.lookup(name)
             if not live and not config:
@@ -713,6 +736,7 @@ class Engine:
         old_specs = [action.spec() for action in old_actions]
         with self.host() as host:
             new_plan = self._plan_start(net, self._facts(host))
+            _check_dnsmasq_reach(status.name, new_plan.actions)
             new_specs = [action.spec() for action in new_plan.actions]
             added = [a for a in new_plan.actions if a.spec() not in old_specs]
             removed = [a for a in old_actions if a.spec() not in new_specs]
@@ -814,6 +838,18 @@ def _file_path(action: Action) -> str | None:
 def _is_dnsmasq_file(action: Action) -> bool:
     path = _file_path(action)
     return path is not None and path.endswith((".conf", ".hostsfile", ".addnhosts"))
+
+
+def _check_dnsmasq_reach(name: str, actions: list[Action]) -> None:
+    """Refuse hosts files (reservations, DNS hosts) that dnsmasq could not re-read."""
+    from virtnet.privilege import check_dnsmasq_dir
+
+    hosts_files = [a for a in actions
+                   if _file_path(a) is not None and _file_path(a).endswith(  # type: ignore[union-attr]
+                       (".hostsfile", ".addnhosts"))]
+    if hosts_files and any(_is_dnsmasq_process(a) for a in actions):
+        check_dnsmasq_dir(name, Path(hosts_files[0].path).parent,  # type: ignore[attr-defined]
+                          any(a.content.strip() for a in hosts_files))  # type: ignore[attr-defined]
 
 
 def _dnsmasq_pid(actions: Iterable[Action]) -> int | None:

@@ -10,6 +10,9 @@ Fault injection for tests (read at apply time):
   VIRTNET_FAULT_STEP=k        step k (1-based) raises HostError instead of applying
   VIRTNET_CRASH_AFTER_STEP=k  the process exits with status 137 right after step k applied
                               (and after ``on_step`` recorded it), as if killed
+  VIRTNET_CRASH_AFTER_UNDO_STEP=k  the same, after the k-th undo of a net-destroy (counted
+                              newest first; see Engine._stop and crash_point)
+  VIRTNET_CRASH_IN_WRITE=stage  the same, inside the first atomic file write (virtnet.state)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 FAULT_STEP_ENV = "VIRTNET_FAULT_STEP"
 CRASH_AFTER_STEP_ENV = "VIRTNET_CRASH_AFTER_STEP"
+CRASH_AFTER_UNDO_STEP_ENV = "VIRTNET_CRASH_AFTER_UNDO_STEP"
 CRASH_EXIT_STATUS = 137
 RECORDED = "recorded"  # dataclass field metadata: set by apply, not part of the spec
 
@@ -151,6 +155,13 @@ def _env_step(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise HostError(f"{name} must be a step number, not {value!r}") from None
+
+
+def crash_point(env_name: str, step: int) -> None:
+    """Die as if killed (status 137, no cleanup) when ``env_name`` names ``step``: the crash
+    tests' way to stop a command between two of its steps."""
+    if _env_step(env_name) == step:
+        os._exit(CRASH_EXIT_STATUS)
 
 
 @dataclass

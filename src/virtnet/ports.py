@@ -22,6 +22,11 @@ in libvirt's networkport XML, the device, the actions applied) is written atomic
 the network's status directory, ``NAME.ports/UUID.json``; port-delete undoes exactly those
 actions, net-destroy removes every port of the network first, and the connection counts
 (per network and per pool interface) are computed from these records.
+
+Crash safety: while the plan applies, each applied step is appended to ``UUID.journal`` next
+to where the record will be. A port-create killed before its record was written leaves that
+journal; the next command that loads the network's ports (port-*, net-destroy) undoes the
+journalled steps and removes it, so no device is left without a record.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ MACVTAP_PREFIX = "macvtap"
 MAX_DEVICE_NUMBER = 65535
 TAP_MAC_FIRST_OCTET = "fe"  # libvirt: keeps the bridge from adopting a tap's MAC as its own
 NAME_RETRIES = 16  # a name taken by someone else between our check and our create
+JOURNAL_SUFFIX = ".journal"  # the applied steps of a port-create in progress
 
 
 class PortError(VirtnetError):
@@ -536,6 +542,71 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
     return records
 
 
+class _CreateJournal:
+    """The steps of one port-create applied so far, one JSON line each (appended: one
+    write(2) per step). Created with the first step; removed once the record is written or
+    the plan was rolled back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def append(self, step: int, action: Action) -> None:
+        data = (json.dumps(action.to_dict(), separators=(",", ":")) + "\n").encode()
+        if self._fd is None:
+            from virtnet.state import FILE_MODE, ensure_dir
+
+            ensure_dir(self.path.parent)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                               | os.O_CLOEXEC, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
+    """Undo what port-creates killed before writing their record left behind (their
+    journals), and remove the temp files of record writes killed halfway. Call with the
+    state lock held. Returns the uuids of the ports undone."""
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    undone = []
+    for entry in entries:
+        path = directory / entry
+        if entry.startswith(".") and entry.endswith(".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        if not entry.endswith(JOURNAL_SUFFIX):
+            continue
+        port_uuid = entry[: -len(JOURNAL_SUFFIX)]
+        if not (directory / f"{port_uuid}.json").exists():
+            from virtnet.plan import Action, Plan
+
+            register_action_kinds()
+            # a line without its newline was cut by the kill: its step was not recorded
+            lines = path.read_bytes().split(b"\n")[:-1]
+            actions = [Action.from_dict(json.loads(line)) for line in lines]
+            with engine.host() as host:
+                Plan(directory.name, actions).undo(host)
+            undone.append(port_uuid)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return undone
+
+
 def connection_counts(status_dir: Path, network: str) -> tuple[int, dict[str, int]]:
     """(connections, connections per pool interface or VF) of NETWORK, from its records
     (their JSON only: cheap enough for every net-list)."""
@@ -659,6 +730,7 @@ class PortManager:
             raise InvalidOperationError(
                 f"Requested operation is not valid: network '{record.name}' is not active"
             )
+        recover_interrupted_creates(self.engine, self._dir(record.name))
         state = _NetworkState(record.live, read_records(self._dir(record.name)))
         self._session[record.name] = state
         if record.name != network:
@@ -737,6 +809,9 @@ class PortManager:
 
     def create(self, network: str, request: PortRequest) -> PortRecord:
         """Allocate a port on NETWORK, make it real, record it."""
+        from virtnet.privilege import require_net_admin
+
+        require_net_admin("port-create")
         with self._locked():
             state = self._state(network)
             net = state.net
@@ -746,16 +821,22 @@ class PortManager:
                                 f"'{port_uuid}'")
             port = allocate(net, request, state.usage, port_uuid=port_uuid,
                             pool=self._pool(net), new_uuid=self._new_uuid)
-            record = self._realize(net, port)
-            from virtnet.state import atomic_write
-
+            journal = _CreateJournal(self._dir(net.name) / f"{port_uuid}{JOURNAL_SUFFIX}")
             try:
-                # a runtime record: atomic, not fsynced (see virtnet.state)
-                atomic_write(self._dir(net.name) / f"{port_uuid}.json",
-                             json.dumps(record.to_dict()) + "\n", durable=False)
-            except BaseException:
-                self._undo(record)
-                raise
+                record = self._realize(net, port, journal)
+                from virtnet.state import atomic_write
+
+                try:
+                    # a runtime record: atomic, not fsynced (see virtnet.state)
+                    atomic_write(self._dir(net.name) / f"{port_uuid}.json",
+                                 json.dumps(record.to_dict()) + "\n", durable=False)
+                except BaseException:
+                    self._undo(record)
+                    journal.discard()
+                    raise
+                journal.discard()  # the record supersedes it
+            finally:
+                journal.close()  # a journal kept (a rollback that failed) is recovered later
             state.add(record)
             if record.device:
                 self._taken_names().add(record.device)
@@ -772,7 +853,8 @@ class PortManager:
             return DIRECT.pool(net)
         return None
 
-    def _realize(self, net: Network, port: PortDef) -> PortRecord:
+    def _realize(self, net: Network, port: PortDef,
+                 journal: _CreateJournal | None = None) -> PortRecord:
         """Plan and apply the port's host changes, picking a free device name (retrying the
         next one if another program takes a name between our check and our create)."""
         from virtnet.host.rtnl import shared_rtnl
@@ -792,8 +874,10 @@ class PortManager:
             plan = self.plan(net, port, device)
             try:
                 with self.engine.host() as host:
-                    plan.apply(host)
+                    plan.apply(host, on_step=journal.append if journal is not None else None)
             except PlanError as exc:
+                if journal is not None and not exc.undo_errors:
+                    journal.discard()  # rolled back: nothing to recover
                 if device is not None and _name_taken(exc, device):
                     start = int(device[len(prefix or ""):]) + 1
                     continue
@@ -860,6 +944,9 @@ class PortManager:
     # --- delete ----------------------------------------------------------------------------
 
     def delete(self, network: str, ref: str) -> PortRecord:
+        from virtnet.privilege import require_net_admin
+
+        require_net_admin("port-delete")
         with self._locked():
             state = self._state(network)
             record = self._find(state, network, ref)
@@ -907,6 +994,7 @@ class PortManager:
         directory = self._dir(network)
         errors = []
         with self.engine.store.lock:
+            recover_interrupted_creates(self.engine, directory)
             records = read_records(directory)
             for record in records.values():
                 try:
@@ -976,6 +1064,7 @@ __all__ = [
     "next_device_name",
     "normalize_mac",
     "parse_rate_option",
+    "recover_interrupted_creates",
     "register_action_kinds",
     "remove_network_ports",
     "resolve_portgroup",

@@ -109,22 +109,56 @@ def atomic_write(path: Path, data: bytes | str, mode: int = FILE_MODE, *,
     """
     if isinstance(data, str):
         data = data.encode()
+    crash_stage = _crash_in_write_stage()
     ensure_dir(path.parent)
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
+            if crash_stage is not None:
+                _crash_while_writing(crash_stage, handle, data)
             handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
+        if crash_stage == "before-rename":
+            os._exit(CRASH_EXIT_STATUS)
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+    if crash_stage == "after-rename":
+        os._exit(CRASH_EXIT_STATUS)
     if durable:
         fsync_dir(path.parent)
+
+
+# Crash tests (VIRTNET_CRASH_IN_WRITE=stage): the first atomic write of the process dies, as
+# if killed, at that stage. "empty": the temp file exists, nothing written; "partial": half
+# the data written; "before-rename": all written (and fsynced if durable), not renamed;
+# "after-rename": renamed, directory not fsynced.
+CRASH_IN_WRITE_ENV = "VIRTNET_CRASH_IN_WRITE"
+CRASH_IN_WRITE_STAGES = ("empty", "partial", "before-rename", "after-rename")
+CRASH_EXIT_STATUS = 137  # = virtnet.plan.CRASH_EXIT_STATUS
+
+
+def _crash_in_write_stage() -> str | None:
+    stage = os.environ.get(CRASH_IN_WRITE_ENV)
+    if not stage:
+        return None
+    if stage not in CRASH_IN_WRITE_STAGES:
+        raise StateError(f"{CRASH_IN_WRITE_ENV} must be one of {', '.join(CRASH_IN_WRITE_STAGES)}")
+    return stage
+
+
+def _crash_while_writing(stage: str, handle: Any, data: bytes) -> None:
+    if stage == "empty":
+        os._exit(CRASH_EXIT_STATUS)
+    if stage == "partial":
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        os._exit(CRASH_EXIT_STATUS)
 
 
 def remove_file(path: Path, *, durable: bool = True) -> bool:
@@ -448,6 +482,23 @@ class StateStore:
     def delete_status(self, name: str) -> None:
         remove_file(self.paths.status(check_name(name)), durable=False)
         remove_file(self.journal_path(name), durable=False)
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove the temp files of atomic writes a killed command left behind. Only while
+        holding the lock: every writer of these directories holds it, so no temp file there
+        is in use. Returns what was removed."""
+        removed = []
+        for directory in (self.paths.networks_dir, self.paths.autostart_dir,
+                          self.paths.status_dir):
+            try:
+                entries = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.startswith(".") and entry.endswith(".tmp"):
+                    if remove_file(directory / entry, durable=False):
+                        removed.append(directory / entry)
+        return removed
 
     def all_names(self) -> list[str]:
         """Every known network: defined ones and transient active ones, sorted like virsh

@@ -158,8 +158,11 @@ def test_the_cli_lab_tears_down_when_interrupted(signum: int, tmp_path: Path) ->
     definition = tmp_path / "net.xml"
     definition.write_text(DEFINITIONS["nat"])
     before = set(Path("/run/netns").iterdir()) if Path("/run/netns").exists() else set()
+    # as from a terminal: SIGINT at its default even when pytest runs as a background job
+    # (whose SIGINT the shell ignores, and children would inherit that)
     proc = subprocess.Popen([sys.executable, "-m", "virtnet.cli", "lab", str(definition)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         ours: set[Path] = set()

@@ -236,7 +236,14 @@ def test_outputs_match_virsh(
     libvirt: Any, tmp_path: Path, files: dict[str, Path], private_netns: str
 ) -> None:
     lv = libvirt
-    state = tmp_path / "state"
+    # dnsmasq drops root and reads its hosts files as nobody: a start refuses a state
+    # directory under pytest's private tmp_path (virtnet.privilege.check_dnsmasq_dir)
+    import shutil
+    import tempfile
+
+    state = Path(tempfile.mkdtemp(prefix="vnt-defs-")) / "state"
+    state.parent.chmod(0o755)
+    request_cleanup = lambda: shutil.rmtree(state.parent, ignore_errors=True)  # noqa: E731
     try:
         same(lv, state, "net-list", "--all")  # the empty table
         for name in ("default", "a-much-longer-network-name", "Zed"):
@@ -279,3 +286,4 @@ def test_outputs_match_virsh(
         for name in ("default", "a-much-longer-network-name", "Zed"):
             lv.forget(name)
             ours(state, "net-destroy", name, netns=private_netns)
+        request_cleanup()

@@ -1,0 +1,83 @@
+"""What virtnet needs to be allowed to do, checked before it does anything.
+
+Commands that only read (validate, format, plan, dnsmasq-conf, net-list/net-info/net-dumpxml of
+a state directory the user can read) need no privilege. Commands that change the host's network
+(net-start, net-create, net-destroy, net-update --live, port-create, port-delete, autostart at
+boot) need CAP_NET_ADMIN in the effective set; without it they refuse with one message before
+taking the lock or touching a file, instead of failing at the first netlink call with half a
+plan to undo.
+
+dnsmasq drops root after start (to ``nobody``) and re-reads its DHCP hosts file and addn-hosts
+file on SIGHUP as that user: a directory on their path that other users cannot traverse makes
+it silently keep the old reservations. A start or live update that has reservations to serve
+from such a directory is refused with the reason (see :func:`check_dnsmasq_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from virtnet.errors import HostError
+
+CAP_NET_ADMIN = 12  # linux/capability.h
+PROC_STATUS = Path("/proc/self/status")
+
+
+class PrivilegeError(HostError):
+    """The operation needs a capability this process does not have."""
+
+
+def effective_capabilities(status_text: str | None = None) -> int:
+    """The effective capability set (CapEff of /proc/self/status) as a bit mask."""
+    text = status_text if status_text is not None else PROC_STATUS.read_text()
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split(":", 1)[1].strip(), 16)
+    raise HostError(f"{PROC_STATUS} has no CapEff line")
+
+
+def has_net_admin(status_text: str | None = None) -> bool:
+    return bool(effective_capabilities(status_text) >> CAP_NET_ADMIN & 1)
+
+
+def require_net_admin(operation: str) -> None:
+    """Refuse ``operation`` (a verb, e.g. "net-start") unless CAP_NET_ADMIN is effective."""
+    if not has_net_admin():
+        raise PrivilegeError(
+            f"permission denied: {operation} changes the host's network and needs "
+            "CAP_NET_ADMIN (run it as root); nothing was changed"
+        )
+
+
+def untraversable_ancestor(path: Path) -> Path | None:
+    """The first directory from ``/`` down to ``path`` that other users cannot enter
+    (no o+x), or None when every one of them can be entered. Missing directories are
+    created 0755 by virtnet, so they do not count."""
+    current = Path("/")
+    for part in Path(os.path.abspath(path)).parts[1:]:
+        current = current / part
+        try:
+            mode = os.stat(current).st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return current
+    return None
+
+
+def check_dnsmasq_dir(network: str, directory: Path, has_hosts: bool) -> None:
+    """Refuse a network whose dnsmasq would serve reservations (``has_hosts``) from files
+    under ``directory`` that dnsmasq, once it dropped root, cannot reach."""
+    if not has_hosts:
+        return
+    blocked = untraversable_ancestor(directory)
+    if blocked is not None:
+        mode = stat.S_IMODE(os.stat(blocked).st_mode)
+        raise HostError(
+            f"network '{network}': dnsmasq reads its DHCP hosts and addn-hosts files in "
+            f"{directory} as user nobody after dropping root, but {blocked} (mode {mode:04o}) "
+            "cannot be entered by other users, so reservation changes would be silently "
+            f"ignored; use a --state-dir whose parents are traversable (chmod o+x {blocked})"
+        )
