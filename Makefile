@@ -8,7 +8,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 nftables dnsm
 	udhcpc dhcpcd-base isc-dhcp-client dpkg-dev xz-utils curl iptables graphviz \
 	libvirt-daemon libvirt-daemon-system libvirt-clients
 
-.PHONY: demo test deps venv corpus bench clean
+.PHONY: demo test deps venv corpus bench clean fuzz soak
 
 deps: .stamp-apt
 .stamp-apt:
@@ -42,6 +42,14 @@ test: venv corpus
 
 bench: venv corpus
 	$(PY) bench/run_all.py
+
+# hostile input: >= 100,000 definitions and command lines (bench/fuzz.py, seeded, replayable)
+fuzz: venv
+	$(PY) bench/fuzz.py --count 100000
+
+# long runs in a namespace: 500 start/stop and 5000 port cycles, then no leak (bench/soak.py)
+soak: venv
+	$(PY) bench/soak.py --cycles 500 --port-cycles 5000
 
 clean:
 	rm -rf $(VENV) .stamp-apt build *.egg-info

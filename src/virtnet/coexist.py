@@ -218,12 +218,26 @@ class AllowThroughOtherFirewalls(Action):
                 "forward/input chains (found when applied)")
 
     def commands(self) -> list[str]:
-        lines = ["nft -j list ruleset   # find other tables' dropping forward/input chains"]
+        # What apply decides from the live ruleset, as shell conditions on that ruleset, so
+        # the lines stay runnable: they add nothing where no other firewall drops traffic.
+        lines = ["# open other firewalls' dropping chains for this network's traffic, if any"]
         for allowance in self.allowances():
             binary = "iptables" if allowance.version == 4 else "ip6tables"
-            args = " ".join(allowance.iptables)
-            lines.append(f"{binary} -I DOCKER-USER|FORWARD|INPUT 1 {args} "
-                         f"-m comment --comment {self.comment}   # iptables-nft tables")
+            family = "ip" if allowance.version == 4 else "ip6"
+            spec = " ".join([*allowance.iptables[:-2], "-m", "comment", "--comment",
+                             self.comment, *allowance.iptables[-2:]])
+            chain = "INPUT" if allowance.hook == "input" else "FORWARD"
+            drops = (f"nft list chain {family} filter {chain} 2>/dev/null "
+                     "| grep -q 'policy drop'")
+            if chain == "FORWARD":
+                has_user = f"nft list chain {family} filter {DOCKER_USER} >/dev/null 2>&1"
+                lines.append(f"if {has_user}; then {binary} -w 5 -t filter -I {DOCKER_USER} 1 "
+                             f"{spec}; elif {drops}; then {binary} -w 5 -t filter -I FORWARD 1 "
+                             f"{spec}; fi")
+            else:
+                lines.append(f"if {drops}; then {binary} -w 5 -t filter -I INPUT 1 {spec}; fi")
+            lines.append(f"# other nftables tables dropping on the {allowance.hook} hook get: "
+                         f"insert rule ... {allowance.nft} comment \"{self.comment}\"")
         return lines
 
     def apply(self, host: Host) -> None:

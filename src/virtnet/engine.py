@@ -794,8 +794,12 @@ class Engine:
 
 def _usable_name(name: str) -> bool:
     # A name too long to be a file name (NAME.ports, .NAME.xml.XXXXXXXX.tmp) cannot be known.
+    try:
+        size = len(name.encode(errors="surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate: no file name has one (found by fuzzing)
+        return False
     return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".") \
-        and len(name.encode(errors="surrogateescape")) <= 200
+        and size <= 200
 
 
 def _raise_problems(problems: list[Problem], name: str) -> None:

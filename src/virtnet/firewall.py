@@ -37,6 +37,8 @@ traffic of the bridge is left alone, as libvirt leaves ip6tables alone.
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import re
 from dataclasses import dataclass
@@ -314,6 +316,14 @@ def _elements(net: Network, names: ChainNames, bridge: str) -> list[tuple[str, s
     ]
 
 
+def _comment_name(name: str) -> str:
+    """The network's name for a comment line: as it is when plain, else quoted with escapes
+    (a name may hold quotes and control characters; found by fuzzing)."""
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        return name
+    return json.dumps(name)
+
+
 def render_ruleset(net: Network, *, table: str = TABLE) -> str:
     """The nft script that loads NET's rules (one atomic, idempotent transaction)."""
     if not firewall_needed(net):
@@ -325,7 +335,7 @@ def render_ruleset(net: Network, *, table: str = TABLE) -> str:
     names = chain_names(net.name)
     nat_rules = _nat_rules(net, dev)
     lines = [
-        f"# virtnet network {net.name}: forward mode {net.forward_mode.value}, "
+        f"# virtnet network {_comment_name(net.name)}: forward mode {net.forward_mode.value}, "
         f"bridge {net.bridge_name}",
         *_skeleton(table),
     ]
@@ -368,7 +378,7 @@ def render_teardown(net: Network, *, table: str = TABLE) -> str:
     chains = [names.to_bridge, names.from_bridge, names.input, names.output]
     if has_nat:
         chains.append(names.nat)
-    lines = [f"# virtnet network {net.name}: remove its rules", f"add table {t}"]
+    lines = [f"# virtnet network {_comment_name(net.name)}: remove its rules", f"add table {t}"]
     lines.extend(
         f"add map {t} {name} {{ type ifname : verdict; }}"
         for name in (MAP_TO_BRIDGE, MAP_FROM_BRIDGE, MAP_INPUT, MAP_OUTPUT)

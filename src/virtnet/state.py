@@ -58,7 +58,11 @@ def check_name(name: str) -> str:
     """Refuse names that cannot safely become a file name (the name is part of every path)."""
     if not name or "/" in name or "\0" in name or name in (".", "..") or name.startswith("."):
         raise StateError(f"network name {name!r} cannot be used as a file name")
-    if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
+    try:
+        size = len(name.encode(errors="surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate (found by fuzzing)
+        raise StateError(f"network name {name!r} cannot be used as a file name") from None
+    if size > MAX_NAME_BYTES:
         raise StateError(f"network name '{name[:40]}...' is too long to be used as a file name "
                          f"(at most {MAX_NAME_BYTES} bytes)")
     return name

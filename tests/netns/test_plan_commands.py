@@ -163,14 +163,7 @@ def stop_what_the_shell_started(ns: str, state: Path) -> None:
         leftover.unlink()
 
 
-# The start plan of isolated, nat and route networks has virtnet.coexist's
-# AllowThroughOtherFirewalls step, whose commands() print a description
-# ("iptables -I DOCKER-USER|FORWARD|INPUT 1 ...") rather than lines a shell can run. Strict:
-# once that step renders runnable commands, these cases pass and the mark must go.
-COEXIST_GAP = pytest.mark.xfail(
-    strict=True, reason="AllowThroughOtherFirewalls.commands() are not runnable shell lines")
-CASES = [pytest.param(case, marks=[] if case == "open-no-dhcp" else [COEXIST_GAP], id=case)
-         for case in DEFINITIONS]
+CASES = [pytest.param(case, id=case) for case in DEFINITIONS]
 
 
 def compare(fresh_ns: Any, xml: str, skip_kinds: tuple[str, ...] = ()) -> None:
@@ -231,10 +224,3 @@ def plan_of(data: dict[str, Any]) -> Any:
 def test_plan_commands_equal_net_start(fresh_ns: Any, case: str) -> None:
     compare(fresh_ns, DEFINITIONS[case])
 
-
-@pytest.mark.parametrize("case", [c for c in DEFINITIONS if c != "open-no-dhcp"])
-def test_every_other_step_of_the_plan_equals_net_start(fresh_ns: Any, case: str) -> None:
-    """What the strict xfail above leaves unchecked: the plan's other steps (bridge, sysctls,
-    firewall table, addresses, routes, dnsmasq) do match net-start. With no other firewall in
-    a fresh namespace, the skipped step changes nothing when net-start applies it."""
-    compare(fresh_ns, DEFINITIONS[case], skip_kinds=("allow-through-other-firewalls",))
