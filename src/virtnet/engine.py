@@ -448,7 +448,7 @@ class Engine:
 
     def _stop(self, status: NetworkStatus, keep_leases: bool) -> None:
         from virtnet.plan import CRASH_AFTER_UNDO_STEP_ENV, Action, crash_point
-        from virtnet.ports import register_action_kinds, remove_network_ports
+        from virtnet.ports import remove_network_ports
 
         if status.active:
             # Recorded inactive before the first undo: a destroy killed halfway leaves an
@@ -458,8 +458,6 @@ class Engine:
             self.store.write_status(status)
         remove_network_ports(self, status.name)  # guests' ports go before their network
         _register_day_two_kinds()
-        # only if the record holds a kind not loaded yet (e.g. the network's own bandwidth)
-        register_action_kinds(data.get("kind") for data in status.actions)
         actions = [Action.from_dict(data) for data in status.actions]
         with self.host() as host:
             failed = self._undo_all(

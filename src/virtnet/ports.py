@@ -36,7 +36,7 @@ import copy
 import json
 import os
 import uuid as uuid_module
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1015,20 +1015,9 @@ class PortManager:
         return errors
 
 
-def register_action_kinds(kinds: Iterable[str | None] | None = None) -> None:
+def register_action_kinds() -> None:
     """Import every module that defines actions recorded in network and port status, so
-    Action.from_dict knows their kinds in any process that reads the state back.
-
-    With KINDS (those of a record about to be read back), only if one of them is not known
-    yet: a plain network's record needs none of these modules, and importing them costs a
-    ``net-destroy`` more than the rest of its Python work.
-    """
-    if kinds is not None:
-        from virtnet.plan import Action
-
-        known = set(Action.registered_kinds())
-        if all(kind in known for kind in kinds):
-            return
+    Action.from_dict knows their kinds in any process that reads the state back."""
     import virtnet.bandwidth
     import virtnet.drivers.direct
     import virtnet.drivers.hostdev

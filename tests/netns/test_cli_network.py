@@ -333,3 +333,21 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"pid {pid} still alive after {timeout}s")
+
+
+def test_start_list_destroy_never_import_pyroute2(netns_kit: Any, tmp_path: Path) -> None:
+    """The network verbs speak rtnetlink themselves (virtnet.host.rtnl): pyroute2's import
+    alone costs more than a whole net-start should take."""
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    virtnet(ns, state, "net-define", str(write(tmp_path, "n", bridged_xml("n", "nat", "10.78.0"))))
+    for args in (("net-start", "n"), ("net-list", "--all"), ("net-info", "n"),
+                 ("net-destroy", "n")):
+        argv = [sys.executable, "-X", "importtime", "-m", "virtnet.cli", "--netns", ns,
+                "--state-dir", str(state), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")]
+        assert "virtnet.engine" in imported, args  # the listing is real, not empty
+        assert not [name for name in imported if name.startswith("pyroute2")], args

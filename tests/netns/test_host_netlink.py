@@ -195,6 +195,46 @@ def _facts():
         return read_facts(host)
 
 
+def _dumps():
+    from virtnet.host import Host
+
+    with Host() as host:
+        links = [
+            (link.name, link.index, link.kind, link.up, link.mac, link.mtu, link.master,
+             link.stp, link.forward_delay)
+            for link in host.links()
+        ]
+        addresses = sorted((a.link, str(a.interface)) for a in host.addresses())
+        routes = sorted(
+            (str(r.destination), r.link, str(r.gateway) if r.gateway else None, r.metric)
+            for r in host.routes()
+        )
+        return links, addresses, routes
+
+
+def _vlan_filtering_bridge():
+    from virtnet.host import Host
+
+    with Host() as host:
+        try:
+            host.create_bridge("vbr0", stp=False, vlan_filtering=True)
+        except HostError as exc:
+            return str(exc)
+        return None
+
+
+def _deletes_on_a_missing_link():
+    from virtnet.host import Host
+
+    with Host() as host:
+        return (
+            host.delete_address("nope0", ip4("192.168.50.1/24")),
+            host.delete_route("nope0", net("10.60.0.0/16"), addr("192.168.50.7")),
+            host.delete_link("nope0"),
+            host.set_link_down("nope0"),
+        )
+
+
 # --- tests -----------------------------------------------------------------------------------
 
 
@@ -373,3 +413,127 @@ def test_run_never_uses_a_shell_and_reports_failures():
         host.run(["vnt-no-such-tool"])
     with pytest.raises(HostError, match="did not finish within 0 s"):
         host.run(["sleep", "5"], timeout=0.2)
+
+
+# --- the raw rtnetlink layer against iproute2 ----------------------------------------------------
+
+
+def _setup_for_dumps(kit, ns):
+    steps = [
+        ["link", "add", "br0", "address", "52:54:00:aa:bb:cc", "mtu", "1400", "type", "bridge",
+         "stp_state", "1", "forward_delay", "500"],
+        ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+        ["link", "set", "v0", "master", "br0"],
+        ["link", "set", "br0", "up"], ["link", "set", "v0", "up"], ["link", "set", "v1", "up"],
+        ["address", "add", "192.168.5.1/24", "dev", "br0"],
+        ["address", "add", "10.9.9.1/32", "peer", "10.9.9.2", "dev", "v1"],
+        ["address", "add", "2001:db8::1/64", "dev", "br0", "nodad"],
+        ["route", "add", "10.1.0.0/16", "via", "192.168.5.7", "metric", "5"],
+        ["route", "add", "default", "via", "192.168.5.254"],
+        ["-6", "route", "add", "2001:db8:1::/48", "via", "2001:db8::9", "dev", "br0",
+         "metric", "7"],
+        ["route", "add", "10.2.0.0/16", "nexthop", "via", "192.168.5.8", "nexthop", "via",
+         "192.168.5.9"],
+        ["route", "add", "blackhole", "10.3.0.0/16"],
+        ["route", "add", "10.4.0.0/16", "dev", "br0", "table", "300"],
+    ]
+    for argv in steps:
+        kit.run(["ip", "-n", ns, *argv])
+
+
+def _expected_dumps(kit, ns):
+    """What iproute2 shows, in the shape of Host.links/addresses/routes (main table,
+    unicast)."""
+    shown = kit.ns_json(ns, ["-d", "link", "show"])
+    index_of = {link["ifname"]: link["ifindex"] for link in shown}
+    links = []
+    for link in shown:
+        info = link.get("linkinfo", {})
+        data = info.get("info_data", {}) if info.get("info_kind") == "bridge" else {}
+        links.append((
+            link["ifname"], link["ifindex"], info.get("info_kind"), "UP" in link["flags"],
+            link.get("address"), link["mtu"], index_of.get(link.get("master")),
+            bool(data["stp_state"]) if data else None,
+            data["forward_delay"] // 100 if data else None,
+        ))
+    addresses = sorted(
+        (link["ifname"], f"{info['local']}/{info['prefixlen']}")
+        for link in kit.ns_json(ns, ["address", "show"]) for info in link["addr_info"]
+    )
+    routes = []
+    for family, default, host_prefix in (("-4", "0.0.0.0/0", 32), ("-6", "::/0", 128)):
+        for route in kit.ns_json(ns, [family, "-d", "route", "show", "table", "main"]):
+            if route.get("type", "unicast") != "unicast":
+                continue
+            dst = route["dst"]
+            dst = default if dst == "default" else dst if "/" in dst else f"{dst}/{host_prefix}"
+            routes.append((dst, route.get("dev"), route.get("gateway"), route.get("metric", 0)))
+    return links, addresses, sorted(routes)
+
+
+def test_dumps_of_links_addresses_and_routes_match_iproute2(netns_kit):
+    # veth enslaved to a bridge, an IPv4 peer address, IPv6, routes with gateway and metric,
+    # a default route, a multipath route (no single link), a blackhole and a route in
+    # another table (both left out)
+    ns = netns_kit.make_netns()
+    _setup_for_dumps(netns_kit, ns)
+    links, addresses, routes = netns_kit.run_in_netns(ns, _dumps)
+    expected_links, expected_addresses, expected_routes = _expected_dumps(netns_kit, ns)
+    assert links == expected_links
+    assert addresses == expected_addresses
+    assert routes == expected_routes
+    # the cases are really there: not an empty comparison
+    assert ("10.2.0.0/16", None, None, 0) in routes
+    assert ("2001:db8:1::/48", "br0", "2001:db8::9", 7) in routes
+    assert ("v1", "10.9.9.1/32") in addresses
+    assert not any(dst in ("10.3.0.0/16", "10.4.0.0/16") for dst, *_ in routes)
+    assert [link[2] for link in links if link[0] in ("br0", "v0")] == ["bridge", "veth"]
+
+
+def test_bridge_vlan_filtering_is_set_or_its_absence_is_named(netns_kit):
+    ns = netns_kit.make_netns()
+    message = netns_kit.run_in_netns(ns, _vlan_filtering_bridge)
+    if message is None:
+        data = netns_kit.ns_json(ns, ["-d", "link", "show", "vbr0"])[0]["linkinfo"]["info_data"]
+        assert data["vlan_filtering"] == 1
+    else:
+        assert "CONFIG_BRIDGE_VLAN_FILTERING" in message
+        assert netns_kit.ns_links(ns) == ["lo"]
+
+
+def test_deletes_on_a_missing_link_find_nothing(netns_kit):
+    ns = netns_kit.make_netns()
+    assert netns_kit.run_in_netns(ns, _deletes_on_a_missing_link) == (False, False, False, False)
+
+
+HOST_PATHS_WITHOUT_PYROUTE2 = """
+import ipaddress, sys
+from virtnet.host.netns import enter_netns
+enter_netns(sys.argv[1])
+from virtnet.host import Host
+from virtnet.host.facts import read_facts
+with Host() as host:
+    host.create_bridge("vbr0", stp=True, forward_delay=0, mac="52:54:00:00:00:01", mtu=1400)
+    host.add_address("vbr0", ipaddress.ip_interface("192.168.50.1/24"))
+    host.add_address("vbr0", ipaddress.ip_interface("2001:db8:50::1/64"))
+    host.set_link_up("vbr0")
+    host.add_route("vbr0", ipaddress.ip_network("10.60.0.0/16"),
+                   ipaddress.ip_address("192.168.50.7"), 9)
+    facts = read_facts(host)
+    assert "vbr0" in facts.links and facts.routes_to(ipaddress.ip_network("10.60.0.0/16"))
+    host.delete_route("vbr0", ipaddress.ip_network("10.60.0.0/16"),
+                      ipaddress.ip_address("192.168.50.7"), 9)
+    host.delete_address("vbr0", ipaddress.ip_interface("192.168.50.1/24"))
+    host.delete_link("vbr0")
+print(sorted(name for name in sys.modules if name.split(".")[0] == "pyroute2"))
+"""
+
+
+def test_host_netlink_paths_never_import_pyroute2(netns_kit):
+    # a fresh interpreter: the pytest process (and so its forked children) may have it loaded
+    ns = netns_kit.make_netns()
+    proc = subprocess.run([sys.executable, "-c", HOST_PATHS_WITHOUT_PYROUTE2, ns],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert netns_kit.ns_links(ns) == ["lo"]

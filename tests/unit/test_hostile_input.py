@@ -184,17 +184,22 @@ def test_the_checker_sees_shell_uses() -> None:
 
 
 def functions_with_shell(path: Path) -> dict[str, list[str]]:
+    """Shell uses of PATH by the outermost function holding them ("<module>" outside any)."""
     tree = ast.parse(path.read_text(), str(path))
     found: dict[str, list[str]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            uses = shell_uses(node)
-            if uses:
-                found[node.name] = uses
-    module_level = shell_uses(tree)
-    inner = sum(len(v) for v in found.values())
-    if len(module_level) > inner:
-        found["<module>"] = module_level
+    for node in tree.body:
+        name = node.name if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef |
+                                       ast.ClassDef) else "<module>"
+        if isinstance(node, ast.ClassDef):  # methods count as functions of their own
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    uses = shell_uses(item)
+                    if uses:
+                        found.setdefault(item.name, []).extend(uses)
+            continue
+        uses = shell_uses(node)
+        if uses:
+            found.setdefault(name, []).extend(uses)
     return found
 
 

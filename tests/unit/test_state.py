@@ -22,6 +22,7 @@ from virtnet.state import (
     StateStore,
     atomic_write,
     check_name,
+    remove_file,
 )
 
 
@@ -214,3 +215,92 @@ def test_lock_serialises_read_modify_write_across_processes(tmp_path: Path) -> N
         worker.join(timeout=60)
         assert worker.exitcode == 0
     assert counter.read_text() == "100"
+
+
+# --- runtime records: not fsynced, and the journal of a start in progress ---------------------
+
+
+def _status(name: str = "n") -> NetworkStatus:
+    return NetworkStatus(name=name, uuid="u", bridge="virbr0", live_xml="<network/>",
+                         started_at=1234.5, active=False)
+
+
+def test_runtime_writes_are_atomic_without_fsync(tmp_path: Path) -> None:
+    target = tmp_path / "run" / "x.json"
+    atomic_write(target, "a" * 10000, durable=False)
+    atomic_write(target, "short", durable=False)
+    assert target.read_text() == "short"
+    assert os.listdir(target.parent) == ["x.json"]
+    assert remove_file(target, durable=False) is True
+    assert remove_file(target, durable=False) is False
+
+
+def test_status_record_is_one_line_of_compact_json(store: StateStore) -> None:
+    status = _status()
+    status.actions.append({"kind": "k", "text": "x" * 100})
+    store.write_status(status)
+    text = store.paths.status("n").read_text()
+    assert text.count("\n") == 1  # one line: the C encoder, not the indented one
+    assert json.loads(text)["actions"] == [{"kind": "k", "text": "x" * 100}]
+
+
+def test_journal_reads_back_as_an_interrupted_start(store: StateStore) -> None:
+    status = _status()
+    with store.begin_status(status) as journal:
+        assert not store.journal_path("n").exists()  # nothing before the first step
+        journal.append({"kind": "a", "n": 1})
+        journal.append({"kind": "b", "text": "line\nbreak"})  # JSON escapes the newline
+    assert mode_of(store.journal_path("n")) == 0o600
+    read = store.read_status("n")
+    assert read is not None and read.active is False
+    assert read.actions == [{"kind": "a", "n": 1}, {"kind": "b", "text": "line\nbreak"}]
+    assert (read.name, read.bridge, read.started_at) == ("n", "virbr0", 1234.5)
+    assert store.status_names() == ["n"]
+    assert store.all_names() == ["n"]
+
+
+def test_journal_line_cut_by_a_crash_is_ignored(store: StateStore) -> None:
+    with store.begin_status(_status()) as journal:
+        journal.append({"kind": "a"})
+    with open(store.journal_path("n"), "ab") as handle:
+        handle.write(b'{"kind": "b", "cut')  # killed in the middle of the second record
+    read = store.read_status("n")
+    assert read is not None and read.actions == [{"kind": "a"}]
+
+
+def test_journal_cut_before_its_first_line_holds_nothing(store: StateStore) -> None:
+    store.paths.status_dir.mkdir(parents=True)
+    store.journal_path("n").write_bytes(b'{"name": "n", "uu')
+    assert store.read_status("n") is None
+
+
+def test_corrupt_journal_is_a_clear_error(store: StateStore) -> None:
+    with store.begin_status(_status()) as journal:
+        journal.append({"kind": "a"})
+    with open(store.journal_path("n"), "ab") as handle:
+        handle.write(b"not json\n")
+    with pytest.raises(StateError, match="unreadable status journal"):
+        store.read_status("n")
+
+
+def test_completed_record_supersedes_and_removes_the_journal(store: StateStore) -> None:
+    status = _status()
+    with store.begin_status(status) as journal:
+        journal.append({"kind": "a"})
+    status.actions = [{"kind": "a"}]
+    status.active = True
+    store.write_status(status)
+    assert not store.journal_path("n").exists()
+    assert store.read_status("n") == status
+
+
+def test_delete_status_removes_record_and_journal(store: StateStore) -> None:
+    with store.begin_status(_status()) as journal:
+        journal.append({"kind": "a"})
+    store.write_status(_status())
+    with store.begin_status(_status()) as journal:  # a leftover next to the record
+        journal.append({"kind": "b"})
+    assert store.read_status("n") == _status()  # the record wins over a journal
+    store.delete_status("n")
+    assert os.listdir(store.paths.status_dir) == []
+    assert store.read_status("n") is None

@@ -23,6 +23,7 @@ through on purpose (documented as root-equivalent) and are left out of the oracl
 from __future__ import annotations
 
 import copy
+import os
 import random
 import re
 import signal
@@ -64,7 +65,9 @@ UPDATE_SNIPPETS = (
     "<host mac='{v}' ip='{ip}'/>",
     "{v}",
 )
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u0085\u2028\u2029]")
+# dnsmasq and nft end a line at "\n" only (not at U+2028 and the like, as str.splitlines
+# would): these are what must never be inside one of their lines.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class Hang(Exception):
@@ -201,13 +204,14 @@ def check_dnsmasq(net: Any) -> None:
     if not needs_dnsmasq(net):
         return
     conf = render_conf(net)
-    for line in conf.splitlines():
+    for line in conf.split("\n"):
         assert not CONTROL.search(line), f"control character in dnsmasq conf line {line!r}"
         if _without_passthrough(net):
-            assert line.startswith("#") or re.fullmatch(r"[a-z][a-z0-9-]*(=.*)?", line), \
+            assert not line or line.startswith("#") \
+                or re.fullmatch(r"[a-z][a-z0-9-]*(=.*)?", line), \
                 f"not a dnsmasq directive: {line!r}"
     for text in (render_hostsfile(net), render_addnhosts(net)):
-        for line in text.splitlines():
+        for line in text.split("\n"):
             assert not CONTROL.search(line), f"control character in dnsmasq hosts line {line!r}"
 
 
@@ -222,7 +226,7 @@ def check_nft(net: Any) -> None:
     if not firewall_needed(net):
         return
     ruleset = render_ruleset(net)
-    for line in ruleset.splitlines():
+    for line in ruleset.split("\n"):
         assert not CONTROL.search(line), f"control character in nft line {line!r}"
         if line.lstrip().startswith("#"):
             continue  # a comment ends at the line's end, whatever it holds
@@ -324,6 +328,9 @@ def hostile_argv(rng: random.Random, files: list[str]) -> list[str]:
     for _ in range(rng.randrange(0, 5)):
         argv.append(rng.choice((hostile(rng), rng.choice(files), "--json", "--inactive",
                                 "--all", "--mac", "--parent-index", "-1", "--live")))
+    # as the kernel hands them over: bytes, decoded like Python decodes sys.argv (a lone
+    # surrogate such as U+D800 cannot come from a command line)
+    argv = [os.fsdecode(token.encode("utf-8", "surrogatepass")) for token in argv]
     if verb in ("net-start", "--netns"):
         return ["--direct", *argv]  # the splitter sees it; click never runs it
     return argv
