@@ -522,7 +522,9 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
         path = Path(tmp) / f"{record.name}.xml"
         path.write_text(original)
         while True:
-            result = subprocess.run(f"{editor} {shlex.quote(str(path))}", shell=True, check=False)
+            # $EDITOR may carry arguments ("code --wait"): split it as a shell would, but run
+            # it without one.
+            result = subprocess.run([*shlex.split(editor), str(path)], check=False)
             if result.returncode != 0:
                 fail(f"{editor} exited with status {result.returncode}; "
                      f"network {record.name} left unchanged")
