@@ -132,6 +132,7 @@ class NetlinkFailure(HostError):
     def __reduce__(self) -> tuple[object, ...]:
         return (NetlinkFailure, (self.what, self.code))
 
+
 # The kernel's macvlan modes (include/uapi/linux/if_link.h), keyed by libvirt's names.
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthrough": 8}
 
