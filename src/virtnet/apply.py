@@ -303,18 +303,9 @@ def run_steps(host: Host, steps: list[Step]) -> None:
 # --- the engine side ------------------------------------------------------------------------
 
 
-def _register_kinds() -> None:
-    from virtnet.ports import register_action_kinds
-
-    register_action_kinds()
-    import virtnet.coexist  # noqa: F401 - action kinds recorded in status
-    import virtnet.forwards  # noqa: F401
-
-
 def plan_diff(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff:
     """The diff between RECORD (active) and NET, with the host's current facts."""
     assert record.status is not None and record.live is not None
-    _register_kinds()
     old = [Action.from_dict(data) for data in record.status.actions]
     with engine.host() as host:
         facts = engine._facts(host)

@@ -457,7 +457,6 @@ class Engine:
             status.active = False
             self.store.write_status(status)
         remove_network_ports(self, status.name)  # guests' ports go before their network
-        _register_day_two_kinds()
         actions = [Action.from_dict(data) for data in status.actions]
         with self.host() as host:
             failed = self._undo_all(
@@ -546,10 +545,6 @@ class Engine:
 
     def _restart_dnsmasq(self, status: NetworkStatus) -> None:
         from virtnet.plan import Action
-        from virtnet.ports import register_action_kinds
-
-        register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
-        _register_day_two_kinds()
         for index, data in enumerate(status.actions):
             action = Action.from_dict(data)
             if _is_dnsmasq_process(action):
@@ -726,10 +721,6 @@ class Engine:
         SRV...) needs a restart, as in libvirt.
         """
         from virtnet.plan import Action, Plan
-        from virtnet.ports import register_action_kinds
-
-        register_action_kinds()  # macvtap, tap, VF and tc actions are defined elsewhere
-        _register_day_two_kinds()
         old_actions = [Action.from_dict(data) for data in status.actions]
         old_specs = [action.spec() for action in old_actions]
         with self.host() as host:
@@ -809,12 +800,6 @@ def _day_two_actions(net: Network) -> list[Action]:
     from virtnet import coexist, forwards
 
     return [*forwards.plan_actions(net), *coexist.plan_actions(net)]
-
-
-def _register_day_two_kinds() -> None:
-    """Action kinds of port forwards and firewall coexistence, for Action.from_dict."""
-    import virtnet.coexist
-    import virtnet.forwards  # noqa: F401
 
 
 def _coexistence(status: NetworkStatus | None) -> list[dict[str, Any]]:

@@ -112,7 +112,7 @@ class Action(abc.ABC):
         data = dict(data)
         kind = data.pop("kind", None)
         if isinstance(kind, str) and kind not in Action._registry:
-            _import_action_modules()  # a record written by a process that had them loaded
+            _import_action_module(kind)  # recorded by a process that had its module loaded
         action_type = Action._registry.get(kind) if isinstance(kind, str) else None
         if action_type is None:
             raise ValueError(f"unknown action kind {kind!r}")
@@ -127,23 +127,27 @@ class Action(abc.ABC):
         return sorted(Action._registry)
 
 
-# Modules outside this one that define Action kinds. They are imported only when a recorded
-# action of an unknown kind is read back, so a plain network's start and destroy never pay for
-# them.
-ACTION_MODULES = (
-    "virtnet.bandwidth",
-    "virtnet.coexist",
-    "virtnet.drivers.direct",
-    "virtnet.drivers.hostdev",
-    "virtnet.drivers.tap",
-    "virtnet.forwards",
-)
+# Action kinds defined outside this module, and where. A recorded action of one of these kinds
+# imports just its module when read back, so a plain network's destroy pays for nothing else.
+KIND_MODULES = {
+    "allow-through-other-firewalls": "virtnet.coexist",
+    "apply-shaping": "virtnet.bandwidth",
+    "plug-floor": "virtnet.bandwidth",
+    "create-macvtap": "virtnet.drivers.direct",
+    "set-uplink-mac": "virtnet.drivers.direct",
+    "use-uplink": "virtnet.drivers.direct",
+    "create-tap": "virtnet.drivers.tap",
+    "reserve-vf": "virtnet.drivers.hostdev",
+    "use-vf-pool": "virtnet.drivers.hostdev",
+    "load-forwards": "virtnet.forwards",
+}
 
 
-def _import_action_modules() -> None:
+def _import_action_module(kind: str) -> None:
     import importlib
 
-    for module in ACTION_MODULES:
+    module = KIND_MODULES.get(kind)
+    if module is not None:
         importlib.import_module(module)
 
 

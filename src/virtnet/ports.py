@@ -595,7 +595,6 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
         if not (directory / f"{port_uuid}.json").exists():
             from virtnet.plan import Action, Plan
 
-            register_action_kinds()
             # a line without its newline was cut by the kill: its step was not recorded
             lines = path.read_bytes().split(b"\n")[:-1]
             actions = [Action.from_dict(json.loads(line)) for line in lines]
@@ -983,7 +982,6 @@ class PortManager:
     def _undo(self, record: PortRecord) -> None:
         from virtnet.plan import Action, Plan
 
-        register_action_kinds()
         actions = [Action.from_dict(data) for data in record.actions]
         with self.engine.host() as host:
             Plan(record.network, actions).undo(host)
@@ -1013,15 +1011,6 @@ class PortManager:
                 self._session.pop(network, None)
             self._names = None
         return errors
-
-
-def register_action_kinds() -> None:
-    """Import every module that defines actions recorded in network and port status, so
-    Action.from_dict knows their kinds in any process that reads the state back."""
-    import virtnet.bandwidth
-    import virtnet.drivers.direct
-    import virtnet.drivers.hostdev
-    import virtnet.drivers.tap  # noqa: F401
 
 
 def _name_taken(exc: Exception, device: str) -> bool:
@@ -1054,7 +1043,6 @@ __all__ = [
     "normalize_mac",
     "parse_rate_option",
     "recover_interrupted_creates",
-    "register_action_kinds",
     "remove_network_ports",
     "resolve_portgroup",
     "tap_mac",

@@ -212,10 +212,6 @@ def compare(fresh_ns: Any, xml: str, skip_kinds: tuple[str, ...] = ()) -> None:
 
 def plan_of(data: dict[str, Any]) -> Any:
     from virtnet.plan import Plan
-    from virtnet.ports import register_action_kinds
-
-    register_action_kinds()
-    import virtnet.coexist  # noqa: F401 - its action kind, when the plan has it
 
     return Plan.from_dict(data)
 
