@@ -68,6 +68,9 @@ def _read_numbers(sys_root: Path, name: str, ifindex: int) -> tuple[int, int] | 
 def _numbers_through_private_sysfs(name: str, ifindex: int) -> tuple[int, int] | None:
     """Fork a helper that mounts a sysfs of this network namespace in a mount namespace of
     its own (nothing is visible outside it) and reads the device numbers there."""
+    # The mount point is made and removed here: the child's mount lives only in its own mount
+    # namespace, which dies with it, so the parent can always remove the empty directory.
+    where = tempfile.mkdtemp(prefix="virtnet-sysfs-")
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -78,14 +81,11 @@ def _numbers_through_private_sysfs(name: str, ifindex: int) -> tuple[int, int] |
             if libc.unshare(CLONE_NEWNS) == 0 and libc.mount(
                 None, b"/", None, MS_REC | MS_PRIVATE, None
             ) == 0:
-                where = tempfile.mkdtemp(prefix="virtnet-sysfs-")
                 if libc.mount(b"sysfs", where.encode(), b"sysfs", 0, None) == 0:
                     found = _read_numbers(Path(where), name, ifindex)
                     if found is not None:
                         os.write(write_fd, f"{found[0]}:{found[1]}".encode())
                         status = 0
-                    libc.umount2(where.encode(), 0)
-                os.rmdir(where)
         finally:
             os._exit(status)
     os.close(write_fd)
@@ -99,6 +99,7 @@ def _numbers_through_private_sysfs(name: str, ifindex: int) -> tuple[int, int] |
         except ProcessLookupError:
             pass
         os.waitpid(pid, 0)
+        os.rmdir(where)
     try:
         major, minor = data.decode().split(":")
         return int(major), int(minor)
