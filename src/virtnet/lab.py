@@ -118,19 +118,9 @@ def _sysctl(ns: str, key: str, value: str) -> None:
 
 def ns_pids(ns: str) -> list[int]:
     """Pids of the processes whose network namespace is NS."""
-    try:
-        target = os.stat(f"/run/netns/{ns}").st_ino
-    except FileNotFoundError:
-        return []
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+    from virtnet.host.netns import pids_in_netns
+
+    return pids_in_netns(ns)
 
 
 def call_in_netns(ns: str, fn: Callable[..., Any], *args: Any,

@@ -41,6 +41,7 @@ import pytest
 
 from virtnet.client import ApiError, Client, EventStream
 from virtnet.testing.daemon import VirtnetdProcess, script
+from virtnet.host.netns import pids_in_netns as pids_in
 
 pytestmark = pytest.mark.netns
 
@@ -75,17 +76,6 @@ def sh(*argv: str, check: bool = True, timeout: float = 30.0) -> subprocess.Comp
     return proc
 
 
-def pids_in(ns: str) -> list[int]:
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def new_netns(created: list[str]) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.testing.daemon import VirtnetdProcess, bytecode_env
+from virtnet.host.netns import pids_in_netns as _pids_in
 
 pytestmark = pytest.mark.netns
 
@@ -182,17 +183,6 @@ def setup() -> Iterator[tuple[VirtnetdProcess, Path]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _pids_in(ns: str) -> list[int]:
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 def test_every_verb_prints_the_same_direct_and_through_the_daemon(

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from virtnet.host.netns import pids_in_netns as pids_in
+
 pytestmark = pytest.mark.netns
 
 TIMEOUT_S = 60.0
@@ -39,17 +41,6 @@ def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]
     return proc
 
 
-def pids_in(ns: str) -> list[int]:
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 @dataclass

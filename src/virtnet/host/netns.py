@@ -62,3 +62,20 @@ def enter_netns(name: str) -> None:
 def current_netns_inode() -> int:
     """Inode of this process's network namespace (tells namespaces apart in tests)."""
     return os.stat("/proc/self/ns/net").st_ino
+
+
+def pids_in_netns(name: str) -> list[int]:
+    """Pids of the processes whose network namespace is /run/netns/NAME (none if it is gone)."""
+    try:
+        target = os.stat(f"/run/netns/{name}").st_ino
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "net").st_ino == target:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
