@@ -520,8 +520,10 @@ class Lab:
 
     def _add_ns(self, role: str) -> str:
         name = f"{NS_PREFIX}{self.token}-{role}"
-        _run(["ip", "netns", "add", name])
+        # recorded before it exists: an interrupt while `ip netns add` runs must not leave a
+        # namespace that teardown does not know (deleting a missing one is harmless)
         self.namespaces[role] = name
+        _run(["ip", "netns", "add", name])
         _ip(name, "link", "set", "lo", "up")
         return name
 
