@@ -407,6 +407,33 @@ def require_tools(*tools: str) -> None:
             pytest.skip(f"needs {tool}")
 
 
+@dataclass
+class Snapshot:
+    """Everything of a namespace a network could leave behind, plus the state files."""
+
+    links: list[str]
+    addresses: list[str]
+    routes: list[str]
+    ruleset: str
+    pids: list[int]
+    files: list[str]
+
+
+def snapshot(ns: str, state: Path) -> Snapshot:
+    files = sorted(
+        str(path.relative_to(state)) for path in state.rglob("*")
+        if path.is_file() and path.name != "virtnet.lock"
+    ) if state.exists() else []
+    return Snapshot(
+        links=ns_links(ns),
+        addresses=ns_addresses(ns),
+        routes=ns_routes(ns),
+        ruleset=ns_nft_ruleset(ns),
+        pids=sorted(live_pids(ns)),
+        files=files,
+    )
+
+
 class NetnsKit:
     """The helpers of this file, as one fixture (test modules cannot import a conftest)."""
 
@@ -434,6 +461,7 @@ class NetnsKit:
     add_upstream = staticmethod(add_upstream)
     ping = staticmethod(ping)
     require_tools = staticmethod(require_tools)
+    snapshot = staticmethod(snapshot)
 
 
 @pytest.fixture

@@ -44,31 +44,6 @@ def virtnet_json(ns: str, state: Path, *args: str) -> Any:
     return json.loads(virtnet(ns, state, *args, "--json").stdout)
 
 
-@dataclass
-class Snapshot:
-    """Everything of a namespace a network could leave behind, plus the state files."""
-
-    links: list[str]
-    addresses: list[str]
-    routes: list[str]
-    ruleset: str
-    pids: list[int]
-    files: list[str]
-
-
-def snapshot(kit: Any, ns: str, state: Path) -> Snapshot:
-    files = sorted(
-        str(path.relative_to(state)) for path in state.rglob("*")
-        if path.is_file() and path.name != "virtnet.lock"
-    ) if state.exists() else []
-    return Snapshot(
-        links=kit.ns_links(ns),
-        addresses=kit.ns_addresses(ns),
-        routes=kit.ns_routes(ns),
-        ruleset=kit.ns_nft_ruleset(ns),
-        pids=sorted(kit.live_pids(ns)),
-        files=files,
-    )
 
 
 def write(tmp_path: Path, name: str, xml: str) -> Path:
@@ -119,7 +94,7 @@ def test_own_bridge_network_lifecycle_leaves_nothing_behind(
     # <route> elements follow <ip> in libvirt's layout, but any order parses.
     extra = case.extra.format(p=prefix)
     xml = bridged_xml(label, case.mode, prefix).replace("</network>", extra + "</network>")
-    before = snapshot(netns_kit, ns, state)
+    before = netns_kit.snapshot(ns, state)
 
     out = virtnet(ns, state, "net-define", str(write(tmp_path, label, xml))).stdout
     assert out == f"Network {label} defined from {tmp_path / label}.xml\n\n"
@@ -137,7 +112,7 @@ def test_own_bridge_network_lifecycle_leaves_nothing_behind(
     pid = info["dnsmasq_pid"]
     assert pid in netns_kit.live_pids(ns)
 
-    running = snapshot(netns_kit, ns, state)
+    running = netns_kit.snapshot(ns, state)
     assert bridge in running.links
     assert f"{prefix}.1/24" in running.addresses
     assert f"{prefix}.0/24" in running.routes
@@ -151,7 +126,7 @@ def test_own_bridge_network_lifecycle_leaves_nothing_behind(
     assert virtnet_json(ns, state, "net-info", label)["active"] is False
     assert virtnet(ns, state, "net-undefine", label).stdout == (
         f"Network {label} has been undefined\n\n")
-    after = snapshot(netns_kit, ns, state)
+    after = netns_kit.snapshot(ns, state)
     assert after == before
     assert virtnet_json(ns, state, "net-list", "--all") == []
 
@@ -162,13 +137,13 @@ def test_host_bridge_network_uses_the_bridge_and_leaves_it(
     ns = netns_kit.make_netns()
     state = tmp_path / "state"
     netns_kit.run(["ip", "-n", ns, "link", "add", "brhost", "type", "bridge"])
-    before = snapshot(netns_kit, ns, state)
+    before = netns_kit.snapshot(ns, state)
     xml = "<network><name>hb</name><forward mode='bridge'/><bridge name='brhost'/></network>"
     virtnet(ns, state, "net-define", str(write(tmp_path, "hb", xml)))
     virtnet(ns, state, "net-start", "hb")
     info = virtnet_json(ns, state, "net-info", "hb")
     assert info["active"] and info["bridge"] == "brhost" and info["problems"] == []
-    assert snapshot(netns_kit, ns, state).links == before.links  # nothing created
+    assert netns_kit.snapshot(ns, state).links == before.links  # nothing created
     virtnet(ns, state, "net-destroy", "hb")
     assert "brhost" in netns_kit.ns_links(ns)  # the host's bridge stays
 
@@ -179,7 +154,7 @@ def test_host_bridge_network_uses_the_bridge_and_leaves_it(
     virtnet(ns, state, "net-destroy", "hb")
     netns_kit.run(["ip", "-n", ns, "link", "add", "brhost", "type", "bridge"])
     virtnet(ns, state, "net-undefine", "hb")
-    assert snapshot(netns_kit, ns, state) == before
+    assert netns_kit.snapshot(ns, state) == before
 
 
 def test_host_bridge_that_is_missing_is_a_clear_start_error(
@@ -201,7 +176,7 @@ def test_transient_network_from_net_create_vanishes_on_destroy(
 ) -> None:
     ns = netns_kit.make_netns()
     state = tmp_path / "state"
-    before = snapshot(netns_kit, ns, state)
+    before = netns_kit.snapshot(ns, state)
     path = write(tmp_path, "tr", bridged_xml("tr", "nat", "10.78.0"))
     assert virtnet(ns, state, "net-create", str(path)).stdout == (
         f"Network tr created from {path}\n\n")
@@ -212,7 +187,7 @@ def test_transient_network_from_net_create_vanishes_on_destroy(
     assert "cannot set autostart for transient network" in refused.stderr
     virtnet(ns, state, "net-destroy", "tr")
     assert virtnet_json(ns, state, "net-list", "--all") == []
-    assert snapshot(netns_kit, ns, state) == before
+    assert netns_kit.snapshot(ns, state) == before
 
 
 def test_dead_dnsmasq_is_reported_and_restarted_by_net_start(
@@ -257,10 +232,10 @@ def test_failed_start_undoes_everything(netns_kit: Any, tmp_path: Path) -> None:
     ns = netns_kit.make_netns()
     state = tmp_path / "state"
     virtnet(ns, state, "net-define", str(write(tmp_path, "f", bridged_xml("f", "nat", "10.81.0"))))
-    before = snapshot(netns_kit, ns, state)
+    before = netns_kit.snapshot(ns, state)
     proc = virtnet(ns, state, "net-start", "f", check=False, env={"VIRTNET_FAULT_STEP": "6"})
     assert proc.returncode == 1 and "injected fault at step 6" in proc.stderr
-    assert snapshot(netns_kit, ns, state) == before
+    assert netns_kit.snapshot(ns, state) == before
     assert virtnet_json(ns, state, "net-info", "f")["active"] is False
 
 
@@ -270,7 +245,7 @@ def test_interrupted_start_is_reported_then_cleaned_by_net_start(
     ns = netns_kit.make_netns()
     state = tmp_path / "state"
     virtnet(ns, state, "net-define", str(write(tmp_path, "c", bridged_xml("c", "nat", "10.82.0"))))
-    before = snapshot(netns_kit, ns, state)
+    before = netns_kit.snapshot(ns, state)
     crashed = virtnet(ns, state, "net-start", "c", check=False,
                       env={"VIRTNET_CRASH_AFTER_STEP": "4"})
     assert crashed.returncode == 137
@@ -281,7 +256,7 @@ def test_interrupted_start_is_reported_then_cleaned_by_net_start(
     virtnet(ns, state, "net-start", "c")
     assert virtnet_json(ns, state, "net-info", "c")["problems"] == []
     virtnet(ns, state, "net-destroy", "c")
-    assert snapshot(netns_kit, ns, state) == before
+    assert netns_kit.snapshot(ns, state) == before
 
 
 def test_autostart_plan_and_dumpxml(netns_kit: Any, tmp_path: Path) -> None:

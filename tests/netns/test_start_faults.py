@@ -62,31 +62,6 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
     return proc
 
 
-@dataclass
-class Snapshot:
-    """Everything of a namespace a network could leave behind, plus the state files."""
-
-    links: list[str]
-    addresses: list[str]
-    routes: list[str]
-    ruleset: str
-    pids: list[int]
-    files: list[str]
-
-
-def snapshot(kit: Any, ns: str, state: Path) -> Snapshot:
-    files = sorted(
-        str(path.relative_to(state)) for path in state.rglob("*")
-        if path.is_file() and path.name != "virtnet.lock"
-    ) if state.exists() else []
-    return Snapshot(
-        links=kit.ns_links(ns),
-        addresses=kit.ns_addresses(ns),
-        routes=kit.ns_routes(ns),
-        ruleset=kit.ns_nft_ruleset(ns),
-        pids=sorted(kit.live_pids(ns)),
-        files=files,
-    )
 
 
 @dataclass
@@ -100,8 +75,8 @@ class Lab:
             ) -> subprocess.CompletedProcess[str]:
         return virtnet(self.ns, self.state, *args, env=env)
 
-    def snapshot(self) -> Snapshot:
-        return snapshot(self.kit, self.ns, self.state)
+    def snapshot(self) -> Any:
+        return self.kit.snapshot(self.ns, self.state)
 
     def info(self) -> dict[str, Any]:
         return json.loads(ok(self.cli("net-info", NAME, "--json")).stdout)
