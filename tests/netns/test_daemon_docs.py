@@ -9,6 +9,8 @@ namespace a DHCP lease through it, and tears everything down.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import re
@@ -93,13 +95,11 @@ def daemon() -> Iterator[VirtnetdProcess]:
         yield process
     finally:
         process.stop()
-        target = os.stat(f"/run/netns/{ns}").st_ino
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and os.stat(entry / "ns" / "net").st_ino == target:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except OSError:
-                continue
+        from virtnet.host.netns import pids_in_netns
+
+        for pid in pids_in_netns(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", ns], timeout=30, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
