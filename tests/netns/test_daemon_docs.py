@@ -10,7 +10,6 @@ namespace a DHCP lease through it, and tears everything down.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import re
