@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from virtnet.host import Host
 
 DNSMASQ_CONF_SUFFIX = ".conf"
+OPERATION = "net-apply"  # the verb named when it is refused for lack of privilege
 
 
 class ApplyError(VirtnetError):
@@ -376,13 +377,20 @@ def apply_definition(engine: Engine, data: bytes | str, source: str | None = Non
     """net-apply FILE: change the running network (named in FILE) to FILE's definition and
     save it; an inactive network is only (re)defined."""
     from virtnet.forwards import check_forwards, read_forwards
+    from virtnet.privilege import require_net_admin, require_net_admin_if
 
     net = engine.parse(data, source)
     problems = check_forwards(net, read_forwards(net))
     if problems:
         raise ValidationError(problems, source=source)
+    # An active network's host side changes: refused without CAP_NET_ADMIN before the lock
+    # is taken (an inactive one is only redefined, which needs no privilege, like net-define).
+    if not dry_run:
+        require_net_admin_if(OPERATION, lambda: engine.lookup(net.name).active)
     with engine.store.lock:
         record = engine.lookup(net.name)
+        if record.active and not dry_run:
+            require_net_admin(OPERATION)  # started since the check above
         if not record.active:
             result = ApplyResult(net.name, [f"define network {net.name} (it is not running)"], [])
             if not dry_run:

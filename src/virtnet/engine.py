@@ -23,8 +23,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import pickle
 import signal
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +37,14 @@ from virtnet.defaults import DefaultSources, assign_defaults, link_exists
 from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
 from virtnet.model import Network
 from virtnet.paths import StatePaths
-from virtnet.privilege import require_net_admin
-from virtnet.state import DEFAULT_LOCK_TIMEOUT, NetworkStatus, StateStore
+from virtnet.privilege import require_net_admin, require_net_admin_if
+from virtnet.state import (
+    DEFAULT_LOCK_TIMEOUT,
+    NetworkStatus,
+    StateError,
+    StateStore,
+    StatusJournal,
+)
 
 # Imported where used, not here: starting an inactive network needs neither ports (port
 # records, action kinds of ports) nor leases, and every import is paid by each CLI command.
@@ -81,7 +90,8 @@ class NetworkRecord:
 
     @property
     def interrupted(self) -> bool:
-        """A start that crashed between two steps left a record of what it applied."""
+        """A start that crashed (between two steps or inside one) left a record of what
+        it applied or began."""
         return self.status is not None and not self.status.active
 
     @property
@@ -169,7 +179,16 @@ class Engine:
 
     @staticmethod
     def parse(data: bytes | str, source: str | None) -> Network:
-        """Parse and validate a definition; every problem is reported at once."""
+        """Parse and validate a definition; every problem is reported at once.
+
+        A long-lived engine (virtnetd) reads the same definitions and status records over
+        and over: the networks parsed from them are kept, pickled, in a small LRU cache
+        keyed by the exact text (and the source named in error messages), and each caller
+        gets its own copy, free to change. Refused input is never kept."""
+        key = (data, source)
+        kept = _parsed.get(key)
+        if kept is not None:
+            return pickle.loads(kept)
         from virtnet.validate import validate
         from virtnet.xml.parse import parse_network
 
@@ -177,6 +196,7 @@ class Engine:
         problems = validate(net)
         if problems:
             raise ValidationError(problems, source=source)
+        _parsed.put(key, pickle.dumps(net, protocol=pickle.HIGHEST_PROTOCOL))
         return net
 
     @staticmethod
@@ -186,8 +206,9 @@ class Engine:
         return format_network(net, inactive=inactive)
 
     def _load(self, name: str) -> NetworkRecord | None:
-        data = self.store.read_definition(name)
-        status = self.store.read_status(name)
+        with _readable_state():
+            data = self.store.read_definition(name)
+            status = self.store.read_status(name)
         if data is None and status is None:
             return None
         config = self.parse(data, str(self.paths.definition(name))) if data is not None else None
@@ -209,7 +230,9 @@ class Engine:
 
     def records(self) -> list[NetworkRecord]:
         """Every known network, sorted by name as virsh sorts."""
-        found = (self._load(name) for name in self.store.all_names())
+        with _readable_state():
+            names = self.store.all_names()
+        found = (self._load(name) for name in names)
         return [record for record in found if record is not None]
 
     def get(self, name: str) -> NetworkRecord:
@@ -420,17 +443,11 @@ class Engine:
             plan = self._plan_start(net, facts)
             _check_dnsmasq_reach(net.name, plan.actions)
 
-            # one appended line per step (a whole record per step cost more than most steps)
+            # appended lines per step (a whole record per step cost more than most steps)
             journal = self.store.begin_status(status)
-
-            def record_step(step: int, action: Action) -> None:
-                data = action.to_dict()
-                status.actions.append(data)
-                journal.append(data)
-
             try:
                 with journal:
-                    plan.apply(host, on_step=record_step)
+                    plan.apply(host, on_step=_StartJournal(journal))
             except PlanError as exc:
                 if not exc.undo_errors:
                     self.store.delete_status(net.name)  # the host is as it was
@@ -473,7 +490,8 @@ class Engine:
             self._remove_leases(status.name)
 
     def _clean_interrupted(self, record: NetworkRecord) -> None:
-        """Undo what an interrupted start left behind (a crash between two steps)."""
+        """Undo what an interrupted start left behind: the steps it applied and the one it
+        was killed inside, if any (virtnet.state.journal_steps)."""
         if record.status is not None and not record.status.active:
             self._stop(record.status, keep_leases=record.persistent)
             record.status = None
@@ -513,7 +531,7 @@ class Engine:
             return health
         if not status.active:
             health.problems.append(
-                f"an interrupted start left {len(status.actions)} step(s) applied; "
+                f"an interrupted start left {len(status.actions)} step(s) to undo; "
                 "net-start or net-destroy undoes them"
             )
             return health
@@ -679,8 +697,8 @@ class Engine:
         from virtnet.validate import validate
 
         # "current" of an active network is live too; read without the lock, checked before it
-        if live or (not config and self.lookup(name).active):
-            require_net_admin("net-update --live")
+        require_net_admin_if("net-update --live",
+                             lambda: live or (not config and self.lookup(name).active))
         with self.store.lock:
             record = self.lookup(name)
             if not live and not config:
@@ -779,6 +797,65 @@ class Engine:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+class _StartJournal:
+    """How a start records its progress (a virtnet.plan.StepJournal): each step is journalled
+    before its first host change and again once applied, so a start killed inside a step
+    leaves that step to undo as well (see virtnet.state.journal_steps)."""
+
+    def __init__(self, journal: StatusJournal) -> None:
+        self.journal = journal
+
+    def begin(self, step: int, action: Action) -> None:
+        self.journal.begin(action.to_dict())
+
+    def append(self, step: int, action: Action) -> None:
+        self.journal.done(step, action.recorded())
+
+    def failed(self, step: int, action: Action) -> None:
+        self.journal.failed(step)
+
+
+class _ParsedCache:
+    """A bounded, thread-safe LRU of pickled networks by (text, source) (see Engine.parse)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[bytes | str, str | None], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[bytes | str, str | None]) -> bytes | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[bytes | str, str | None], value: bytes) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+PARSED_CACHE_SIZE = 128  # definitions and live records; a few hundred KiB at most
+_parsed = _ParsedCache(PARSED_CACHE_SIZE)
+
+
+@contextlib.contextmanager
+def _readable_state() -> Iterator[None]:
+    """One clear message instead of a traceback when the state directory is another user's
+    (an unprivileged user running virtnet against root's state)."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise StateError(
+            f"cannot read {exc.filename or 'the state directory'}: permission denied (the "
+            "state directory belongs to another user: run virtnet as root, or give "
+            "--state-dir)"
+        ) from None
 
 
 def _usable_name(name: str) -> bool:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from virtnet import firewall
 from virtnet.errors import Problem, ValidationError, VirtnetError
 from virtnet.model import ForwardMode, Network
-from virtnet.plan import LoadFirewall
+from virtnet.plan import LoadFirewall, crash_in_step
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine
@@ -378,6 +378,7 @@ class LoadForwards(LoadFirewall):
 
     def apply(self, host: Any) -> None:
         host.nft(self.ruleset, what=f"load port forwards of network {self.network}")
+        crash_in_step()
 
 
 def plan_actions(net: Network) -> list[LoadForwards]:
@@ -418,16 +419,23 @@ def _targets(engine: Engine, name: str, live: bool, config: bool) -> tuple[Any, 
     return record, live, config
 
 
-def _change(engine: Engine, name: str, live: bool, config: bool,
+def _change(engine: Engine, operation: str, name: str, live: bool, config: bool,
             edit: Any) -> tuple[bool, bool]:
     """Apply EDIT (forwards → forwards) to the live and/or persistent definitions; both new
-    definitions are checked before anything changes."""
+    definitions are checked before anything changes. A live change (``live``, or "current"
+    of an active network) needs CAP_NET_ADMIN: without it OPERATION is refused before the
+    lock is taken."""
     import copy
 
+    from virtnet.privilege import require_net_admin, require_net_admin_if
     from virtnet.validate import validate
 
+    require_net_admin_if(f"{operation} --live",
+                         lambda: live or (not config and engine.lookup(name).active))
     with engine.store.lock:
         record, live, config = _targets(engine, name, live, config)
+        if live:
+            require_net_admin(f"{operation} --live")  # started since the check above
         updated: dict[str, Network] = {}
         for which, enabled in (("live", live), ("config", config)):
             if not enabled:
@@ -451,7 +459,7 @@ def _change(engine: Engine, name: str, live: bool, config: bool,
 def add_forward(engine: Engine, name: str, fwd: PortForward,
                 live: bool = False, config: bool = False) -> tuple[bool, bool]:
     """net-forward-add; returns (live changed, config changed)."""
-    return _change(engine, name, live, config, lambda old: [*old, fwd])
+    return _change(engine, "net-forward-add", name, live, config, lambda old: [*old, fwd])
 
 
 def delete_forward(engine: Engine, name: str, proto: str, port: str,
@@ -468,7 +476,7 @@ def delete_forward(engine: Engine, name: str, proto: str, port: str,
             raise VirtnetError(f"no {proto} forward of port {port} on network '{name}'")
         return kept
 
-    return _change(engine, name, live, config, edit)
+    return _change(engine, "net-forward-del", name, live, config, edit)
 
 
 def list_forwards(engine: Engine, name: str, inactive: bool = False) -> list[dict[str, Any]]:

@@ -13,6 +13,15 @@ Fault injection for tests (read at apply time):
   VIRTNET_CRASH_AFTER_UNDO_STEP=k  the same, after the k-th undo of a net-destroy (counted
                               newest first; see Engine._stop and crash_point)
   VIRTNET_CRASH_IN_WRITE=stage  the same, inside the first atomic file write (virtnet.state)
+  VIRTNET_CRASH_IN_STEP=k     SIGKILL inside step k: right after the step's first host change
+                              where its action calls :func:`crash_in_step` (a bridge created,
+                              dnsmasq spawned, a tap created but not enslaved...), else once
+                              its apply returned but before ``on_step`` recorded it
+
+Crash safety: a :class:`StepJournal` given to :meth:`Plan.apply` is told that step k begins
+before its first host change, so a process killed inside step k leaves a record of it; the
+cleanup then undoes step k too, and every undo tolerates a step that was applied partly or
+not at all.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ import dataclasses
 import ipaddress
 import os
 import shlex
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from virtnet.errors import HostError
 from virtnet.host.sysctl import dotted
@@ -36,6 +46,7 @@ if TYPE_CHECKING:
 FAULT_STEP_ENV = "VIRTNET_FAULT_STEP"
 CRASH_AFTER_STEP_ENV = "VIRTNET_CRASH_AFTER_STEP"
 CRASH_AFTER_UNDO_STEP_ENV = "VIRTNET_CRASH_AFTER_UNDO_STEP"
+CRASH_IN_STEP_ENV = "VIRTNET_CRASH_IN_STEP"
 CRASH_EXIT_STATUS = 137
 RECORDED = "recorded"  # dataclass field metadata: set by apply, not part of the spec
 
@@ -98,6 +109,15 @@ class Action(abc.ABC):
             data[f.name] = getattr(self, f.name)
         return data
 
+    def recorded(self) -> dict[str, Any]:
+        """What apply recorded (the fields spec() leaves out): to_dict() == spec() + this."""
+        names = _RECORDED_FIELDS.get(type(self))
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                          if f.metadata.get(RECORDED))
+            _RECORDED_FIELDS[type(self)] = names
+        return {name: getattr(self, name) for name in names}
+
     def spec(self) -> dict[str, Any]:
         """to_dict() without what apply recorded (old values, pids): two actions with equal
         specs make the same change, whether or not one of them was applied."""
@@ -125,6 +145,10 @@ class Action(abc.ABC):
     @classmethod
     def registered_kinds(cls) -> list[str]:
         return sorted(Action._registry)
+
+
+# per Action class, the names of its RECORDED fields (Action.recorded)
+_RECORDED_FIELDS: dict[type[Action], tuple[str, ...]] = {}
 
 
 # Action kinds defined outside this module, and where. A recorded action of one of these kinds
@@ -168,6 +192,64 @@ def crash_point(env_name: str, step: int) -> None:
         os._exit(CRASH_EXIT_STATUS)
 
 
+# True while the step VIRTNET_CRASH_IN_STEP names is applying (set by Plan.apply). A plain
+# flag: only crash tests set the variable, and then one command runs one plan at a time.
+_crash_in_step_armed = False
+
+
+def crash_in_step() -> None:
+    """SIGKILL this process if it is applying the step VIRTNET_CRASH_IN_STEP names. Actions
+    call it right after their first host change, so the crash tests can leave a step half
+    done (a bridge created, dnsmasq spawned but its pid not read, a tap not yet enslaved)."""
+    if _crash_in_step_armed:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StepJournal(Protocol):
+    """Where :meth:`Plan.apply` records its progress, so that whatever a killed process
+    leaves behind can be undone by the next one."""
+
+    def begin(self, step: int, action: Action) -> None:
+        """Step ``step`` is about to make its first host change."""
+
+    def append(self, step: int, action: Action) -> None:
+        """Step ``step`` applied (``action`` now holds what it recorded: pids, old values)."""
+
+    def failed(self, step: int, action: Action) -> None:
+        """Step ``step`` raised: it left nothing behind (see :meth:`Plan.apply`), so it must not
+        be undone later; what a thing found already there would be undone otherwise."""
+
+
+StepCallback = Callable[[int, "Action"], None]
+
+
+def _apply_and_crash(action: Action, host: Host) -> None:
+    """Apply the step VIRTNET_CRASH_IN_STEP names and die inside it: at the action's own
+    crash_in_step() call, or else once it applied (before anything recorded it)."""
+    global _crash_in_step_armed
+    _crash_in_step_armed = True
+    try:
+        action.apply(host)
+        crash_in_step()
+    finally:
+        _crash_in_step_armed = False  # an apply that raised goes on to roll back, alive
+
+
+def _journal_of(on_step: StepCallback | StepJournal | None) -> StepJournal | None:
+    """The journal behind ``on_step``: the journal itself, or the journal whose bound
+    ``append`` it is (virtnet.ports passes ``journal.append``). Checked on the type, by
+    name: isinstance() against the Protocol costs 13-44 us, more than a port's whole plan."""
+    if on_step is None:
+        return None
+    candidate: Any = on_step
+    if getattr(on_step, "__name__", None) == "append":
+        candidate = getattr(on_step, "__self__", on_step)
+    kind = type(candidate)
+    if hasattr(kind, "begin") and hasattr(kind, "append") and hasattr(kind, "failed"):
+        return cast(StepJournal, candidate)
+    return None
+
+
 @dataclass
 class Plan:
     network: str
@@ -187,27 +269,48 @@ class Plan:
         return cls(data["network"], [Action.from_dict(a) for a in data.get("actions", [])])
 
     def apply(
-        self, host: Host, on_step: Callable[[int, Action], None] | None = None
+        self, host: Host, on_step: StepCallback | StepJournal | None = None
     ) -> None:
         """Apply every action in order; on failure undo the applied ones and raise PlanError.
 
-        ``on_step(k, action)`` runs after step k (1-based) succeeded, e.g. to record it.
+        ``on_step(k, action)`` runs after step k (1-based) succeeded, e.g. to record it. A
+        :class:`StepJournal` (or its bound ``append``) is also told before each step begins and
+        when one fails, so that a kill inside a step leaves a record of that step too.
         """
         fault_step = _env_step(FAULT_STEP_ENV)
         crash_step = _env_step(CRASH_AFTER_STEP_ENV)
+        in_step_crash = _env_step(CRASH_IN_STEP_ENV)
+        journal = _journal_of(on_step)
+        if journal is not None:
+            on_step = journal.append
         applied: list[Action] = []
         for step, action in enumerate(self.actions, start=1):
             try:
+                if journal is not None:
+                    journal.begin(step, action)
                 if fault_step == step:
                     raise HostError(f"injected fault at step {step} ({FAULT_STEP_ENV})")
-                action.apply(host)
+                if in_step_crash == step:
+                    _apply_and_crash(action, host)
+                else:
+                    action.apply(host)
             except BaseException as exc:
                 # The failing action is not undone: it may have failed because the thing
                 # already existed (someone else's bridge or address). Each apply leaves
-                # nothing behind when it fails.
+                # nothing behind when it fails. The journal hears of it before the rollback,
+                # so a kill during the rollback does not make the next command undo it.
+                # (Ctrl-C and SystemExit may cut a step halfway: the journal keeps it begun.)
+                journal_error = None
+                if journal is not None and isinstance(exc, Exception):
+                    try:
+                        journal.failed(step, action)
+                    except Exception as journal_exc:  # noqa: BLE001 - reported with the cause
+                        journal_error = f"cannot record that step {step} failed: {journal_exc}"
                 undo_errors = _undo_all(list(reversed(applied)), host)
                 if not isinstance(exc, Exception):
-                    raise  # Ctrl-C, SystemExit: rolled back, and propagated as they are
+                    raise  # rolled back, and propagated as they are
+                if journal_error is not None:
+                    undo_errors.append(journal_error)
                 raise PlanError(step, action, exc, undo_errors) from exc
             applied.append(action)
             if on_step is not None:
@@ -294,6 +397,7 @@ class CreateBridge(Action):
             mtu=self.mtu,
             vlan_filtering=self.vlan_filtering,
         )
+        crash_in_step()
 
     def undo(self, host: Host) -> None:
         host.delete_link(self.name)
@@ -453,6 +557,7 @@ class LoadFirewall(Action):
 
     def apply(self, host: Host) -> None:
         host.nft(self.ruleset, what=f"load firewall rules of network {self.network}")
+        crash_in_step()
 
     def undo(self, host: Host) -> None:
         host.nft(self.teardown, what=f"remove firewall rules of network {self.network}")
@@ -494,7 +599,9 @@ class StartDnsmasq(Action):
     """Start dnsmasq for a network; undo stops exactly that process and removes its pid file.
 
     The lease file is removed at undo only if this start created it and no lease was ever
-    written to it; otherwise leases survive a restart, as guests expect.
+    written to it; otherwise leases survive a restart, as guests expect. A start killed
+    inside this step never recorded whether it created the file (None): an empty one is
+    removed then, which loses no lease.
     """
 
     kind: ClassVar[str] = "start-dnsmasq"
@@ -504,7 +611,7 @@ class StartDnsmasq(Action):
     lease_file: str
     binary: str = "dnsmasq"
     pid: int | None = field(default=None, metadata={RECORDED: True})
-    created_lease_file: bool = field(default=False, metadata={RECORDED: True})
+    created_lease_file: bool | None = field(default=None, metadata={RECORDED: True})
 
     def argv(self) -> list[str]:
         from virtnet.host.dnsmasq import dnsmasq_argv
@@ -534,18 +641,27 @@ class StartDnsmasq(Action):
             raise
 
     def undo(self, host: Host) -> None:
-        from virtnet.host.dnsmasq import is_our_dnsmasq, read_pid_file
+        from virtnet.host.dnsmasq import find_our_dnsmasqs, is_our_dnsmasq, read_pid_file
 
-        pid = self.pid
-        if pid is None:
-            # Apply failed or crashed before recording the pid: trust the pid file only if
-            # it names our dnsmasq (checked by cmdline, so a recycled pid is never hit).
-            pid = read_pid_file(Path(self.pid_file))
-        if pid is not None and is_our_dnsmasq(pid, Path(self.conf_file)):
-            host.stop_dnsmasq(pid, Path(self.conf_file))
+        conf_file = Path(self.conf_file)
+        if self.pid is not None and is_our_dnsmasq(self.pid, conf_file):
+            pids = [self.pid]
+        else:
+            # The pid was never recorded (apply failed, or was killed inside this step) or
+            # names a dnsmasq that died (a repair may have started another since). Trust the
+            # pid file only if it names our dnsmasq (checked by cmdline, so a recycled pid is
+            # never hit); failing that, look for our command line (pid file not written yet).
+            from_file = read_pid_file(Path(self.pid_file))
+            if from_file is not None and is_our_dnsmasq(from_file, conf_file):
+                pids = [from_file]
+            else:
+                pids = find_our_dnsmasqs(conf_file)
+        for pid in pids:
+            host.stop_dnsmasq(pid, conf_file)
         host.remove_file(Path(self.pid_file))
         lease_file = Path(self.lease_file)
-        if self.created_lease_file and lease_file.exists() and lease_file.stat().st_size == 0:
+        if self.created_lease_file is not False and lease_file.exists() \
+                and lease_file.stat().st_size == 0:
             host.remove_file(lease_file)
 
 

@@ -543,16 +543,33 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
 
 
 class _CreateJournal:
-    """The steps of one port-create applied so far, one JSON line each (appended: one
-    write(2) per step). Created with the first step; removed once the record is written or
-    the plan was rolled back."""
+    """The steps of one port-create so far, one JSON line each (appended: one write(2) each):
+    a step is journalled before its first host change and again once applied, so a
+    port-create killed inside a step (a tap created but not yet enslaved) leaves that step
+    to undo too (a virtnet.plan.StepJournal; line format: virtnet.state.journal_steps).
+    Created with the first step; removed once the record is written or the plan was rolled
+    back."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
+    def begin(self, step: int, action: Action) -> None:
+        from virtnet.state import begun_line
+
+        self._write(begun_line(action.to_dict()))
+
     def append(self, step: int, action: Action) -> None:
-        data = (json.dumps(action.to_dict(), separators=(",", ":")) + "\n").encode()
+        from virtnet.state import done_line
+
+        self._write(done_line(step, action.recorded()))
+
+    def failed(self, step: int, action: Action) -> None:
+        from virtnet.state import failed_line
+
+        self._write(failed_line(step))
+
+    def _write(self, data: bytes) -> None:
         if self._fd is None:
             from virtnet.state import FILE_MODE, ensure_dir
 
@@ -576,28 +593,41 @@ class _CreateJournal:
 
 def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
     """Undo what port-creates killed before writing their record left behind (their
-    journals), and remove the temp files of record writes killed halfway. Call with the
-    state lock held. Returns the uuids of the ports undone."""
+    journals: the steps applied and the one killed inside), and remove the temp files of
+    record writes killed halfway. Call with the state lock held. Returns the uuids of the
+    ports undone.
+
+    Without CAP_NET_ADMIN nothing is done (the undo would fail at its first netlink call):
+    a read such as port-list by an unprivileged user leaves the journals to the next
+    privileged command, and the records it lists are unaffected."""
+    from virtnet.privilege import has_net_admin
+
     try:
         entries = os.listdir(directory)
     except FileNotFoundError:
         return []
+    leftovers = [entry for entry in entries if entry.endswith(JOURNAL_SUFFIX)
+                 or entry.startswith(".") and entry.endswith(".tmp")]
+    # the capability is read (from /proc) only when there is something to recover
+    if not leftovers or not has_net_admin():
+        return []
     undone = []
-    for entry in entries:
+    for entry in leftovers:
         path = directory / entry
         if entry.startswith(".") and entry.endswith(".tmp"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             continue
-        if not entry.endswith(JOURNAL_SUFFIX):
-            continue
         port_uuid = entry[: -len(JOURNAL_SUFFIX)]
         if not (directory / f"{port_uuid}.json").exists():
             from virtnet.plan import Action, Plan
+            from virtnet.state import journal_steps
 
-            # a line without its newline was cut by the kill: its step was not recorded
+            # a line without its newline was cut by the kill: an "applied" line cut so still
+            # has its step's "begun" line before it
             lines = path.read_bytes().split(b"\n")[:-1]
-            actions = [Action.from_dict(json.loads(line)) for line in lines]
+            steps = journal_steps([json.loads(line) for line in lines])
+            actions = [Action.from_dict(data) for data in steps]
             with engine.host() as host:
                 Plan(directory.name, actions).undo(host)
             undone.append(port_uuid)

@@ -1,11 +1,15 @@
 """What virtnet needs to be allowed to do, checked before it does anything.
 
 Commands that only read (validate, format, plan, dnsmasq-conf, net-list/net-info/net-dumpxml of
-a state directory the user can read) need no privilege. Commands that change the host's network
-(net-start, net-create, net-destroy, net-update --live, port-create, port-delete, autostart at
-boot) need CAP_NET_ADMIN in the effective set; without it they refuse with one message before
-taking the lock or touching a file, instead of failing at the first netlink call with half a
-plan to undo.
+a state directory the user can read) need no privilege, nor do those that only write the
+state directory (net-define, net-undefine, net-autostart, net-edit, net-new, net-update
+--config, net-forward-add/del --config, net-apply of an inactive network, net-apply
+--dry-run). Commands that change the host's network (net-start, net-create, net-destroy,
+net-update --live, net-forward-add/del --live, net-apply of an active network, port-create,
+port-delete, autostart at boot) need CAP_NET_ADMIN in the effective set; without it they
+refuse with one message before taking the lock or touching a file, instead of failing at the
+first netlink call with half a plan to undo. ("Current", neither --live nor --config, is live
+for an active network.)
 
 dnsmasq drops root after start (to ``nobody``) and re-reads its DHCP hosts file and addn-hosts
 file on SIGHUP as that user: a directory on their path that other users cannot traverse makes
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from virtnet.errors import HostError
@@ -38,8 +43,20 @@ def effective_capabilities(status_text: str | None = None) -> int:
     raise HostError(f"{PROC_STATUS} has no CapEff line")
 
 
+# The pid that was last seen holding CAP_NET_ADMIN. virtnet never gives up capabilities, so
+# once seen the answer stays; keyed by pid because a forked child may drop them (tests do),
+# and only the positive answer is kept so a process that gains the capability is not refused.
+_net_admin_seen_in: int | None = None
+
+
 def has_net_admin(status_text: str | None = None) -> bool:
-    return bool(effective_capabilities(status_text) >> CAP_NET_ADMIN & 1)
+    global _net_admin_seen_in
+    if status_text is None and _net_admin_seen_in == os.getpid():
+        return True
+    held = bool(effective_capabilities(status_text) >> CAP_NET_ADMIN & 1)
+    if held and status_text is None:
+        _net_admin_seen_in = os.getpid()
+    return held
 
 
 def require_net_admin(operation: str) -> None:
@@ -49,6 +66,23 @@ def require_net_admin(operation: str) -> None:
             f"permission denied: {operation} changes the host's network and needs "
             "CAP_NET_ADMIN (run it as root); nothing was changed"
         )
+
+
+def require_net_admin_if(operation: str, changes_host: Callable[[], bool]) -> None:
+    """Refuse ``operation`` without CAP_NET_ADMIN when ``changes_host()`` says that this run
+    would change the host's network (for verbs that change it only sometimes: ``--live``, or
+    an active network). ``changes_host`` is asked only of an unprivileged process, before any
+    lock is taken; a state it may not read (root's state directory) counts as a change."""
+    if has_net_admin():
+        return
+    from virtnet.state import StateError
+
+    try:
+        changes = changes_host()
+    except (PermissionError, StateError):  # cannot tell: refusing is the safe answer
+        changes = True
+    if changes:
+        require_net_admin(operation)
 
 
 def untraversable_ancestor(path: Path) -> Path | None:

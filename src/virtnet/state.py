@@ -9,9 +9,9 @@ Layout (see ``virtnet.paths.StatePaths``):
   actions that were applied (so ``net-destroy`` undoes exactly those), dnsmasq's pid, the
   connection count and when the network started. A transient network (``net-create``) has a
   status record and no definition.
-- ``status_dir/NAME.journal``: the status of a start in progress, one line per applied step
-  (see :class:`StatusJournal`); left behind by an interrupted start, it reads back as an
-  inactive status listing the steps to undo.
+- ``status_dir/NAME.journal``: the status of a start in progress, one line per step begun and
+  per step applied (see :class:`StatusJournal`); left behind by an interrupted start, it reads
+  back as an inactive status listing the steps to undo, the one cut halfway included.
 
 Every file is written atomically (temp file in the same directory, then rename), so a concurrent
 reader or a killed writer never sees half a file. Persistent files (definitions, autostart links)
@@ -309,15 +309,68 @@ def _json_line(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
-class StatusJournal:
-    """The status record of a start in progress, kept as one line per applied step.
+# Step journals (a start's, virtnet.ports' port-creates') are lines of JSON, per step k:
+# {"begun": action} before its first host change (Action.to_dict() as planned), then
+# {"done": k} once applied, with {"recorded": {...}} when apply recorded something (pids,
+# old values: the fields Action.spec() leaves out), or {"failed": k} when it raised (it left
+# nothing behind, and what it failed on may be someone else's, so it is never undone).
+# A plain action line (Action.to_dict()) is an applied step too. Serialising each action
+# once, before its step, keeps the "done" lines to a few bytes.
+BEGUN_KEY = "begun"
+DONE_KEY = "done"
+RECORDED_KEY = "recorded"
+FAILED_KEY = "failed"
 
-    A start records each step right after applying it, so that a crash leaves a record of what
-    to undo. Rewriting the whole record each time costs a file replacement per step (0.3-0.5 ms
-    on ext4, more than the step itself for most steps); appending a line costs one write(2).
-    The first line is the record without actions, each further line one applied action. A
-    line without its final newline was cut by a crash and is ignored when read back: its step
-    applied but was not recorded, the same window as a crash between a step and its record.
+
+def begun_line(action: dict[str, Any]) -> bytes:
+    return _json_line({BEGUN_KEY: action})
+
+
+def done_line(step: int, recorded: dict[str, Any]) -> bytes:
+    if not recorded:
+        return b'{"%s":%d}\n' % (DONE_KEY.encode(), step)
+    return _json_line({DONE_KEY: step, RECORDED_KEY: recorded})
+
+
+def failed_line(step: int) -> bytes:
+    return b'{"%s":%d}\n' % (FAILED_KEY.encode(), step)
+
+
+def journal_steps(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The actions a step journal's entries say to undo, in apply order: every applied one
+    (with what it recorded), and the last one begun if it neither applied nor failed (the
+    process was killed inside it: applied partly, wholly or not at all; every undo tolerates
+    the three)."""
+    actions: list[dict[str, Any]] = []
+    pending: dict[str, Any] | None = None
+    for entry in entries:
+        if BEGUN_KEY in entry:
+            pending = dict(entry[BEGUN_KEY])
+        elif DONE_KEY in entry:
+            if pending is not None:  # (a "done" always follows its "begun")
+                pending.update(entry.get(RECORDED_KEY) or {})
+                actions.append(pending)
+            pending = None
+        elif FAILED_KEY in entry:
+            pending = None
+        else:
+            actions.append(entry)
+            pending = None
+    if pending is not None:
+        actions.append(pending)
+    return actions
+
+
+class StatusJournal:
+    """The status record of a start in progress, kept as one line per step begun or applied.
+
+    A start records each step right before and right after applying it, so that a kill,
+    between two steps or inside one, leaves a record of what to undo. Rewriting the whole
+    record each time costs a file replacement per step (0.3-0.5 ms on ext4, more than the
+    step itself for most steps); appending a line costs one write(2). The first line is the
+    record without actions, the further lines follow :func:`journal_steps`. A line without
+    its final newline was cut by a crash and is ignored when read back: a cut "done" line
+    leaves its step's "begun" line, so the step is still undone.
 
     The file is created with the first step, so a start that fails before any step leaves
     nothing; :meth:`StateStore.write_status` (the completed record) and
@@ -331,8 +384,23 @@ class StatusJournal:
         self._header = _json_line(header)
         self._fd: int | None = None
 
+    def begin(self, action: dict[str, Any]) -> None:
+        """Record that a step is about to change the host (its action as planned)."""
+        self._write(begun_line(action))
+
+    def done(self, step: int, recorded: dict[str, Any]) -> None:
+        """Record that the step begun last applied, and what it recorded."""
+        self._write(done_line(step, recorded))
+
+    def failed(self, step: int) -> None:
+        """Record that step ``step`` raised, so it is not undone later."""
+        self._write(failed_line(step))
+
     def append(self, action: dict[str, Any]) -> None:
-        data = _json_line(action)
+        """Record an applied step as a whole (its action with what it recorded)."""
+        self._write(_json_line(action))
+
+    def _write(self, data: bytes) -> None:
         if self._fd is None:
             ensure_dir(self.path.parent)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -369,7 +437,7 @@ def read_journal(path: Path) -> NetworkStatus | None:
         return None
     try:
         status = NetworkStatus.from_dict(json.loads(lines[0]))
-        status.actions = [json.loads(line) for line in lines[1:]]
+        status.actions = journal_steps([json.loads(line) for line in lines[1:]])
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f"{path}: unreadable status journal: {exc}") from exc
     status.active = False

@@ -12,6 +12,11 @@ Kill points (each dies with status 137 and no cleanup, as under SIGKILL):
 - port-create: ``VIRTNET_CRASH_AFTER_STEP=k`` for every step of a shaped tap port's plan, and
   ``VIRTNET_CRASH_IN_WRITE`` at each stage of the port record's write.
 - real SIGKILLs at seeded random moments of net-start and net-destroy (marked slow).
+- inside a step (``VIRTNET_CRASH_IN_STEP=k``: SIGKILL right after the step's first host
+  change, before the step returned): net-start's bridge, firewall, port-forward, dnsmasq
+  (also with its pid file gone) and shaping steps, and port-create's tap (created, not yet
+  enslaved), shaping and macvtap steps. The half-done step is seen on the host before the
+  next command, which must undo it with the rest.
 
 The invariant after the reconciling command: the network is either fully up (bridge,
 addresses, nftables chains, one dnsmasq, recorded active without problems) or fully absent
@@ -61,6 +66,13 @@ XML = f"""<network>
 </network>
 """
 PORT_MAC = "52:54:00:91:00:10"
+# the crash network with a port forward: its start has a load-forwards step too
+FORWARD_XML = XML.replace("</uuid>", """</uuid>
+  <metadata>
+    <virtnet:forwards xmlns:virtnet="http://virtnet.dev/schemas/forward/1.0">
+      <virtnet:port proto="tcp" port="8080" to="10.91.0.10" to-port="80"/>
+    </virtnet:forwards>
+  </metadata>""")
 SIGKILL_ROUNDS = 6
 WRITE_STAGES = ("empty", "partial", "before-rename", "after-rename")
 
@@ -141,10 +153,10 @@ class Lab:
         return sorted(name for name in found if name not in CACHE_FILES)
 
 
-def make_lab(kit: Any, root: Path) -> Lab:
+def make_lab(kit: Any, root: Path, xml: str = XML) -> Lab:
     ns = kit.make_netns()
     definition = root / f"{NAME}.xml"
-    definition.write_text(XML)
+    definition.write_text(xml)
     lab = Lab(kit, ns, root / "state", definition)
     lab.cli("net-define", str(definition), check=True)
     return lab
@@ -312,6 +324,134 @@ def test_kill_inside_port_create(netns_kit: Any, root: Path) -> None:
     ports_dir = lab.state / "run" / "status" / f"{NAME}.ports"
     assert not ports_dir.exists() or list(ports_dir.iterdir()) == []
     TALLY["port-create survived"] += 1
+
+
+# --- kills inside a step ----------------------------------------------------------------
+
+KILLED = -signal.SIGKILL  # subprocess's return code of a child killed by SIGKILL
+IN_STEP = "VIRTNET_CRASH_IN_STEP"
+START_KINDS_KILLED_INSIDE = ("create-bridge", "load-firewall", "load-forwards", "start-dnsmasq",
+                             "apply-shaping")
+
+
+def assert_step_half_done(lab: Lab, kind: str) -> None:
+    """What a start killed inside a step of KIND has already changed (so the kill was really
+    inside that step, after its first host change)."""
+    if kind == "create-bridge":
+        assert BRIDGE in lab.links() and ADDRESS not in lab.kit.ns_addresses(lab.ns)
+    elif kind == "load-firewall":
+        assert f"net-{NAME}" in lab.kit.ns_nft_ruleset(lab.ns)
+    elif kind == "load-forwards":
+        assert "fwd-pre" in lab.kit.ns_nft_ruleset(lab.ns)
+    elif kind == "start-dnsmasq":
+        assert lab.kit.live_pids(lab.ns), "dnsmasq is not running"
+    elif kind == "apply-shaping":
+        qdiscs = lab.kit.ns_run(lab.ns, ["tc", "qdisc", "show", "dev", BRIDGE]).stdout
+        assert "htb" in qdiscs, qdiscs
+    else:
+        raise AssertionError(f"no check for {kind}")
+
+
+def test_kill_inside_start_steps(netns_kit: Any, root: Path) -> None:
+    lab = make_lab(netns_kit, root, FORWARD_XML)
+    baseline, files = lab.host_view(), lab.files()
+    stored = lab.state / "etc" / "networks" / f"{NAME}.xml"
+    definition = stored.read_bytes()
+    plan = json.loads(lab.cli("plan", NAME, "--json", check=True).stdout)["actions"]
+    points = [(k, action["kind"]) for k, action in enumerate(plan, start=1)
+              if action["kind"] in START_KINDS_KILLED_INSIDE]
+    assert sorted({kind for _, kind in points}) == sorted(START_KINDS_KILLED_INSIDE)
+    # dnsmasq twice: reconciled by net-start (which must be able to bind again) with its pid
+    # file removed, so only its command line finds it; and by net-destroy
+    dnsmasq = next(k for k, kind in points if kind == "start-dnsmasq")
+    rounds = [(k, kind, "net-start" if index % 2 == 0 else "net-destroy")
+              for index, (k, kind) in enumerate(points) if kind != "start-dnsmasq"]
+    rounds += [(dnsmasq, "start-dnsmasq", "net-start"), (dnsmasq, "start-dnsmasq", "net-destroy")]
+    for k, kind, reconciler in rounds:
+        TALLY["in-step net-start tried"] += 1
+        crashed = lab.cli("net-start", NAME, env={IN_STEP: str(k)})
+        assert crashed.returncode == KILLED, (k, kind, crashed.stderr)
+        assert_step_half_done(lab, kind)
+        info = lab.info()
+        assert info["active"] is False, (k, kind, info)
+        assert f"interrupted start left {k} step(s)" in info["problems"][0], (k, kind, info)
+        if kind == "start-dnsmasq" and reconciler == "net-start":
+            pid_files = list(lab.state.rglob(f"{NAME}.pid"))
+            assert pid_files, "dnsmasq wrote no pid file"
+            for pid_file in pid_files:
+                pid_file.unlink()
+        reconcile(lab, 0 if reconciler == "net-start" else 1, baseline, files)
+        assert stored.read_bytes() == definition, (k, kind)
+        TALLY["in-step net-start survived"] += 1
+
+
+def _master(lab: Lab, device: str) -> str | None:
+    [link] = lab.kit.ns_json(lab.ns, ["-d", "link", "show", "dev", device])
+    return link.get("master")
+
+
+def test_kill_inside_port_create_steps(netns_kit: Any, root: Path) -> None:
+    lab = make_lab(netns_kit, root)
+    baseline, files = lab.host_view(), lab.files()
+    lab.cli("net-start", NAME, check=True)
+    args = ("port-create", NAME, "--mac", PORT_MAC, "--inbound", "100,200,64",
+            "--outbound", "100", "--json")
+    qdiscs = lab.kit.ns_run(lab.ns, ["tc", "qdisc", "show"]).stdout
+    # step 1 creates the tap (killed before it is enslaved), step 2 shapes it
+    for k, reconciler in ((1, "port-list"), (2, "port-list"), (1, "net-destroy")):
+        TALLY["in-step port-create tried"] += 1
+        crashed = lab.cli(*args, env={IN_STEP: str(k)})
+        assert crashed.returncode == KILLED, (k, crashed.stderr)
+        assert _taps(lab) == ["vnet0"], k
+        assert _master(lab, "vnet0") == (None if k == 1 else BRIDGE), k
+        if reconciler == "port-list":
+            assert _ports(lab) == [], k
+            assert _taps(lab) == [], k
+            assert lab.kit.ns_run(lab.ns, ["tc", "qdisc", "show"]).stdout == qdiscs, k
+            # and the name is free again
+            created = json.loads(lab.cli(*args, check=True).stdout)
+            assert created["device"] == "vnet0"
+            lab.cli("port-delete", NAME, created["uuid"], check=True)
+        else:
+            lab.cli("net-destroy", NAME, check=True)
+            assert_fully_absent(lab, baseline, files)
+            lab.cli("net-start", NAME, check=True)
+        TALLY["in-step port-create survived"] += 1
+    lab.cli("net-destroy", NAME, check=True)
+    assert_fully_absent(lab, baseline, files)
+
+
+MACVTAP_XML = """<network>
+  <name>lan</name>
+  <forward mode='bridge'><interface dev='eth1'/></forward>
+</network>
+"""
+
+
+def test_kill_inside_macvtap_port_create(netns_kit: Any, root: Path) -> None:
+    ns = netns_kit.make_netns()
+    netns_kit.run(["ip", "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name",
+                   "eth1peer"])
+    for link in ("eth1", "eth1peer"):
+        netns_kit.run(["ip", "-n", ns, "link", "set", link, "up"])
+    definition = root / "lan.xml"
+    definition.write_text(MACVTAP_XML)
+    lab = Lab(netns_kit, ns, root / "state", definition)
+    lab.cli("net-define", str(definition), check=True)
+    lab.cli("net-start", "lan", check=True)
+    links = lab.links()
+    args = ("port-create", "lan", "--mac", PORT_MAC, "--json")
+    TALLY["in-step port-create tried"] += 1
+    crashed = lab.cli(*args, env={IN_STEP: "1"})
+    assert crashed.returncode == KILLED, crashed.stderr
+    assert "macvtap0" in lab.links()  # created, its /dev/tapN not yet made
+    assert json.loads(lab.cli("port-list", "lan", "--json", check=True).stdout) == []
+    assert lab.links() == links
+    created = json.loads(lab.cli(*args, check=True).stdout)
+    assert created["device"] == "macvtap0"
+    lab.cli("net-destroy", "lan", check=True)
+    assert lab.links() == links
+    TALLY["in-step port-create survived"] += 1
 
 
 # --- real SIGKILLs at random moments -----------------------------------------------------

@@ -88,6 +88,7 @@ def steps(n: int, journal: list[str], **flags: dict[int, bool]) -> list[Step]:
 def _no_fault_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VIRTNET_FAULT_STEP", raising=False)
     monkeypatch.delenv("VIRTNET_CRASH_AFTER_STEP", raising=False)
+    monkeypatch.delenv("VIRTNET_CRASH_IN_STEP", raising=False)
 
 
 # --- serialization -----------------------------------------------------------------------------
@@ -122,6 +123,17 @@ def test_spec_leaves_out_what_apply_records() -> None:
     started = dataclasses.replace(EXAMPLES[9], pid=4242, created_lease_file=True)
     assert started.spec() == EXAMPLES[9].spec()
     assert "pid" not in started.spec() and started.to_dict()["pid"] == 4242
+
+
+@pytest.mark.parametrize("action", EXAMPLES, ids=lambda a: a.kind)
+def test_recorded_is_what_to_dict_adds_to_spec(action: Action) -> None:
+    applied = action
+    if isinstance(action, StartDnsmasq):
+        applied = dataclasses.replace(action, pid=4242, created_lease_file=True)
+    elif isinstance(action, SetSysctl):
+        applied = dataclasses.replace(action, old="0")
+    assert {**applied.spec(), **applied.recorded()} == applied.to_dict()
+    assert not set(applied.spec()) & set(applied.recorded())
 
 
 def test_from_dict_refuses_unknown_kinds_and_fields() -> None:
@@ -268,6 +280,126 @@ def test_interrupt_rolls_back_and_propagates_unwrapped() -> None:
     with pytest.raises(KeyboardInterrupt):
         Plan("n", steps(3, journal)).apply(None, on_step=interrupt)  # type: ignore[arg-type]
     assert journal == ["apply 1", "apply 2", "undo 2", "undo 1"]
+
+
+class RecordingJournal:
+    """A StepJournal (virtnet.plan) that notes what Plan.apply tells it."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def begin(self, step: int, action: Action) -> None:
+        self.events.append(f"begin {step}")
+
+    def append(self, step: int, action: Action) -> None:
+        self.events.append(f"done {step}")
+
+    def failed(self, step: int, action: Action) -> None:
+        self.events.append(f"failed {step}")
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["journal", "journal.append"])
+def test_a_step_journal_hears_of_each_step_before_after_and_on_failure(bound: bool) -> None:
+    events: list[str] = []
+    journal = RecordingJournal(events)
+    with pytest.raises(PlanError):
+        Plan("n", steps(4, events, fail_apply={3: True})).apply(
+            None, on_step=journal.append if bound else journal)  # type: ignore[arg-type]
+    # the failure is journalled before the rollback: a kill during it must not make the
+    # next command undo step 3, which may have failed on something someone else owns
+    assert events == ["begin 1", "apply 1", "done 1", "begin 2", "apply 2", "done 2",
+                      "begin 3", "failed 3", "undo 2", "undo 1"]
+
+
+def test_a_plain_callback_is_not_taken_for_a_journal() -> None:
+    events: list[str] = []
+
+    def append(step: int, action: Action) -> None:  # named like a journal's method
+        events.append(f"done {step}")
+
+    Plan("n", steps(2, events)).apply(None, on_step=append)  # type: ignore[arg-type]
+    assert events == ["apply 1", "done 1", "apply 2", "done 2"]
+
+
+@dataclass
+class HalfStep(Step):
+    """Two host changes, with the crash tests' hook between them."""
+
+    write_fd: int = -1
+
+    def apply(self, host: Any) -> None:
+        from virtnet.plan import crash_in_step
+
+        os.write(self.write_fd, f"first {self.label};".encode())
+        crash_in_step()
+        os.write(self.write_fd, f"second {self.label};".encode())
+
+
+def _run_killed_inside(step: int, actions: Any, journal_fd: int) -> int:
+    """Fork, apply ACTIONS with VIRTNET_CRASH_IN_STEP=STEP; the child's wait status."""
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.environ["VIRTNET_CRASH_IN_STEP"] = str(step)
+
+            class PipeJournal(RecordingJournal):
+                def __init__(self) -> None:
+                    super().__init__([])
+
+                def begin(self, k: int, action: Action) -> None:
+                    os.write(journal_fd, f"begin {k};".encode())
+
+                def append(self, k: int, action: Action) -> None:
+                    os.write(journal_fd, f"done {k};".encode())
+
+            Plan("n", actions).apply(None, on_step=PipeJournal())  # type: ignore[arg-type]
+        finally:
+            os._exit(0)  # reached only if the kill did not happen
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def _read_all(fd: int) -> str:
+    text = b""
+    while chunk := os.read(fd, 1000):
+        text += chunk
+    os.close(fd)
+    return text.decode()
+
+
+def test_crash_in_step_kills_right_after_the_steps_first_change() -> None:
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    actions = [HalfStep(str(i), [], write_fd=write_fd) for i in (1, 2, 3)]
+    status = _run_killed_inside(2, actions, write_fd)
+    os.close(write_fd)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    # step 2 was journalled as begun and made its first change, nothing after
+    assert _read_all(read_fd) == "begin 1;first 1;second 1;done 1;begin 2;first 2;"
+
+
+def test_crash_in_step_without_a_hook_kills_once_the_step_applied_unrecorded() -> None:
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    journal: list[str] = []
+    status = _run_killed_inside(2, steps(3, journal), write_fd)
+    os.close(write_fd)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert _read_all(read_fd) == "begin 1;done 1;begin 2;"
+
+
+def test_crash_in_step_is_disarmed_when_the_step_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtnet import plan as plan_module
+
+    monkeypatch.setenv("VIRTNET_CRASH_IN_STEP", "2")
+    journal: list[str] = []
+    with pytest.raises(PlanError):
+        Plan("n", steps(3, journal, fail_apply={2: True})).apply(None)  # type: ignore[arg-type]
+    assert plan_module._crash_in_step_armed is False
+    plan_module.crash_in_step()  # not armed: returns
+    assert journal == ["apply 1", "undo 1"]
 
 
 def test_plan_undo_goes_on_past_failures_and_reports_them() -> None:

@@ -164,6 +164,9 @@ def test_read_only_commands_work_as_nobody(workdir: Path) -> None:
     ("port-delete", "default", "52:54:00:00:00:22"),
     ("net-update", "default", "add", "ip-dhcp-host",
      "<host mac='52:54:00:00:00:33' ip='192.168.122.33'/>", "--live"),
+    ("net-forward-add", "default", "--proto", "tcp", "--port", "8080",
+     "--to", "192.168.122.10", "--live"),
+    ("net-forward-del", "default", "--proto", "tcp", "--port", "8080", "--live"),
 ])
 def test_host_changing_commands_refuse_before_anything(workdir: Path,
                                                        args: tuple[str, ...]) -> None:
@@ -189,3 +192,31 @@ def test_state_files_are_private(workdir: Path) -> None:
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
     # parents stay traversable: dnsmasq, once it dropped root, must reach its hosts files
     assert stat.S_IMODE(state.stat().st_mode) == 0o755
+
+
+@needs_root
+def test_commands_that_only_write_the_state_work_as_nobody(workdir: Path) -> None:
+    """Like net-define: changing a definition (not the host) needs no privilege, so an
+    inactive network's net-apply, --config updates and forwards, autostart and undefine
+    work as nobody in nobody's state directory."""
+    state = ("--state-dir", str(workdir / "state"))
+    ok(as_nobody(workdir, *state, "net-define", "default.xml"))
+    forward = ("--proto", "tcp", "--port", "8080", "--to", "192.168.122.10")
+    ok(as_nobody(workdir, *state, "net-forward-add", "default", *forward))  # current: config
+    ok(as_nobody(workdir, *state, "net-forward-add", "default", "--proto", "udp", "--port",
+                 "53", "--to", "192.168.122.11", "--config"))
+    listed = ok(as_nobody(workdir, *state, "net-forward-list", "default", "--inactive"))
+    assert "8080" in listed and "192.168.122.11" in listed
+    ok(as_nobody(workdir, *state, "net-forward-del", "default", "--proto", "tcp", "--port",
+                 "8080"))
+    ok(as_nobody(workdir, *state, "net-update", "default", "add", "ip-dhcp-host",
+                 "<host mac='52:54:00:00:00:33' ip='192.168.122.33'/>", "--config"))
+    uuid = ok(as_nobody(workdir, *state, "net-uuid", "default")).strip()
+    applied_file = workdir / "applied.xml"
+    applied_file.write_text(RESERVED.replace("</name>", f"</name>\n  <uuid>{uuid}</uuid>", 1))
+    applied = ok(as_nobody(workdir, *state, "net-apply", str(applied_file)))
+    assert "it is not running" in applied
+    assert "52:54:00:00:00:11" in ok(as_nobody(workdir, *state, "net-dumpxml", "default"))
+    ok(as_nobody(workdir, *state, "net-autostart", "default"))
+    ok(as_nobody(workdir, *state, "net-undefine", "default"))
+    assert "default" not in ok(as_nobody(workdir, *state, "net-list", "--all"))

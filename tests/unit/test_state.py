@@ -268,6 +268,51 @@ def test_journal_line_cut_by_a_crash_is_ignored(store: StateStore) -> None:
     assert read is not None and read.actions == [{"kind": "a"}]
 
 
+def test_journal_keeps_the_step_a_kill_cut_inside(store: StateStore) -> None:
+    with store.begin_status(_status()) as journal:
+        journal.begin({"kind": "a", "pid": None})
+        journal.done(1, {"pid": 42})  # what apply recorded completes the planned action
+        journal.begin({"kind": "b"})
+        journal.done(2, {})
+        journal.begin({"kind": "c", "pid": None})  # killed inside step 3
+    read = store.read_status("n")
+    assert read is not None and read.active is False
+    assert read.actions == [{"kind": "a", "pid": 42}, {"kind": "b"}, {"kind": "c", "pid": None}]
+
+
+def test_journal_forgets_a_step_that_failed(store: StateStore) -> None:
+    # a failed step left nothing (and may have failed on something someone else owns)
+    with store.begin_status(_status()) as journal:
+        journal.begin({"kind": "a"})
+        journal.done(1, {})
+        journal.begin({"kind": "b"})
+        journal.failed(2)
+    read = store.read_status("n")
+    assert read is not None and read.actions == [{"kind": "a"}]
+
+
+def test_journal_done_line_cut_by_a_crash_leaves_its_step_begun(store: StateStore) -> None:
+    with store.begin_status(_status()) as journal:
+        journal.begin({"kind": "a", "pid": None})
+    with open(store.journal_path("n"), "ab") as handle:
+        handle.write(b'{"done":1,"recor')  # killed while recording the applied step
+    read = store.read_status("n")
+    assert read is not None and read.actions == [{"kind": "a", "pid": None}]
+
+
+def test_journal_steps_reads_every_line_kind() -> None:
+    from virtnet.state import begun_line, done_line, failed_line, journal_steps
+
+    lines = [begun_line({"kind": "a"}), done_line(1, {}), {"kind": "legacy"},
+             begun_line({"kind": "b", "old": None}), done_line(3, {"old": "0"}),
+             begun_line({"kind": "c"}), failed_line(4), begun_line({"kind": "d"})]
+    entries = [json.loads(line) if isinstance(line, bytes) else line for line in lines]
+    assert all(line.endswith(b"\n") for line in lines if isinstance(line, bytes))
+    assert journal_steps(entries) == [{"kind": "a"}, {"kind": "legacy"},
+                                      {"kind": "b", "old": "0"}, {"kind": "d"}]
+    assert journal_steps([]) == []
+
+
 def test_journal_cut_before_its_first_line_holds_nothing(store: StateStore) -> None:
     store.paths.status_dir.mkdir(parents=True)
     store.journal_path("n").write_bytes(b'{"name": "n", "uu')

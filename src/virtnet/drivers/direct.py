@@ -35,7 +35,7 @@ from virtnet.drivers.base import Driver
 from virtnet.errors import HostError, Problem
 from virtnet.host.netlink import NetlinkFailure
 from virtnet.model import ForwardMode, Network
-from virtnet.plan import RECORDED, Action, Plan
+from virtnet.plan import RECORDED, Action, Plan, crash_in_step
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -242,6 +242,7 @@ class CreateMacvtap(Action):
                 raise HostError(f"cannot create macvtap {self.name}: {self.lower} is already "
                                 "given to another guest (passthrough)") from None
             raise
+        crash_in_step()  # crash tests: the macvtap exists, its /dev/tapN not yet made
         try:
             self.made_node = ensure_tap_node(self.name, self.ifindex)
         except BaseException:

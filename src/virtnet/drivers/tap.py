@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from virtnet.plan import Action
+from virtnet.plan import Action, crash_in_step
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -51,6 +51,7 @@ class CreateTap(Action):
         from virtnet.host.rtnl import create_persistent_tap, shared_rtnl
 
         create_persistent_tap(self.name)
+        crash_in_step()  # crash tests: the tap exists, not yet enslaved nor up
         rtnl = shared_rtnl()
         try:
             rtnl.set_link(self.name, mac=self.mac, master=self.bridge, mtu=self.mtu, up=True)

@@ -66,6 +66,29 @@ def is_our_dnsmasq(pid: int, conf_file: Path) -> bool:
     return f"--conf-file={conf_file}" in argv[1:] and is_alive(pid)
 
 
+def find_our_dnsmasqs(conf_file: Path) -> list[int]:
+    """Every live dnsmasq started with ``--conf-file=CONF_FILE``, found by scanning /proc:
+    for a dnsmasq whose pid was never recorded and whose pid file is missing or stale (a
+    start killed while dnsmasq was daemonizing). The configuration file is the network's
+    own; only processes in this network namespace count, so the same state directory used
+    from another namespace is never touched."""
+    own_netns = _netns_of("self")
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and is_our_dnsmasq(int(entry), conf_file) \
+                and _netns_of(entry) == own_netns:
+            found.append(int(entry))
+    return found
+
+
+def _netns_of(pid: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def read_pid_file(pid_file: Path) -> int | None:
     try:
         text = pid_file.read_text().strip()
@@ -93,6 +116,9 @@ def start_dnsmasq(argv: list[str], conf_file: Path, pid_file: Path) -> int:
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
         raise HostError(f"dnsmasq failed to start: {message}")
+    from virtnet.plan import crash_in_step
+
+    crash_in_step()  # crash tests: the daemon runs, its pid is not known to virtnet yet
     deadline = time.monotonic() + PIDFILE_WAIT_S
     while True:
         pid = read_pid_file(pid_file)
