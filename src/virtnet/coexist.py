@@ -40,6 +40,7 @@ IPTABLES_TABLE = "filter"
 DOCKER_USER = "DOCKER-USER"
 COMMENT_PREFIX = "virtnet:"
 HOOKS = ("forward", "input")
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # a table name nft reads unquoted
 MODES = (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE)
 
 
@@ -156,6 +157,33 @@ def find_drop_chains(ruleset: dict[str, Any]) -> tuple[list[DropChain], set[tupl
     return found, set(chains)
 
 
+def other_tables_ruleset(host: Host) -> dict[str, Any]:
+    """What ``nft -j list ruleset`` shows of every table but ours.
+
+    Our own table holds most of the rules on a virtnet host and none of them matter here, so
+    the tables are listed first and only the others are read (in the usual case there are
+    none, or a few small ones): a start or an apply then does not pay for rendering our own
+    ruleset as JSON."""
+    from virtnet.host.nft import OUTPUT_JSON
+
+    out = host.nftables.run("list tables\n", what="list the nftables tables",
+                            output_flags=OUTPUT_JSON)
+    listing = json.loads(out) if out.strip() else {}
+    others = [(t["family"], t["name"]) for item in listing.get("nftables", [])
+              if (t := item.get("table")) is not None and (t["family"], t["name"]) != OUR_TABLE]
+    if not all(PLAIN_NAME.fullmatch(name) for _, name in others):
+        # a table name nft's grammar would need quoted: read everything instead
+        out = host.nftables.run("list ruleset\n", what="list the ruleset",
+                                output_flags=OUTPUT_JSON)
+        return json.loads(out) if out.strip() else {}
+    items: list[Any] = []
+    for family, name in others:
+        out = host.nftables.run(f"list table {family} {name}\n",
+                                what=f"list table {family} {name}", output_flags=OUTPUT_JSON)
+        items += (json.loads(out) if out.strip() else {}).get("nftables", [])
+    return {"nftables": items}
+
+
 def is_iptables_table(family: str, table: str) -> bool:
     """Tables iptables-nft manages: changing them with nft would make them unreadable to
     iptables (and so to Docker and ufw)."""
@@ -246,13 +274,12 @@ class AllowThroughOtherFirewalls(Action):
         self.added = []
         # in-process through libnftables when it is installed: no process on the start path
         try:
-            out = host.nftables.run("list ruleset\n", what="list the ruleset",
-                                    output_flags=OUTPUT_JSON)
+            ruleset = other_tables_ruleset(host)
         except HostError as exc:
             if "not installed" in str(exc):
                 return  # without nftables no other nftables table can be seen
             raise
-        drop_chains, existing = find_drop_chains(json.loads(out) if out.strip() else {})
+        drop_chains, existing = find_drop_chains(ruleset)
         try:
             for chain in drop_chains:
                 self._open(host, chain, existing)

@@ -7,11 +7,14 @@ it under DIR, which is how tests, the lab and the demo keep the host untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 
 @dataclass(frozen=True)
 class StatePaths:
+    # The directories derived from the three roots are cached_property: a long-lived daemon
+    # asks for them on every request, and building a Path costs more than using one.
     config_dir: Path  # persistent definitions: NAME.xml
     run_dir: Path  # runtime status of active networks, the lock, the daemon socket
     lib_dir: Path  # dnsmasq files, leases
@@ -31,7 +34,7 @@ class StatePaths:
 
     # --- persistent -------------------------------------------------------------------
 
-    @property
+    @cached_property
     def networks_dir(self) -> Path:
         return self.config_dir / "networks"
 
@@ -47,7 +50,7 @@ class StatePaths:
 
     # --- runtime ----------------------------------------------------------------------
 
-    @property
+    @cached_property
     def status_dir(self) -> Path:
         return self.run_dir / "network"
 

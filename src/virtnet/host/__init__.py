@@ -26,19 +26,24 @@ from virtnet.host.netlink import (
     Netlink,
     RouteInfo,
 )
-from virtnet.host.nft import Nft
 
 RUN_TIMEOUT_S = 60.0
 
 
 class Host:
     def __init__(self) -> None:
-        self.netlink = Netlink()
-        self.nftables = Nft()
+        from virtnet.host.nft import shared_nft
+        from virtnet.host.rtnl import shared_rtnl
+
+        # The thread's netlink socket and the process's libnftables context for this
+        # namespace, kept between operations (opening them is most of a small operation's
+        # cost in a long-lived virtnetd).
+        self.netlink = Netlink(shared_rtnl())
+        self.nftables = shared_nft()
 
     def close(self) -> None:
+        """Nothing to release: the socket and the context are shared (see __init__)."""
         self.netlink.close()
-        self.nftables.close()
 
     def __enter__(self) -> Host:
         return self

@@ -73,11 +73,15 @@ def _load_pyroute2() -> tuple[type, type[Exception]]:
 class Netlink:
     """One lazily opened rtnetlink socket in the namespace the process is in."""
 
-    def __init__(self) -> None:
-        self._rtnl = Rtnl()  # opens its socket on first use
+    def __init__(self, rtnl: Rtnl | None = None) -> None:
+        # a socket of our own (opened on first use, closed by close()), or a shared one
+        # (virtnet.host.rtnl.shared_rtnl), which close() leaves open for its other users
+        self._owned = rtnl is None
+        self._rtnl = rtnl if rtnl is not None else Rtnl()
 
     def close(self) -> None:
-        self._rtnl.close()
+        if self._owned:
+            self._rtnl.close()
 
     # --- links --------------------------------------------------------------------------
 

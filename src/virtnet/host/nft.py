@@ -8,6 +8,7 @@ for spawning ``nft``. Without the library the ``nft`` binary is run (never throu
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
@@ -139,3 +140,22 @@ class Nft:
             if self._lib is not None and self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
             self._lib, self._ctx = None, None
+
+
+_shared: dict[tuple[int, int], Nft] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_nft() -> Nft:
+    """One libnftables context per process and network namespace, kept for the process's
+    life: a long-lived virtnetd then does not load the library and build a context for every
+    operation. Thread-safe (an Nft serialises its runs); keyed by pid so that a forked child
+    builds its own, and by namespace because a context's netlink socket stays in the one it
+    was opened in."""
+    key = (os.getpid(), os.stat("/proc/self/ns/net").st_ino)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = Nft()
+        return found
+

@@ -25,6 +25,7 @@ import ipaddress
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass
 
 from virtnet.errors import HostError
@@ -725,14 +726,15 @@ class Rtnl:
         return True
 
 
-_shared: dict[tuple[int, int], Rtnl] = {}
+_shared: dict[tuple[int, int, int], Rtnl] = {}
 
 
 def shared_rtnl() -> Rtnl:
     """A long-lived socket for the namespace the process is in now (a process that switches
     namespaces gets one per namespace: a netlink socket stays in the one it was opened in).
-    Keyed by pid too: a forked child must not read replies from its parent's socket."""
-    key = (os.getpid(), os.stat("/proc/self/ns/net").st_ino)
+    Keyed by pid too: a forked child must not read replies from its parent's socket; and by
+    thread, as an Rtnl is not thread-safe (virtnetd's worker threads each get their own)."""
+    key = (os.getpid(), os.stat("/proc/self/ns/net").st_ino, threading.get_ident())
     found = _shared.get(key)
     if found is None:
         found = _shared[key] = Rtnl()
