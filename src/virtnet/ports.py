@@ -636,16 +636,21 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
     return undone
 
 
-def connection_counts(status_dir: Path, network: str) -> tuple[int, dict[str, int]]:
+def connection_counts(status_dir: Path, network: str, *,
+                      per_device: bool = True) -> tuple[int, dict[str, int]]:
     """(connections, connections per pool interface or VF) of NETWORK, from its records
-    (their JSON only: cheap enough for every net-list)."""
+    (their JSON only: cheap enough for every net-list). Without ``per_device`` only the
+    records are counted, none is read: a network without a pool has a thousand ports as
+    cheaply as one."""
     directory = ports_dir(status_dir, network)
     try:
         entries = os.listdir(directory)
     except FileNotFoundError:
         return 0, {}
+    if not per_device:
+        return sum(1 for e in entries if e.endswith(".json") and not e.startswith(".")), {}
     total = 0
-    per_device: dict[str, int] = {}
+    devices: dict[str, int] = {}
     for entry in entries:
         if not entry.endswith(".json") or entry.startswith("."):
             continue
@@ -656,14 +661,15 @@ def connection_counts(status_dir: Path, network: str) -> tuple[int, dict[str, in
         total += 1
         key = data.get("uplink") or data.get("pci_address")
         if key:
-            per_device[key] = per_device.get(key, 0) + 1
-    return total, per_device
+            devices[key] = devices.get(key, 0) + 1
+    return total, devices
 
 
 def apply_connection_counts(status_dir: Path, net: Network) -> int:
     """Set NET's live connection counts (network and pool interfaces) from its port records;
     returns the network's count."""
-    total, per_device = connection_counts(status_dir, net.name)
+    pool = net.forward is not None and bool(net.forward.interfaces)
+    total, per_device = connection_counts(status_dir, net.name, per_device=pool)
     net.connections = total
     if net.forward is not None:
         for interface in net.forward.interfaces:

@@ -381,6 +381,31 @@ def test_ports_created_and_deleted_through_the_api(lab: Lab) -> None:
         assert bad.value.status == 400 and "invalid MAC address" in bad.value.message
 
 
+def server_timing(response: Any) -> dict[str, float]:
+    header = response.headers["server-timing"]
+    return {name: float(value) for name, _, value in
+            (item.strip().partition(";dur=") for item in header.split(","))}
+
+
+def test_answers_say_where_the_daemon_spent_its_time(lab: Lab) -> None:
+    with lab.api() as api:
+        info = server_timing(api.call("GET", "/v1", raw=True))
+        # the daemon's own information takes no engine work
+        assert info["work"] == 0.0 and info["handler"] > 0.0
+        created = api.call("POST", f"/v1/networks/{NETWORK}/ports",
+                           {"mac": "52:54:00:91:02:01"}, raw=True)
+        port = created.json()
+        timing = server_timing(created)
+        # a port create is engine work in a worker thread, within the handler's time
+        assert 0.0 < timing["work"] <= timing["handler"]
+        deleted = api.call("DELETE", f"/v1/networks/{NETWORK}/ports/{port['uuid']}", raw=True)
+        assert deleted.status == 200 and server_timing(deleted)["work"] > 0.0
+    # a refusal says it too
+    refused = raw_exchange(lab.daemon.socket_path, b"GET /v1/networks/no-such-network HTTP/1.1\r\n"
+                           b"Host: x\r\nConnection: close\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 404") and b"\r\nServer-Timing: work;dur=" in refused
+
+
 # --- SCM_RIGHTS and access --------------------------------------------------------------------
 
 
