@@ -186,7 +186,8 @@ class Engine:
         keyed by the exact text (and the source named in error messages), and each caller
         gets its own copy, free to change. Refused input is never kept."""
         key = (data, source)
-        kept = _parsed.get(key)
+        cacheable = len(data) <= PARSED_CACHE_MAX_TEXT
+        kept = _parsed.get(key) if cacheable else None
         if kept is not None:
             return pickle.loads(kept)
         from virtnet.validate import validate
@@ -196,7 +197,8 @@ class Engine:
         problems = validate(net)
         if problems:
             raise ValidationError(problems, source=source)
-        _parsed.put(key, pickle.dumps(net, protocol=pickle.HIGHEST_PROTOCOL))
+        if cacheable:
+            _parsed.put(key, pickle.dumps(net, protocol=pickle.HIGHEST_PROTOCOL))
         return net
 
     @staticmethod
@@ -840,7 +842,10 @@ class _ParsedCache:
                 self._items.popitem(last=False)
 
 
-PARSED_CACHE_SIZE = 128  # definitions and live records; a few hundred KiB at most
+PARSED_CACHE_SIZE = 128  # definitions and live records
+# Larger texts (a definition may have 10 MiB) are parsed each time: the cache holds at most
+# 128 x 64 KiB of text and as much pickled.
+PARSED_CACHE_MAX_TEXT = 64 * 1024
 _parsed = _ParsedCache(PARSED_CACHE_SIZE)
 
 

@@ -336,3 +336,52 @@ def test_undefine_of_an_inactive_network_drops_its_leases(engine: Engine) -> Non
 def test_no_lease_file_means_no_leases(engine: Engine) -> None:
     engine.define(isolated_xml("n1"), "n1.xml")
     assert engine.dhcp_leases("n1") == []
+
+
+# --- the parsed-definition cache (Engine.parse) -----------------------------------------------
+
+
+CACHED_XML = """<network><name>cached</name><bridge name='vncache0'/>
+<ip address='10.77.0.1' netmask='255.255.255.0'><dhcp><range start='10.77.0.10'
+end='10.77.0.20'/></dhcp></ip></network>"""
+
+
+def test_a_parsed_definition_is_kept_but_each_caller_gets_its_own_copy() -> None:
+    import virtnet.engine as engine_module
+
+    first = Engine.parse(CACHED_XML, "cached.xml")
+    key = (CACHED_XML, "cached.xml")
+    assert engine_module._parsed.get(key) is not None
+    second = Engine.parse(CACHED_XML, "cached.xml")
+    assert second == first and second is not first
+    first.ips[0].ranges.clear()  # a caller changing its copy...
+    first.name = "changed"
+    third = Engine.parse(CACHED_XML, "cached.xml")
+    assert third == second and third.name == "cached"  # ...changes nobody else's
+    assert len(third.ips[0].ranges) == 1
+
+
+def test_refused_and_huge_definitions_are_not_kept() -> None:
+    import virtnet.engine as engine_module
+
+    bad = CACHED_XML.replace("10.77.0.20", "10.78.0.20")  # a range outside the subnet
+    for _ in range(2):  # refused each time, with the same message
+        with pytest.raises(ValidationError, match="range"):
+            Engine.parse(bad, "bad.xml")
+    assert engine_module._parsed.get((bad, "bad.xml")) is None
+    padding = "<!--" + "x" * engine_module.PARSED_CACHE_MAX_TEXT + "-->"
+    huge = CACHED_XML.replace("</network>", padding + "</network>")
+    assert Engine.parse(huge, "huge.xml").name == "cached"
+    assert engine_module._parsed.get((huge, "huge.xml")) is None
+
+
+def test_the_cache_keeps_the_most_recently_used() -> None:
+    import virtnet.engine as engine_module
+
+    cache = engine_module._ParsedCache(2)
+    cache.put(("a", None), b"1")
+    cache.put(("b", None), b"2")
+    assert cache.get(("a", None)) == b"1"  # a is now the most recent
+    cache.put(("c", None), b"3")
+    assert cache.get(("b", None)) is None
+    assert cache.get(("a", None)) == b"1" and cache.get(("c", None)) == b"3"
