@@ -95,13 +95,12 @@ def delete_netns(ns: str) -> None:
 # MAC, enslaved to a bridge with an address and set up in one RTM_NEWLINK (what virtnet does
 # for a port, without anything else), timed one by one; then removed.
 FLOOR_CODE = """
-import json, sys, time
+import ipaddress, json, sys, time
 from virtnet.host.rtnl import create_persistent_tap, shared_rtnl
-from virtnet.host.netlink import IPInterface
 count = int(sys.argv[1])
 rtnl = shared_rtnl()
 rtnl.create_bridge("vnfloor0", stp=False, forward_delay=0)
-rtnl.add_address("vnfloor0", IPInterface("10.201.0.1/16"))
+rtnl.add_address("vnfloor0", ipaddress.ip_interface("10.201.0.1/16"))
 rtnl.set_link("vnfloor0", up=True)
 samples = []
 try:
