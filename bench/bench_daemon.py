@@ -99,7 +99,7 @@ import ipaddress, json, sys, time
 from virtnet.host.rtnl import create_persistent_tap, shared_rtnl
 count = int(sys.argv[1])
 rtnl = shared_rtnl()
-rtnl.create_bridge("vnfloor0", stp=False, forward_delay=0)
+rtnl.create_bridge("vnfloor0", stp=True, forward_delay=0)  # as the default network's
 rtnl.add_address("vnfloor0", ipaddress.ip_interface("10.201.0.1/16"))
 rtnl.set_link("vnfloor0", up=True)
 samples = []
