@@ -178,6 +178,15 @@ class ResidentPortManager(PortManager):
         self._kept_names = None
         return self._names
 
+    def delete(self, network: str, ref: str) -> PortRecord:
+        with self.session():
+            if self._names is None and self._kept_names is not None:
+                # The names kept from the last session come into this one, so that the
+                # delete frees the port's device name (and lowers the floor) in them too;
+                # otherwise every deleted name would stay taken for the daemon's life.
+                self._taken_names()
+            return super().delete(network, ref)
+
     def remove_all(self, network: str) -> list[str]:
         self._forget(network)
         self._names_key = None

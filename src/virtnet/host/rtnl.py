@@ -726,18 +726,22 @@ class Rtnl:
         return True
 
 
-_shared: dict[tuple[int, int, int], Rtnl] = {}
+_per_thread = threading.local()
 
 
 def shared_rtnl() -> Rtnl:
     """A long-lived socket for the namespace the process is in now (a process that switches
     namespaces gets one per namespace: a netlink socket stays in the one it was opened in).
-    Keyed by pid too: a forked child must not read replies from its parent's socket; and by
-    thread, as an Rtnl is not thread-safe (virtnetd's worker threads each get their own)."""
-    key = (os.getpid(), os.stat("/proc/self/ns/net").st_ino, threading.get_ident())
-    found = _shared.get(key)
+    Keyed by pid too: a forked child must not read replies from its parent's socket; and
+    kept per thread, as an Rtnl is not thread-safe (virtnetd's worker threads each get their
+    own), in thread-local storage so that a thread's sockets close when it ends."""
+    key = (os.getpid(), os.stat("/proc/self/ns/net").st_ino)
+    sockets: dict[tuple[int, int], Rtnl] | None = getattr(_per_thread, "sockets", None)
+    if sockets is None:
+        sockets = _per_thread.sockets = {}
+    found = sockets.get(key)
     if found is None:
-        found = _shared[key] = Rtnl()
+        found = sockets[key] = Rtnl()
     return found
 
 
