@@ -27,6 +27,7 @@ not at all.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -98,6 +99,20 @@ class Action(abc.ABC):
     @abc.abstractmethod
     def apply(self, host: Host) -> None:
         """Make the change. May record what it found (old values, pids) on self."""
+
+    # An action that sets off something slow outside this process (a daemon initialising)
+    # may let the steps after it run meanwhile: Plan.apply then calls launch() in its turn
+    # and finish() after the last step, instead of apply(). apply() must do both at once.
+    overlaps: ClassVar[bool] = False
+
+    def launch(self, host: Host) -> None:
+        """The first half of apply() (only for ``overlaps``): set it going. Once this
+        returned, undo() must stop whatever was set going, finished or not."""
+        self.apply(host)
+
+    def finish(self, host: Host) -> None:
+        """The second half of apply() (only for ``overlaps``): wait until it is done and
+        record what it recorded; on failure leave nothing behind (as a failed apply)."""
 
     @abc.abstractmethod
     def undo(self, host: Host) -> None:
@@ -284,6 +299,7 @@ class Plan:
         if journal is not None:
             on_step = journal.append
         applied: list[Action] = []
+        launched: list[tuple[int, Action]] = []  # overlapping steps, finished at the end
         for step, action in enumerate(self.actions, start=1):
             try:
                 if journal is not None:
@@ -292,6 +308,9 @@ class Plan:
                     raise HostError(f"injected fault at step {step} ({FAULT_STEP_ENV})")
                 if in_step_crash == step:
                     _apply_and_crash(action, host)
+                elif action.overlaps:
+                    action.launch(host)
+                    launched.append((step, action))
                 else:
                     action.apply(host)
             except BaseException as exc:
@@ -323,6 +342,18 @@ class Plan:
                     raise PlanError(step, action, exc, undo_errors) from exc
             if crash_step == step:
                 os._exit(CRASH_EXIT_STATUS)
+        # The overlapping steps ran alongside the ones after them; the plan is applied once
+        # they are done too. Their journal line already says "applied" (their undo copes
+        # with a launch that never finished), and what they record now is in the actions,
+        # from which the caller writes the final record.
+        for step, action in launched:
+            try:
+                action.finish(host)
+            except BaseException as exc:
+                undo_errors = _undo_all(list(reversed(applied)), host)
+                if not isinstance(exc, Exception):
+                    raise
+                raise PlanError(step, action, exc, undo_errors) from exc
 
     def undo(self, host: Host, on_step: Callable[[int, Action], None] | None = None) -> None:
         """Undo every action in reverse order, going on past failures; raise them at the end.
@@ -629,13 +660,28 @@ class StartDnsmasq(Action):
         return [f"install -d -m 755 {' '.join(_q(d) for d in dirs)} && "
                 + " ".join(_q(arg) for arg in self.argv())]
 
+    # dnsmasq takes ~6 ms to initialise (libraries, configuration, sockets), in a process of
+    # its own: a start goes on with its next steps meanwhile (see Action.overlaps).
+    overlaps: ClassVar[bool] = True
+    _launched = None  # the dnsmasq being launched (a subprocess.Popen), until finish()
+
     def apply(self, host: Host) -> None:
+        self.launch(host)
+        self.finish(host)
+
+    def launch(self, host: Host) -> None:
         lease_file = Path(self.lease_file)
         host.ensure_dir(lease_file.parent)
         host.ensure_dir(Path(self.pid_file).parent)
         self.created_lease_file = not lease_file.exists()
+        self._launched = host.spawn_dnsmasq(self.argv(), Path(self.pid_file))
+
+    def finish(self, host: Host) -> None:
+        launched, self._launched = self._launched, None
+        if launched is None:
+            return
         try:
-            self.pid = host.start_dnsmasq(self.argv(), Path(self.conf_file), Path(self.pid_file))
+            self.pid = host.await_dnsmasq(launched, Path(self.conf_file), Path(self.pid_file))
         except Exception:
             self.undo(host)  # a daemon that started but was not confirmed must not stay
             raise
@@ -643,6 +689,12 @@ class StartDnsmasq(Action):
     def undo(self, host: Host) -> None:
         from virtnet.host.dnsmasq import find_our_dnsmasqs, is_our_dnsmasq, read_pid_file
 
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            # launched but not finished: once its first process is gone, the daemon (if
+            # any) has written its pid file, and is found below
+            with contextlib.suppress(Exception):
+                host.settle_dnsmasq(launched)
         conf_file = Path(self.conf_file)
         if self.pid is not None and is_our_dnsmasq(self.pid, conf_file):
             pids = [self.pid]

@@ -211,6 +211,67 @@ def test_failure_at_step_k_undoes_the_earlier_steps_in_reverse(k: int) -> None:
     assert journal == applied + undone  # the failing step itself is not undone
 
 
+@dataclass
+class SlowStep(Step):
+    """An overlapping step (like dnsmasq starting): launch() sets it going, finish() waits."""
+
+    overlaps = True
+    fail_finish: bool = False
+
+    def launch(self, host: Any) -> None:
+        self.journal.append(f"launch {self.label}")
+
+    def finish(self, host: Any) -> None:
+        if self.fail_finish:
+            self.journal.append(f"finish {self.label} failed")
+            raise HostError(f"{self.label} did not come up")
+        self.journal.append(f"finish {self.label}")
+
+
+def test_an_overlapping_step_finishes_after_the_last_step() -> None:
+    journal: list[str] = []
+    seen: list[int] = []
+    first, third = steps(3, journal)[0], steps(3, journal)[2]
+    plan = Plan("n", [first, SlowStep("2", journal), third])
+    plan.apply(None, on_step=lambda k, a: seen.append(k))  # type: ignore[arg-type]
+    assert journal == ["apply 1", "launch 2", "apply 3", "finish 2"]
+    assert seen == [1, 2, 3]  # reported applied once launched (its undo copes with either)
+
+
+def test_an_overlapping_step_that_does_not_come_up_undoes_the_whole_plan() -> None:
+    journal: list[str] = []
+    first, third = steps(3, journal)[0], steps(3, journal)[2]
+    plan = Plan("n", [first, SlowStep("2", journal, fail_finish=True), third])
+    with pytest.raises(PlanError) as info:
+        plan.apply(None)  # type: ignore[arg-type]
+    assert info.value.step == 2 and "2 did not come up" in str(info.value)
+    assert journal == ["apply 1", "launch 2", "apply 3", "finish 2 failed",
+                       "undo 3", "undo 2", "undo 1"]
+
+
+def test_a_later_failure_undoes_a_launched_step_that_never_finished() -> None:
+    journal: list[str] = []
+    first, _, third = steps(3, journal, fail_apply={3: True})
+    plan = Plan("n", [first, SlowStep("2", journal), third])
+    with pytest.raises(PlanError) as info:
+        plan.apply(None)  # type: ignore[arg-type]
+    assert info.value.step == 3
+    assert journal == ["apply 1", "launch 2", "undo 2", "undo 1"]  # never finished
+
+
+def test_an_overlapping_step_applied_alone_does_both_halves() -> None:
+    journal: list[str] = []
+
+    @dataclass
+    class Whole(SlowStep):
+        def apply(self, host: Any) -> None:
+            self.launch(host)
+            self.finish(host)
+
+    Whole("x", journal).apply(None)
+    assert journal == ["launch x", "finish x"]
+
+
 def test_undo_errors_are_collected_not_masking_the_cause() -> None:
     journal: list[str] = []
     plan = Plan("n", steps(4, journal, fail_apply={4: True}, fail_undo={2: True}))

@@ -171,6 +171,12 @@ class BridgedDriver(Driver):
                 ),
             )
         ]
+        if _needs_dnsmasq(net):
+            # Right after the bridge, which is ours from then on: dnsmasq (bind-dynamic)
+            # takes up the bridge's addresses as they come, and spends its start-up in a
+            # process of its own while the steps below run (StartDnsmasq.overlaps). libvirt
+            # starts it last; the network is the same once the start is done.
+            actions += self._dnsmasq_actions(net, facts, paths, caps)
         actions += self._ipv6_knobs(net, bridge, facts)
         if firewall.firewall_needed(net):
             actions.append(
@@ -207,8 +213,6 @@ class BridgedDriver(Driver):
                 actions.append(SetSysctl("net/ipv4/ip_forward", "1", restore=False))
             if net.ipv6_defs():
                 actions.append(SetSysctl("net/ipv6/conf/all/forwarding", "1", restore=False))
-        if _needs_dnsmasq(net):
-            actions += self._dnsmasq_actions(net, facts, paths, caps)
         return Plan(net.name, actions)
 
     def _ipv6_knobs(self, net: Network, bridge: str, facts: HostFacts) -> list[Action]:

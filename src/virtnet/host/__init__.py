@@ -230,6 +230,16 @@ class Host:
     def start_dnsmasq(self, argv: list[str], conf_file: Path, pid_file: Path) -> int:
         return dnsmasq_process.start_dnsmasq(argv, conf_file, pid_file)
 
+    def spawn_dnsmasq(self, argv: list[str], pid_file: Path) -> subprocess.Popen[str]:
+        return dnsmasq_process.spawn_dnsmasq(argv, pid_file)
+
+    def await_dnsmasq(self, proc: subprocess.Popen[str], conf_file: Path,
+                      pid_file: Path) -> int:
+        return dnsmasq_process.await_dnsmasq(proc, conf_file, pid_file)
+
+    def settle_dnsmasq(self, proc: subprocess.Popen[str]) -> None:
+        dnsmasq_process.settle_dnsmasq(proc)
+
     def stop_dnsmasq(self, pid: int, conf_file: Path) -> bool:
         return dnsmasq_process.stop_dnsmasq(pid, conf_file)
 

@@ -99,22 +99,38 @@ def read_pid_file(pid_file: Path) -> int | None:
 
 def start_dnsmasq(argv: list[str], conf_file: Path, pid_file: Path) -> int:
     """Run dnsmasq (it daemonizes); return the daemon's pid once it is up."""
+    return await_dnsmasq(spawn_dnsmasq(argv, pid_file), conf_file, pid_file)
+
+
+def spawn_dnsmasq(argv: list[str], pid_file: Path) -> subprocess.Popen[str]:
+    """Launch dnsmasq and return at once: its first process initialises, hands over to the
+    daemon it forks and exits (:func:`await_dnsmasq` waits for that), meanwhile the caller
+    can do other work."""
     pid_file.unlink(missing_ok=True)  # a stale file must not be mistaken for the new daemon
     try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT_S,
-            start_new_session=True,
-        )
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     except FileNotFoundError:
         raise HostError(f"cannot start dnsmasq: {argv[0]} is not installed") from None
+
+
+def settle_dnsmasq(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Wait for the process :func:`spawn_dnsmasq` launched to exit (killed after
+    START_TIMEOUT_S); its output."""
+    try:
+        return proc.communicate(timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise HostError(f"dnsmasq did not start within {START_TIMEOUT_S:.0f} s") from None
+
+
+def await_dnsmasq(proc: subprocess.Popen[str], conf_file: Path, pid_file: Path) -> int:
+    """The daemon's pid, once the dnsmasq :func:`spawn_dnsmasq` launched is up (HostError
+    with dnsmasq's own message if it refused to start)."""
+    stdout, stderr = settle_dnsmasq(proc)
     if proc.returncode != 0:
-        message = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+        message = (stderr or stdout).strip() or f"exit status {proc.returncode}"
         raise HostError(f"dnsmasq failed to start: {message}")
     from virtnet.plan import crash_in_step
 
