@@ -75,10 +75,10 @@ for module in sys.argv[5:]:
         pass
 from virtnet.engine import Engine
 from virtnet.paths import StatePaths
-from virtnet.plan import Action
-from virtnet.ports import register_action_kinds
+from virtnet.plan import KIND_MODULES, Action
 import virtnet.host.facts, virtnet.drivers, virtnet.firewall, virtnet.dnsmasq
-register_action_kinds()
+for module in sorted(set(KIND_MODULES.values())):  # every action kind, registered
+    importlib.import_module(module)
 spent = defaultdict(float)
 def timed(label, fn):
     def wrapper(*args, **kwargs):
@@ -91,6 +91,9 @@ def timed(label, fn):
 for kind, cls in Action._registry.items():
     cls.apply = timed(f"apply {kind}", cls.apply)
     cls.undo = timed(f"undo {kind}", cls.undo)
+    if cls.overlaps:  # applied in two halves, the second after the last step
+        cls.launch = timed(f"launch {kind}", cls.launch)
+        cls.finish = timed(f"finish {kind} (waiting, others ran meanwhile)", cls.finish)
 Engine._facts = timed("read host facts", Engine._facts)
 Engine._plan_start = timed("plan", Engine._plan_start)
 from virtnet.state import StateStore
