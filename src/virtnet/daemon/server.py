@@ -459,7 +459,7 @@ class Daemon:
         return result
 
     def scan_after_answer(self) -> None:
-        """Publish what the change just made did, once the answer is on its way.
+        """Publish the events of the change just made, once its answer is on its way.
 
         The scan reads every network's status and leases, a few milliseconds the client
         should not wait for. Scheduled with call_soon from the handler, it runs after the
