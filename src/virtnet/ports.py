@@ -23,10 +23,11 @@ the network's status directory, ``NAME.ports/UUID.json``; port-delete undoes exa
 actions, net-destroy removes every port of the network first, and the connection counts
 (per network and per pool interface) are computed from these records.
 
-Crash safety: while the plan applies, each applied step is appended to ``UUID.journal`` next
-to where the record will be. A port-create killed before its record was written leaves that
-journal; the next command that loads the network's ports (port-*, net-destroy) undoes the
-journalled steps and removes it, so no device is left without a record.
+Crash safety: while the plan applies, each step is appended to ``UUID.journal`` next to where
+the record will be, once before its first host change and once applied. A port-create killed
+before its record was written leaves that journal; the next privileged command that loads the
+network's ports (port-*, net-destroy) undoes the journalled steps, the one killed inside
+included, and removes it, so no device is left without a record.
 """
 
 from __future__ import annotations
