@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from virtnet.host.netns import pids_in_netns
 from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,23 +165,10 @@ def ms(seconds: float) -> str:
 # --- namespace for virtnet ----------------------------------------------------------------
 
 
-def netns_pids(ns: str) -> list[int]:
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def delete_netns(ns: str) -> None:
     if not Path(f"/run/netns/{ns}").exists():
         return
-    for pid in netns_pids(ns):  # a dnsmasq a failed destroy left: ours, it lives in our netns
+    for pid in pids_in_netns(ns):  # a dnsmasq a failed destroy left: ours, it lives in our netns
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

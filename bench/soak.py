@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.daemon.__main__ import MEMORY_PROBE_ENV, TRACEMALLOC_ENV
+from virtnet.host.netns import pids_in_netns
 from virtnet.testing.daemon import VirtnetdProcess
 
 NETWORK = "soak"
@@ -86,22 +87,9 @@ def ns_view(ns: str) -> dict[str, Any]:
     return {"links": links, "addresses": addresses, "routes": routes, "nft": ruleset}
 
 
-def ns_pids(ns: str) -> list[int]:
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def dnsmasq_pids(ns: str) -> list[int]:
     found = []
-    for pid in ns_pids(ns):
+    for pid in pids_in_netns(ns):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "dnsmasq":
                 found.append(pid)
@@ -449,7 +437,7 @@ def main() -> int:
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         return soak(ns, root, options)
     finally:
-        for pid in ns_pids(ns):  # only processes inside the namespace made here
+        for pid in pids_in_netns(ns):  # only processes inside the namespace made here
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
