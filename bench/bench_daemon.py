@@ -34,6 +34,7 @@ Run: .venv/bin/python bench/bench_daemon.py [--rounds N] [--ports N] [--cli-port
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -47,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from virtnet.host.netns import pids_in_netns
 from virtnet.testing.daemon import VirtnetdProcess, bytecode_env, script
 from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
@@ -81,13 +83,9 @@ def client_timing(stderr: str) -> dict[str, Any] | None:
 def delete_netns(ns: str) -> None:
     if not Path(f"/run/netns/{ns}").exists():
         return
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and os.stat(entry / "ns" / "net").st_ino == target:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except OSError:
-            continue
+    for pid in pids_in_netns(ns):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     subprocess.run(["ip", "netns", "delete", ns], timeout=30, check=False)
 
 

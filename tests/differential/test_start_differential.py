@@ -43,6 +43,7 @@ from typing import Any
 
 import pytest
 
+from virtnet.host.netns import pids_in_netns
 from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
 _UNAVAILABLE = libvirtd_unavailable_reason()
@@ -147,19 +148,6 @@ def ip_json(ns: str, *args: str) -> Any:
     return json.loads(out) if out.strip() else []
 
 
-def netns_pids(ns: str) -> list[int]:
-    target = os.stat(f"/run/netns/{ns}").st_ino
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.fixture(scope="module")
 def our_netns() -> Iterator[str]:
     """A namespace for virtnet, deleted afterwards with whatever still runs inside."""
@@ -169,7 +157,7 @@ def our_netns() -> Iterator[str]:
         run(["ip", "-n", name, "link", "set", "lo", "up"])
         yield name
     finally:
-        for pid in netns_pids(name):  # a dnsmasq a failed destroy left: ours, by its netns
+        for pid in pids_in_netns(name):  # a dnsmasq a failed destroy left: ours, by its netns
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from virtnet.host.netns import pids_in_netns
 from virtnet.testing.daemon import script
 
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
@@ -77,13 +79,9 @@ def namespace() -> Iterator[tuple[str, Path]]:
     try:
         yield ns, root
     finally:
-        target = os.stat(f"/run/netns/{ns}").st_ino
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and os.stat(entry / "ns" / "net").st_ino == target:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except OSError:
-                continue
+        for pid in pids_in_netns(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", ns], timeout=30, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
