@@ -17,14 +17,30 @@ addresses) is named; with ``restart`` the network is stopped and started with th
 definition instead. Every step records how to reverse itself: if step k fails, steps k-1..1
 are reversed and the network runs exactly as before. The new definition is saved (persistent
 config and live record) only when everything succeeded.
+
+Killed midway (SIGKILL, power cut of the process, not of the host): before its first step an
+apply writes ``NAME.apply-journal`` next to the status record, holding what the network ran
+with and the steps, then one appended line as each step begins and one when it is done. A
+kill therefore leaves the network partly changed, its status record still describing the old
+state, and that journal. The next command that loads the network with CAP_NET_ADMIN (net-list,
+net-info, net-start, net-destroy, net-apply...) reverses it before going on: the done steps
+newest first and the begun one in a way that holds whether it ran wholly, partly or not at
+all (an undone action is undone again, then applied; a firewall swap loads the old rules
+after a teardown of the new, which is a no-op when the new ones never got committed; a
+dnsmasq restart stops either daemon and starts the old one once its files are back), then
+rewrites the status record (with the pid of a dnsmasq it restarted) and removes the journal.
+An unprivileged read leaves the journal alone and reports the network as half-changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.errors import HostError, ValidationError, VirtnetError
@@ -42,11 +58,24 @@ if TYPE_CHECKING:
     from virtnet.host import Host
 
 DNSMASQ_CONF_SUFFIX = ".conf"
+STEP_OPS = ("apply", "undo", "replace", "tune-bridge", "restart-dnsmasq", "reload-dnsmasq")
+# ops whose step applies its new action: what that recorded (a new dnsmasq's pid) is
+# journalled with "done", so that a recovery undoes exactly it
+APPLIES_NEW = frozenset({"apply", "replace", "restart-dnsmasq"})
 OPERATION = "net-apply"  # the verb named when it is refused for lack of privilege
 
 
 class ApplyError(VirtnetError):
     """The new definition cannot be applied live (and --restart was not given)."""
+
+
+class StepError(HostError):
+    """A step of a live apply failed; the done ones were reversed, except those named in
+    ``rollback_errors``."""
+
+    def __init__(self, message: str, rollback_errors: list[str]) -> None:
+        super().__init__(message)
+        self.rollback_errors = rollback_errors
 
 
 @dataclass
@@ -82,7 +111,26 @@ class Step:
         return f"rewrite: {self.new.describe()}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "describe": self.describe()}
+        """The step as JSON-able data (its actions with what they recorded), as the apply
+        journal keeps it; :meth:`from_dict` reads it back."""
+        return {
+            "op": self.op,
+            "describe": self.describe(),
+            "old": self.old.to_dict() if self.old is not None else None,
+            "new": self.new.to_dict() if self.new is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        op = data.get("op")
+        if op not in STEP_OPS:
+            raise ValueError(f"unknown apply step {op!r}")
+        old, new = data.get("old"), data.get("new")
+        return cls(
+            str(op),
+            Action.from_dict(old) if old is not None else None,
+            Action.from_dict(new) if new is not None else None,
+        )
 
 
 @dataclass
@@ -201,18 +249,34 @@ def diff_actions(network: str, old: list[Action], new: list[Action]) -> ApplyDif
 # --- executing steps ---------------------------------------------------------------------
 
 
-def _tune_bridge(host: Host, link: str, bridge: CreateBridge) -> None:
-    argv = ["ip", "link", "set", "dev", link]
-    if bridge.mtu:
-        argv += ["mtu", str(bridge.mtu)]
-    argv += ["type", "bridge", "stp_state", str(int(bridge.stp)),
-             "forward_delay", str(bridge.delay * 100)]
-    host.run(argv)
+# The kernel checks a bridge's forward delay against STP's range only while STP is on, and
+# reads the delay before the STP state within one request.
+STP_DELAY_RANGE = range(2, 31)  # seconds
+DEFAULT_BRIDGE_MTU = 1500  # what a bridge created without an MTU has (ETH_DATA_LEN)
+
+
+def _tune_bridge(host: Host, target: CreateBridge, current: CreateBridge) -> None:
+    """Set on the bridge what TARGET has and CURRENT (what it should have now) lacks. Also
+    right when the bridge is already partly or wholly at TARGET (a recovery does not know
+    how far a killed step got): STP goes off in a request of its own before a delay that
+    needs it off, and comes on after the delay."""
+    base = ["ip", "link", "set", "dev", target.name]
+    delay_changes = target.delay != current.delay
+    if not target.stp or delay_changes and target.delay not in STP_DELAY_RANGE:
+        host.run([*base, "type", "bridge", "stp_state", "0"])
+    argv = list(base)
+    if target.mtu != current.mtu:
+        argv += ["mtu", str(target.mtu or DEFAULT_BRIDGE_MTU)]
+    settings = ["forward_delay", str(target.delay * 100)] if delay_changes else []
+    if target.stp:
+        settings += ["stp_state", "1"]
+    if settings:
+        argv += ["type", "bridge", *settings]
+    if len(argv) > len(base):
+        host.run(argv)
 
 
 def _signal_dnsmasq(action: Action) -> None:
-    from pathlib import Path
-
     from virtnet.host.dnsmasq import is_our_dnsmasq
 
     pid = getattr(action, "pid", None)
@@ -230,7 +294,8 @@ def _run_step(host: Host, step: Step) -> None:
         step.old.undo(host)
     elif step.op == "tune-bridge":
         assert isinstance(step.new, CreateBridge)
-        _tune_bridge(host, step.new.name, step.new)
+        assert isinstance(step.old, CreateBridge)
+        _tune_bridge(host, step.new, step.old)
     elif step.op == "replace":
         if isinstance(step.new, LoadFirewall):
             assert isinstance(step.old, LoadFirewall)
@@ -256,8 +321,8 @@ def _revert_step(host: Host, step: Step) -> None:
         assert step.old is not None
         step.old.apply(host)  # records afresh (e.g. a new pid) on the recorded action
     elif step.op == "tune-bridge":
-        assert isinstance(step.old, CreateBridge)
-        _tune_bridge(host, step.old.name, step.old)
+        assert isinstance(step.old, CreateBridge) and isinstance(step.new, CreateBridge)
+        _tune_bridge(host, step.old, step.new)
     elif step.op == "replace":
         if isinstance(step.new, LoadFirewall):
             assert isinstance(step.old, LoadFirewall)
@@ -275,21 +340,109 @@ def _revert_step(host: Host, step: Step) -> None:
         _signal_dnsmasq(step.old)
 
 
-def run_steps(host: Host, steps: list[Step]) -> None:
-    """Run STEPS in order; if one fails, reverse the done ones newest first and raise."""
-    done: list[Step] = []
+def _restore_dnsmasq(host: Host, step: Step) -> None:
+    """After a restart-dnsmasq step that ran wholly, partly or not at all: stop whichever of
+    the two daemons runs (each undo finds its process by pid, pid file or command line and
+    tolerates none), then start the old one (which records its new pid). Run it after the
+    configuration files are back to their old content: dnsmasq reads them only at start."""
+    assert step.old is not None and step.new is not None
+    step.new.undo(host)
+    step.old.undo(host)
+    step.old.apply(host)
+
+
+class ApplyJournal:
+    """The progress of one live apply, next to the network's status record (one os.write
+    append per line, so a kill leaves at most one line cut short, ignored when read back).
+
+    The first line holds what the running network had (its recorded actions and live
+    definition) and the steps to run; then, per step k: ``{"begun": k}`` before its first host
+    change, ``{"done": k}`` (with what the new action recorded) once it ran, ``{"failed": k}``
+    when it raised, and ``{"reverted": k}`` once an in-process rollback reversed it. Removed
+    when the status record is written, or after a rollback."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        self._fd: int | None = None
+        from virtnet.state import FILE_MODE, ensure_dir
+
+        ensure_dir(path.parent)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                           | os.O_CLOEXEC, FILE_MODE)
+        os.fchmod(self._fd, FILE_MODE)  # the umask filtered the creation mode
+        self._write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+
+    def begin(self, step: int) -> None:
+        self._write(b'{"%s":%d}\n' % (BEGUN_KEY.encode(), step))
+
+    def done(self, step: int, recorded: dict[str, Any]) -> None:
+        from virtnet.state import done_line
+
+        self._write(done_line(step, recorded))
+
+    def failed(self, step: int) -> None:
+        from virtnet.state import failed_line
+
+        self._write(failed_line(step))
+
+    def reverted(self, step: int) -> None:
+        self._write(b'{"%s":%d}\n' % (REVERTED_KEY.encode(), step))
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+BEGUN_KEY = "begun"
+REVERTED_KEY = "reverted"
+
+
+def run_steps(host: Host, steps: list[Step], journal: ApplyJournal | None = None) -> None:
+    """Run STEPS in order; if one fails, reverse the done ones newest first and raise.
+    ``journal`` hears of each step before and after it ran (see :class:`ApplyJournal`)."""
+    from virtnet.plan import CRASH_AFTER_APPLY_STEP_ENV, CRASH_IN_APPLY_STEP_ENV, crash_point
+    from virtnet.plan import run_crashing_in_step
+
+    done: list[tuple[int, Step]] = []
     for number, step in enumerate(steps, start=1):
         try:
+            if journal is not None:
+                journal.begin(number)
             if os.environ.get("VIRTNET_APPLY_FAULT_STEP") == str(number):
                 raise HostError(f"injected fault at apply step {number}")
-            _run_step(host, step)
+            run_crashing_in_step(CRASH_IN_APPLY_STEP_ENV, number,
+                                 lambda step=step: _run_step(host, step))  # type: ignore[misc]
         except BaseException as exc:
             errors = []
-            for earlier in reversed(done):
+            if journal is not None and isinstance(exc, Exception):
+                with contextlib.suppress(OSError):
+                    journal.failed(number)
+            for earlier_number, earlier in reversed(done):
                 try:
                     _revert_step(host, earlier)
+                    if journal is not None:
+                        journal.reverted(earlier_number)
                 except Exception as revert_exc:  # noqa: BLE001 - report all, go on
                     errors.append(f"  reverting '{earlier.describe()}': {revert_exc}")
+            if step.op == "restart-dnsmasq":
+                # it may have stopped the old daemon before failing: the old one runs again,
+                # now that its configuration file is the old one again
+                try:
+                    _restore_dnsmasq(host, step)
+                except Exception as revert_exc:  # noqa: BLE001 - reported with the cause
+                    errors.append(f"  restarting the old dnsmasq: {revert_exc}")
             if not isinstance(exc, Exception):
                 raise
             message = f"step {number} ({step.describe()}) failed: {exc}"
@@ -297,8 +450,12 @@ def run_steps(host: Host, steps: list[Step]) -> None:
                 message += "\nrolling back also failed:\n" + "\n".join(errors)
             else:
                 message += "\nthe network runs as before"
-            raise HostError(message) from exc
-        done.append(step)
+            raise StepError(message, errors) from exc
+        if journal is not None:
+            recorded = step.new.recorded() if step.op in APPLIES_NEW and step.new else {}
+            journal.done(number, recorded)
+        done.append((number, step))
+        crash_point(CRASH_AFTER_APPLY_STEP_ENV, number)
 
 
 # --- the engine side ------------------------------------------------------------------------
@@ -316,9 +473,15 @@ def plan_diff(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff:
     return diff
 
 
+# journals this process is writing: the engine's recovery leaves them alone
+_journals_in_use: set[Path] = set()
+
+
 def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff:
     """Bring the active RECORD to NET in place (caller holds the state lock); the status
-    record is written only after every step succeeded."""
+    record is written only after every step succeeded. The steps are journalled (see
+    :class:`ApplyJournal`) so that a kill midway is reverted by the next privileged command
+    (:func:`recover_interrupted_apply`)."""
     diff = plan_diff(engine, record, net)
     if diff.not_live:
         raise ApplyError(
@@ -327,23 +490,171 @@ def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff
         )
     status = record.status
     assert status is not None
-    with engine.host() as host:
-        try:
-            run_steps(host, diff.steps)
-        except BaseException:
-            # a rolled-back step may have re-recorded (a restarted dnsmasq's new pid)
-            status.actions = [action.to_dict() for action in diff.old]
-            status.dnsmasq_pid = next((getattr(a, "pid", None) for a in diff.old
-                                       if isinstance(a, StartDnsmasq)), status.dnsmasq_pid)
-            engine.store.write_status(status)
-            raise
-    status.actions = [action.to_dict() for action in diff.merged]
-    status.live_xml = engine.format(net, inactive=True)
-    pid = next((getattr(a, "pid", None) for a in diff.merged if isinstance(a, StartDnsmasq)),
-               None)
-    status.dnsmasq_pid = pid
-    engine.store.write_status(status)
+    path = engine.paths.apply_journal(record.name)
+    journal = None
+    _journals_in_use.add(path)
+    try:
+        if diff.steps:
+            journal = ApplyJournal(path, {
+                "network": record.name,
+                "live_xml": status.live_xml,
+                "actions": status.actions,
+                "steps": [step.to_dict() for step in diff.steps],
+            })
+        with engine.host() as host:
+            try:
+                run_steps(host, diff.steps, journal)
+            except BaseException as exc:
+                # a rolled-back step may have re-recorded (a restarted dnsmasq's new pid)
+                status.actions = [action.to_dict() for action in diff.old]
+                status.dnsmasq_pid = next((getattr(a, "pid", None) for a in diff.old
+                                           if isinstance(a, StartDnsmasq)), status.dnsmasq_pid)
+                engine.store.write_status(status)
+                # a rollback that failed somewhere keeps the journal, for the next command
+                # to try again; one that went through leaves nothing to recover
+                if journal is not None and isinstance(exc, StepError) \
+                        and not exc.rollback_errors:
+                    journal.discard()
+                raise
+        status.actions = [action.to_dict() for action in diff.merged]
+        status.live_xml = engine.format(net, inactive=True)
+        pid = next((getattr(a, "pid", None) for a in diff.merged
+                    if isinstance(a, StartDnsmasq)), None)
+        status.dnsmasq_pid = pid
+        engine.store.write_status(status)
+        if journal is not None:
+            journal.discard()
+    finally:
+        if journal is not None:
+            journal.close()
+        _journals_in_use.discard(path)
     return diff
+
+
+# --- recovery of a killed apply -------------------------------------------------------------
+
+
+def _read_progress(lines: list[bytes], steps: list[Step]) -> dict[int, str]:
+    """Per step number that got as far as beginning: "begun", "done", "failed" or
+    "reverted" (the last word the journal has on it). What a done step's new action
+    recorded is set on it."""
+    from virtnet.state import DONE_KEY, FAILED_KEY, RECORDED_KEY
+
+    progress: dict[int, str] = {}
+    for line in lines:
+        entry = json.loads(line)
+        if BEGUN_KEY in entry:
+            progress[int(entry[BEGUN_KEY])] = "begun"
+        elif DONE_KEY in entry:
+            number = int(entry[DONE_KEY])
+            progress[number] = "done"
+            new = steps[number - 1].new
+            for name, value in (entry.get(RECORDED_KEY) or {}).items():
+                if new is not None:
+                    setattr(new, name, value)
+        elif FAILED_KEY in entry:
+            progress[int(entry[FAILED_KEY])] = "failed"
+        elif REVERTED_KEY in entry:
+            progress[int(entry[REVERTED_KEY])] = "reverted"
+    return progress
+
+
+def _share_old_actions(steps: list[Step], old_actions: list[Action]) -> None:
+    """Make each step's old action the very object of the running network's list, so what a
+    recovery re-applies (a restarted dnsmasq's pid) lands in the status record."""
+    used: set[int] = set()
+    for step in steps:
+        if step.old is None:
+            continue
+        wanted = step.old.to_dict()
+        for index, action in enumerate(old_actions):
+            if index not in used and action.to_dict() == wanted:
+                used.add(index)
+                step.old = action
+                break
+
+
+def _recover_step(host: Host, step: Step, later: list[Step]) -> None:
+    """Put back what STEP changed, whether it ran wholly, partly or not at all (a begun step
+    is not known to have done anything, a done one may have been reverted already when the
+    kill came during a rollback): every branch is safe to run in each case. dnsmasq is
+    handled last (LATER), once its files are back."""
+    if step.op in ("restart-dnsmasq", "reload-dnsmasq"):
+        later.append(step)
+    elif step.op == "undo":
+        assert step.old is not None
+        step.old.undo(host)  # finishes a partial undo (undos tolerate what is gone already)
+        step.old.apply(host)
+    else:
+        _revert_step(host, step)  # each of these is idempotent (see _revert_step)
+
+
+def recover_interrupted_apply(engine: Engine, name: str) -> bool:
+    """Revert what a net-apply of NAME killed midway left: the steps it journalled done,
+    newest first, and the one it was killed inside. Then the status record says again what
+    the network had before (its actions, with pids of what was restarted, and live
+    definition) and the journal is removed. Returns whether there was something to recover.
+
+    Without CAP_NET_ADMIN nothing is done (the reverts need it): a read by an unprivileged
+    user leaves the journal to the next privileged command."""
+    from virtnet.privilege import has_net_admin
+
+    path = engine.paths.apply_journal(name)
+    if path in _journals_in_use or not path.exists() or not has_net_admin():
+        return False
+    with engine.store.lock:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:  # the apply we waited for finished
+            return False
+        lines = raw.split(b"\n")[:-1]  # a line without its newline was cut by the kill
+        if not lines:  # killed before its first line was whole: no step had begun
+            path.unlink(missing_ok=True)
+            return True
+        try:
+            header = json.loads(lines[0])
+            old_actions = [Action.from_dict(data) for data in header["actions"]]
+            steps = [Step.from_dict(data) for data in header["steps"]]
+            progress = _read_progress(lines[1:], steps)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            from virtnet.state import StateError
+
+            raise StateError(f"{path}: unreadable apply journal: {exc}") from exc
+        _share_old_actions(steps, old_actions)
+        errors: list[str] = []
+        later: list[Step] = []
+        with engine.host() as host:
+            for number in sorted(progress, reverse=True):
+                step, state = steps[number - 1], progress[number]
+                # a failed step left nothing, a reverted one is reversed already; a failed
+                # restart may have stopped the old dnsmasq, so it is restored in any case
+                if state == "reverted" or state == "failed" and step.op != "restart-dnsmasq":
+                    continue
+                try:
+                    _recover_step(host, step, later)
+                except (VirtnetError, OSError) as exc:
+                    errors.append(f"  reverting '{step.describe()}': {exc}")
+            for step in later:
+                try:
+                    if step.op == "restart-dnsmasq":
+                        _restore_dnsmasq(host, step)
+                    else:
+                        assert step.old is not None
+                        _signal_dnsmasq(step.old)  # re-read the old hosts files
+                except (VirtnetError, OSError) as exc:
+                    errors.append(f"  reverting '{step.describe()}': {exc}")
+        status = engine.store.read_status(name)
+        if status is not None and status.active:
+            status.actions = [action.to_dict() for action in old_actions]
+            status.live_xml = str(header["live_xml"])
+            status.dnsmasq_pid = next((getattr(a, "pid", None) for a in old_actions
+                                       if isinstance(a, StartDnsmasq)), None)
+            engine.store.write_status(status)
+        path.unlink(missing_ok=True)
+    if errors:
+        raise HostError(f"network '{name}': reverting an interrupted net-apply left some "
+                        "changes in place:\n" + "\n".join(errors))
+    return True
 
 
 def _carry_identity(new: Network, running: Network) -> None:

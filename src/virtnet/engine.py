@@ -209,6 +209,8 @@ class Engine:
 
     def _load(self, name: str) -> NetworkRecord | None:
         with _readable_state():
+            if self.paths.apply_journal(name).exists():
+                self._recover_apply(name)
             data = self.store.read_definition(name)
             status = self.store.read_status(name)
         if data is None and status is None:
@@ -229,6 +231,13 @@ class Engine:
             live=live,
             autostart=config is not None and self.store.is_autostart(name),
         )
+
+    def _recover_apply(self, name: str) -> None:
+        """Reverse what a net-apply killed midway left (virtnet.apply), before the network's
+        record is read: a privileged process only, with the state lock."""
+        from virtnet.apply import recover_interrupted_apply
+
+        recover_interrupted_apply(self, name)
 
     def records(self) -> list[NetworkRecord]:
         """Every known network, sorted by name as virsh sorts."""
@@ -537,6 +546,11 @@ class Engine:
                 "net-start or net-destroy undoes them"
             )
             return health
+        if self.paths.apply_journal(record.name).exists():  # left for a privileged command
+            health.problems.append(
+                "an interrupted net-apply left the network partly changed; the next command "
+                "run with CAP_NET_ADMIN reverts it"
+            )
         if status.bridge:  # our own bridge, or the host's bridge a network attaches to
             health.bridge_present = self.link_in_use(status.bridge)
             if not health.bridge_present:

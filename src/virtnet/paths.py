@@ -58,6 +58,11 @@ class StatePaths:
         """JSON status record of an active network (what was applied, pids, ports)."""
         return self.status_dir / f"{name}.json"
 
+    def apply_journal(self, name: str) -> Path:
+        """The journal of a net-apply in progress (virtnet.apply): present only while one
+        runs, or after one was killed midway until the next privileged command reverts it."""
+        return self.status_dir / f"{name}.apply-journal"
+
     @property
     def lock_file(self) -> Path:
         return self.run_dir / "virtnet.lock"

@@ -13,6 +13,9 @@ Fault injection for tests (read at apply time):
   VIRTNET_CRASH_AFTER_UNDO_STEP=k  the same, after the k-th undo of a net-destroy (counted
                               newest first; see Engine._stop and crash_point)
   VIRTNET_CRASH_IN_WRITE=stage  the same, inside the first atomic file write (virtnet.state)
+  VIRTNET_CRASH_AFTER_APPLY_STEP=k, VIRTNET_CRASH_IN_APPLY_STEP=k  the same two for the steps
+                              of a live net-apply (virtnet.apply), once step k is journalled
+                              done, or inside it
   VIRTNET_CRASH_IN_STEP=k     SIGKILL inside step k: right after the step's first host change
                               where its action calls :func:`crash_in_step` (a bridge created,
                               dnsmasq spawned, a tap created but not enslaved...), else once
@@ -49,6 +52,10 @@ CRASH_AFTER_STEP_ENV = "VIRTNET_CRASH_AFTER_STEP"
 CRASH_AFTER_UNDO_STEP_ENV = "VIRTNET_CRASH_AFTER_UNDO_STEP"
 CRASH_IN_STEP_ENV = "VIRTNET_CRASH_IN_STEP"
 CRASH_EXIT_STATUS = 137
+# net-apply's steps (virtnet.apply), counted from 1 like a start's: die once step k is
+# journalled done, or inside step k (see run_crashing_in_step)
+CRASH_AFTER_APPLY_STEP_ENV = "VIRTNET_CRASH_AFTER_APPLY_STEP"
+CRASH_IN_APPLY_STEP_ENV = "VIRTNET_CRASH_IN_APPLY_STEP"
 RECORDED = "recorded"  # dataclass field metadata: set by apply, not part of the spec
 
 
@@ -218,6 +225,22 @@ def crash_in_step() -> None:
     done (a bridge created, dnsmasq spawned but its pid not read, a tap not yet enslaved)."""
     if _crash_in_step_armed:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_crashing_in_step(env_name: str, step: int, run: Callable[[], None]) -> None:
+    """``run()`` (one step of a change), and when ``env_name`` names ``step`` die inside it:
+    SIGKILL at the first crash_in_step() an action reaches, else once ``run`` returned,
+    before the caller recorded that the step is done."""
+    global _crash_in_step_armed
+    if _env_step(env_name) != step:
+        run()
+        return
+    _crash_in_step_armed = True
+    try:
+        run()
+        crash_in_step()
+    finally:
+        _crash_in_step_armed = False
 
 
 class StepJournal(Protocol):

@@ -198,3 +198,36 @@ def test_a_failing_step_reverses_the_done_ones(tmp_path: Path,
     monkeypatch.delenv("VIRTNET_APPLY_FAULT_STEP")
     run_steps(Host(), steps)
     assert first.read_text() == "new\n" and second.read_text() == "added\n"
+
+
+def test_steps_survive_their_journal_form() -> None:
+    """Step.to_dict/from_dict, as the apply journal keeps them: every op, with the actions'
+    recorded fields (the running dnsmasq's pid), and an unknown op refused."""
+    import json
+
+    with_route = nat_net()
+    with_route.routes = [Route(address=A("10.79.0.0"), prefix=24, gateway=A("192.168.79.5"))]
+    new_net = nat_net()
+    assert new_net.bridge is not None and new_net.forward is not None
+    new_net.bridge.stp = True
+    new_net.ips[0].ranges = [DhcpRange(A("192.168.79.100"), A("192.168.79.200"))]
+    new_net.forward.nat = NatRange(address_start=A("198.51.100.7"),
+                                   address_end=A("198.51.100.7"))
+    steps = diff_actions("live", recorded(with_route), planned(new_net)).steps
+    hosts_net = nat_net()
+    hosts_net.ips[0].hosts = [DhcpHost(mac="52:54:00:aa:bb:01", name="r", ip=A("192.168.79.42"))]
+    steps += diff_actions("live", recorded(nat_net()), planned(hosts_net)).steps[-1:]
+    assert {s.op for s in steps} == {"undo", "replace", "tune-bridge", "restart-dnsmasq",
+                                     "reload-dnsmasq"}
+    steps.append(Step("apply", None, AddRoute("virbr7", "10.80.0.0/24", "192.168.79.6")))
+    for step in steps:
+        back = Step.from_dict(json.loads(json.dumps(step.to_dict())))
+        assert back.op == step.op and back.describe() == step.describe()
+        for mine, theirs in ((back.old, step.old), (back.new, step.new)):
+            assert (mine is None) == (theirs is None)
+            if mine is not None:
+                assert type(mine) is type(theirs) and mine.to_dict() == theirs.to_dict()
+    restart = next(s for s in steps if s.op == "restart-dnsmasq")
+    assert Step.from_dict(restart.to_dict()).old.pid == 4242  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="unknown apply step"):
+        Step.from_dict({"op": "explode", "old": None, "new": None})
