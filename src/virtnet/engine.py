@@ -338,6 +338,7 @@ class Engine:
         """Start a defined network; for an active one, restart a dnsmasq that died."""
         require_net_admin("net-start")
         with self.store.lock:
+            self.store.remove_stale_temp_files()  # of a start or destroy killed mid-write
             record = self.lookup(name)
             if record.active:
                 self._repair(record)
@@ -374,6 +375,7 @@ class Engine:
         """
         require_net_admin("net-destroy")
         with self.store.lock:
+            self.store.remove_stale_temp_files()  # of a start or destroy killed mid-write
             record = self.lookup(name)
             if record.status is None:
                 raise InvalidOperationError(

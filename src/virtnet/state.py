@@ -561,7 +561,7 @@ class StateStore:
         is in use. Returns what was removed."""
         removed = []
         for directory in (self.paths.networks_dir, self.paths.autostart_dir,
-                          self.paths.status_dir):
+                          self.paths.status_dir, self.paths.dnsmasq_dir):
             try:
                 entries = os.listdir(directory)
             except FileNotFoundError:

@@ -8,7 +8,8 @@ Kill points (each dies with status 137 and no cleanup, as under SIGKILL):
 - net-destroy: ``VIRTNET_CRASH_AFTER_UNDO_STEP=k`` for every undo step k, with a guest port on
   the network (removed first); the next command alternates likewise.
 - net-define: ``VIRTNET_CRASH_IN_WRITE=stage`` at each stage of the atomic definition write,
-  for a first define and a redefine.
+  for a first define and a redefine; net-start and net-destroy likewise inside their status
+  record's write (the killed write's temp file must be swept away by the next command).
 - port-create: ``VIRTNET_CRASH_AFTER_STEP=k`` for every step of a shaped tap port's plan, and
   ``VIRTNET_CRASH_IN_WRITE`` at each stage of the port record's write.
 - real SIGKILLs at seeded random moments of net-start and net-destroy (marked slow).
@@ -233,6 +234,39 @@ def test_kill_after_every_destroy_undo_step(netns_kit: Any, root: Path) -> None:
         assert info["active"] is False and info["problems"], (k, info)
         reconcile(lab, k, baseline, files)
         TALLY["net-destroy survived"] += 1
+
+
+# --- the status record's write ---------------------------------------------------------------
+
+
+def test_kill_inside_status_write(netns_kit: Any, root: Path) -> None:
+    """net-start killed inside its final status write, and net-destroy inside its first (the
+    record marked inactive), at each stage: the next command reconciles as after any other
+    kill, and sweeps the killed write's temp file away (the state files are exactly as
+    before the first start)."""
+    lab = make_lab(netns_kit, root)
+    # a first start probes tc and caches what it found, with an atomic write of its own
+    # that the hook would hit first
+    lab.cli("net-start", NAME, check=True)
+    lab.cli("net-destroy", NAME, check=True)
+    baseline, files = lab.host_view(), lab.files()
+    for k, stage in enumerate(WRITE_STAGES):
+        TALLY["net-start status write tried"] += 1
+        crashed = lab.cli("net-start", NAME, env={"VIRTNET_CRASH_IN_WRITE": stage})
+        assert crashed.returncode == 137, (stage, crashed.stderr)
+        assert any(name.endswith(".tmp") for name in lab.files()) or stage == "after-rename"
+        reconcile(lab, k, baseline, files)
+        TALLY["net-start status write survived"] += 1
+
+        TALLY["net-destroy status write tried"] += 1
+        lab.cli("net-start", NAME, check=True)
+        crashed = lab.cli("net-destroy", NAME, env={"VIRTNET_CRASH_IN_WRITE": stage})
+        assert crashed.returncode == 137, (stage, crashed.stderr)
+        if stage != "after-rename":
+            assert_fully_up(lab)  # killed before its first undo: still running whole
+        lab.cli("net-destroy", NAME, check=True)
+        assert_fully_absent(lab, baseline, files)
+        TALLY["net-destroy status write survived"] += 1
 
 
 # --- net-define --------------------------------------------------------------------------

@@ -170,7 +170,9 @@ class Host:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            # named like virtnet.state's temp files, which a command holding the lock
+            # sweeps away when a kill left one (StateStore.remove_stale_temp_files)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "w") as handle:
                     handle.write(content)
