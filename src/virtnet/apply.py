@@ -1,5 +1,8 @@
 """net-apply: change a running network to a new definition, touching only what differs.
 
+Every live change goes through here: net-apply, net-update --live (the definition the
+update produced) and net-forward-add/del --live.
+
 The running network's recorded start actions are compared with the start plan of the new
 definition (by spec: what an action does, not what it recorded), and the difference becomes
 a list of steps:
@@ -482,7 +485,10 @@ def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff
     record is written only after every step succeeded. The steps are journalled (see
     :class:`ApplyJournal`) so that a kill midway is reverted by the next privileged command
     (:func:`recover_interrupted_apply`)."""
+    from virtnet.engine import _check_dnsmasq_reach
+
     diff = plan_diff(engine, record, net)
+    _check_dnsmasq_reach(record.name, diff.merged)
     if diff.not_live:
         raise ApplyError(
             f"network '{record.name}': cannot change while running: "

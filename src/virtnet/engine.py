@@ -24,7 +24,6 @@ import contextlib
 import copy
 import os
 import pickle
-import signal
 import threading
 import time
 from collections import OrderedDict
@@ -58,11 +57,6 @@ UUID_LENGTH = 36
 # net-update sections whose change rewrites dnsmasq's configuration file, which dnsmasq reads
 # only at start (libvirt restarts it for these); other sections only touch files it re-reads
 # on SIGHUP.
-DNSMASQ_RESTART_SECTIONS = frozenset(
-    {"bridge", "domain", "ip", "ip-dhcp-range", "dns-txt", "dns-srv"}
-)
-
-
 class NotFoundError(VirtnetError):
     """No network has the given name or UUID."""
 
@@ -741,66 +735,16 @@ class Engine:
                 new_live = apply_update(record.live, command, section, xml, parent_index)
                 _raise_problems(validate(new_live), record.name)
             if new_live is not None:
-                assert record.status is not None
-                self._apply_live(record.status, new_live, section)
+                # the same diff, steps, rollback and crash journal as net-apply: what
+                # disappeared is undone, what is new applied, a file rewritten in place;
+                # dnsmasq restarted when its configuration changed (ranges, TXT, SRV), sent
+                # SIGHUP when only its hosts files did (reservations, DNS hosts)
+                from virtnet.apply import apply_live
+
+                apply_live(self, record, new_live)
             if new_config is not None:
                 self.store.write_definition(record.name, self.format(new_config))
         return live, config
-
-    def _apply_live(self, status: NetworkStatus, net: Network, section: str) -> None:
-        """Bring a running network in line with its updated live definition.
-
-        The new start plan is compared with the recorded actions (by what they do, not by
-        what they recorded): what disappeared is undone, what is new is applied, the rest is
-        left alone. A file rewritten in place is not removed first. dnsmasq re-reads its hosts
-        files on SIGHUP (dhcp hosts, DNS hosts); a change of its configuration (ranges, TXT,
-        SRV...) needs a restart, as in libvirt.
-        """
-        from virtnet.plan import Action, Plan
-        old_actions = [Action.from_dict(data) for data in status.actions]
-        old_specs = [action.spec() for action in old_actions]
-        with self.host() as host:
-            new_plan = self._plan_start(net, self._facts(host))
-            _check_dnsmasq_reach(status.name, new_plan.actions)
-            new_specs = [action.spec() for action in new_plan.actions]
-            added = [a for a in new_plan.actions if a.spec() not in old_specs]
-            removed = [a for a in old_actions if a.spec() not in new_specs]
-            rewritten = {_file_path(a) for a in added} - {None}
-            dnsmasq_changed = any(_is_dnsmasq_file(a) for a in added + removed)
-            restart = dnsmasq_changed and section in DNSMASQ_RESTART_SECTIONS
-            if restart:
-                # The process goes and comes back after its configuration was rewritten.
-                removed += [a for a in old_actions if _is_dnsmasq_process(a) and a not in removed]
-                added += [a for a in new_plan.actions if _is_dnsmasq_process(a) and a not in added]
-            removed.sort(key=old_actions.index)
-            added.sort(key=new_plan.actions.index)
-            to_undo = [a for a in removed if _file_path(a) not in rewritten]
-            failed = self._undo_all(host, to_undo)
-            if failed:
-                details = "\n".join(f"  {a.describe()}: {error}" for a, error in failed)
-                raise HostError(f"cannot change the running network {status.name}:\n{details}")
-            try:
-                Plan(status.name, added).apply(host)
-            except BaseException:
-                # Put back what was taken away (files with their old content), so the network
-                # runs as before the update.
-                Plan(status.name, [Action.from_dict(a.spec()) for a in removed]).apply(host)
-                raise
-        added_ids = {id(a) for a in added}
-        merged = []
-        for action in new_plan.actions:
-            if id(action) in added_ids:
-                merged.append(action.to_dict())
-            else:
-                merged.append(status.actions[old_specs.index(action.spec())])
-        status.actions = merged
-        status.live_xml = self.format(net, inactive=True)
-        new_pid = _dnsmasq_pid([Action.from_dict(data) for data in merged])
-        if not restart and new_pid is not None and dnsmasq_changed:
-            if self.dnsmasq_alive(status.name, new_pid):
-                os.kill(new_pid, signal.SIGHUP)  # re-reads dhcp-hostsfile and addn-hosts
-        status.dnsmasq_pid = new_pid
-        self.store.write_status(status)
 
     # --- autostart --------------------------------------------------------------------------
 
@@ -918,11 +862,6 @@ def _file_path(action: Action) -> str | None:
     from virtnet.plan import WriteFile
 
     return action.path if isinstance(action, WriteFile) else None
-
-
-def _is_dnsmasq_file(action: Action) -> bool:
-    path = _file_path(action)
-    return path is not None and path.endswith((".conf", ".hostsfile", ".addnhosts"))
 
 
 def _check_dnsmasq_reach(name: str, actions: list[Action]) -> None:

@@ -264,3 +264,37 @@ def test_an_unprivileged_read_leaves_the_journal(netns_kit: Any, root: Path) -> 
     assert not journal.exists()
     assert_as_before(kit, ns, state, before, "after the privileged net-list")
     virtnet(ns, state, "net-destroy", NAME)
+
+
+def test_a_killed_live_update_is_reverted_too(netns_kit: Any, root: Path) -> None:
+    """net-update --live goes through the same journalled steps: a wider DHCP range (dnsmasq's
+    configuration rewritten, dnsmasq restarted) killed after each step is put back, and the
+    update then goes through."""
+    kit = netns_kit
+    ns = kit.make_netns()
+    state = root / "state"
+    old_file = root / "old.xml"
+    old_file.write_text(OLD)
+    virtnet(ns, state, "net-define", str(old_file))
+    virtnet(ns, state, "net-start", NAME)
+    before = observe(kit, ns, state)
+    journal = state / "run" / "network" / f"{NAME}.apply-journal"
+    update = ("net-update", NAME, "add", "ip-dhcp-range",
+              "<range start='10.77.0.160' end='10.77.0.170'/>", "--live")
+    for step in (1, 2):  # the conf file rewritten; dnsmasq restarted
+        killed = virtnet(ns, state, *update, env={"VIRTNET_CRASH_AFTER_APPLY_STEP": str(step)},
+                         check=False)
+        assert killed.returncode == CRASH_EXIT_STATUS, killed.stderr
+        assert journal.exists()
+        virtnet(ns, state, "net-list")
+        assert not journal.exists()
+        assert_as_before(kit, ns, state, before, f"net-update killed after step {step}")
+    virtnet(ns, state, *update)
+    assert not journal.exists()
+    dumped = virtnet(ns, state, "net-dumpxml", NAME).stdout
+    assert "10.77.0.160" in dumped
+    conf = next((state / "lib" / "dnsmasq").glob("*.conf")).read_text()
+    assert "10.77.0.160" in conf
+    info = json.loads(virtnet(ns, state, "net-info", NAME, "--json").stdout)
+    assert info["problems"] == [] and _dnsmasqs(kit, ns) == [info["dnsmasq_pid"]]
+    virtnet(ns, state, "net-destroy", NAME)
