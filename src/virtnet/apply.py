@@ -55,6 +55,7 @@ from virtnet.plan import (
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.state import BEGUN_KEY, AppendedLines, done_line, failed_line
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
@@ -354,7 +355,7 @@ def _restore_dnsmasq(host: Host, step: Step) -> None:
     step.old.apply(host)
 
 
-class ApplyJournal:
+class ApplyJournal(AppendedLines):
     """The progress of one live apply, next to the network's status record (one os.write
     append per line, so a kill leaves at most one line cut short, ignored when read back).
 
@@ -365,51 +366,23 @@ class ApplyJournal:
     when the status record is written, or after a rollback."""
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
-        self.path = path
-        self._fd: int | None = None
-        from virtnet.state import FILE_MODE, ensure_dir
-
-        ensure_dir(path.parent)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                           | os.O_CLOEXEC, FILE_MODE)
-        os.fchmod(self._fd, FILE_MODE)  # the umask filtered the creation mode
+        super().__init__(path)
         self._write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
 
     def begin(self, step: int) -> None:
         self._write(b'{"%s":%d}\n' % (BEGUN_KEY.encode(), step))
 
     def done(self, step: int, recorded: dict[str, Any]) -> None:
-        from virtnet.state import done_line
-
         self._write(done_line(step, recorded))
 
     def failed(self, step: int) -> None:
-        from virtnet.state import failed_line
-
         self._write(failed_line(step))
 
     def reverted(self, step: int) -> None:
         self._write(b'{"%s":%d}\n' % (REVERTED_KEY.encode(), step))
 
-    def _write(self, data: bytes) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def discard(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-BEGUN_KEY = "begun"
-REVERTED_KEY = "reverted"
+REVERTED_KEY = "reverted"  # an in-process rollback reversed the step (apply journals only)
 
 
 def run_steps(host: Host, steps: list[Step], journal: ApplyJournal | None = None) -> None:

@@ -55,6 +55,7 @@ from virtnet.model import (
     Vlan,
 )
 from virtnet.portdef import MacvtapMode, PlugType, PortDef
+from virtnet.state import AppendedLines, begun_line, done_line, failed_line
 
 if TYPE_CHECKING:
     from virtnet.bandwidth import TcFeatures
@@ -543,7 +544,7 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
     return records
 
 
-class _CreateJournal:
+class _CreateJournal(AppendedLines):
     """The steps of one port-create so far, one JSON line each (appended: one write(2) each):
     a step is journalled before its first host change and again once applied, so a
     port-create killed inside a step (a tap created but not yet enslaved) leaves that step
@@ -551,45 +552,14 @@ class _CreateJournal:
     Created with the first step; removed once the record is written or the plan was rolled
     back."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
     def begin(self, step: int, action: Action) -> None:
-        from virtnet.state import begun_line
-
         self._write(begun_line(action.to_dict()))
 
     def append(self, step: int, action: Action) -> None:
-        from virtnet.state import done_line
-
         self._write(done_line(step, action.recorded()))
 
     def failed(self, step: int, action: Action) -> None:
-        from virtnet.state import failed_line
-
         self._write(failed_line(step))
-
-    def _write(self, data: bytes) -> None:
-        if self._fd is None:
-            from virtnet.state import FILE_MODE, ensure_dir
-
-            ensure_dir(self.path.parent)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                               | os.O_CLOEXEC, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def discard(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
 
 def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:

@@ -361,7 +361,44 @@ def journal_steps(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return actions
 
 
-class StatusJournal:
+class AppendedLines:
+    """A file of lines, each appended with one write(2): what the step journals are made of.
+
+    The file is created (0600, emptied) with the first line, preceded by ``first`` when that
+    is given (a journal's header). A kill leaves at most the last line without its newline,
+    which readers ignore.
+    """
+
+    def __init__(self, path: Path, first: bytes = b"") -> None:
+        self.path = path
+        self._first = first
+        self._fd: int | None = None
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            ensure_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                         | os.O_CLOEXEC, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)  # the umask filtered the creation mode
+            self._fd = fd
+            data = self._first + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Close and remove the file (gone already is fine)."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class StatusJournal(AppendedLines):
     """The status record of a start in progress, kept as one line per step begun or applied.
 
     A start records each step right before and right after applying it, so that a kill,
@@ -378,11 +415,9 @@ class StatusJournal:
     """
 
     def __init__(self, path: Path, status: NetworkStatus) -> None:
-        self.path = path
         header = status.to_dict()
         header.update(actions=[], active=False)
-        self._header = _json_line(header)
-        self._fd: int | None = None
+        super().__init__(path, _json_line(header))
 
     def begin(self, action: dict[str, Any]) -> None:
         """Record that a step is about to change the host (its action as planned)."""
@@ -399,24 +434,6 @@ class StatusJournal:
     def append(self, action: dict[str, Any]) -> None:
         """Record an applied step as a whole (its action with what it recorded)."""
         self._write(_json_line(action))
-
-    def _write(self, data: bytes) -> None:
-        if self._fd is None:
-            ensure_dir(self.path.parent)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                         | os.O_CLOEXEC, FILE_MODE)
-            os.fchmod(fd, FILE_MODE)  # the umask filtered the creation mode
-            self._fd = fd
-            data = self._header + data
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def __enter__(self) -> StatusJournal:
         return self
