@@ -205,29 +205,30 @@ def test_default_nat_plan_follows_libvirt_order_but_launches_dnsmasq_early() -> 
     plan = BridgedDriver().plan_start(nat_net(), facts(), PATHS)
     assert plan.network == "default"
     # libvirt's order, except that dnsmasq's files and dnsmasq itself come right after the
-    # bridge: dnsmasq initialises while the other steps run (StartDnsmasq.overlaps)
+    # bridge's addresses (not before them: a port 53 it cannot bind must fail the start):
+    # dnsmasq initialises while the other steps run (StartDnsmasq.overlaps)
     assert kinds(plan) == [
         "create-bridge",
+        "set-sysctl", "set-sysctl", "set-sysctl",
+        "add-address",
         "write-file", "write-file", "write-file",
         "start-dnsmasq",
-        "set-sysctl", "set-sysctl", "set-sysctl",
         "load-firewall",
-        "add-address",
         "link-up",
         "set-sysctl",
     ]
     actions = plan.actions
     assert actions[0] == CreateBridge("virbr0", stp=True, delay=0, mac="52:54:00:11:22:33", mtu=None)
-    files = [a.path for a in actions[1:4]]  # type: ignore[attr-defined]
+    files = [a.path for a in actions[5:8]]  # type: ignore[attr-defined]
     assert files == [
         "/state/lib/dnsmasq/default.conf",
         "/state/lib/dnsmasq/default.hostsfile",
         "/state/lib/dnsmasq/default.addnhosts",
     ]
-    assert "interface=virbr0" in actions[1].content  # type: ignore[attr-defined]
-    assert "bind-dynamic" in actions[1].content  # type: ignore[attr-defined]  # takes up the
-    # bridge's addresses as they are added, after dnsmasq started
-    dnsmasq = actions[4]
+    assert "interface=virbr0" in actions[5].content  # type: ignore[attr-defined]
+    assert "bind-dynamic" in actions[5].content  # type: ignore[attr-defined]  # takes up
+    # addresses that come later (an IPv6 one still tentative, a net-update) as they come
+    dnsmasq = actions[8]
     assert isinstance(dnsmasq, StartDnsmasq) and dnsmasq.overlaps
     assert (dnsmasq.conf_file, dnsmasq.pid_file, dnsmasq.lease_file, dnsmasq.binary) == (
         "/state/lib/dnsmasq/default.conf",
@@ -235,14 +236,14 @@ def test_default_nat_plan_follows_libvirt_order_but_launches_dnsmasq_early() -> 
         "/state/lib/dnsmasq/default.leases",
         "/usr/sbin/dnsmasq",
     )
-    assert f"pid-file={dnsmasq.pid_file}" in actions[1].content  # type: ignore[attr-defined]
-    assert [a.key for a in actions[5:8]] == [  # type: ignore[attr-defined]
+    assert f"pid-file={dnsmasq.pid_file}" in actions[5].content  # type: ignore[attr-defined]
+    assert [a.key for a in actions[1:4]] == [  # type: ignore[attr-defined]
         "net/ipv6/conf/virbr0/disable_ipv6",
         "net/ipv6/conf/virbr0/accept_ra",
         "net/ipv6/conf/virbr0/autoconf",
     ]
-    assert actions[5].value == "1"  # type: ignore[attr-defined]  # no IPv6 address: IPv6 off
-    assert actions[9] == AddAddress("virbr0", "192.168.122.1/24")
+    assert actions[1].value == "1"  # type: ignore[attr-defined]  # no IPv6 address: IPv6 off
+    assert actions[4] == AddAddress("virbr0", "192.168.122.1/24")
     assert actions[10] == LinkUp("virbr0", down_on_undo=False)
     assert actions[11] == SetSysctl("net/ipv4/ip_forward", "1", restore=False)
 

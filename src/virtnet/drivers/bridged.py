@@ -171,13 +171,19 @@ class BridgedDriver(Driver):
                 ),
             )
         ]
-        if _needs_dnsmasq(net):
-            # Right after the bridge, which is ours from then on: dnsmasq (bind-dynamic)
-            # takes up the bridge's addresses as they come, and spends its start-up in a
-            # process of its own while the steps below run (StartDnsmasq.overlaps). libvirt
-            # starts it last; the network is the same once the start is done.
-            actions += self._dnsmasq_actions(net, facts, paths, caps)
         actions += self._ipv6_knobs(net, bridge, facts)
+        for ipdef in net.ips:
+            interface = ipdef.interface
+            if interface is not None:
+                actions.append(AddAddress(link=bridge, address=str(interface)))
+        if _needs_dnsmasq(net):
+            # Once the bridge has its addresses: dnsmasq spends its start-up in a process of
+            # its own while the steps below run (StartDnsmasq.overlaps); libvirt starts it
+            # last, and the network is the same once the start is done. Not before the
+            # addresses: with bind-dynamic, a port it cannot bind on an address that comes
+            # later is only logged, and the network would run without DNS; on an address
+            # that is there when it starts, dnsmasq fails, and so does the start.
+            actions += self._dnsmasq_actions(net, facts, paths, caps)
         if firewall.firewall_needed(net):
             actions.append(
                 LoadFirewall(
@@ -189,10 +195,6 @@ class BridgedDriver(Driver):
                     chain_prefix=firewall.CHAIN_PREFIX,
                 )
             )
-        for ipdef in net.ips:
-            interface = ipdef.interface
-            if interface is not None:
-                actions.append(AddAddress(link=bridge, address=str(interface)))
         actions.append(LinkUp(link=bridge, down_on_undo=False))  # CreateBridge's undo deletes it
         for route in net.routes:
             # libvirt adds only routes with a gateway (the schema requires one)
