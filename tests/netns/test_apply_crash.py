@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +173,18 @@ def dhcp_offer(kit: Any, ns: str, wanted: str) -> str:
     return found.group(1)
 
 
-def test_a_killed_apply_is_reverted_by_the_next_command(netns_kit: Any, root: Path) -> None:
-    kit = netns_kit
+@dataclass
+class Running:
+    """The OLD network defined and started in a namespace of its own, and NEW on disk."""
+
+    ns: str
+    state: Path
+    new_file: Path
+    before: dict[str, Any]  # observe() right after the start
+    journal: Path
+
+
+def start_old(kit: Any, root: Path) -> Running:
     ns = kit.make_netns()
     state = root / "state"
     old_file, new_file = root / "old.xml", root / "new.xml"
@@ -181,8 +192,15 @@ def test_a_killed_apply_is_reverted_by_the_next_command(netns_kit: Any, root: Pa
     new_file.write_text(NEW)
     virtnet(ns, state, "net-define", str(old_file))
     virtnet(ns, state, "net-start", NAME)
-    before = observe(kit, ns, state)
-    journal = state / "run" / "network" / f"{NAME}.apply-journal"
+    return Running(ns, state, new_file, observe(kit, ns, state),
+                   state / "run" / "network" / f"{NAME}.apply-journal")
+
+
+def test_a_killed_apply_is_reverted_by_the_next_command(netns_kit: Any, root: Path) -> None:
+    kit = netns_kit
+    running = start_old(kit, root)
+    ns, state, new_file, before, journal = (running.ns, running.state, running.new_file,
+                                            running.before, running.journal)
 
     dry = json.loads(virtnet(ns, state, "net-apply", str(new_file), "--dry-run",
                              "--json").stdout)
@@ -238,15 +256,9 @@ def test_an_unprivileged_read_leaves_the_journal(netns_kit: Any, root: Path) -> 
     if setpriv is None:
         pytest.skip("needs setpriv (util-linux) to drop CAP_NET_ADMIN")
     kit = netns_kit
-    ns = kit.make_netns()
-    state = root / "state"
-    old_file, new_file = root / "old.xml", root / "new.xml"
-    old_file.write_text(OLD)
-    new_file.write_text(NEW)
-    virtnet(ns, state, "net-define", str(old_file))
-    virtnet(ns, state, "net-start", NAME)
-    before = observe(kit, ns, state)
-    journal = state / "run" / "network" / f"{NAME}.apply-journal"
+    running = start_old(kit, root)
+    ns, state, new_file, before, journal = (running.ns, running.state, running.new_file,
+                                            running.before, running.journal)
     killed = virtnet(ns, state, "net-apply", str(new_file),
                      env={"VIRTNET_CRASH_AFTER_APPLY_STEP": "2"}, check=False)
     assert killed.returncode == CRASH_EXIT_STATUS and journal.exists()
@@ -271,14 +283,9 @@ def test_a_killed_live_update_is_reverted_too(netns_kit: Any, root: Path) -> Non
     configuration rewritten, dnsmasq restarted) killed after each step is put back, and the
     update then goes through."""
     kit = netns_kit
-    ns = kit.make_netns()
-    state = root / "state"
-    old_file = root / "old.xml"
-    old_file.write_text(OLD)
-    virtnet(ns, state, "net-define", str(old_file))
-    virtnet(ns, state, "net-start", NAME)
-    before = observe(kit, ns, state)
-    journal = state / "run" / "network" / f"{NAME}.apply-journal"
+    running = start_old(kit, root)
+    ns, state, new_file, before, journal = (running.ns, running.state, running.new_file,
+                                            running.before, running.journal)
     update = ("net-update", NAME, "add", "ip-dhcp-range",
               "<range start='10.77.0.160' end='10.77.0.170'/>", "--live")
     for step in (1, 2):  # the conf file rewritten; dnsmasq restarted
