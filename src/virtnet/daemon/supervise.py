@@ -45,6 +45,9 @@ log = logging.getLogger("virtnetd")
 TICK_S = 0.2  # supervision period: dnsmasq restarted and leases seen well within 1 s
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # after failed dnsmasq restarts, in turn
 AUTOSTART_MARKER = "virtnetd.autostarted"
+# dnsmasq rewrites its lease file in place (truncate, then write the leases): a lease missing
+# from one read is read again this much later before it counts as released
+LEASE_REREAD_S = 0.05
 MAC_IN_PORT_XML = re.compile(r"<mac address=['\"]([0-9a-fA-F:]+)['\"]")
 
 
@@ -463,11 +466,18 @@ class Supervisor:
         if view is not None and view.stamp == stamp and not (
                 view.next_expiry and view.next_expiry < now):
             return
+        previous = view.leases if view is not None else {}
         try:
             current = self._lease_rows(name)
+            if any(key not in current and not 0 < row["expiry"] <= now
+                   for key, row in previous.items()):
+                # gone without expiring: released, or read between dnsmasq's truncate and
+                # its write (which renews a lease as "released" then "added")
+                time.sleep(LEASE_REREAD_S)
+                stamp = _stamp(path)
+                current = self._lease_rows(name)
         except VirtnetError:
             return  # the network went away between the scan and now
-        previous = view.leases if view is not None else {}
         expiries = [row["expiry"] for row in current.values() if row["expiry"]]
         self._leases[name] = LeaseView(stamp, current, min(expiries) if expiries else 0.0)
         if not publish:
