@@ -54,9 +54,8 @@ if TYPE_CHECKING:
     from virtnet.plan import Action, Plan
 
 UUID_LENGTH = 36
-# net-update sections whose change rewrites dnsmasq's configuration file, which dnsmasq reads
-# only at start (libvirt restarts it for these); other sections only touch files it re-reads
-# on SIGHUP.
+
+
 class NotFoundError(VirtnetError):
     """No network has the given name or UUID."""
 
