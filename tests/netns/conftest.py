@@ -25,6 +25,7 @@ import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -462,6 +463,18 @@ class NetnsKit:
     ping = staticmethod(ping)
     require_tools = staticmethod(require_tools)
     snapshot = staticmethod(snapshot)
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A work directory dnsmasq can still read once it dropped root (pytest's tmp_path is
+    private to root, and a start with reservations refuses it: virtnet.privilege)."""
+    path = Path(tempfile.mkdtemp(prefix="vnt-root-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,22 +62,9 @@ NEW = f"""<network>
 RECOVERING = (("net-list", "--all"), ("net-info", NAME, "--json"), ("net-apply", "--dry-run"))
 
 
-@pytest.fixture
-def root() -> Iterator[Path]:
-    """A work directory dnsmasq can reach once it dropped root (tmp_path is private)."""
-    path = Path(tempfile.mkdtemp(prefix="vnt-applycrash-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture(autouse=True)
-def _tools() -> None:
-    for tool in ("nft", "dnsmasq"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            pytest.skip(f"needs {tool}")
+def _tools(netns_kit: Any) -> None:
+    netns_kit.require_tools("nft", "dnsmasq")
 
 
 def virtnet(ns: str, state: Path, *args: str, env: dict[str, str] | None = None,

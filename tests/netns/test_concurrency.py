@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +38,6 @@ def network_xml(name: str, bridge: str, octet: int) -> str:
   </ip>
 </network>
 """
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vnt-conc-"))
-    path.chmod(0o755)  # dnsmasq, once it dropped root, reads files below
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Lab:

@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -89,18 +88,6 @@ def _report_tally() -> Iterator[None]:
     tried = sum(v for k, v in TALLY.items() if k.endswith(" tried"))
     survived = sum(v for k, v in TALLY.items() if k.endswith(" survived"))
     print(f"\ncrash points: {tried} tried, {survived} survived\n" + "\n".join(lines))
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    """A work directory dnsmasq can reach once it dropped root (pytest's tmp_path is private
-    to root, and a start with reservations refuses it: virtnet.privilege)."""
-    path = Path(tempfile.mkdtemp(prefix="vnt-crash-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
