@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,17 +73,6 @@ def _tools() -> None:
             pytest.skip(f"needs {tool}")
     if _drop_net_admin_argv() is None:
         pytest.skip("needs setpriv (util-linux) to drop CAP_NET_ADMIN")
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    """A work directory dnsmasq can reach once it dropped root (tmp_path is private)."""
-    path = Path(tempfile.mkdtemp(prefix="vnt-priv-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _env() -> dict[str, str]:
