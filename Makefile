@@ -13,11 +13,6 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 nftables dnsm
 deps: .stamp-apt
 .stamp-apt:
 	@if [ "$$(id -u)" != 0 ]; then echo "make: run as root (apt packages, network namespaces)"; exit 1; fi
-	@# deb-src entries are needed to fetch libvirt's test corpus with apt-get source
-	@if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then \
-	  if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
-	    sed 's/^Types: deb$$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/virtnet-deb-src.sources; \
-	  fi; fi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
 	@# the packaged libvirtd must not run in the root namespace: tests start their own inside one

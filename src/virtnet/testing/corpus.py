@@ -3,6 +3,10 @@
 The corpus is the conformance target: tests/networkxml2xml*, networkxml2confdata,
 networkxml2xmlupdate* and docs/formatnetwork.rst. It is fetched with ``apt-get source`` (Debian
 12 ships libvirt 9.0.0) and only the parts we test against are unpacked into the cache.
+
+The host's apt configuration is never edited: the fetch uses a private one under the cache
+directory (source entries derived from the host's own binary entries, its own package lists
+and cache), passed to apt-get with ``-o``.
 """
 
 from __future__ import annotations
@@ -50,23 +54,85 @@ def corpus_root(fetch: bool = False) -> Path | None:
     return root
 
 
+APT_SOURCES = Path("/etc/apt/sources.list")
+APT_SOURCE_PARTS = Path("/etc/apt/sources.list.d")
+
+
+def source_entries(sources: Path = APT_SOURCES, parts: Path = APT_SOURCE_PARTS) -> str:
+    """deb-src entries (deb822) for every binary entry of the host's apt sources."""
+    stanzas: list[str] = []
+    for path in sorted(parts.glob("*.sources")) if parts.is_dir() else []:
+        for stanza in path.read_text().split("\n\n"):
+            fields = [line for line in stanza.splitlines() if line and not line.startswith("#")]
+            types = next((line.split(":", 1)[1].split() for line in fields
+                          if line.lower().startswith("types:")), [])
+            if "deb" in types:
+                stanzas.append("\n".join("Types: deb-src" if line.lower().startswith("types:")
+                                         else line for line in fields))
+    one_line = [sources] + (sorted(parts.glob("*.list")) if parts.is_dir() else [])
+    for path in one_line:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = line.split("#", 1)[0].split()
+            if len(words) < 3 or words[0] != "deb":
+                continue
+            options = []
+            if words[1].startswith("["):  # deb [signed-by=... arch=...] URI suite components
+                while words[1:] and not words[1].endswith("]"):
+                    options.append(words.pop(1))
+                options.append(words.pop(1))
+            uri, suite, *components = words[1:]
+            stanza = ["Types: deb-src", f"URIs: {uri}", f"Suites: {suite}",
+                      f"Components: {' '.join(components)}"]
+            for option in " ".join(options).strip("[] ").split():
+                key, _, value = option.partition("=")
+                if key == "signed-by":
+                    stanza.append(f"Signed-By: {value}")
+            stanzas.append("\n".join(stanza))
+    return "\n\n".join(stanzas) + "\n" if stanzas else ""
+
+
+def private_apt_options(base: Path) -> list[str]:
+    """apt-get options for a configuration of our own under ``base`` (sources, lists, cache):
+    nothing of the host's apt state is read for sources or written."""
+    for sub in ("sources.list.d", "lists/partial", "cache/archives/partial"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    entries = source_entries()
+    if not entries:
+        raise RuntimeError(f"no binary apt source in {APT_SOURCES} or {APT_SOURCE_PARTS} to derive "
+                           "a source entry from")
+    (base / "sources.list.d" / "virtnet-corpus.sources").write_text(entries)
+    (base / "sources.list").write_text("")
+    return [
+        "-o", f"Dir::Etc::SourceList={base / 'sources.list'}",
+        "-o", f"Dir::Etc::SourceParts={base / 'sources.list.d'}",
+        "-o", f"Dir::State::Lists={base / 'lists'}",
+        "-o", f"Dir::Cache={base / 'cache'}",
+        "-o", "APT::Sandbox::User=root",  # the cache is under root's home, closed to _apt
+    ]
+
+
+def _apt(options: list[str], args: list[str], cwd: str) -> None:
+    proc = subprocess.run(["apt-get", "-q", *options, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"apt-get {' '.join(args)} failed:\n{proc.stderr.strip()}")
+
+
 def _fetch_into(root: Path) -> None:
     if shutil.which("apt-get") is None:
         raise RuntimeError("apt-get not found: cannot fetch libvirt's source corpus")
+    options = private_apt_options(root.parent / "apt")
     with tempfile.TemporaryDirectory(prefix="virtnet-libvirt-src-") as tmp:
-        proc = subprocess.run(
-            ["apt-get", "source", "--download-only", "libvirt"],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        _apt(options, ["update"], tmp)
+        _apt(options, ["source", "--download-only", "libvirt"], tmp)
         tarballs = sorted(Path(tmp).glob(f"libvirt_{LIBVIRT_VERSION}.orig.tar.*"))
-        if proc.returncode != 0 or not tarballs:
-            raise RuntimeError(
-                "apt-get source libvirt failed (is a deb-src entry configured? `make deps` adds "
-                f"one):\n{proc.stderr.strip()}"
-            )
+        if not tarballs:
+            raise RuntimeError(f"apt-get source libvirt gave no libvirt_{LIBVIRT_VERSION}.orig "
+                               f"tarball in {tmp}")
         staging = root.with_name(root.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
