@@ -1,8 +1,10 @@
 """Fetch and cache libvirt 9.0.0's source test corpus (never committed to this repository).
 
 The corpus is the conformance target: tests/networkxml2xml*, networkxml2confdata,
-networkxml2xmlupdate* and docs/formatnetwork.rst. It is fetched with ``apt-get source`` (Debian
-12 ships libvirt 9.0.0) and only the parts we test against are unpacked into the cache.
+networkxml2xmlupdate*, docs/formatnetwork.rst and the network schema (src/conf/schemas). It is
+fetched with ``apt-get source`` (Debian 12 ships libvirt 9.0.0) and only the parts we test
+against are unpacked into the cache. The cache records which parts it holds: when this list
+grows, the next fetch unpacks it again.
 
 The host's apt configuration is never edited: the fetch uses a private one under the cache
 directory (source entries derived from the host's own binary entries, its own package lists
@@ -34,7 +36,11 @@ WANTED_PREFIXES = (
     "tests/networkxml2xmlupdatetest.c",
     "tests/networkxml2firewalltest.c",
     "docs/formatnetwork.rst",
+    "src/conf/schemas/network.rng",
+    "src/conf/schemas/networkcommon.rng",
+    "src/conf/schemas/basictypes.rng",
 )
+COMPLETE_MARKER = ".complete"  # the version, then the unpacked prefixes, one per line
 
 
 def cache_dir() -> Path:
@@ -46,12 +52,21 @@ def cache_dir() -> Path:
 def corpus_root(fetch: bool = False) -> Path | None:
     """The cached corpus root (containing tests/ and docs/), fetching it if asked."""
     root = cache_dir()
-    if (root / ".complete").exists():
+    if _holds_everything(root):
         return root
     if not fetch:
         return None
     _fetch_into(root)
     return root
+
+
+def _holds_everything(root: Path) -> bool:
+    try:
+        recorded = (root / COMPLETE_MARKER).read_text().splitlines()
+    except OSError:
+        return False
+    return bool(recorded) and recorded[0] == LIBVIRT_VERSION \
+        and set(WANTED_PREFIXES) <= set(recorded[1:])
 
 
 APT_SOURCES = Path("/etc/apt/sources.list")
@@ -149,9 +164,16 @@ def _fetch_into(root: Path) -> None:
                     member.name = rel
                     members.append(member)
             tar.extractall(staging, members=members, filter="data")
-        (staging / ".complete").write_text(LIBVIRT_VERSION + "\n")
-        shutil.rmtree(root, ignore_errors=True)
+        (staging / COMPLETE_MARKER).write_text("\n".join((LIBVIRT_VERSION,
+                                                         *WANTED_PREFIXES)) + "\n")
+        # An older cache is swapped out, not deleted first: tests reading it meanwhile
+        # see the old tree or the new one, never a missing one.
+        old = root.with_name(root.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if root.exists():
+            root.rename(old)
         staging.rename(root)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
