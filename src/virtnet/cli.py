@@ -93,20 +93,30 @@ def main(ctx: click.Context, netns: str | None, state_dir: Path | None) -> None:
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
-    """Check network definitions; exit 0 if all are valid, 1 otherwise."""
+    """Check network definitions; exit 0 if all are valid, 1 otherwise.
+
+    Elements and attributes libvirt's schema does not know (a misspelt <forward>, which
+    libvirt's parser would silently drop) count as problems, each named with its line."""
     from virtnet.errors import XMLParseError
     from virtnet.validate import validate
-    from virtnet.xml.parse import parse_network
+    from virtnet.xml.parse import network_from_tree, parse_document
+    from virtnet.xml.schema import unknown_items
 
     results = []
     for path in files:
         data, name = read_input(path)
         try:
-            net = parse_network(data, source=name)
+            root = parse_document(data, name)
         except XMLParseError as exc:
             results.append({"file": name, "valid": False, "problems": [str(exc)]})
             continue
-        problems = [f"{name}: {p}" for p in validate(net)]
+        problems = [str(item) for item in unknown_items(root, name)]
+        try:
+            net = network_from_tree(root, name)
+        except XMLParseError as exc:
+            problems.append(str(exc))
+        else:
+            problems += [f"{name}: {p}" for p in validate(net)]
         results.append({"file": name, "valid": not problems, "problems": problems})
     if as_json:
         emit_json(results)
@@ -257,11 +267,19 @@ def yes_no(value: bool) -> str:
 
 @main.command("net-define")
 @click.argument("file")
+@click.option("--validate", is_flag=True,
+              help="Refuse the file if it has elements or attributes libvirt's schema does "
+                   "not know (otherwise each is a warning, and ignored).")
 @click.pass_context
-def net_define_cmd(ctx: click.Context, file: str) -> None:
+def net_define_cmd(ctx: click.Context, file: str, validate: bool) -> None:
     """Define a persistent network from an XML FILE (or '-' for stdin)."""
+    from virtnet.xml.schema import check_document
+
     data, name = read_input(file)
     with VirshFailure(f"Failed to define network from {name}"):
+        unknown = check_document(data, name, refuse=validate)
+        for item in unknown:
+            click.echo(f"warning: {item.describe(', ignored')}", err=True)
         net = engine_of(ctx).define(data, source=name)
     virsh_echo(f"Network {net.name} defined from {name}")
 

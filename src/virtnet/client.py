@@ -341,15 +341,22 @@ class Client:
         return self.call("GET", "/v1/networks" + query)
 
     def define(self, xml: str, *, start: bool = False,
-               autostart: bool | None = None) -> dict[str, Any]:
+               autostart: bool | None = None, validate: bool = False) -> dict[str, Any]:
+        """net-define; with ``validate``, refuse elements and attributes libvirt's schema
+        does not know (otherwise they are ignored and listed in the answer's warnings)."""
         body: dict[str, Any] = {"xml": xml, "start": start}
         if autostart is not None:
             body["autostart"] = autostart
+        if validate:
+            body["validate"] = True
         return self.call("POST", "/v1/networks", body)
 
-    def create(self, xml: str) -> dict[str, Any]:
+    def create(self, xml: str, *, validate: bool = False) -> dict[str, Any]:
         """Start a transient network (net-create)."""
-        return self.call("POST", "/v1/networks", {"xml": xml, "transient": True})
+        body: dict[str, Any] = {"xml": xml, "transient": True}
+        if validate:
+            body["validate"] = True
+        return self.call("POST", "/v1/networks", body)
 
     def network(self, name: str) -> dict[str, Any]:
         return self.call("GET", self._net(name))

@@ -587,6 +587,40 @@ def test_net_edit_runs_here_and_the_daemon_sees_the_change(lab: Lab) -> None:
         assert f"{SUBNET}.150" in api.dumpxml(NETWORK)  # the running network is unchanged
 
 
+MISSPELT = ("<network>\n  <name>typo</name>\n  <forwrd mode='nat'/>\n"
+            "  <ip address='10.92.0.1' netmask='255.255.255.0'/>\n</network>\n")
+
+
+def test_define_with_validate_refuses_unknown_elements_through_the_api_and_the_cli(
+        lab: Lab, tmp_path: Path) -> None:
+    item = "/network/forwrd: unknown element <forwrd> in <network>"
+    with lab.api() as api:
+        with pytest.raises(ApiError) as refused:
+            api.define(MISSPELT, validate=True)
+        assert (refused.value.status, refused.value.kind) == (400, "SchemaError")
+        assert f"request:3: {item} (did you mean <forward>?)" in refused.value.message
+        assert "typo" not in [n["name"] for n in api.networks(all=True)]
+        defined = api.define(MISSPELT)  # libvirt's leniency: defined, isolated, warned about
+        assert defined["warnings"] == [f"request:3: {item} (did you mean <forward>?)"]
+        assert defined["forward_mode"] == "none"
+        api.undefine("typo")
+    # the thin CLI forwards both to the daemon and prints what the in-process run prints
+    path = tmp_path / "typo.xml"
+    path.write_text(MISSPELT)
+    timing = {"VIRTNET_CLIENT_TIMING": "1"}
+    refused_cli = lab.virtnet("net-define", "--validate", str(path), check=False, env=timing)
+    assert refused_cli.returncode == 1
+    assert '"forwarded":true' in refused_cli.stderr
+    assert f"error: Failed to define network from {path}\n" in refused_cli.stderr
+    assert f"  {path}:3: {item} (did you mean <forward>?)\n" in refused_cli.stderr
+    assert "typo" not in lab.virtnet("net-list", "--all", "--name").stdout.split()
+    plain = lab.virtnet("net-define", str(path), env=timing)
+    assert '"forwarded":true' in plain.stderr
+    assert f"warning: {path}:3: {item}, ignored (did you mean <forward>?)\n" in plain.stderr
+    assert plain.stdout == f"Network typo defined from {path}\n\n"
+    lab.virtnet("net-undefine", "typo")
+
+
 # --- bad requests -----------------------------------------------------------------------------
 
 

@@ -28,12 +28,15 @@ FILES = {
                 "<range start='10.94.0.100' end='10.94.0.150'/></dhcp></ip></network>\n",
     "bad.xml": "<network><name>bad</name><ip address='10.96.0.1' prefix='99'/></network>\n",
     "broken.xml": "<network><name>broken</name>\n",
+    "typo.xml": "<network>\n<name>typo</name>\n<forwrd mode='nat'/>\n</network>\n",
     "host.xml": "<host mac='52:54:00:00:00:09' name='nine' ip='10.94.0.9'/>\n",
     "latin1.xml": "<host mac='52:54:00:00:00:09' name='n\xe9uf' ip='10.94.0.9'/>\n",
 }
 SCRIPT = [
     (["validate", "good.xml", "bad.xml", "broken.xml", "missing.xml"], None),
     (["validate", "--json", "good.xml", "bad.xml"], None),
+    (["validate", "typo.xml"], None),
+    (["net-define", "--validate", "typo.xml"], None),  # refused: the state stays as it was
     (["format", "good.xml"], None),
     (["format", "adir"], None),
     (["format", "-"], FILES["good.xml"]),
@@ -120,4 +123,4 @@ def test_read_only_verbs_print_the_same_through_invoke(tmp_path: Path) -> None:
         stdout = "".join(text for stream, text in output if stream == 1)
         stderr = "".join(text for stream, text in output if stream == 2)
         assert (status, stdout, stderr) == (direct.returncode, direct.stdout, direct.stderr), argv
-    assert [status for status, _ in through] == [1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 2, 0, 1, 2, 2]
+    assert [status for status, _ in through] == [1, 1, 1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 2, 0, 1, 2, 2]

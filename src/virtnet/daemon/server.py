@@ -428,11 +428,16 @@ class Daemon:
         transient = fields.get("transient", bool, False)
         start = fields.get("start", bool, False)
         autostart = fields.get("autostart", bool, None)
+        validate = fields.get("validate", bool, False)
         fields.done()
         if transient and autostart:
             raise ApiError(400, "BadRequest", "a transient network cannot autostart")
 
         def define() -> dict[str, Any]:
+            from virtnet.xml.schema import check_document
+
+            # unknown elements and attributes: refused with validate, else reported and ignored
+            unknown = check_document(xml, "request", refuse=validate)
             with self.engine.store.lock:
                 if transient:
                     net = self.engine.create(xml, source="request")
@@ -442,7 +447,7 @@ class Daemon:
                         self.engine.set_autostart(net.name, autostart)
                     if start:
                         self.engine.start(net.name)
-                return self._info(net.name)
+                return {**self._info(net.name), "warnings": [str(item) for item in unknown]}
 
         info = await self.call(define)
         self.scan_after_answer()

@@ -11,7 +11,8 @@ What this module refuses, and why:
   ``virtnet.validate``.
 
 Unknown elements are ignored, as libvirt's parser ignores them; this keeps definitions written
-for newer libvirt versions readable.
+for newer libvirt versions readable. ``virtnet.xml.schema`` names them, in a pass of its own
+over the same tree (``validate`` and ``net-define`` run it; a start does not).
 
 Every error is an ``XMLParseError`` naming the source, the line, the element path
 (``/network/ip[2]/dhcp/host[1]/@mac``) and the offending value. Elements that may repeat carry
@@ -94,6 +95,7 @@ _REPEATED = frozenset(
     {"ip", "route", "portgroup", "range", "host", "interface", "address", "pf", "forwarder",
      "txt", "srv", "hostname", "tag", "option"}
 )
+REPEATED_ELEMENTS = _REPEATED
 
 
 # --- the hardened lxml parser -----------------------------------------------------------
@@ -203,6 +205,12 @@ def parse_fragment(text: str, source: str) -> Element:
     """Parse one XML element (e.g. a net-update snippet) with the same hardening as a whole
     document. Returns the lxml element."""
     return _parse_document(text, source)
+
+
+def parse_document(data: bytes | str, source: str | None) -> Element:
+    """Parse a whole definition's text into its root element, hardened as parse_network
+    parses it (for passes over the tree itself, such as virtnet.xml.schema's)."""
+    return _parse_document(data, source)
 
 
 # --- error and value helpers ------------------------------------------------------------
@@ -1063,7 +1071,11 @@ def _parse_dnsmasq_options(kids: _Kids) -> list[str]:
 def parse_network(data: bytes | str, source: str | None = None) -> Network:
     """Parse a whole <network> definition. Raises XMLParseError for anything libvirt's parser
     would refuse on its own (cross-element rules are left to virtnet.validate)."""
-    root = _parse_document(data, source)
+    return network_from_tree(_parse_document(data, source), source)
+
+
+def network_from_tree(root: Element, source: str | None = None) -> Network:
+    """parse_network for a document already parsed by parse_document."""
     try:
         return _parse_network_element(root)
     except XMLParseError as exc:
@@ -1149,6 +1161,8 @@ def _parse_network_element(root: Element) -> Network:
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "parse_network",
+    "network_from_tree",
+    "parse_document",
     "parse_fragment",
     "parse_dhcp_host",
     "parse_dhcp_range",
