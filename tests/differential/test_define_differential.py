@@ -377,3 +377,80 @@ def test_generated_valid_definitions(libvirtd: LibvirtdInNetns, tmp_path: Path,
 def test_generated_broken_definitions(libvirtd: LibvirtdInNetns, tmp_path: Path,
                                       broken: BrokenNetwork) -> None:
     compare(libvirtd, tmp_path, broken.xml, expect_libvirt=False, expect_ours=False)
+
+
+# --- unknown elements and attributes: `net-define --validate` -------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaCase:
+    id: str
+    xml: str
+    unknown: tuple[str, ...]  # the paths virtnet names; () when it finds nothing unknown
+    libvirt_refuses: bool | None = None  # a deliberate difference (None: as virtnet)
+    why: str = ""
+
+
+SCHEMA_CASES = [
+    SchemaCase("misspelt-forward", net("s-fwd", "  <forwrd mode='nat'/>"), ("/network/forwrd",)),
+    SchemaCase("misspelt-attribute", net("s-attr", "  <forward mdoe='nat'/>"),
+               ("/network/forward/@mdoe",)),
+    SchemaCase("dhcp-outside-ip", net("s-dhcp", "  <dhcp/>\n  <ip address='192.168.175.1' "
+                                                 "prefix='24'/>"), ("/network/dhcp",)),
+    SchemaCase("misspelt-range", net("s-range", """
+  <ip address='192.168.176.1' prefix='24'><dhcp>
+    <rnage start='192.168.176.2' end='192.168.176.9'/></dhcp></ip>"""),
+               ("/network/ip[1]/dhcp/rnage",)),
+    SchemaCase("host-attribute-of-the-other-host", net("s-host", """
+  <dns><host ip='192.168.177.2' mac='52:54:00:00:00:01'><hostname>a</hostname></host></dns>
+  <ip address='192.168.177.1' prefix='24'/>"""), ("/network/dns/host[1]/@mac",)),
+    SchemaCase("foreign-element-outside-metadata", net("s-ns", """
+  <o:extra xmlns:o='urn:other'/>
+  <ip address='192.168.178.1' prefix='24'/>"""), ("/network/o:extra",)),
+    SchemaCase("metadata-contents-are-foreign", net("s-meta", """
+  <metadata><app:x xmlns:app='urn:app' any='1'><deep/></app:x></metadata>
+  <ip address='192.168.179.1' prefix='24'/>"""), ()),
+    SchemaCase("everything-known", net("s-all", """
+  <forward mode='nat'><nat><address start='203.0.113.1' end='203.0.113.9'/>
+    <port start='1024' end='65535'/></nat></forward>
+  <bridge name='vntsall' stp='off' delay='0'/>
+  <port isolated='yes'/>
+  <dns><forwarder addr='192.0.2.53'/><txt name='t' value='v'/>
+    <host ip='192.168.180.2'><hostname>a</hostname></host></dns>
+  <ip address='192.168.180.1' prefix='24'><tftp root='/srv/tftp'/><dhcp>
+    <range start='192.168.180.10' end='192.168.180.20'><lease expiry='1' unit='hours'/></range>
+    <host mac='52:54:00:00:00:02' ip='192.168.180.5'/><bootp file='pxe.img'/></dhcp></ip>
+  <route address='172.31.0.0' prefix='16' gateway='192.168.180.254'/>"""), ()),
+    SchemaCase("title-and-description", net("s-title", """
+  <title>lab</title>
+  <description>the lab network</description>
+  <ip address='192.168.181.1' prefix='24'/>"""), (), libvirt_refuses=True,
+               why="newer libvirt has <title> and <description> (our superset)"),
+]
+
+
+@pytest.mark.parametrize("case", SCHEMA_CASES, ids=[c.id for c in SCHEMA_CASES])
+def test_define_validate_refuses_what_libvirt_refuses(libvirtd: LibvirtdInNetns,
+                                                      tmp_path: Path, case: SchemaCase) -> None:
+    path = tmp_path / "net.xml"
+    path.write_text(case.xml)
+    proc = libvirtd.virsh("net-define", "--validate", str(path))
+    if proc.returncode == 0:
+        match = DEFINED_RE.search(proc.stdout)
+        assert match, proc.stdout
+        DEFINED.add(match.group(1))
+        libvirtd.forget(match.group(1))
+    else:
+        assert "failed to validate against schema" in proc.stderr, proc.stderr
+    expected = bool(case.unknown) if case.libvirt_refuses is None else case.libvirt_refuses
+    assert case.libvirt_refuses is None or case.why, "a deliberate difference must say why"
+    assert (proc.returncode != 0) == expected, proc.stderr
+    state = tmp_path / "state"
+    ours = CliRunner().invoke(virtnet_cli, ["--state-dir", str(state), "net-define",
+                                            "--validate", str(path)])
+    assert ours.exit_code == (1 if case.unknown else 0), ours.output
+    if case.unknown:
+        assert "failed to validate against the network schema" in ours.stderr
+        named = [line.split(": ")[1] for line in ours.stderr.splitlines()[2:]]
+        assert named == list(case.unknown)
+        assert not (state / "etc").exists() or not list((state / "etc").rglob("*.xml"))
