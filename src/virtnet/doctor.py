@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,33 +362,15 @@ def _replace(topo: Topology, **changes: Any) -> Topology:
     return replace(topo, **changes)
 
 
-def _subnet_collisions(net: Network, facts: HostFacts, active: bool) -> list[str]:
-    found = []
-    own = net.bridge_name if net.forward_mode.has_own_bridge else None
-    for ipdef in net.ips:
-        subnet = ipdef.network
-        if subnet is None:
-            continue
-        for route in facts.routes:
-            dest = route.destination
-            if dest.version != subnet.version or dest.prefixlen == 0:
-                continue
-            if active and route.link == own:
-                continue
-            if dest.overlaps(subnet):  # type: ignore[arg-type]
-                where = route.link or "an unreachable/blackhole route"
-                found.append(f"subnet {subnet} collides with the host route {dest} on {where}")
-    return found
-
-
 def diagnose_network(net: Network, view: HostView, record: NetworkRecord | None = None,
                      health_problems: list[str] | None = None) -> NetworkDiagnosis:
     """One network's problems and reachability table (pure, given the view)."""
     active = record is not None and record.active
     topo, notes = host_topology(net, view, active)
     problems = list(health_problems or [])
-    problems += _subnet_collisions(net, view.facts, active)
-    if not active:
+    if active:  # an inactive network's collisions are among its preflight's, as start says
+        problems += [p.message for p in view.facts.subnet_collisions(net, active=True)]
+    else:
         from virtnet.drivers import driver_for
         from virtnet.errors import HostError
 
@@ -543,15 +526,16 @@ def _read_processes() -> list[ProcessInfo]:
     return found
 
 
-def read_host_view() -> HostView:
-    """Read what the doctor judges, in the namespace this process is in."""
+def read_host_view(networks: Mapping[str, str] | None = None) -> HostView:
+    """Read what the doctor judges, in the namespace this process is in; NETWORKS: the
+    bridges of the active virtnet networks (Engine.active_bridges)."""
     from virtnet.host import Host
     from virtnet.host.facts import read_facts
     from virtnet.host.kernel import probe_kernel
     from virtnet.host.sysctl import sysctl_get
 
     with Host() as host:
-        facts = read_facts(host)
+        facts = read_facts(host, networks)
     forward = sysctl_get("net/ipv4/ip_forward")
     nf_call = sysctl_get("net/bridge/bridge-nf-call-iptables")
     return HostView(
@@ -569,7 +553,7 @@ def read_host_view() -> HostView:
 
 def run_doctor(engine: Engine, targets: list[Network | str]) -> DoctorReport:
     """Doctor the networks named (by name, or parsed from files); all defined ones if none."""
-    view = read_host_view()
+    view = read_host_view(engine.active_bridges())
     items: list[tuple[Network, NetworkRecord | None, list[str]]] = []
     if not targets:
         targets = [record.name for record in engine.records()]

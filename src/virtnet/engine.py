@@ -27,7 +27,7 @@ import pickle
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -406,7 +406,12 @@ class Engine:
     def _facts(self, host: Host) -> HostFacts:
         from virtnet.host.facts import read_facts
 
-        return read_facts(host)
+        return read_facts(host, networks=self.active_bridges())
+
+    def active_bridges(self) -> Mapping[str, str]:
+        """The bridges of the active networks that have one of their own -> network name,
+        read from the status records when first looked up (HostFacts.networks)."""
+        return _ActiveBridges(self.store)
 
     def _preflight(self, net: Network, facts: HostFacts) -> None:
         from virtnet.drivers import driver_for
@@ -776,6 +781,45 @@ class _StartJournal:
 
     def failed(self, step: int, action: Action) -> None:
         self.journal.failed(step)
+
+
+class _ActiveBridges(Mapping[str, str]):
+    """Engine.active_bridges: read on first use, so a start whose subnets collide with
+    nothing never reads the other networks' records."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._found: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        if self._found is None:
+            from virtnet.plan import CreateBridge
+
+            found: dict[str, str] = {}
+            try:
+                names = self._store.status_names()
+            except OSError:
+                names = []
+            for name in names:
+                try:
+                    status = self._store.read_status(name)
+                except (StateError, OSError):
+                    continue  # a record that cannot be read names nothing
+                if status is None or not status.active or not status.bridge:
+                    continue
+                if any(action.get("kind") == CreateBridge.kind for action in status.actions):
+                    found[status.bridge] = status.name  # a host bridge is not the network's
+            self._found = found
+        return self._found
+
+    def __getitem__(self, bridge: str) -> str:
+        return self._load()[bridge]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
 class _ParsedCache:

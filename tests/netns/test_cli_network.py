@@ -326,3 +326,50 @@ def test_start_list_destroy_never_import_pyroute2(netns_kit: Any, tmp_path: Path
                     if line.startswith("import time:")]
         assert "virtnet.engine" in imported, args  # the listing is real, not empty
         assert not [name for name in imported if name.startswith("pyroute2")], args
+
+
+def test_a_subnet_overlapping_an_active_network_is_refused_and_doctor_says_so(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    a_xml = ("<network><name>A</name><forward mode='nat'/><bridge name='vbra'/>"
+             "<ip address='192.168.122.1' netmask='255.255.255.0'/>"
+             "<ip family='ipv6' address='fd00:77:0:1::1' prefix='64'/></network>")
+    b_xml = ("<network><name>B</name><forward mode='nat'/><bridge name='vbrb'/>"
+             "<ip address='192.168.122.129' netmask='255.255.255.128'/></network>")
+    c_xml = ("<network><name>C</name><bridge name='vbrc'/>"
+             "<ip family='ipv6' address='fd00:77::1' prefix='48'/></network>")
+    for name, xml in (("A", a_xml), ("B", b_xml), ("C", c_xml)):
+        virtnet(ns, state, "net-define", str(write(tmp_path, name, xml)))
+    virtnet(ns, state, "net-start", "A")
+    before = netns_kit.snapshot(ns, state)
+
+    refused = virtnet(ns, state, "net-start", "B", check=False)
+    assert refused.returncode == 1
+    collision = ("subnet 192.168.122.128/25 overlaps 192.168.122.0/24 of active network 'A' "
+                 "(on vbra)")
+    assert refused.stderr == ("error: Failed to start network B\n"
+                              "error: network 'B' cannot start on this host:\n"
+                              f"  /network/ip[1]: {collision}\n")
+    assert netns_kit.snapshot(ns, state) == before  # nothing changed on the host
+    assert virtnet_json(ns, state, "net-info", "B")["active"] is False
+
+    ipv6 = virtnet(ns, state, "net-start", "C", check=False)
+    assert ipv6.returncode == 1
+    assert ("  /network/ip[1]: subnet fd00:77::/48 overlaps fd00:77:0:1::/64 of active network "
+            "'A' (on vbra)\n") in ipv6.stderr
+    assert netns_kit.snapshot(ns, state) == before
+
+    # doctor's verdict names the same collision, in the same words
+    doctor = virtnet(ns, state, "doctor", "B", "--json", check=False)
+    assert doctor.returncode == 1
+    report = json.loads(doctor.stdout)
+    assert report["networks"][0]["network"] == "B"
+    assert f"cannot start: {collision}" in report["networks"][0]["problems"]
+    # A itself collides with nothing: what lies on its own bridge is its own
+    doctor_a = json.loads(virtnet(ns, state, "doctor", "A", "--json", check=False).stdout)
+    assert not [p for p in doctor_a["networks"][0]["problems"] if "overlaps" in p]
+    virtnet(ns, state, "net-destroy", "A")
+    virtnet(ns, state, "net-start", "B")  # free now
+    virtnet(ns, state, "net-destroy", "B")

@@ -217,7 +217,7 @@ def test_subnet_colliding_with_a_route(netns_kit: Any, tmp_path: Path) -> None:
     before = lab.snapshot()
     proc = lab.cli("net-start", NAME)
     lab.assert_failed_cleanly(
-        proc, "network 192.168.122.0/24 is already in use by interface up0", before)
+        proc, "subnet 192.168.122.0/24 overlaps the host route 192.168.122.0/24 on up0", before)
 
 
 # --- crashes -------------------------------------------------------------------------------

@@ -215,10 +215,30 @@ def test_subnet_collision_and_preflight() -> None:
     colliding = facts(routes=[RouteInfo(ipaddress.ip_network("192.168.0.0/16"), "eth0", None,
                                         0, 2, 254)])
     diagnosis = diagnose_network(parse_network(NAT), view(facts=colliding))
-    assert any("collides with the host route 192.168.0.0/16 on eth0" in p
-               for p in diagnosis.problems)
+    assert diagnosis.problems[0] == ("cannot start: subnet 192.168.122.0/24 overlaps the host "
+                                     "route 192.168.0.0/16 on eth0")
     missing = diagnose_network(parse_network(MACVTAP), view())
     assert "cannot start: interface eth1 does not exist" in missing.problems
+
+
+def test_doctor_names_the_collision_start_refuses() -> None:
+    # A (192.168.122.0/24 on virbr0) is active; B (192.168.122.128/25) is not
+    overlapping = facts(
+        addresses=[AddressInfo("virbr0", ipaddress.ip_interface("192.168.122.1/24"))],
+        routes=[RouteInfo(ipaddress.ip_network("192.168.122.0/24"), "virbr0", None, 0, 2, 254)],
+        networks={"virbr0": "A"},
+    )
+    net_b = parse_network(NAT.replace("default", "B").replace("virbr0", "virbr1")
+                          .replace("prefix='24'", "prefix='25'")
+                          .replace("192.168.122.1'", "192.168.122.129'")
+                          .replace("192.168.122.2'", "192.168.122.130'"))
+    from virtnet.drivers import driver_for
+
+    start_says = [p.message for p in driver_for(net_b).preflight(net_b, overlapping)]
+    assert start_says == ["subnet 192.168.122.128/25 overlaps 192.168.122.0/24 of active "
+                          "network 'A' (on virbr0)"]
+    diagnosis = diagnose_network(net_b, view(facts=overlapping))
+    assert diagnosis.problems == [f"cannot start: {start_says[0]}"]
 
 
 def test_topology_from_facts() -> None:

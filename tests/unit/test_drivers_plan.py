@@ -130,23 +130,79 @@ def test_subnet_in_use_by_a_route_or_an_address() -> None:
     routed = facts(routes=[RouteInfo(N("192.168.122.0/24"), "eth1", None, 0, 2, 254)])
     problems = BridgedDriver().preflight(nat_net(), routed)
     assert [str(p) for p in problems] == [
-        "/network/ip[1]: network 192.168.122.0/24 is already in use by interface eth1"
+        "/network/ip[1]: subnet 192.168.122.0/24 overlaps the host route 192.168.122.0/24 on eth1"
     ]
     addressed = facts(addresses=[AddressInfo("eth1", ipaddress.ip_interface("192.168.122.9/16"))])
     problems = BridgedDriver().preflight(nat_net(), addressed)
     assert [str(p) for p in problems] == [
-        "/network/ip[1]: address 192.168.122.9/16 on eth1 lies inside network 192.168.122.0/24"
+        "/network/ip[1]: subnet 192.168.122.0/24 overlaps the address 192.168.122.9/16 on eth1"
     ]
-    # a covering route (the default route, a /16 elsewhere) is no collision, as in libvirt
-    covering = facts(routes=[RouteInfo(N("192.168.0.0/16"), "eth0", None, 0, 2, 254)])
-    assert BridgedDriver().preflight(nat_net(), covering) == []
+    # the default route covers everything and is no collision
+    assert BridgedDriver().preflight(nat_net(), facts()) == []
+
+
+def test_any_overlap_collides_not_only_the_same_prefix() -> None:
+    # libvirt 9.0 refuses only an identical prefix; a covering /16 or a /25 inside collide too
+    for other in ("192.168.0.0/16", "192.168.122.128/25", "192.168.122.7/32"):
+        host = facts(routes=[RouteInfo(N(other), "eth1", None, 0, 2, 254)])
+        assert [p.message for p in BridgedDriver().preflight(nat_net(), host)] == [
+            f"subnet 192.168.122.0/24 overlaps the host route {other} on eth1"]
+
+
+def test_a_subnet_inside_an_active_network_names_that_network() -> None:
+    # network A (192.168.122.0/24 on virbr0) is active; B asks for 192.168.122.128/25
+    host = facts(
+        links={"lo": link("lo", 1), "eth0": link("eth0", 2), "virbr0": link("virbr0", 3, "bridge")},
+        addresses=[AddressInfo("virbr0", ipaddress.ip_interface("192.168.122.1/24"))],
+        routes=[RouteInfo(N("192.168.122.0/24"), "virbr0", None, 0, 2, 254)],
+        networks={"virbr0": "A"},
+    )
+    net_b = nat_net(name="B", bridge=Bridge(name="virbr1"), ips=[
+        IpDef(address=A("192.168.122.129"), netmask=A("255.255.255.128"))])
+    assert [str(p) for p in BridgedDriver().preflight(net_b, host)] == [
+        "/network/ip[1]: subnet 192.168.122.128/25 overlaps 192.168.122.0/24 of active "
+        "network 'A' (on virbr0)"
+    ]
+    # what lies on A's bridge is A's own when A itself is judged (doctor, A active)
+    net_a = nat_net(name="A")
+    assert host.subnet_collisions(net_a, active=True) == []
+    assert host.subnet_collisions(nat_net(name="other", bridge=Bridge(name="virbr0")),
+                                  active=True) == []
+
+
+def test_ipv6_subnets_collide_too() -> None:
+    host = facts(routes=[RouteInfo(N("2001:db8:ca2::/48"), "eth0", None, 0, 2, 254),
+                         RouteInfo(N("fe80::/64"), "eth0", None, 0, 2, 254),
+                         RouteInfo(N("::/0"), "eth0", A("2001:db8:ca2::1"), 0, 2, 254)])
+    net = nat_net(ips=[IpDef(family="ipv6", address=A("2001:db8:ca2:2::1"), prefix=64)])
+    assert [p.message for p in host.subnet_collisions(net)] == [
+        "subnet 2001:db8:ca2:2::/64 overlaps the host route 2001:db8:ca2::/48 on eth0"]
+
+
+def test_a_route_without_a_device_and_an_address_without_its_route() -> None:
+    host = facts(routes=[RouteInfo(N("10.9.0.0/16"), None, None, 0, 4, 254)],
+                 addresses=[AddressInfo("dummy0", ipaddress.ip_interface("10.8.0.7/32"))])
+    net = nat_net(ips=[IpDef(address=A("10.9.1.1"), prefix=24),
+                       IpDef(address=A("10.8.0.1"), prefix=24)])
+    assert [str(p) for p in host.subnet_collisions(net)] == [
+        "/network/ip[1]: subnet 10.9.1.0/24 overlaps the host route 10.9.0.0/16 (no device: "
+        "unreachable, blackhole or prohibit)",
+        "/network/ip[2]: subnet 10.8.0.0/24 overlaps the address 10.8.0.7/32 on dummy0",
+    ]
+
+
+def test_an_address_and_its_prefix_route_are_one_collision() -> None:
+    host = facts(routes=[RouteInfo(N("192.168.0.0/16"), "eth1", None, 0, 2, 254)],
+                 addresses=[AddressInfo("eth1", ipaddress.ip_interface("192.168.3.4/16"))])
+    assert [p.message for p in host.subnet_collisions(nat_net())] == [
+        "subnet 192.168.122.0/24 overlaps the host route 192.168.0.0/16 on eth1"]
 
 
 def test_static_route_colliding_with_a_host_route() -> None:
     net = nat_net(routes=[Route(address=A("10.50.0.0"), prefix=16, gateway=A("192.168.122.5"))])
     host = facts(routes=[RouteInfo(N("10.50.0.0/16"), "eth0", A("198.51.100.9"), 0, 3, 254)])
     assert [str(p) for p in BridgedDriver().preflight(net, host)] == [
-        "/network/route[1]: route address 10.50.0.0/16 conflicts with a route on eth0"
+        "/network/route[1]: route 10.50.0.0/16 overlaps the host route 10.50.0.0/16 on eth0"
     ]
 
 

@@ -39,10 +39,6 @@ DNSMASQ_HOSTS_MODE = 0o644
 DEFAULT_ROUTE_METRIC = 1
 
 
-def _ip_path(index: int) -> str:
-    return f"/network/ip[{index + 1}]"
-
-
 class BridgedDriver(Driver):
     name: ClassVar[str] = "bridged"
     modes: ClassVar[tuple[ForwardMode, ...]] = (
@@ -69,7 +65,7 @@ class BridgedDriver(Driver):
                     bridge,
                 )
             )
-        problems += self._subnet_problems(net, facts)
+        problems += facts.subnet_collisions(net)  # the one judge, shared with doctor
         problems += self._forward_problems(net, facts)
         if net.ipv6_defs() and not facts.ipv6:
             problems.append(
@@ -83,41 +79,6 @@ class BridgedDriver(Driver):
             problems.append(
                 Problem("/network/ip", "dnsmasq is not installed; it serves DHCP and DNS here")
             )
-        return problems
-
-    def _subnet_problems(self, net: Network, facts: HostFacts) -> list[Problem]:
-        problems = []
-        for index, ipdef in enumerate(net.ips):
-            network = ipdef.network
-            if network is None:
-                continue
-            path = _ip_path(index)
-            for route in facts.routes_to(network):
-                where = f"interface {route.link}" if route.link else "an existing route"
-                problems.append(
-                    Problem(path, f"network {network} is already in use by {where}", str(network))
-                )
-            for addr in facts.addresses_in(network):
-                problems.append(
-                    Problem(
-                        path,
-                        f"address {addr.interface} on {addr.link} lies inside network {network}",
-                        str(network),
-                    )
-                )
-        for index, route_def in enumerate(net.routes):
-            destination = route_def.network
-            if destination is None:
-                continue
-            for route in facts.routes_to(destination):
-                where = route.link or "another interface"
-                problems.append(
-                    Problem(
-                        f"/network/route[{index + 1}]",
-                        f"route address {destination} conflicts with a route on {where}",
-                        str(destination),
-                    )
-                )
         return problems
 
     def _forward_problems(self, net: Network, facts: HostFacts) -> list[Problem]:

@@ -3,19 +3,28 @@ kernel features. One netlink dump per kind, a few /proc/sys reads, no process sp
 
 Drivers plan from a :class:`HostFacts` value, so planning stays a pure function that tests
 can feed with hand-made facts.
+
+:meth:`HostFacts.subnet_collisions` is the one judge of "this subnet collides with X", for
+the start preflight and for ``doctor`` alike.
 """
 
 from __future__ import annotations
 
 import ctypes
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from virtnet.errors import Problem
 from virtnet.host import Host
 from virtnet.host.netlink import RTPROT_RA, AddressInfo, IPNetwork, LinkInfo, RouteInfo
 from virtnet.host.nft import LIBNFTABLES
 from virtnet.host.sysctl import sysctl_get
+
+if TYPE_CHECKING:
+    from virtnet.model import Network
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,9 @@ class HostFacts:
     # accept_ra of the links that have routes learned from router advertisements: enabling
     # IPv6 forwarding flushes those routes unless accept_ra is 2 (libvirt refuses then).
     ra_accept: dict[str, int] = field(default_factory=dict)
+    # the bridges of active virtnet networks: bridge name -> network name. Only looked up
+    # to name what a subnet collides with (the engine's mapping reads the state lazily).
+    networks: Mapping[str, str] = field(default_factory=dict)
 
     def link(self, name: str) -> LinkInfo | None:
         return self.links.get(name)
@@ -46,6 +58,58 @@ class HostFacts:
             if addr.interface.version == network.version and addr.interface.ip in network
         ]
 
+    def subnet_collisions(self, net: Network, active: bool = False) -> list[Problem]:
+        """Where the subnets of NET's <ip>s and the destinations of its <route>s overlap what
+        the host has: another active virtnet network (named, with its bridge), a host route
+        or an address (device and prefix). Overlap either way counts (a /25 inside a /24, a
+        /24 inside a /16); a default route overlaps everything and counts only against a
+        default route. What lies on NET's own bridge, when NET is ``active``, is its own."""
+        own = net.bridge_name if active and net.forward_mode.has_own_bridge else None
+        problems: list[Problem] = []
+        for index, ipdef in enumerate(net.ips):
+            if ipdef.network is not None:
+                problems += self._collisions(net.name, own, f"/network/ip[{index + 1}]",
+                                             "subnet", ipdef.network)
+        for index, route in enumerate(net.routes):
+            if route.network is not None:
+                problems += self._collisions(net.name, own, f"/network/route[{index + 1}]",
+                                             "route", route.network)
+        return problems
+
+    def _collisions(self, name: str, own: str | None, path: str, what: str,
+                    prefix: IPNetwork) -> list[Problem]:
+        found: list[Problem] = []
+        seen: set[tuple[str | None, IPNetwork]] = set()
+        candidates = [(route.link, route.destination, None) for route in self.routes]
+        candidates += [(addr.link, addr.interface.network, addr) for addr in self.addresses]
+        for link, other, addr in candidates:
+            if (link, other) in seen or not _overlap(prefix, other):
+                continue
+            seen.add((link, other))  # an address's prefix route says the same as the address
+            if own is not None and link == own:
+                continue
+            owner = self.networks.get(link) if link else None
+            if owner == name:
+                continue
+            if owner is not None:
+                against = f"{other} of active network '{owner}' (on {link})"
+            elif addr is not None:
+                against = f"the address {addr.interface} on {link}"
+            elif link:
+                against = f"the host route {other} on {link}"
+            else:
+                against = f"the host route {other} (no device: unreachable, blackhole or prohibit)"
+            found.append(Problem(path, f"{what} {prefix} overlaps {against}", str(prefix)))
+        return found
+
+
+def _overlap(ours: IPNetwork, other: IPNetwork) -> bool:
+    if ours.version != other.version:
+        return False
+    if ours.prefixlen == 0 or other.prefixlen == 0:
+        return ours == other
+    return ours.overlaps(other)  # type: ignore[arg-type]
+
 
 def _nftables_available() -> bool:
     try:
@@ -55,8 +119,9 @@ def _nftables_available() -> bool:
         return shutil.which("nft") is not None
 
 
-def read_facts(host: Host) -> HostFacts:
-    """Read the facts of the namespace the process is in."""
+def read_facts(host: Host, networks: Mapping[str, str] | None = None) -> HostFacts:
+    """Read the facts of the namespace the process is in; NETWORKS: the bridges of the
+    active virtnet networks (see HostFacts.networks)."""
     links = {link.name: link for link in host.links()}
     names = {link.index: link.name for link in links.values()}
     addresses = host.addresses(names)
@@ -76,4 +141,5 @@ def read_facts(host: Host) -> HostFacts:
         nftables=_nftables_available(),
         dnsmasq=shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin"),
         ra_accept=ra_accept,
+        networks=networks if networks is not None else {},
     )
