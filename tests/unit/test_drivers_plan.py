@@ -141,6 +141,15 @@ def test_subnet_in_use_by_a_route_or_an_address() -> None:
     assert BridgedDriver().preflight(nat_net(), facts()) == []
 
 
+def test_the_halves_of_a_default_route_are_no_collision() -> None:
+    # a VPN's 0.0.0.0/1 + 128.0.0.0/1 (or ::/1 + 8000::/1) replace the default route
+    halves = [RouteInfo(N(d), "tun0", None, 0, 3, 254)
+              for d in ("0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1")]
+    net = nat_net(ips=[IpDef(address=A("192.168.122.1"), prefix=24),
+                       IpDef(address=A("2001:db8:ca2:2::1"), prefix=64)])
+    assert BridgedDriver().preflight(net, facts(routes=halves)) == []
+
+
 def test_any_overlap_collides_not_only_the_same_prefix() -> None:
     # libvirt 9.0 refuses only an identical prefix; a covering /16 or a /25 inside collide too
     for other in ("192.168.0.0/16", "192.168.122.128/25", "192.168.122.7/32"):

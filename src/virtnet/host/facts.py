@@ -62,8 +62,8 @@ class HostFacts:
         """Where the subnets of NET's <ip>s and the destinations of its <route>s overlap what
         the host has: another active virtnet network (named, with its bridge), a host route
         or an address (device and prefix). Overlap either way counts (a /25 inside a /24, a
-        /24 inside a /16); a default route overlaps everything and counts only against a
-        default route. What lies on NET's own bridge, when NET is ``active``, is its own."""
+        /24 inside a /16); a default route (or a /1 half of one) overlaps everything and
+        counts only against the same route. What lies on NET's own bridge, when NET is ``active``, is its own."""
         own = net.bridge_name if active and net.forward_mode.has_own_bridge else None
         problems: list[Problem] = []
         for index, ipdef in enumerate(net.ips):
@@ -106,7 +106,10 @@ class HostFacts:
 def _overlap(ours: IPNetwork, other: IPNetwork) -> bool:
     if ours.version != other.version:
         return False
-    if ours.prefixlen == 0 or other.prefixlen == 0:
+    # A default route, and the two halves (/1) a VPN installs to take precedence over it
+    # (OpenVPN's def1, WireGuard's AllowedIPs split), cover everything: they collide only with
+    # a route of the same kind.
+    if ours.prefixlen <= 1 or other.prefixlen <= 1:
         return ours == other
     return ours.overlaps(other)  # type: ignore[arg-type]
 
