@@ -10,7 +10,8 @@ become paths, control characters, and a state directory with one bad file.
 - A running network whose status record is corrupt (garbage, a field of the wrong type, a live
   definition that no longer parses) is left out of net-list (CLI and API) with a warning naming
   the file, the other networks are listed, and net-destroy (CLI, API) removes everything the
-  network made: bridge, addresses, routes, nftables chains, dnsmasq and its files.
+  network made: bridge, addresses, routes, nftables chains, dnsmasq and its files (found from
+  the record's actions, its start's journal, or a start plan of the definition).
 """
 
 from __future__ import annotations
@@ -93,16 +94,25 @@ def test_port_uuids_that_climb_out_of_the_state_directory_change_no_file(
             ]
             before = tree(root, skip=lambda p: p.name == "virtnetd.log")
             links = netns_kit.ns_links(ns)
+            answers: dict[str, Any] = {}
+            deletes: dict[str, Any] = {}
             for value in hostile:
-                with pytest.raises(ApiError) as info:
-                    api.create_port("lan", MAC, uuid=value)
-                assert info.value.status == 400, (value, info.value.message)
-                assert "malformed port UUID" in info.value.message, info.value.message
+                try:
+                    answers[value] = api.create_port("lan", MAC, uuid=value)["uuid"]
+                except ApiError as exc:
+                    answers[value] = (exc.status, exc.message)
             for target in ("..%2F..%2F..%2F..%2Foutside%2Fvictim", "..%2Fother", "..", "x"):
-                with pytest.raises(ApiError) as info:
-                    api.call("DELETE", f"/v1/networks/lan/ports/{target}")
-                assert info.value.status in (404, 405), (target, info.value.message)
+                try:
+                    deletes[target] = api.call("DELETE", f"/v1/networks/lan/ports/{target}")
+                except ApiError as exc:
+                    deletes[target] = (exc.status, exc.message)
+            # first what is on disk: created, changed or removed files show in the diff
             assert tree(root, skip=lambda p: p.name == "virtnetd.log") == before
+            for value in hostile:
+                assert answers[value][0] == 400, (value, answers[value])
+                assert "malformed port UUID" in answers[value][1], answers[value]
+            for target, answer in deletes.items():
+                assert answer[0] in (404, 405), (target, answer)
             assert netns_kit.ns_links(ns) == links  # no tap left behind
             assert api.ports("lan") == []
             assert api.network("other")["active"] is True
@@ -139,6 +149,13 @@ def corrupt(path: Path, damage: str) -> None:
     data = json.loads(path.read_text())
     if damage == "garbage":
         path.write_text("\x00{ this is no status record")
+    elif damage == "garbage-and-journal":
+        # as if killed between writing the record and removing its start's journal (the
+        # journal's steps: a header without actions, then one applied action per line)
+        header = {**data, "actions": [], "active": False}
+        lines = [json.dumps(header)] + [json.dumps(action) for action in data["actions"]]
+        path.with_suffix(".journal").write_text("\n".join(lines) + "\n")
+        path.write_text("\x00{ this is no status record")
     elif damage == "bad-field":
         path.write_text(json.dumps({**data, "connections": "many", "started_at": [1]}))
     elif damage == "live-xml":
@@ -147,7 +164,7 @@ def corrupt(path: Path, damage: str) -> None:
         raise AssertionError(damage)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "bad-field", "live-xml"])
+@pytest.mark.parametrize("damage", ["garbage", "garbage-and-journal", "bad-field", "live-xml"])
 def test_cli_lists_the_rest_and_destroys_a_network_whose_status_is_corrupt(
         netns_kit: Any, root: Path, damage: str) -> None:
     ns = netns_kit.make_netns()
@@ -173,6 +190,10 @@ def test_cli_lists_the_rest_and_destroys_a_network_whose_status_is_corrupt(
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert "Network bad destroyed" in destroyed.stdout
     assert str(status) in destroyed.stderr  # says which file it could not trust
+    source = {"garbage": "what a start of its persistent definition makes",
+              "garbage-and-journal": "what its start journal says",
+              "bad-field": "what its actions say", "live-xml": "from its status record"}
+    assert source[damage] in destroyed.stderr, destroyed.stderr
     assert kernel(netns_kit, ns) == without_bad
     assert tree(state, skip=lambda p: p.name == "virtnet.lock") == files_without_bad
 

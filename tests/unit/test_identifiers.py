@@ -21,6 +21,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,13 +32,12 @@ from virtnet.ids import (
     IdentifierError,
     check_uuid,
     join_state,
-    network_name_problem,
     port_file,
     read_state_file,
 )
 from virtnet.paths import StatePaths
 from virtnet.ports import PortManager, PortRequest, read_records
-from virtnet.state import NetworkStatus, StateStore
+from virtnet.state import NetworkStatus
 from virtnet.xml.parse import parse_network
 from virtnet.xml.portxml import parse_port
 
@@ -187,10 +187,16 @@ def test_control_characters_are_refused_at_parse_and_nothing_is_written(
     assert engine.list_networks(all=True) == []
 
 
-def test_a_multi_line_description_is_still_fine(tmp_path: Path) -> None:
+def test_only_what_would_not_read_back_is_refused(tmp_path: Path) -> None:
+    """Lines in a description and tabs in a title survive a file; a carriage return becomes
+    a newline when read back, so it is refused."""
     engine = make_engine(tmp_path)
-    engine.define(xml("n", "<description>line one\nline two</description>"))
-    assert engine.get("n").current.description == "line one\nline two"
+    engine.define(xml("n", "<title>a\tb</title><description>one\ntwo</description>"))
+    assert engine.get("n").current.description == "one\ntwo"
+    assert engine.get("n").current.title == "a\tb"
+    with pytest.raises(XMLParseError, match="invalid char in description: 0x0d"):
+        engine.define(xml("n", "<description>one&#13;two</description>"))
+    assert engine.get("n").current.description == "one\ntwo"
 
 
 def test_a_portgroup_with_a_control_character_is_refused_in_a_port_record() -> None:
@@ -304,11 +310,95 @@ def test_a_symlinked_status_record_is_not_followed(two: tuple[Engine, list[str]]
         engine.get("good")
 
 
-def test_a_store_lists_what_it_can(tmp_path: Path) -> None:
-    store = StateStore(StatePaths.under(tmp_path))
-    store.write_definition("a", xml("a"))
-    (store.paths.networks_dir / "..xml").write_text("")
-    found: list[str] = []
-    assert store.all_names(found.append) == ["a"]
-    assert found == []  # hidden files (temp files) are skipped silently
-    assert network_name_problem("..") is not None
+# --- hole 5: destroy of a network whose status record is unreadable --------------------------
+
+
+class RecordingHost:
+    """Records every call an undo makes (nothing on the host is touched)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, args))
+
+        return call
+
+
+def engine_on(root: Path, host: RecordingHost) -> Engine:
+    engine = make_engine(root)
+    engine._host_factory = lambda: host  # type: ignore[assignment, return-value]
+    return engine
+
+
+def started(engine: Engine, name: str) -> NetworkStatus:
+    """The status record a start of NAME leaves, with two real actions (no host touched)."""
+    from virtnet.plan import AddAddress, CreateBridge
+
+    engine.define(xml(name, "<bridge name='vnt16z'/>"))
+    actions = [CreateBridge(name="vnt16z").to_dict(),
+               AddAddress(link="vnt16z", address="192.168.60.1/24").to_dict()]
+    status = NetworkStatus(name=name, uuid="", bridge="vnt16z",
+                           live_xml=engine.dumpxml(name, inactive=True), actions=actions)
+    engine.store.write_status(status)
+    return status
+
+
+def test_destroy_trusts_the_actions_of_a_record_whose_other_fields_are_broken(
+        tmp_path: Path) -> None:
+    host = RecordingHost()
+    engine = engine_on(tmp_path, host)
+    status = started(engine, "n")
+    path = engine.paths.status("n")
+    path.write_text(json.dumps({**status.to_dict(), "connections": "many"}))
+    warnings: list[str] = []
+    assert engine.destroy("n", warn=warnings.append) == "n"
+    assert [call for call in host.calls if call[0].startswith("delete")][1:] == \
+        [("delete_link", ("vnt16z",))]  # undone newest first: the address, then the bridge
+    assert not path.exists()
+    assert len(warnings) == 1 and str(path) in warnings[0] and "its actions" in warnings[0]
+
+
+def test_destroy_follows_the_start_journal_when_the_record_is_garbage(tmp_path: Path) -> None:
+    from virtnet.state import begun_line, done_line
+
+    host = RecordingHost()
+    engine = engine_on(tmp_path, host)
+    status = started(engine, "n")
+    header = {**status.to_dict(), "actions": [], "active": False}
+    journal = engine.store.journal_path("n")
+    journal.write_bytes(json.dumps(header).encode() + b"\n"
+                        + begun_line(status.actions[0]) + done_line(0, {})
+                        + begun_line(status.actions[1]))  # killed inside the second step
+    engine.paths.status("n").write_text("\x00garbage")
+    warnings: list[str] = []
+    engine.destroy("n", warn=warnings.append)
+    assert [name for name, _ in host.calls if name.startswith("delete")] == \
+        ["delete_address", "delete_link"]
+    assert not journal.exists() and not engine.paths.status("n").exists()
+    assert "start journal" in warnings[0]
+
+
+def test_destroy_uses_the_record_when_only_the_definition_is_unreadable(tmp_path: Path) -> None:
+    host = RecordingHost()
+    engine = engine_on(tmp_path, host)
+    started(engine, "n")
+    engine.paths.definition("n").write_text("<network><name>n</name")
+    engine.destroy("n")
+    assert ("delete_link", ("vnt16z",)) in host.calls
+    assert not engine.paths.status("n").exists()
+    with pytest.raises(XMLParseError, match="n.xml"):
+        engine.destroy("n")  # inactive now: nothing to salvage, the load error is the answer
+
+
+def test_destroy_with_nothing_readable_removes_nothing_and_says_why(tmp_path: Path) -> None:
+    host = RecordingHost()
+    engine = engine_on(tmp_path, host)
+    started(engine, "n")
+    engine.paths.status("n").write_text("\x00garbage")
+    os.unlink(engine.paths.definition("n"))  # transient: the record was all there was
+    with pytest.raises(HostError, match="neither a start journal nor a readable definition"):
+        engine.destroy("n")
+    assert host.calls == [] and engine.paths.status("n").exists()
+
