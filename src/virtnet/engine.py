@@ -309,13 +309,14 @@ class Engine:
             self.store.write_definition(net.name, text)
         return net
 
-    def _text_reading_back(self, net: Network, path: Path) -> str:
+    def _text_reading_back(self, net: Network, path: Path, *, status: bool = False) -> str:
         """NET as it is saved in PATH, once checked to read back as the very same network, so
         that a definition which could not be loaded again is refused with nothing written.
-        (The parse is cached under PATH: the next load of the file costs nothing more.)"""
+        The parse is cached as :meth:`_load` will ask for it (a definition is read back as
+        bytes, a status record's live definition as text): the next load costs nothing."""
         text = self.format(net, inactive=True)
         try:
-            back = self.parse(text, str(path))
+            back = self.parse(text if status else text.encode(), str(path))
         except VirtnetError as exc:
             raise VirtnetError(f"network '{net.name}' cannot be saved: it would not read back "
                                f"({exc})") from None
@@ -406,7 +407,7 @@ class Engine:
                 if record.name == net.name:
                     self._clean_interrupted(record)
             self._assign_defaults(net, records)
-            self._text_reading_back(net, self.paths.status(net.name))
+            self._text_reading_back(net, self.paths.status(net.name), status=True)
             self._start(net)
         return net
 

@@ -46,7 +46,6 @@ from typing import Any
 
 from virtnet.errors import VirtnetError
 from virtnet.ids import (
-    MAX_NAME_BYTES,
     IdentifierError,
     check_network_name,
     ensure_real_dir,

@@ -107,6 +107,9 @@ def test_a_port_request_with_a_traversing_uuid_is_refused_before_anything(
             manager.create("n", PortRequest(mac=MAC, uuid=value))
     with pytest.raises(IdentifierError, match="invalid char in portgroup name"):
         manager.create("n", PortRequest(mac=MAC, portgroup="a\nb"))
+    # the owner's uuid is written into the port's record as XML text, unescaped
+    with pytest.raises(IdentifierError, match="malformed owner UUID"):
+        manager.create("n", PortRequest(mac=MAC, owner_uuid="</uuid></owner><plug/><x>"))
     assert files_under(tmp_path) == set()
 
 
