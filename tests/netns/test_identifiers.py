@@ -8,8 +8,8 @@ become paths, control characters, and a state directory with one bad file.
   left behind. A DELETE with such a reference removes nothing either.
 - A define whose title holds a carriage return is refused by the API (400) and leaves no file.
 - A running network whose status record is corrupt (garbage, a field of the wrong type, a live
-  definition that no longer parses) is left out of net-list (CLI and API) with a warning naming
-  the file, the other networks are listed, and net-destroy (CLI, API) removes everything the
+  definition that no longer parses) is left out of net-list (CLI, API, the CLI forwarded to the
+  daemon) with a warning naming the file (the daemon logs it), the other networks are listed, and net-destroy (CLI, API) removes everything the
   network made: bridge, addresses, routes, nftables chains, dnsmasq and its files (found from
   the record's actions, its start's journal, or a start plan of the definition).
 """
@@ -219,6 +219,9 @@ def test_api_lists_the_rest_and_destroys_a_network_whose_status_is_corrupt(
             corrupt(status, "garbage")
             assert [row["name"] for row in api.networks(all=True)] == ["good"]
             assert f"network 'bad' is left out: {status}" in daemon.log()
+            forwarded = daemon.virtnet("net-list", "--all", "--name")  # the CLI, through it
+            assert forwarded.stdout.split() == ["good"]
+            assert f"warning: network 'bad' is left out: {status}" in forwarded.stderr
             answer = api.destroy("bad")
             assert answer["name"] == "bad" and answer["active"] is False
             assert kernel(netns_kit, ns) == without_bad
