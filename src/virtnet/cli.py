@@ -261,6 +261,11 @@ def lookup_network(engine: Any, name: str) -> Any:
         return engine.lookup(name)
 
 
+def warn_user(message: str) -> None:
+    """A warning for the user, on stderr (the command goes on)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
@@ -327,11 +332,18 @@ def net_start_cmd(ctx: click.Context, network: str) -> None:
 @click.pass_context
 def net_destroy_cmd(ctx: click.Context, network: str) -> None:
     """Stop an active network, undoing everything its start did."""
+    from virtnet.engine import NotFoundError
+
     engine = engine_of(ctx)
-    record = lookup_network(engine, network)
-    with VirshFailure(f"Failed to destroy network {record.name}"):
-        engine.destroy(record.name)
-    virsh_echo(f"Network {record.name} destroyed")
+    try:
+        name = engine.lookup(network).name
+    except NotFoundError:
+        name = lookup_network(engine, network).name  # virsh's "failed to get network"
+    except VirtnetError:
+        name = network  # a file of it is unreadable: destroy still finds what it made
+    with VirshFailure(f"Failed to destroy network {name}"):
+        name = engine.destroy(name, warn=warn_user)
+    virsh_echo(f"Network {name} destroyed")
 
 
 @main.command("net-autostart")
@@ -370,7 +382,7 @@ def net_list_cmd(
         virsh_fail("Only one argument from --table, --name and --uuid may be specified.")
     rows = engine_of(ctx).list_networks(
         all=all_, inactive=inactive, persistent=persistent, transient=transient,
-        autostart=autostart, no_autostart=no_autostart,
+        autostart=autostart, no_autostart=no_autostart, warn=warn_user,
     )
     if as_json:
         emit_json(rows)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtnet.errors import VirtnetError
+from virtnet.ids import join_state
 from virtnet.model import (
     DhcpHost,
     DnsSrv,
@@ -121,24 +122,27 @@ class DnsmasqPaths:
         """libvirt's own system layout (used to compare with what libvirtd writes)."""
         return cls(directory=LIBVIRT_DNSMASQ_DIR, pid_dir=LIBVIRT_PID_DIR)
 
+    # joined by virtnet.ids.join_state: a name that is not one plain file name never leaves
+    # the directory (names are checked when parsed: virtnet.ids.network_name_problem)
+
     def conf(self, name: str) -> Path:
-        return self.directory / f"{name}.conf"
+        return join_state(self.directory, f"{name}.conf")
 
     def hostsfile(self, name: str) -> Path:
-        return self.directory / f"{_xml_escape(name)}.hostsfile"
+        return join_state(self.directory, f"{_xml_escape(name)}.hostsfile")
 
     def addnhosts(self, name: str) -> Path:
-        return self.directory / f"{_xml_escape(name)}.addnhosts"
+        return join_state(self.directory, f"{_xml_escape(name)}.addnhosts")
 
     def leases(self, name: str) -> Path:
-        return self.directory / f"{name}.leases"
+        return join_state(self.directory, f"{name}.leases")
 
     def status(self, bridge: str) -> Path:
         """The lease status file libvirt's lease helper keeps, named after the bridge."""
-        return self.directory / f"{bridge}.status"
+        return join_state(self.directory, f"{bridge}.status")
 
     def pid_file(self, name: str) -> Path | None:
-        return self.pid_dir / f"{name}.pid" if self.pid_dir is not None else None
+        return join_state(self.pid_dir, f"{name}.pid") if self.pid_dir is not None else None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,13 @@ silently trusted; ``start`` of an active network restarts a dead dnsmasq.
 
 Messages follow libvirt's wording (with its error-class prefixes such as "Requested operation is
 not valid: ") so that scripts written against virsh keep matching.
+
+One unreadable file never hides the others: a network whose definition or status cannot be
+read (or whose definition names another network than its file does) is left out of every
+list with a warning naming the file, as libvirt's daemon leaves such a file out when it loads
+its configuration; asked for by name, it is an error naming the file. ``destroy`` of a network
+whose status record is unreadable still removes what the network made (see
+:meth:`Engine._salvage`).
 """
 
 from __future__ import annotations
@@ -33,16 +40,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
-from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
+from virtnet.errors import HostError, Problem, ValidationError, VirtnetError, XMLParseError
+from virtnet.ids import network_name_problem
 from virtnet.model import Network
 from virtnet.paths import StatePaths
 from virtnet.privilege import require_net_admin, require_net_admin_if
 from virtnet.state import (
     DEFAULT_LOCK_TIMEOUT,
     NetworkStatus,
+    RecordError,
     StateError,
     StateStore,
     StatusJournal,
+    Warn,
 )
 
 # Imported where used, not here: starting an inactive network needs neither ports (port
@@ -208,10 +218,20 @@ class Engine:
             status = self.store.read_status(name)
         if data is None and status is None:
             return None
-        config = self.parse(data, str(self.paths.definition(name))) if data is not None else None
+        config = None
+        if data is not None:
+            path = self.paths.definition(name)
+            config = self.parse(data, str(path))
+            if config.name != name:
+                raise RecordError(path, f"defines network '{config.name}', not '{name}' (its "
+                                  "file name); ignored")
         live = None
         if status is not None:
-            live = self.parse(status.live_xml, str(self.paths.status(name)))
+            path = self.paths.status(name)
+            live = self.parse(status.live_xml, str(path))
+            if live.name != name:
+                raise RecordError(path, f"records network '{live.name}', not '{name}' (its "
+                                  "file name); ignored")
             live.connections = status.connections
             if status.active:  # ports' records count the connections (virtnet.ports)
                 from virtnet.ports import apply_connection_counts
@@ -232,15 +252,26 @@ class Engine:
 
         recover_interrupted_apply(self, name)
 
-    def records(self) -> list[NetworkRecord]:
-        """Every known network, sorted by name as virsh sorts."""
+    def records(self, warn: Warn | None = None) -> list[NetworkRecord]:
+        """Every known network, sorted by name as virsh sorts. A network one of whose files
+        cannot be read is left out, with a warning naming the file (logged, and given to
+        WARN); so is a file whose name cannot be a network's."""
+        report = _reporter(warn)
         with _readable_state():
-            names = self.store.all_names()
-        found = (self._load(name) for name in names)
-        return [record for record in found if record is not None]
+            names = self.store.all_names(report)
+        records = []
+        for name in names:
+            try:
+                record = self._load(name)
+            except (StateError, XMLParseError, ValidationError) as exc:
+                report(f"network '{name}' is left out: {exc}")
+                continue
+            if record is not None:
+                records.append(record)
+        return records
 
     def get(self, name: str) -> NetworkRecord:
-        record = self._load(name) if _usable_name(name) else None
+        record = self._load(name) if network_name_problem(name) is None else None
         if record is None:
             raise NotFoundError(f"Network not found: no network with matching name '{name}'")
         return record
@@ -274,8 +305,25 @@ class Engine:
             records = self.records()
             self._check_identity(net, records, creating=False)
             self._assign_defaults(net, records)
-            self.store.write_definition(net.name, self.format(net, inactive=True))
+            text = self._text_reading_back(net, self.paths.definition(net.name))
+            self.store.write_definition(net.name, text)
         return net
+
+    def _text_reading_back(self, net: Network, path: Path, *, status: bool = False) -> str:
+        """NET as it is saved in PATH, once checked to read back as the very same network, so
+        that a definition which could not be loaded again is refused with nothing written.
+        The parse is cached as :meth:`_load` will ask for it (a definition is read back as
+        bytes, a status record's live definition as text): the next load costs nothing."""
+        text = self.format(net, inactive=True)
+        try:
+            back = self.parse(text if status else text.encode(), str(path))
+        except VirtnetError as exc:
+            raise VirtnetError(f"network '{net.name}' cannot be saved: it would not read back "
+                               f"({exc})") from None
+        if back.name != net.name or self.format(back, inactive=True) != text:
+            raise VirtnetError(f"network '{net.name}' cannot be saved: it would read back "
+                               "as a different definition")
+        return text
 
     def undefine(self, name: str) -> None:
         """Forget the persistent definition; an active network keeps running, as transient."""
@@ -352,29 +400,148 @@ class Engine:
         net = self.parse(data, source)
         with self.store.lock:
             records = self.records()
+            if self.store.has_status(net.name) and all(r.name != net.name for r in records):
+                self._load(net.name)  # its status is unreadable: say which file, start nothing
             self._check_identity(net, records, creating=True)
             for record in records:
                 if record.name == net.name:
                     self._clean_interrupted(record)
             self._assign_defaults(net, records)
+            self._text_reading_back(net, self.paths.status(net.name), status=True)
             self._start(net)
         return net
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, warn: Warn | None = None) -> str:
         """Stop an active network: undo what its start applied, newest first.
 
         The leases of a persistent network are kept for its next start (as libvirt keeps
-        them); a transient network leaves nothing behind.
+        them); a transient network leaves nothing behind. If one of the network's files
+        cannot be read, what it made is found from what can still be known
+        (:meth:`_salvage`), and WARN is told where that came from. Returns the network's
+        name (NAME may be its uuid).
         """
         require_net_admin("net-destroy")
         with self.store.lock:
             self.store.remove_stale_temp_files()  # of a start or destroy killed mid-write
-            record = self.lookup(name)
+            try:
+                record = self.lookup(name)
+            except (StateError, XMLParseError, ValidationError) as exc:
+                status = self._salvage(name, exc, _reporter(warn))
+                self._stop(status, keep_leases=self.store.is_defined(name))
+                return name
             if record.status is None:
                 raise InvalidOperationError(
                     f"Requested operation is not valid: network '{record.name}' is not active"
                 )
             self._stop(record.status, keep_leases=record.persistent)
+            return record.name
+
+    def _salvage(self, name: str, cause: VirtnetError, report: Warn) -> NetworkStatus:
+        """What network NAME made, when one of its files cannot be read (CAUSE).
+
+        Nothing is made up, and nothing is guessed from a name alone. In order:
+        - the status record itself, if only the definition is unreadable;
+        - the actions of the status record, if its JSON still holds a valid list of them
+          (another field is what is broken);
+        - the journal of its start, if still there: every step begun or applied;
+        - the start plan of the live definition the record holds, failing that of the
+          persistent definition: the steps a start of that definition applies, undone as
+          planned (every undo is written to be safe for a step applied partly, wholly or
+          not at all: the same guarantee a start killed inside a step relies on). A re-planned
+          bridge is deleted only if the kernel shows it is a bridge with the definition's
+          MAC (a bridge that is not provably ours is left, and said so); dnsmasq is found
+          by its pid file or command line, both checked against its configuration file.
+        Raises CAUSE if NAME has no status (the unreadable file is the definition of an
+        inactive network: there is nothing to destroy), HostError if none of the above
+        is readable.
+        """
+        if network_name_problem(name) is not None or not self.store.has_status(name):
+            raise cause
+        try:
+            status = self.store.read_status(name)
+        except RecordError as exc:
+            status, broken = None, exc
+        if status is not None:
+            report(f"network '{name}': {cause}; destroying it from its status record")
+            return status
+        import json
+
+        from virtnet.plan import Action
+        from virtnet.state import read_journal, read_record_file
+
+        path = self.paths.status(name)
+        data: Any = None
+        with contextlib.suppress(ValueError, StateError, PermissionError):
+            raw = read_record_file(path)
+            data = json.loads(raw) if raw is not None else None
+        data = data if isinstance(data, dict) else {}
+        actions = data.get("actions")
+        if isinstance(actions, list) and actions:
+            try:
+                [Action.from_dict(a) for a in actions]  # all of them understood
+            except (ValueError, TypeError, AttributeError):
+                pass
+            else:
+                report(f"network '{name}': {broken}; destroying what its actions say")
+                return self._salvaged(name, data.get("live_xml"), actions)
+        try:
+            journal = read_journal(self.store.journal_path(name), name)
+        except StateError:
+            journal = None
+        if journal is not None:
+            report(f"network '{name}': {broken}; destroying what its start journal says")
+            return self._salvaged(name, journal.live_xml, journal.actions)
+        sources = []
+        live_xml = data.get("live_xml")
+        if isinstance(live_xml, str):
+            sources.append(("the live definition in its status record", live_xml, str(path)))
+        with contextlib.suppress(StateError, PermissionError):
+            config = self.store.read_definition(name)
+            if config is not None:
+                sources.append(("its persistent definition", config,
+                                str(self.paths.definition(name))))
+        for what, text, source in sources:
+            try:
+                net = self.parse(text, source)
+                if net.name != name:
+                    continue
+                actions = self._replan(net, report)
+            except VirtnetError:
+                continue
+            report(f"network '{name}': {broken}; destroying what a start of {what} makes")
+            return self._salvaged(name, self.format(net), actions)
+        raise HostError(
+            f"network '{name}': {broken}; neither a start journal nor a readable definition "
+            "says what it made, so nothing was removed")
+
+    def _salvaged(self, name: str, live_xml: Any, actions: list[dict[str, Any]]
+                  ) -> NetworkStatus:
+        return NetworkStatus(name=name, uuid="", bridge=None,
+                             live_xml=live_xml if isinstance(live_xml, str) else "",
+                             actions=list(actions), active=False)
+
+    def _replan(self, net: Network, report: Warn) -> list[dict[str, Any]]:
+        """The actions a start of NET applies, as planned, less the bridge (and what is done
+        to it) when the kernel does not show a bridge of NET's MAC under that name."""
+        from virtnet.plan import CreateBridge
+
+        with self.host() as host:
+            plan = self._plan_start(net, self._facts(host))
+            actions = plan.actions
+            for action in plan.actions:
+                if not isinstance(action, CreateBridge):
+                    continue
+                link = host.link(action.name)
+                if link is None:
+                    continue  # gone already: undoing what was on it is harmless
+                ours = link.kind == "bridge" and (
+                    action.mac is None or (link.mac or "").lower() == action.mac.lower())
+                if not ours:
+                    report(f"network '{net.name}': {action.name} is not a bridge with MAC "
+                           f"{action.mac}: left as it is")
+                    actions = [a for a in actions
+                               if getattr(a, "link", None) != action.name and a is not action]
+        return [action.to_dict() for action in actions]
 
     def autostart_all(self) -> list[str]:
         """Start every inactive network marked autostart (what a booting host does)."""
@@ -604,11 +771,13 @@ class Engine:
         persistent: bool = False,
         transient: bool = False,
         no_autostart: bool = False,
+        warn: Warn | None = None,
     ) -> list[dict[str, Any]]:
         """Rows like ``virsh net-list``: active ones by default, inactive ones with
-        ``inactive``, both with ``all``; the other flags filter further."""
+        ``inactive``, both with ``all``; the other flags filter further. A network whose
+        files cannot be read is left out, and WARN told which file (see :meth:`records`)."""
         rows = []
-        for record in self.records():
+        for record in self.records(warn):
             if not all and record.active == inactive:
                 continue
             if persistent and not record.persistent or transient and record.persistent:
@@ -730,10 +899,13 @@ class Engine:
                 )
             # Both results are computed (and validated) before anything is changed.
             new_config = new_live = None
+            config_text = ""
             if config:
                 assert record.config is not None
                 new_config = apply_update(record.config, command, section, xml, parent_index)
                 _raise_problems(validate(new_config), record.name)
+                config_text = self._text_reading_back(new_config,
+                                                      self.paths.definition(record.name))
             if live:
                 assert record.live is not None
                 new_live = apply_update(record.live, command, section, xml, parent_index)
@@ -747,7 +919,7 @@ class Engine:
 
                 apply_live(self, record, new_live)
             if new_config is not None:
-                self.store.write_definition(record.name, self.format(new_config))
+                self.store.write_definition(record.name, config_text)
         return live, config
 
     # --- autostart --------------------------------------------------------------------------
@@ -866,14 +1038,21 @@ def _readable_state() -> Iterator[None]:
         ) from None
 
 
-def _usable_name(name: str) -> bool:
-    # A name too long to be a file name (NAME.ports, .NAME.xml.XXXXXXXX.tmp) cannot be known.
-    try:
-        size = len(name.encode(errors="surrogateescape"))
-    except UnicodeEncodeError:  # a lone surrogate: no file name has one (found by fuzzing)
-        return False
-    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".") \
-        and size <= 200
+def _reporter(warn: Warn | None) -> Warn:
+    """A warning goes to the log (the daemon's, where libvirt's daemon reports a file it
+    could not load) and to WARN, the caller's user, when there is one."""
+
+    def report(message: str) -> None:
+        import logging
+
+        logger = logging.getLogger("virtnet")
+        if not logger.handlers:  # a library's logger: no last-resort copy on stderr
+            logger.addHandler(logging.NullHandler())
+        logger.warning("%s", message)
+        if warn is not None:
+            warn(message)
+
+    return report
 
 
 def _raise_problems(problems: list[Problem], name: str) -> None:

@@ -2,6 +2,9 @@
 
 By default the layout mirrors libvirt's (/etc, /run, /var/lib); ``--state-dir DIR`` puts all of
 it under DIR, which is how tests, the lab and the demo keep the host untouched.
+
+Every path named after a network is built by :func:`virtnet.ids.network_file`: the name is
+checked (one plain file name) and the result cannot leave its directory.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+
+from virtnet.ids import network_file
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,10 @@ class StatePaths:
         return self.networks_dir / "autostart"
 
     def definition(self, name: str) -> Path:
-        return self.networks_dir / f"{name}.xml"
+        return network_file(self.networks_dir, name, ".xml")
 
     def autostart_link(self, name: str) -> Path:
-        return self.autostart_dir / f"{name}.xml"
+        return network_file(self.autostart_dir, name, ".xml")
 
     # --- runtime ----------------------------------------------------------------------
 
@@ -56,12 +61,12 @@ class StatePaths:
 
     def status(self, name: str) -> Path:
         """JSON status record of an active network (what was applied, pids, ports)."""
-        return self.status_dir / f"{name}.json"
+        return network_file(self.status_dir, name, ".json")
 
     def apply_journal(self, name: str) -> Path:
         """The journal of a net-apply in progress (virtnet.apply): present only while one
         runs, or after one was killed midway until the next privileged command reverts it."""
-        return self.status_dir / f"{name}.apply-journal"
+        return network_file(self.status_dir, name, ".apply-journal")
 
     @property
     def lock_file(self) -> Path:
@@ -78,4 +83,4 @@ class StatePaths:
         return self.lib_dir / "dnsmasq"
 
     def dnsmasq_pidfile(self, name: str) -> Path:
-        return self.run_dir / "network" / f"{name}.pid"
+        return network_file(self.status_dir, name, ".pid")

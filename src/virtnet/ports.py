@@ -43,6 +43,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.errors import HostError, VirtnetError
+from virtnet.ids import (
+    check_portgroup_name,
+    check_uuid,
+    is_canonical_uuid,
+    network_file,
+    network_name_problem,
+    port_file,
+)
 from virtnet.model import (
     Bandwidth,
     BandwidthRate,
@@ -519,27 +527,51 @@ def usage_of(records: list[PortRecord]) -> PoolUsage:
 
 
 def ports_dir(status_dir: Path, network: str) -> Path:
-    return status_dir / f"{network}{PORTS_DIR_SUFFIX}"
+    return network_file(status_dir, network, PORTS_DIR_SUFFIX)
+
+
+def record_path(directory: Path, port_uuid: str) -> Path:
+    """Where the record of port PORT_UUID (canonical) lives in a ports directory."""
+    return port_file(directory, port_uuid, ".json")
+
+
+def _record_uuid(entry: str, suffix: str) -> str | None:
+    """The port uuid a ports directory's entry ENTRY (UUID + SUFFIX) is named after; None
+    for any other file (temp files, a name that is no canonical uuid: never ours)."""
+    if not entry.endswith(suffix) or entry.startswith("."):
+        return None
+    stem = entry[: -len(suffix)]
+    return stem if is_canonical_uuid(stem) else None
 
 
 def read_records(directory: Path) -> dict[str, PortRecord]:
-    """Every port record in DIRECTORY, by uuid (a missing directory has none)."""
+    """Every port record in DIRECTORY, by uuid (a missing directory has none). Only files
+    named after a canonical uuid are records; each is read without following a symlink and
+    must be the record of the port its name says."""
+    from virtnet.ids import read_state_file
+
     try:
         entries = sorted(os.listdir(directory))
     except FileNotFoundError:
         return {}
     records = {}
     for entry in entries:
-        if not entry.endswith(".json") or entry.startswith("."):
+        port_uuid = _record_uuid(entry, ".json")
+        if port_uuid is None:
             continue
         path = directory / entry
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_state_file(path))
         except FileNotFoundError:
             continue
-        except ValueError as exc:
+        except (ValueError, OSError, VirtnetError) as exc:
             raise HostError(f"{path}: unreadable port record: {exc}") from None
+        if not isinstance(data, dict):
+            raise HostError(f"{path}: unreadable port record: not a JSON object")
         record = PortRecord.from_dict(data, str(path))
+        if record.uuid != port_uuid:
+            raise HostError(f"{path}: records port {record.uuid}, not {port_uuid} (its file "
+                            "name)")
         records[record.uuid] = record
     return records
 
@@ -577,7 +609,7 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
         entries = os.listdir(directory)
     except FileNotFoundError:
         return []
-    leftovers = [entry for entry in entries if entry.endswith(JOURNAL_SUFFIX)
+    leftovers = [entry for entry in entries if _record_uuid(entry, JOURNAL_SUFFIX)
                  or entry.startswith(".") and entry.endswith(".tmp")]
     # the capability is read (from /proc) only when there is something to recover
     if not leftovers or not has_net_admin():
@@ -590,7 +622,7 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
                 os.unlink(path)
             continue
         port_uuid = entry[: -len(JOURNAL_SUFFIX)]
-        if not (directory / f"{port_uuid}.json").exists():
+        if not record_path(directory, port_uuid).exists():
             from virtnet.plan import Action, Plan
             from virtnet.state import journal_steps
 
@@ -619,11 +651,11 @@ def connection_counts(status_dir: Path, network: str, *,
     except FileNotFoundError:
         return 0, {}
     if not per_device:
-        return sum(1 for e in entries if e.endswith(".json") and not e.startswith(".")), {}
+        return sum(1 for e in entries if _record_uuid(e, ".json")), {}
     total = 0
     devices: dict[str, int] = {}
     for entry in entries:
-        if not entry.endswith(".json") or entry.startswith("."):
+        if not _record_uuid(entry, ".json"):
             continue
         try:
             data = json.loads((directory / entry).read_text())
@@ -757,6 +789,8 @@ class PortManager:
             for entry in entries:
                 if entry.endswith(PORTS_DIR_SUFFIX):
                     network = entry[: -len(PORTS_DIR_SUFFIX)]
+                    if network_name_problem(network) is not None:
+                        continue  # not a directory of ours
                     if self._session is not None and network in self._session:
                         records = self._session[network].records
                     else:
@@ -818,23 +852,28 @@ class PortManager:
         from virtnet.privilege import require_net_admin
 
         require_net_admin("port-create")
+        # the port's uuid names its files: one canonical uuid, whoever asks (API, CLI, XML)
+        port_uuid = check_uuid(request.uuid or self._new_uuid(), "port UUID")
+        if request.portgroup is not None:
+            check_portgroup_name(request.portgroup)
+        if request.owner_uuid is not None:
+            request.owner_uuid = check_uuid(request.owner_uuid, "owner UUID")
         with self._locked():
             state = self._state(network)
             net = state.net
-            port_uuid = (request.uuid or self._new_uuid()).lower()
             if port_uuid in state.records:
                 raise PortError(f"network '{net.name}' already has a port with uuid "
                                 f"'{port_uuid}'")
             port = allocate(net, request, state.usage, port_uuid=port_uuid,
                             pool=self._pool(net), new_uuid=self._new_uuid)
-            journal = _CreateJournal(self._dir(net.name) / f"{port_uuid}{JOURNAL_SUFFIX}")
+            journal = _CreateJournal(port_file(self._dir(net.name), port_uuid, JOURNAL_SUFFIX))
             try:
                 record = self._realize(net, port, journal)
                 from virtnet.state import atomic_write
 
                 try:
                     # a runtime record: atomic, not fsynced (see virtnet.state)
-                    atomic_write(self._dir(net.name) / f"{port_uuid}.json",
+                    atomic_write(record_path(self._dir(net.name), port_uuid),
                                  json.dumps(record.to_dict()) + "\n", durable=False)
                 except BaseException:
                     self._undo(record)
@@ -960,7 +999,7 @@ class PortManager:
             self._undo(record)
             from virtnet.state import remove_file
 
-            remove_file(self._dir(state.net.name) / f"{record.uuid}.json", durable=False)
+            remove_file(record_path(self._dir(state.net.name), record.uuid), durable=False)
             state.remove(record)
             if record.device and self._names is not None:
                 self._names.discard(record.device)
@@ -1010,7 +1049,7 @@ class PortManager:
                     continue
                 from virtnet.state import remove_file
 
-                remove_file(directory / f"{record.uuid}.json", durable=False)
+                remove_file(record_path(directory, record.uuid), durable=False)
             if not errors:
                 with contextlib.suppress(FileNotFoundError, OSError):
                     os.rmdir(directory)

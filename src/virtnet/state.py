@@ -21,6 +21,11 @@ on real hosts), and the rename alone makes them safe against a crash of virtnet,
 an interrupted start must survive. Up to 13 status writes per start made those fsyncs the
 largest cost of ``net-start`` (24-38 ms where the run directory is on ext4).
 Files are 0600 and directories 0700 because definitions may carry secrets in dnsmasq options.
+
+Names become paths only through :mod:`virtnet.ids` (checked, joined so that they cannot leave
+their directory); records are read without following a symlink, and a file name found in a
+directory listing that is not a valid network name is ignored (reported to ``warn`` when the
+caller gives one), as is a symlink where a definition or record is expected.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -39,33 +45,40 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.errors import VirtnetError
+from virtnet.ids import (
+    IdentifierError,
+    check_network_name,
+    ensure_real_dir,
+    network_file,
+    network_name_problem,
+    read_state_file,
+)
 from virtnet.paths import StatePaths
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 PARENT_DIR_MODE = 0o755
 STATUS_FORMAT_VERSION = 1
-MAX_NAME_BYTES = 200  # NAME_MAX (255) less what the longest derived file name adds
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a command waits for another one before giving up
 JOURNAL_SUFFIX = ".journal"
 
 
 class StateError(VirtnetError):
-    """The state directory is unusable: unreadable record, lock not obtained, bad name."""
+    """The state directory is unusable: unreadable record, lock not obtained."""
 
 
-def check_name(name: str) -> str:
-    """Refuse names that cannot safely become a file name (the name is part of every path)."""
-    if not name or "/" in name or "\0" in name or name in (".", "..") or name.startswith("."):
-        raise StateError(f"network name {name!r} cannot be used as a file name")
-    try:
-        size = len(name.encode(errors="surrogateescape"))
-    except UnicodeEncodeError:  # a lone surrogate (found by fuzzing)
-        raise StateError(f"network name {name!r} cannot be used as a file name") from None
-    if size > MAX_NAME_BYTES:
-        raise StateError(f"network name '{name[:40]}...' is too long to be used as a file name "
-                         f"(at most {MAX_NAME_BYTES} bytes)")
-    return name
+class RecordError(StateError):
+    """One file of the state cannot be read or makes no sense (``path`` names it)."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+# The one validator of names that become paths (virtnet.ids); kept under its old name.
+check_name = check_network_name
+
+Warn = Callable[[str], None]
 
 
 # --- atomic files ----------------------------------------------------------------------
@@ -78,6 +91,7 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
     files under the state directory; only the directories holding definitions and status are
     private.
     """
+    ensure_real_dir(path)
     missing = []
     current = path
     while not current.is_dir():
@@ -230,7 +244,8 @@ class StateLock:
 
     def _lock_file(self) -> int:
         ensure_dir(self.path.parent, PARENT_DIR_MODE)  # the run directory, not a private one
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     FILE_MODE)
         deadline = time.monotonic() + self.timeout
         try:
             while True:
@@ -378,7 +393,7 @@ class AppendedLines:
         if self._fd is None:
             ensure_dir(self.path.parent)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                         | os.O_CLOEXEC, FILE_MODE)
+                         | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # the umask filtered the creation mode
             self._fd = fd
             data = self._first + data
@@ -442,21 +457,50 @@ class StatusJournal(AppendedLines):
         self.close()
 
 
-def read_journal(path: Path) -> NetworkStatus | None:
+def read_record_file(path: Path) -> bytes | None:
+    """The content of the state file PATH (not through a symlink), None if there is none;
+    RecordError naming the file if it cannot be read."""
+    try:
+        return read_state_file(path)
+    except FileNotFoundError:
+        return None
+    except IdentifierError as exc:
+        raise RecordError(path, str(exc).removeprefix(f"{path} ")) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RecordError(path, "is a symlink: records are never read through one") from None
+        if exc.errno == errno.EACCES:
+            raise  # the state of another user: virtnet.engine explains it
+        raise RecordError(path, f"cannot be read: {exc.strerror}") from None
+
+
+def _status_of(data: Any, path: Path, name: str | None) -> NetworkStatus:
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    status = NetworkStatus.from_dict(data)
+    if name is not None and status.name != name:
+        raise RecordError(path, f"records network '{status.name}', not '{name}' (its file "
+                          "name); ignored")
+    check_network_name(status.name)
+    return status
+
+
+def read_journal(path: Path, name: str | None = None) -> NetworkStatus | None:
     """The inactive status a journal records, or None if there is none (or it was cut before
     its first line was complete: no step had been recorded)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_record_file(path)
+    if raw is None:
         return None
     lines = raw.split(b"\n")[:-1]  # what follows the last newline is a cut line, or nothing
     if not lines:
         return None
     try:
-        status = NetworkStatus.from_dict(json.loads(lines[0]))
+        status = _status_of(json.loads(lines[0]), path, name)
         status.actions = journal_steps([json.loads(line) for line in lines[1:]])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StateError(f"{path}: unreadable status journal: {exc}") from exc
+    except RecordError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, VirtnetError) as exc:
+        raise RecordError(path, f"unreadable status journal: {exc}") from None
     status.active = False
     return status
 
@@ -482,37 +526,42 @@ class StateStore:
 
     # --- definitions ---------------------------------------------------------------------
 
-    def defined_names(self) -> list[str]:
-        return _names_in(self.paths.networks_dir, ".xml")
+    def defined_names(self, warn: Warn | None = None) -> list[str]:
+        return _names_in(self.paths.networks_dir, ".xml", warn)
 
     def is_defined(self, name: str) -> bool:
-        return self.paths.definition(check_name(name)).is_file()
+        return _is_regular(self.paths.definition(name))
 
     def read_definition(self, name: str) -> bytes | None:
-        try:
-            return self.paths.definition(check_name(name)).read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_record_file(self.paths.definition(name))
 
     def write_definition(self, name: str, xml: str) -> Path:
-        path = self.paths.definition(check_name(name))
+        path = self.paths.definition(name)
         atomic_write(path, xml)
         return path
 
     def delete_definition(self, name: str) -> None:
         """Remove the definition and its autostart link (libvirt drops both on undefine)."""
         self.set_autostart(name, False)
-        remove_file(self.paths.definition(check_name(name)))
+        remove_file(self.paths.definition(name))
 
     # --- autostart -----------------------------------------------------------------------
 
     def is_autostart(self, name: str) -> bool:
-        link = self.paths.autostart_link(check_name(name))
-        # A dangling link (definition gone) does not count: it can never start anything.
-        return link.is_symlink() and link.exists()
+        """Whether NAME's autostart link is there and names its definition. The link is read,
+        never followed: one leading elsewhere does not count, nor does a dangling one (the
+        definition gone: it can never start anything)."""
+        link = self.paths.autostart_link(name)
+        try:
+            target = os.readlink(link)
+        except (FileNotFoundError, OSError):
+            return False
+        definition = self.paths.definition(name)
+        return target in (str(definition.absolute()), f"../{definition.name}") \
+            and _is_regular(definition)
 
     def set_autostart(self, name: str, enabled: bool) -> None:
-        link = self.paths.autostart_link(check_name(name))
+        link = self.paths.autostart_link(name)
         if not enabled:
             remove_file(link)
             return
@@ -528,19 +577,24 @@ class StateStore:
         fsync_dir(link.parent)
 
     def autostart_names(self) -> list[str]:
-        return [name for name in _names_in(self.paths.autostart_dir, ".xml")
+        return [name for name in _names_in(self.paths.autostart_dir, ".xml", links=True)
                 if self.is_autostart(name)]
 
     # --- runtime status ------------------------------------------------------------------
 
-    def status_names(self) -> list[str]:
+    def status_names(self, warn: Warn | None = None) -> list[str]:
         """Networks with a status record or the journal of an interrupted start."""
-        names = set(_names_in(self.paths.status_dir, ".json"))
-        names.update(_names_in(self.paths.status_dir, JOURNAL_SUFFIX))
+        names = set(_names_in(self.paths.status_dir, ".json", warn))
+        names.update(_names_in(self.paths.status_dir, JOURNAL_SUFFIX, warn))
         return sorted(names)
 
+    def has_status(self, name: str) -> bool:
+        """Whether NAME has a status file or a start journal (readable or not)."""
+        return any(os.path.lexists(path)
+                   for path in (self.paths.status(name), self.journal_path(name)))
+
     def journal_path(self, name: str) -> Path:
-        return self.paths.status_dir / f"{check_name(name)}{JOURNAL_SUFFIX}"
+        return network_file(self.paths.status_dir, name, JOURNAL_SUFFIX)
 
     def begin_status(self, status: NetworkStatus) -> StatusJournal:
         """The journal a start appends its applied steps to (see :class:`StatusJournal`)."""
@@ -549,27 +603,28 @@ class StateStore:
     def read_status(self, name: str) -> NetworkStatus | None:
         """NAME's status record; failing that, what the journal of an interrupted start
         recorded (inactive); None if neither exists."""
-        path = self.paths.status(check_name(name))
+        path = self.paths.status(name)
+        raw = read_record_file(path)
+        if raw is None:
+            return read_journal(self.journal_path(name), name)
         try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return read_journal(self.journal_path(name))
-        try:
-            return NetworkStatus.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"{path}: unreadable status record: {exc}") from exc
+            return _status_of(json.loads(raw), path, name)
+        except RecordError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, VirtnetError) as exc:
+            raise RecordError(path, f"unreadable status record: {exc}") from None
 
     def write_status(self, status: NetworkStatus) -> None:
         """Replace NAME's status record: atomically, not durably (a runtime record; see the
         module's docstring). Compact JSON: the C encoder, several times faster than an
         indented dump, on a record rewritten after every step of a start."""
-        path = self.paths.status(check_name(status.name))
+        path = self.paths.status(status.name)
         atomic_write(path, json.dumps(status.to_dict(), separators=(",", ":")) + "\n",
                      durable=False)
         remove_file(self.journal_path(status.name), durable=False)  # superseded
 
     def delete_status(self, name: str) -> None:
-        remove_file(self.paths.status(check_name(name)), durable=False)
+        remove_file(self.paths.status(name), durable=False)
         remove_file(self.journal_path(name), durable=False)
 
     def remove_stale_temp_files(self) -> list[Path]:
@@ -589,22 +644,50 @@ class StateStore:
                         removed.append(directory / entry)
         return removed
 
-    def all_names(self) -> list[str]:
+    def all_names(self, warn: Warn | None = None) -> list[str]:
         """Every known network: defined ones and transient active ones, sorted like virsh
-        (case-insensitively)."""
-        names = set(self.defined_names()) | set(self.status_names())
+        (case-insensitively). File names that cannot be network names are reported to
+        WARN and left out."""
+        names = set(self.defined_names(warn)) | set(self.status_names(warn))
         return sorted(names, key=lambda name: (name.lower(), name))
 
 
-def _names_in(directory: Path, suffix: str) -> list[str]:
+def _is_regular(path: Path) -> bool:
+    """Whether PATH is a regular file itself (a symlink does not count)."""
     try:
-        entries = os.listdir(directory)
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _names_in(directory: Path, suffix: str, warn: Warn | None = None, *,
+              links: bool = False) -> list[str]:
+    """The network names of DIRECTORY's regular files NAME+SUFFIX (symlinks instead with
+    ``links``: the autostart directory). Hidden files are temp files, skipped silently; a
+    name that cannot be a network's, or a file of the wrong type, is reported to WARN."""
+    try:
+        entries = list(os.scandir(directory))
     except FileNotFoundError:
         return []
-    return sorted(
-        entry[: -len(suffix)]
-        for entry in entries
-        if entry.endswith(suffix) and not entry.startswith(".")
-        and (directory / entry).is_file()
-    )
+    names = []
+    for entry in entries:
+        name = entry.name
+        if not name.endswith(suffix) or name.startswith("."):
+            continue
+        try:
+            right_type = entry.is_symlink() if links else \
+                entry.is_file(follow_symlinks=False)
+        except OSError:
+            right_type = False
+        stem = name[: -len(suffix)]
+        problem = network_name_problem(stem)
+        if problem is None and not right_type:
+            problem = ("a symlink: records are never read through one" if entry.is_symlink()
+                       else "not a regular file")
+        if problem is not None:
+            if warn is not None:
+                warn(f"{entry.path}: ignored: {problem}")
+            continue
+        names.append(stem)
+    return sorted(names)
 

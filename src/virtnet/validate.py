@@ -31,6 +31,7 @@ import re
 from typing import Literal
 
 from virtnet.errors import Problem, ValidationError
+from virtnet.ids import network_name_problem
 from virtnet.model import (
     Bandwidth,
     BandwidthRate,
@@ -223,18 +224,16 @@ class _Checker:
         net = self.net
         if not net.name:
             self.add("/network/name", net.name, "the network name is empty")
-        elif "/" in net.name:
-            self.add("/network/name", net.name,
-                     f"network name '{net.name}' contains '/', which is not allowed")
-        elif "\n" in net.name:
-            self.add("/network/name", net.name,
-                     f"network name {net.name!r} contains a newline, which is not allowed",
-                     at_define=True)
+        else:
+            # the one check of names that become file names (the parser applies it too)
+            problem = network_name_problem(net.name)
+            if problem is not None:
+                self.add("/network/name", net.name, problem)
         if net.uuid is not None and not _UUID_RE.match(net.uuid):
             self.add("/network/uuid", net.uuid,
                      f"uuid '{net.uuid}' is not of the form 8-4-4-4-12 hex digits")
-        if net.title is not None and "\n" in net.title:
-            self.add("/network/title", net.title, f"title {net.title!r} contains a newline")
+        if net.title is not None and ("\n" in net.title or "\r" in net.title):
+            self.add("/network/title", net.title, "Network title can't contain newlines")
 
     # --- bridge, mac, mtu, domain ---------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.paths import StatePaths
+from virtnet.ids import IdentifierError
 from virtnet.state import (
     NetworkStatus,
     StateError,
@@ -145,9 +146,9 @@ def test_unreadable_status_is_a_clear_error(store: StateStore) -> None:
         store.read_status("n")
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", ".hidden", "a\0b"])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", ".hidden", "a\0b", "a\nb", "a\rb"])
 def test_names_that_cannot_be_file_names_are_refused(name: str) -> None:
-    with pytest.raises(StateError):
+    with pytest.raises(IdentifierError):
         check_name(name)
 
 

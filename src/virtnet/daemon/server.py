@@ -501,10 +501,12 @@ class Daemon:
         name = request.match_info["name"]
 
         def destroy() -> dict[str, Any]:
-            record = self.engine.lookup(name)
-            self.engine.destroy(record.name)
-            return self._info(record.name) if self.engine.store.is_defined(record.name) \
-                else {"name": record.name, "active": False}
+            # by name or uuid; also when a file of the network is unreadable (Engine._salvage)
+            destroyed = self.engine.destroy(name)
+            try:
+                return self._info(destroyed)
+            except VirtnetError:  # transient, or its definition is the unreadable file
+                return {"name": destroyed, "active": False}
 
         return web.json_response(await self._change(destroy))
 

@@ -30,6 +30,8 @@ from typing import NoReturn, TypeVar
 from lxml import etree
 
 from virtnet.errors import XMLParseError
+from virtnet.ids import canonical_uuid, control_char, network_name_problem, \
+    portgroup_name_problem, show_char
 from virtnet.model import (
     DNSMASQ_NAMESPACE,
     Bandwidth,
@@ -86,8 +88,6 @@ PROFILE_ID_MAX = 39  # the kernel's IFLA_VF_PORT_PROFILE_MAX is 40 bytes with th
 
 _DECIMAL = re.compile(r"[0-9]+\Z")
 _MAC = re.compile(r"([0-9a-fA-F]{1,2}):" * 5 + r"([0-9a-fA-F]{1,2})\s*\Z")
-_UUID = re.compile(r"\s*(?:[- ]*[0-9a-fA-F]{2}){16}\s*\Z")
-_UUID_DROP = {ord(c): None for c in "- \t\n\r\v\f"}
 _ENCODING_DECL = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 # Elements that may occur more than once where they appear: their path carries an index.
@@ -401,11 +401,11 @@ def parse_mac(el: Element, path: str, value: str) -> str:
 def parse_uuid(el: Element, path: str, value: str) -> str:
     """A UUID as libvirt reads it (32 hex digits, '-' or ' ' allowed before each digit pair,
     surrounding whitespace), returned as canonical lowercase 8-4-4-4-12."""
-    if not _UUID.match(value):
+    found = canonical_uuid(value)
+    if found is None:
         _fail(el, path, f"malformed UUID '{value}': expected 32 hex digits like "
               "'81ff0d90-c91e-6742-64da-4a736edb9a9b'")
-    hexstr = value.translate(_UUID_DROP).lower()
-    return f"{hexstr[:8]}-{hexstr[8:12]}-{hexstr[12:16]}-{hexstr[16:20]}-{hexstr[20:]}"
+    return found
 
 
 def _netmask(el: Element, path: str, value: str) -> ipaddress.IPv4Address:
@@ -991,6 +991,9 @@ def parse_portgroup(el: Element, path: str) -> PortGroup:
     name = el.get("name") or None
     if name is None:
         _fail(el, path, "missing required attribute 'name' in <portgroup>")
+    problem = portgroup_name_problem(name)
+    if problem is not None:  # read back from a file, the attribute would not be the same
+        _fail(el, f"{path}/@name", problem)
     group = PortGroup(name=name)
     group.default = bool(_yes_no_anycase(el, path, "default"))
     group.trust_guest_rx_filters = _yes_no(el, path, "trustGuestRxFilters")
@@ -1093,19 +1096,26 @@ def _parse_network_element(root: Element) -> Network:
     if found is None or not found[0]:
         _fail(found[1] if found else root, f"{path}/name", "missing network <name>")
     name, name_el = found
-    if "/" in name:
-        _fail(name_el, f"{path}/name", f"invalid network name '{name}': '/' is not allowed")
+    problem = network_name_problem(name)  # it becomes file names (virtnet.ids)
+    if problem is not None:
+        _fail(name_el, f"{path}/name", problem)
     net = Network(name=name)
     found = _simple_text(kids, "uuid")
     if found is not None and found[0]:
         net.uuid = parse_uuid(found[1], f"{path}/uuid", found[0])
     found = _simple_text(kids, "title")
     if found is not None:
-        if "\n" in found[0]:
-            _fail(found[1], f"{path}/title", "<title> must not contain a newline")
+        # a carriage return is read back as a newline (XML's end-of-line handling)
+        if "\n" in found[0] or "\r" in found[0]:
+            _fail(found[1], f"{path}/title", "Network title can't contain newlines")
         net.title = found[0]
     found = _simple_text(kids, "description")
     if found is not None:
+        # lines are fine; a carriage return would be read back as a newline
+        bad = control_char(found[0], allowed="\n\t")
+        if bad is not None:
+            _fail(found[1], f"{path}/description",
+                  f"invalid char in description: {show_char(bad)}")
         net.description = found[0]
     ipv6 = root.get("ipv6") or None
     if ipv6 is not None:

@@ -15,6 +15,7 @@ import copy
 from lxml import etree
 
 from virtnet.errors import XMLParseError
+from virtnet.ids import portgroup_name_problem
 from virtnet.model import ForwardDriverName, MacTableManager, PciAddress
 from virtnet.portdef import MacvtapMode, PlugType, PortDef
 from virtnet.xml.format import (
@@ -127,6 +128,9 @@ def _parse_port_element(root: Element, require_owner: bool) -> PortDef:
     )
     group = _text_of(root, "group", path)
     if group is not None:
+        problem = portgroup_name_problem(group[0]) if group[0] else None
+        if problem is not None:
+            raise _fail(group[1], f"{path}/group", problem)
         port.group = group[0] or None
     virtualport = _only(root, "virtualport", path)
     if virtualport is not None:
