@@ -419,9 +419,11 @@ def arp_request(mac: str, sender_ip: str, target_ip: str) -> bytes:
     return b"\xff" * 6 + source + struct.pack("!H", ETH_P_ARP) + body
 
 
-def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
+def member_uses_a_handed_over_tap(socket_path: str, mac: str, tun: int) -> dict[str, Any]:
     """Runs as an unprivileged member of the daemon's group: create a port, receive its tap,
-    show that the tap could not be opened otherwise, then ask ARP through it."""
+    show that the tap could not be attached otherwise, even with /dev/net/tun open (TUN is
+    opened by root before the fork, so the node's mode does not matter: 0600 on a fresh
+    Debian, 0666 elsewhere), then ask ARP through it."""
     from virtnet.daemon.resident import IFF_NO_PI, IFF_TAP, TUNSETIFF
     import fcntl
 
@@ -429,15 +431,12 @@ def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
         port = api.create_port(NETWORK, mac, owner="unprivileged", pass_fd=True, vnet_hdr=False)
         fd = port["fd"]
         try:
-            own = os.open("/dev/net/tun", os.O_RDWR)
             try:
-                fcntl.ioctl(own, TUNSETIFF, struct.pack("16sH22x", port["device"].encode(),
+                fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH22x", port["device"].encode(),
                                                          IFF_TAP | IFF_NO_PI))
                 open_error = 0
             except OSError as exc:
                 open_error = exc.errno
-            finally:
-                os.close(own)
             reply = None
             for _ in range(10):
                 os.write(fd, arp_request(mac, f"{SUBNET}.77", f"{SUBNET}.1"))
@@ -461,8 +460,14 @@ def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
 
 def test_a_tap_handed_over_to_an_unprivileged_member(lab: Lab) -> None:
     mac = "52:54:00:91:02:01"
-    result = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_uses_a_handed_over_tap,
-                    str(lab.daemon.socket_path), mac)
+    # The member's own way in to the tap: /dev/net/tun opened by root and inherited, so that
+    # the test needs no particular mode on the node (nor changes it).
+    tun = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        result = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_uses_a_handed_over_tap,
+                        str(lab.daemon.socket_path), mac, tun)
+    finally:
+        os.close(tun)
     assert result["uid"] == MEMBER_UID
     assert result["port"]["fd_passed"] is True
     assert result["open_error"] == errno.EPERM  # the tap is root's: only the hand-over works
