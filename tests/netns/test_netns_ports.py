@@ -22,6 +22,7 @@ pytestmark = pytest.mark.netns
 
 VEPA3 = ("<network><name>lan</name><forward mode='vepa'><interface dev='eth1'/>"
          "<interface dev='eth2'/><interface dev='eth3'/></forward></network>")
+VEPA1 = VEPA3.replace("<interface dev='eth2'/><interface dev='eth3'/>", "")
 
 
 def mac(index: int) -> str:
@@ -59,6 +60,12 @@ def delete_ports(state: Path, refs: list[str], network: str = "lan") -> None:
     manager = PortManager(engine(state))
     for ref in refs:
         manager.delete(network, ref)
+
+
+def port_record(state: Path, ref: str, network: str = "lan") -> Any:
+    from virtnet.ports import PortManager
+
+    return PortManager(engine(state)).get(network, ref)
 
 
 def info(state: Path, network: str = "lan") -> dict[str, Any]:
@@ -193,15 +200,20 @@ def test_cli_ports_across_processes(netns_kit: Any, tmp_path: Path) -> None:
     assert macvtaps(netns_kit, lab.host) == []
 
 
+def one_macvtap_port(kit: Any, tmp_path: Path) -> tuple[Any, Path, dict[str, Any]]:
+    """A lab with one uplink, a vepa network on it, and one port: (lab, state, port)."""
+    lab = build_lab(kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    kit.run_in_netns(lab.host, start_network, state, VEPA1)
+    [port] = kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
+    return lab, state, port
+
+
 def test_the_node_is_our_own_whatever_dev_tapN_is(netns_kit: Any, tmp_path: Path) -> None:
     """/dev/tapIFINDEX may belong to a macvtap of another namespace (or be missing, without
     devtmpfs): the port's node is virtnet's own, made from the numbers of a sysfs of the
     right namespace, and goes with the port."""
-    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
-    state = tmp_path / "state"
-    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
-        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
-    [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
+    lab, state, port = one_macvtap_port(netns_kit, tmp_path)
     node = Path(port["char_device"])
     inode = os.stat(f"/run/netns/{lab.host}").st_ino
     assert node == Path(f"/dev/virtnet/net{inode}-{port['device']}")
@@ -254,8 +266,7 @@ def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
 
     lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"
-    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
-        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA1)
     shaped = {"bandwidth": Bandwidth(inbound=BandwidthRate(average=800),
                                      outbound=BandwidthRate(average=800))}
     with pytest.raises(PlanError, match="injected fault at step 2"):
@@ -274,8 +285,7 @@ def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
 def test_a_name_taken_by_another_program_is_skipped(netns_kit: Any, tmp_path: Path) -> None:
     lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"
-    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
-        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA1)
     ip(lab.host, "link", "add", "link", "eth1", "name", "macvtap0", "type", "macvtap")
     [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
     assert port["device"] == "macvtap1"
@@ -395,6 +405,41 @@ def test_macvtaps_with_one_ifindex_in_two_namespaces_get_their_own_nodes(
     assert deleted.returncode == 0, deleted.stderr
     assert not os.path.lexists(port_a["char_device"])
     assert not os.path.lexists(port_b["char_device"])
+
+
+def test_a_node_that_is_not_the_port_s_device_is_never_handed_over(netns_kit: Any,
+                                                                  tmp_path: Path) -> None:
+    """The daemon opens a macvtap's node and checks the descriptor's device number before
+    handing it over: a node that names another device (here: swapped for /dev/null's) is
+    refused, whatever its path."""
+    lab, state, port = one_macvtap_port(netns_kit, tmp_path)
+    node = Path(port["char_device"])
+    assert node.parent == Path("/dev/virtnet")  # ours: this test may replace it
+    rdev = node.stat().st_rdev
+
+    def hand_over(uuid: str) -> int:
+        from virtnet.daemon.resident import open_port_device
+
+        record = port_record(state, uuid)
+        fd = open_port_device(record)
+        st = os.fstat(fd)
+        os.close(fd)
+        return st.st_rdev
+
+    assert netns_kit.run_in_netns(lab.host, hand_over, port["uuid"]) == rdev
+    node.unlink()
+    os.mknod(node, stat.S_IFCHR | 0o600, os.stat("/dev/null").st_rdev)
+    try:
+        from virtnet.ports import PortError
+
+        with pytest.raises(PortError, match=f"{node} is not the character device of macvtap "
+                                            f"{port['device']}"):
+            netns_kit.run_in_netns(lab.host, hand_over, port["uuid"])
+    finally:
+        node.unlink()
+        os.mknod(node, stat.S_IFCHR | 0o600, rdev)
+    netns_kit.run_in_netns(lab.host, destroy, state)
+    assert not node.exists()
 
 
 # --- refusals --------------------------------------------------------------------------------

@@ -121,12 +121,18 @@ def remove_tap_node(path: str, rdev: int | None) -> None:
 
 def open_tap_node(path: str, name: str, ifindex: int, flags: int) -> int:
     """Open PATH, the node of macvtap NAME (IFINDEX), and check what was opened: a character
-    device whose number is the one this namespace's sysfs gives that macvtap now."""
-    expected = os.makedev(*tap_device_numbers(name, ifindex))
+    device whose number is the one this namespace's sysfs gives that macvtap once it is
+    open (a device number is unique among the devices alive, and the macvtap's never
+    changes: read after the open, no other device can have passed for it in between)."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW)
     except OSError as exc:
         raise HostError(f"cannot open {path} for macvtap {name}: {exc.strerror}") from None
+    try:
+        expected = os.makedev(*tap_device_numbers(name, ifindex))
+    except BaseException:
+        os.close(fd)
+        raise
     st = os.fstat(fd)
     if not stat.S_ISCHR(st.st_mode) or st.st_rdev != expected:
         os.close(fd)
