@@ -6,7 +6,7 @@ afterwards. In one process, after imports:
 - baseline: N x `ip link add link eth1 name bmtN type macvtap mode vepa`, then N x
   `ip link del`, each timed (one `ip` process per port, as a shell loop would do);
 - virtnet: a vepa network on eth1, N x PortManager.create (allocate, plan, create the macvtap
-  with its MAC, up, /dev/tapN, atomic record), then N x delete; same for N tap ports on a NAT
+  with its MAC, up, its node, atomic record), then N x delete; same for N tap ports on a NAT
   network (persistent tap with MAC, enslaved, up).
 The per-port medians are printed side by side. Deletes are dominated by the kernel: removing
 a link waits for an RCU grace period (~20 ms here), for `ip link del` as for virtnet.

@@ -14,7 +14,8 @@ A port is allocated as libvirt 9.0 allocates one (networkAllocatePort):
   inbound rate) and never beyond that rate.
 
 Deliberate differences: a portgroup that the network does not have is an error (libvirt
-silently ignores it, so a typo loses the group's bandwidth); MAC addresses are lower-cased.
+silently ignores it, so a typo loses the group's bandwidth); a MAC address another port of
+the network has is refused (libvirt takes it); MAC addresses are lower-cased.
 
 The port is then made real by a small :class:`~virtnet.plan.Plan` (create the device with its
 MAC, up, on its bridge; shaping; floor), applied with undo on failure. Its record (the port
@@ -38,7 +39,7 @@ import json
 import os
 import uuid as uuid_module
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +267,11 @@ def allocate(
     HostError (the host lacks what the port needs).
     """
     mac = normalize_mac(request.mac)
+    holder = usage.macs.get(mac)
+    if holder is not None:
+        raise PortError(f"network '{net.name}' already has a port with MAC address {mac} "
+                        f"(port {holder}): two guests with one MAC would take each other's "
+                        "frames")
     group = resolve_portgroup(net, request.portgroup)
     port = PortDef(
         uuid=port_uuid,
@@ -416,13 +422,20 @@ class PortRecord:
     port: PortDef
     device: str | None = None  # vnetN / macvtapN; None for a VF
     ifindex: int | None = None
-    char_device: str | None = None  # /dev/tapN of a macvtap
+    char_device: str | None = None  # the node virtnet made for a macvtap (drivers.direct)
     actions: list[dict[str, Any]] = field(default_factory=list)  # applied, in order
     created_at: float = 0.0
 
     @property
     def uuid(self) -> str:
         return self.port.uuid
+
+    @property
+    def device_mac(self) -> str:
+        """The MAC of the port's device: a tap's is the guest's with its first octet fe."""
+        if self.port.plug_type in (PlugType.NETWORK, PlugType.BRIDGE):
+            return tap_mac(self.port.mac)
+        return self.port.mac
 
     @property
     def floor(self) -> int:
@@ -995,18 +1008,52 @@ class PortManager:
         with self._locked():
             state = self._state(network)
             record = self._find(state, network, ref)
-            self._refresh_floor(state, record)
-            self._undo(record)
-            from virtnet.state import remove_file
+            self._remove(state, record)
+            return record
 
-            remove_file(record_path(self._dir(state.net.name), record.uuid), durable=False)
-            state.remove(record)
-            if record.device and self._names is not None:
-                self._names.discard(record.device)
-                prefix = record.device.rstrip("0123456789")
-                number = record.device[len(prefix):]
-                if number.isdigit() and prefix in self._name_floor:
-                    self._name_floor[prefix] = min(self._name_floor[prefix], int(number))
+    def _remove(self, state: _NetworkState, record: PortRecord, *,
+                device_gone: bool = False) -> None:
+        self._refresh_floor(state, record)
+        self._undo(record, device_gone=device_gone)
+        from virtnet.state import remove_file
+
+        remove_file(record_path(self._dir(state.net.name), record.uuid), durable=False)
+        state.remove(record)
+        if record.device and self._names is not None:
+            self._names.discard(record.device)
+            prefix = record.device.rstrip("0123456789")
+            number = record.device[len(prefix):]
+            if number.isdigit() and prefix in self._name_floor:
+                self._name_floor[prefix] = min(self._name_floor[prefix], int(number))
+
+    # --- devices that went away ------------------------------------------------------------
+
+    def gone_ports(self, network: str) -> list[PortRecord]:
+        """The ports of NETWORK whose device is no longer in the namespace (one ioctl per
+        port). A device moved into another namespace looks gone from here too."""
+        with self._locked():
+            state = self._state(network)
+            return [record for record in state.records.values() if _device_gone(record)]
+
+    def release_gone(self, network: str, port_uuid: str) -> PortRecord | None:
+        """Release the port PORT_UUID of NETWORK if its device went away without a
+        port-delete (a tap whose holder made it non-persistent and exited, a device someone
+        deleted, a macvtap whose uplink went): what outlives the device is undone (its node,
+        its floor on the bridge, an IFB, a passthrough uplink's MAC) and its record removed.
+        None if there is no such port or its device is still there."""
+        from virtnet.engine import InvalidOperationError, NotFoundError
+
+        with self._locked():
+            if not record_path(self._dir(network), port_uuid).exists():
+                return None  # deleted meanwhile (so are most devices that go: port-delete)
+            try:
+                state = self._state(network)
+            except (NotFoundError, InvalidOperationError):
+                return None
+            record = state.records.get(port_uuid)
+            if record is None or not _device_gone(record):
+                return None
+            self._remove(state, record, device_gone=True)
             return record
 
     def _refresh_floor(self, state: _NetworkState, record: PortRecord) -> None:
@@ -1025,10 +1072,17 @@ class PortManager:
             if data.get("kind") == "plug-floor":
                 data["teardown"] = [list(a) for a in teardown]
 
-    def _undo(self, record: PortRecord) -> None:
+    def _undo(self, record: PortRecord, *, device_gone: bool = False) -> None:
         from virtnet.plan import Action, Plan
 
         actions = [Action.from_dict(data) for data in record.actions]
+        if device_gone:
+            from virtnet.bandwidth import ApplyShaping
+
+            # the device's qdiscs went with it; a device of that name now is someone else's
+            actions = [replace(action, teardown=[])
+                       if isinstance(action, ApplyShaping) and action.device == record.device
+                       else action for action in actions]
         with self.engine.host() as host:
             Plan(record.network, actions).undo(host)
 
@@ -1057,6 +1111,18 @@ class PortManager:
                 self._session.pop(network, None)
             self._names = None
         return errors
+
+
+def _device_gone(record: PortRecord) -> bool:
+    """Whether the port's device (its name with its ifindex) has left the namespace."""
+    if not record.device or record.ifindex is None:
+        return False
+    import socket
+
+    try:
+        return socket.if_nametoindex(record.device) != record.ifindex
+    except OSError:
+        return True
 
 
 def _name_taken(exc: Exception, device: str) -> bool:

@@ -147,6 +147,16 @@ def live_pids(ns: str) -> list[int]:
 def _delete_netns(name: str) -> None:
     if not Path(f"/run/netns/{name}").exists():
         return
+    # The macvtap nodes virtnet made in there (/dev/virtnet/net<inode>-<macvtap>) would
+    # outlive it when a test failed before deleting its ports: ours, found by the inode.
+    nodes = list(Path("/dev/virtnet").glob(f"net{os.stat(f'/run/netns/{name}').st_ino}-*"))
+    for node in nodes:
+        node.unlink(missing_ok=True)
+    if nodes:
+        try:
+            Path("/dev/virtnet").rmdir()
+        except OSError:
+            pass  # other namespaces' nodes
     # Processes started inside our namespace (dnsmasq) would keep it alive: kill them, by pid.
     for pid in ns_pids(name):
         try:

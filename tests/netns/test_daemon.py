@@ -8,7 +8,9 @@ the lease seen as an event and by net-dhcp-leases; a killed dnsmasq restarted wi
 daemon adopts the network), SIGTERMed, and started after dnsmasq died meanwhile (repaired);
 ports created and deleted through the API and without the daemon (events, kernel links, no
 device given twice); a port's tap handed over (SCM_RIGHTS) to an unprivileged member of the
-daemon's group, who talks ARP through it; access for others (read only); the fast path's
+daemon's group, who talks ARP through it; a handed-over tap its holder lets go, and devices
+deleted while no daemon ran, releasing their ports (one moved away keeps its port); one MAC
+per network; access for others (read only); the fast path's
 imports; a client meaning another namespace refused; doctor; net-edit; clear errors for bad
 requests and slow clients cut off; a lease renewed and released (events within a second).
 
@@ -419,9 +421,11 @@ def arp_request(mac: str, sender_ip: str, target_ip: str) -> bytes:
     return b"\xff" * 6 + source + struct.pack("!H", ETH_P_ARP) + body
 
 
-def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
+def member_uses_a_handed_over_tap(socket_path: str, mac: str, tun: int) -> dict[str, Any]:
     """Runs as an unprivileged member of the daemon's group: create a port, receive its tap,
-    show that the tap could not be opened otherwise, then ask ARP through it."""
+    show that the tap could not be attached otherwise, even with /dev/net/tun open (TUN is
+    opened by root before the fork, so the node's mode does not matter: 0600 on a fresh
+    Debian, 0666 elsewhere), then ask ARP through it."""
     from virtnet.daemon.resident import IFF_NO_PI, IFF_TAP, TUNSETIFF
     import fcntl
 
@@ -429,15 +433,12 @@ def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
         port = api.create_port(NETWORK, mac, owner="unprivileged", pass_fd=True, vnet_hdr=False)
         fd = port["fd"]
         try:
-            own = os.open("/dev/net/tun", os.O_RDWR)
             try:
-                fcntl.ioctl(own, TUNSETIFF, struct.pack("16sH22x", port["device"].encode(),
+                fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH22x", port["device"].encode(),
                                                          IFF_TAP | IFF_NO_PI))
                 open_error = 0
             except OSError as exc:
                 open_error = exc.errno
-            finally:
-                os.close(own)
             reply = None
             for _ in range(10):
                 os.write(fd, arp_request(mac, f"{SUBNET}.77", f"{SUBNET}.1"))
@@ -461,14 +462,117 @@ def member_uses_a_handed_over_tap(socket_path: str, mac: str) -> dict[str, Any]:
 
 def test_a_tap_handed_over_to_an_unprivileged_member(lab: Lab) -> None:
     mac = "52:54:00:91:02:01"
-    result = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_uses_a_handed_over_tap,
-                    str(lab.daemon.socket_path), mac)
+    # The member's own way in to the tap: /dev/net/tun opened by root and inherited, so that
+    # the test needs no particular mode on the node (nor changes it).
+    tun = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        result = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_uses_a_handed_over_tap,
+                        str(lab.daemon.socket_path), mac, tun)
+    finally:
+        os.close(tun)
     assert result["uid"] == MEMBER_UID
     assert result["port"]["fd_passed"] is True
     assert result["open_error"] == errno.EPERM  # the tap is root's: only the hand-over works
     assert result["reply"] == {"sender_ip": f"{SUBNET}.1", "to_mac": mac}
     with lab.api() as api:
         assert api.ports(NETWORK) == []
+
+
+TUNSETPERSIST = 0x400454CB
+
+
+def member_lets_the_tap_go(socket_path: str, mac: str) -> dict[str, Any]:
+    """Runs as an unprivileged member: receive a port's tap, make it non-persistent (any
+    holder of its descriptor may), and close it: the kernel deletes the tap."""
+    import fcntl
+
+    with Client(socket_path, timeout=30) as api:
+        port = api.create_port(NETWORK, mac, owner="leaver", pass_fd=True)
+    fd = port.pop("fd")
+    try:
+        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+    finally:
+        os.close(fd)
+    return port
+
+
+def test_a_port_whose_tap_went_with_its_holder_is_released(lab: Lab) -> None:
+    mac = "52:54:00:91:02:02"
+    with lab.api() as api, api.events(NETWORK, timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        port = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_lets_the_tap_go,
+                      str(lab.daemon.socket_path), mac)
+        wait_event(stream, lambda e: e["type"] == "port-created", 5, seen)
+        gone = wait_event(stream, lambda e: e["type"] == "port-deleted", 5, seen)
+        assert gone == {**gone, "uuid": port["uuid"], "device": port["device"], "mac": mac,
+                        "reason": "device-gone"}
+        assert api.ports(NETWORK) == []
+        assert api.network(NETWORK)["connections"] == 0
+        assert port["device"] not in links(lab.ns)
+        # the MAC is free again
+        again = api.create_port(NETWORK, mac)
+        api.delete_port(NETWORK, again["uuid"])
+
+
+def test_a_mac_is_given_to_one_port_of_a_network_at_a_time(lab: Lab) -> None:
+    with lab.api() as api:
+        first = api.create_port(NETWORK, "52:54:00:91:02:03")
+        try:
+            for same in ("52:54:00:91:02:03", "52:54:00:91:02:03".upper()):
+                with pytest.raises(ApiError) as taken:
+                    api.create_port(NETWORK, same)
+                assert taken.value.status == 400
+                assert (f"network '{NETWORK}' already has a port with MAC address "
+                        f"52:54:00:91:02:03 (port {first['uuid']})") in taken.value.message
+            with pytest.raises(ApiError) as multicast:
+                api.create_port(NETWORK, "01:00:5e:00:00:01")
+            assert multicast.value.status == 400 and "is multicast" in multicast.value.message
+            assert [p["uuid"] for p in api.ports(NETWORK)] == [first["uuid"]]
+        finally:
+            api.delete_port(NETWORK, first["uuid"])
+
+
+def test_devices_gone_while_no_daemon_ran_are_released_at_start(lab: Lab) -> None:
+    """A tap deleted while the daemon was down releases its port when it starts; a tap
+    moved into another namespace is still its port's, then as when the daemon runs."""
+    import fcntl
+
+    with lab.api() as api:
+        leaving = api.create_port(NETWORK, "52:54:00:91:02:04", pass_fd=True)
+        moving = api.create_port(NETWORK, "52:54:00:91:02:05")
+        marker = api.create_port(NETWORK, "52:54:00:91:02:06")
+    fd = leaving.pop("fd")
+    lab.daemon.kill()
+    try:
+        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+    finally:
+        os.close(fd)  # the tap goes, unseen
+    sh("ip", "-n", lab.ns, "link", "set", "dev", moving["device"], "netns", lab.guest_ns)
+    lab.daemon.start()
+    try:
+        with lab.api() as api:
+            listed = {p["uuid"] for p in api.ports(NETWORK)}
+            assert listed == {moving["uuid"], marker["uuid"]}
+            with api.events(since=0, timeout=5) as stream:
+                gone = wait_event(stream, lambda e: e["type"] == "port-deleted", 5)
+            assert (gone["uuid"], gone["reason"]) == (leaving["uuid"], "device-gone")
+            # while the daemon runs: a device moved away keeps its port, a deleted one not
+            with api.events(NETWORK, timeout=10) as stream:
+                sh("ip", "-n", lab.guest_ns, "link", "set", "dev", moving["device"], "netns",
+                   lab.ns)
+                sh("ip", "-n", lab.ns, "link", "set", "dev", moving["device"], "netns",
+                   lab.guest_ns)
+                sh("ip", "-n", lab.ns, "link", "delete", "dev", marker["device"])
+                gone = wait_event(stream, lambda e: e["type"] == "port-deleted", 5)
+            assert gone["uuid"] == marker["uuid"]  # the notifications come in order
+            assert {p["uuid"] for p in api.ports(NETWORK)} == {moving["uuid"]}
+    finally:
+        sh("ip", "-n", lab.guest_ns, "link", "set", "dev", moving["device"], "netns", lab.ns,
+           check=False)
+        with lab.api() as api:
+            for port in api.ports(NETWORK):
+                api.delete_port(NETWORK, port["uuid"])
+    assert not {moving["device"], marker["device"]} & set(links(lab.ns))
 
 
 def other_user_calls(socket_path: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Bandwidth with tc, measured with real transfers between namespaces.
 
 Guests are namespaces behind a NIC emulator (virtnet.testing.vmnic) that plays QEMU's part on
-the port's device: it reads and writes the tap (by name) or the macvtap's /dev/tapN, so the
+the port's device: it reads and writes the tap (by name) or the macvtap's node, so the
 device stays where virtnet made it and keeps the shaping virtnet put on it.
 
 Each transfer blasts UDP at three times the limit and measures, at the receiver, the rate of

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.netns
 
 VEPA3 = ("<network><name>lan</name><forward mode='vepa'><interface dev='eth1'/>"
          "<interface dev='eth2'/><interface dev='eth3'/></forward></network>")
+VEPA1 = VEPA3.replace("<interface dev='eth2'/><interface dev='eth3'/>", "")
 
 
 def mac(index: int) -> str:
@@ -61,6 +62,12 @@ def delete_ports(state: Path, refs: list[str], network: str = "lan") -> None:
         manager.delete(network, ref)
 
 
+def port_record(state: Path, ref: str, network: str = "lan") -> Any:
+    from virtnet.ports import PortManager
+
+    return PortManager(engine(state)).get(network, ref)
+
+
 def info(state: Path, network: str = "lan") -> dict[str, Any]:
     return dict(engine(state).info(network))
 
@@ -79,6 +86,16 @@ def restart(state: Path, network: str = "lan") -> None:
 
 def macvtaps(kit: Any, ns: str) -> list[str]:
     return [name for name in kit.ns_links(ns) if name.startswith("macvtap")]
+
+
+def sysfs_rdev(ns: str, device: str, ifindex: int) -> int:
+    """The device number of a macvtap's character device, as sysfs shows it inside NS (``ip
+    netns exec`` mounts a sysfs of NS)."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat",
+                          f"/sys/class/net/{device}/macvtap/tap{ifindex}/dev"],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    major, minor = out.strip().split(":")
+    return os.makedev(int(major), int(minor))
 
 
 def cli(ns: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,8 +124,10 @@ def test_ten_ports_spread_over_three_interfaces(netns_kit: Any, tmp_path: Path) 
         assert link["address"] == port["mac"]
         assert link["linkinfo"]["info_data"]["mode"] == "vepa"
         assert link["ifindex"] == port["ifindex"]
-        assert port["char_device"] == f"/dev/tap{port['ifindex']}"
-        assert stat.S_ISCHR(os.stat(port["char_device"]).st_mode)
+        node = os.stat(port["char_device"])
+        assert port["char_device"].startswith("/dev/virtnet/net")
+        assert stat.S_ISCHR(node.st_mode) and node.st_mode & 0o777 == 0o600
+        assert node.st_rdev == sysfs_rdev(lab.host, port["device"], port["ifindex"])
 
     shown = netns_kit.run_in_netns(lab.host, info, state)
     assert shown["connections"] == 10
@@ -126,6 +145,7 @@ def test_ten_ports_spread_over_three_interfaces(netns_kit: Any, tmp_path: Path) 
     everyone = [p["uuid"] for p in ports if p["uuid"] not in on_eth2] + [extra["uuid"]]
     netns_kit.run_in_netns(lab.host, delete_ports, state, everyone)
     assert macvtaps(netns_kit, lab.host) == []
+    assert not [p for p in ports + [extra] if os.path.lexists(p["char_device"])]
     shown = netns_kit.run_in_netns(lab.host, info, state)
     assert shown["connections"] == 0
     assert shown["interface_connections"] == {"eth1": 0, "eth2": 0, "eth3": 0}
@@ -180,27 +200,40 @@ def test_cli_ports_across_processes(netns_kit: Any, tmp_path: Path) -> None:
     assert macvtaps(netns_kit, lab.host) == []
 
 
-def test_tap_node_is_made_when_dev_has_none(netns_kit: Any, tmp_path: Path) -> None:
-    """Without devtmpfs nobody makes /dev/tapN: virtnet reads its numbers from a sysfs of the
-    right namespace (a private mount) and makes the node; undo removes it again."""
-    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+def one_macvtap_port(kit: Any, tmp_path: Path) -> tuple[Any, Path, dict[str, Any]]:
+    """A lab with one uplink, a vepa network on it, and one port: (lab, state, port)."""
+    lab = build_lab(kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"
-    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
-        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
-    [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
+    kit.run_in_netns(lab.host, start_network, state, VEPA1)
+    [port] = kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
+    return lab, state, port
+
+
+def test_the_node_is_our_own_whatever_dev_tapN_is(netns_kit: Any, tmp_path: Path) -> None:
+    """/dev/tapIFINDEX may belong to a macvtap of another namespace (or be missing, without
+    devtmpfs): the port's node is virtnet's own, made from the numbers of a sysfs of the
+    right namespace, and goes with the port."""
+    lab, state, port = one_macvtap_port(netns_kit, tmp_path)
     node = Path(port["char_device"])
-    made_by_kernel = os.stat(node).st_rdev
-    node.unlink()  # as on a host whose /dev is not a devtmpfs
+    inode = os.stat(f"/run/netns/{lab.host}").st_ino
+    assert node == Path(f"/dev/virtnet/net{inode}-{port['device']}")
+    assert node.stat().st_rdev == sysfs_rdev(lab.host, port["device"], port["ifindex"])
 
-    def remake(name: str, ifindex: int) -> tuple[bool, tuple[int, int]]:
-        from virtnet.drivers.direct import ensure_tap_node, tap_device_numbers
+    def numbers(name: str, ifindex: int, private_mount: bool) -> tuple[int, int]:
+        from virtnet.host.sysfs import read_netns_sysfs
 
-        return ensure_tap_node(name, ifindex), tap_device_numbers(name, ifindex)
+        text = read_netns_sysfs(f"class/net/{name}/macvtap/tap{ifindex}/dev",
+                                private_mount=private_mount)
+        major, minor = (text or "").split(":")
+        return int(major), int(minor)
 
-    made, numbers = netns_kit.run_in_netns(lab.host, remake, port["device"], port["ifindex"])
-    assert made and numbers == (os.major(made_by_kernel), os.minor(made_by_kernel))
-    assert os.stat(node).st_rdev == made_by_kernel
-    node.unlink()
+    expected = sysfs_rdev(lab.host, port["device"], port["ifindex"])
+    for private_mount in (False, True):  # the detached mount, and the forked fallback
+        found = netns_kit.run_in_netns(lab.host, numbers, port["device"], port["ifindex"],
+                                       private_mount)
+        assert os.makedev(*found) == expected
+    netns_kit.run_in_netns(lab.host, delete_ports, state, [port["uuid"]])
+    assert not node.exists()
 
 
 def test_tap_ports_on_a_bridge_of_the_network(netns_kit: Any, tmp_path: Path) -> None:
@@ -233,8 +266,7 @@ def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
 
     lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"
-    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
-        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA1)
     shaped = {"bandwidth": Bandwidth(inbound=BandwidthRate(average=800),
                                      outbound=BandwidthRate(average=800))}
     with pytest.raises(PlanError, match="injected fault at step 2"):
@@ -246,13 +278,14 @@ def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
     # the same request works once the fault is gone, and gets the first name again
     [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)], **shaped)
     assert port["device"] == "macvtap0"
+    netns_kit.run_in_netns(lab.host, destroy, state)
+    assert not os.path.lexists(port["char_device"])
 
 
 def test_a_name_taken_by_another_program_is_skipped(netns_kit: Any, tmp_path: Path) -> None:
     lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"
-    netns_kit.run_in_netns(lab.host, start_network, state, VEPA3.replace(
-        "<interface dev='eth2'/><interface dev='eth3'/>", ""))
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA1)
     ip(lab.host, "link", "add", "link", "eth1", "name", "macvtap0", "type", "macvtap")
     [port] = netns_kit.run_in_netns(lab.host, create_ports, state, [mac(1)])
     assert port["device"] == "macvtap1"
@@ -270,6 +303,143 @@ def test_net_destroy_removes_the_ports(netns_kit: Any, tmp_path: Path) -> None:
     assert not (state / "run" / "network" / "lan.ports").exists()
     netns_kit.run_in_netns(lab.host, restart, state)
     assert netns_kit.run_in_netns(lab.host, info, state)["connections"] == 0
+
+
+# --- macvtaps of two namespaces with one ifindex -------------------------------------------
+
+BRIDGE1 = ("<network><name>lan</name><forward mode='bridge'><interface dev='eth1'/>"
+           "</forward></network>")
+MARKER_ETHERTYPE = 0x88B5  # IEEE local experimental: nothing else sends it
+
+
+def same_ifindexes(kit: Any, count: int) -> tuple[list[str], int]:
+    """COUNT namespaces in which the next links get the same ifindexes: the same links made
+    in the same order (IPv6 off, so nothing but the test sends), after a batch of links made
+    and removed, so that the macvtap's ifindex is one no other namespace on this machine is
+    likely to use (on today's virtnet a /dev/tapN of another test would be opened).
+    Returns (the namespaces, the ifindex the first macvtap will get)."""
+    for skip in (400, 700, 1000, 1300):
+        ifindex = 2 + 2 * skip + 2  # lo, the skipped veth pairs, eth1 and its peer
+        if not os.path.lexists(f"/dev/tap{ifindex}"):
+            break
+    else:
+        pytest.skip("every /dev/tapN this test could use exists")
+    namespaces = []
+    batch = "".join(f"link add s{i} group 77 type veth peer name t{i} group 77\n"
+                    for i in range(skip))
+    for _ in range(count):
+        ns = kit.make_netns()
+        for key in ("all", "default"):
+            kit.ns_run(ns, ["sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1"])
+        kit.run(["ip", "-n", ns, "-batch", "-"], input=batch)
+        kit.run(["ip", "-n", ns, "link", "delete", "group", "77"])
+        kit.run(["ip", "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "lan1"])
+        for link in ("eth1", "lan1"):
+            kit.run(["ip", "-n", ns, "link", "set", link, "up"])
+        namespaces.append(ns)
+    return namespaces, ifindex
+
+
+def tx_packets(ns: str, device: str) -> int:
+    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", device],
+                         capture_output=True, text=True, timeout=20, check=True).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+
+def marker_frame(source: str) -> bytes:
+    return (b"\xff" * 6 + bytes.fromhex(source.replace(":", ""))
+            + MARKER_ETHERTYPE.to_bytes(2, "big") + b"virtnet".ljust(46, b"\0"))
+
+
+def test_macvtaps_with_one_ifindex_in_two_namespaces_get_their_own_nodes(
+        netns_kit: Any, root: Path) -> None:
+    """A macvtap's kernel node is /dev/tapIFINDEX in the one /dev of every namespace: with
+    the same ifindex in two namespaces the first one's node stood for both, and the daemon
+    handed over the other namespace's device (another tenant's LAN). Each port now has a
+    node of its own, and the daemon checks the descriptor's device number before it hands
+    it over."""
+    from virtnet.testing.daemon import VirtnetdProcess
+
+    (ns_a, ns_b), ifindex = same_ifindexes(netns_kit, 2)
+    definition = root / "lan.xml"
+    definition.write_text(BRIDGE1)
+    state_a = root / "a"
+    assert cli(ns_a, state_a, "net-define", str(definition)).returncode == 0
+    assert cli(ns_a, state_a, "net-start", "lan").returncode == 0
+    created = cli(ns_a, state_a, "port-create", "lan", "--mac", mac(0xA), "--json")
+    assert created.returncode == 0, created.stderr
+    port_a = json.loads(created.stdout)
+    assert port_a["ifindex"] == ifindex
+    daemon = VirtnetdProcess(ns_b, root / "b")
+    fd = port_b = None
+    try:
+        daemon.start()
+        daemon.virtnet("net-define", str(definition))
+        daemon.virtnet("net-start", "lan")
+        with daemon.client() as api:
+            port_b = api.create_port("lan", mac(0xB), pass_fd=True, vnet_hdr=False)
+            fd = port_b.pop("fd")
+        assert port_b["ifindex"] == ifindex == port_a["ifindex"]
+        rdev_a = sysfs_rdev(ns_a, port_a["device"], ifindex)
+        rdev_b = sysfs_rdev(ns_b, port_b["device"], ifindex)
+        assert rdev_a != rdev_b
+        # the descriptor is B's macvtap, and so is what it sends
+        assert os.fstat(fd).st_rdev == rdev_b
+        sent_a, sent_b = tx_packets(ns_a, "macvtap0"), tx_packets(ns_b, "macvtap0")
+        for _ in range(3):
+            os.write(fd, marker_frame(port_b["mac"]))
+        assert tx_packets(ns_b, "macvtap0") == sent_b + 3
+        assert tx_packets(ns_a, "macvtap0") == sent_a
+        # each port's node is its own device, under a name of its own
+        assert port_a["char_device"] != port_b["char_device"]
+        assert os.stat(port_a["char_device"]).st_rdev == rdev_a
+        assert os.stat(port_b["char_device"]).st_rdev == rdev_b
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if port_b is not None and daemon.running:
+            with daemon.client() as api:
+                api.delete_port("lan", port_b["uuid"])
+        daemon.stop()
+        deleted = cli(ns_a, state_a, "port-delete", "lan", port_a["uuid"])
+    assert deleted.returncode == 0, deleted.stderr
+    assert not os.path.lexists(port_a["char_device"])
+    assert not os.path.lexists(port_b["char_device"])
+
+
+def test_a_node_that_is_not_the_port_s_device_is_never_handed_over(netns_kit: Any,
+                                                                  tmp_path: Path) -> None:
+    """The daemon opens a macvtap's node and checks the descriptor's device number before
+    handing it over: a node that names another device (here: swapped for /dev/null's) is
+    refused, whatever its path."""
+    lab, state, port = one_macvtap_port(netns_kit, tmp_path)
+    node = Path(port["char_device"])
+    assert node.parent == Path("/dev/virtnet")  # ours: this test may replace it
+    rdev = node.stat().st_rdev
+
+    def hand_over(uuid: str) -> int:
+        from virtnet.daemon.resident import open_port_device
+
+        record = port_record(state, uuid)
+        fd = open_port_device(record)
+        st = os.fstat(fd)
+        os.close(fd)
+        return st.st_rdev
+
+    assert netns_kit.run_in_netns(lab.host, hand_over, port["uuid"]) == rdev
+    node.unlink()
+    os.mknod(node, stat.S_IFCHR | 0o600, os.stat("/dev/null").st_rdev)
+    try:
+        from virtnet.ports import PortError
+
+        with pytest.raises(PortError, match=f"{node} is not the character device of macvtap "
+                                            f"{port['device']}"):
+            netns_kit.run_in_netns(lab.host, hand_over, port["uuid"])
+    finally:
+        node.unlink()
+        os.mknod(node, stat.S_IFCHR | 0o600, rdev)
+    netns_kit.run_in_netns(lab.host, destroy, state)
+    assert not node.exists()
 
 
 # --- refusals --------------------------------------------------------------------------------

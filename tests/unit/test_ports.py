@@ -270,6 +270,25 @@ def test_usage_and_records() -> None:
     assert records[1].summary()["uplink"] == "eth1"
 
 
+def test_a_mac_another_port_of_the_network_has_is_refused() -> None:
+    """Two guests with one MAC take each other's frames (a bridge learns one port for it;
+    macvtaps on one uplink steal each other's traffic); unicast only, as before."""
+    for net in (nat_net(), direct_net(ForwardMode.BRIDGE, ["eth1"])):
+        first = alloc(net)
+        usage = usage_of([PortRecord(network=net.name, port=first, device="dev0")])
+        for same in (MAC, MAC.upper(), " 52:54:00:7B:35:93"):
+            with pytest.raises(PortError, match=f"network '{net.name}' already has a port "
+                                                f"with MAC address {MAC} \\(port {UUID}\\)"):
+                alloc(net, PortRequest(mac=same), usage)
+        assert alloc(net, PortRequest(mac="52:54:00:7b:35:94"), usage).mac == \
+            "52:54:00:7b:35:94"
+        for multicast in ("01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "33:33:00:00:00:01"):
+            with pytest.raises(PortError, match="is multicast"):
+                alloc(net, PortRequest(mac=multicast), usage)
+        # the MAC is free again once its port went
+        assert alloc(net, PortRequest(mac=MAC), usage_of([])).mac == MAC
+
+
 def test_device_names_skip_what_is_taken() -> None:
     existing = {"macvtap1"}
     assert next_device_name("macvtap", {"macvtap0"}, existing.__contains__) == "macvtap2"

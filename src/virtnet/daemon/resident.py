@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import HostError, VirtnetError
 from virtnet.ports import PORTS_DIR_SUFFIX, PortError, PortManager, PortRecord, read_records
 
 TUN_DEVICE = "/dev/net/tun"
@@ -198,26 +199,51 @@ def open_port_device(record: PortRecord, vnet_hdr: bool = True) -> int:
     """Open the port's device as QEMU would: a tap through /dev/net/tun by name, a macvtap
     through its character device; with virtio-net headers unless ``vnet_hdr`` is False.
 
-    The caller owns the returned descriptor (opened close-on-exec)."""
+    A device is trusted by its number, never by its name: a macvtap's node is opened and the
+    descriptor's device number checked against the one this namespace's sysfs gives the
+    port's macvtap (:func:`virtnet.drivers.direct.open_tap_node`); a tap, once attached, must
+    still be the port's (its recorded ifindex). The caller owns the returned descriptor
+    (opened close-on-exec)."""
     flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+    open_flags = os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK
     if record.char_device:
-        path, name = record.char_device, b""
+        from virtnet.drivers.direct import open_tap_node
+
+        if record.device is None or record.ifindex is None:
+            raise PortError(f"port {record.uuid} has no macvtap device to hand over")
+        try:
+            fd = open_tap_node(record.char_device, record.device, record.ifindex, open_flags)
+        except HostError as exc:
+            raise PortError(f"port {record.uuid}: {exc}") from None
+        name = b""
     elif record.device and record.port.plug_type.value in ("network", "bridge"):
-        path, name = TUN_DEVICE, record.device.encode()
+        try:
+            fd = os.open(TUN_DEVICE, open_flags)
+        except OSError as exc:
+            raise PortError(f"cannot open {TUN_DEVICE} for port {record.uuid}: "
+                            f"{exc.strerror}") from None
+        name = record.device.encode()
     else:
         raise PortError(f"port {record.uuid} has no tap or macvtap device to hand over")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise PortError(f"cannot open {path} for port {record.uuid}: {exc.strerror}") from None
-    try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name, flags))
+        if name and record.ifindex is not None and _index_of(record.device) != record.ifindex:
+            os.close(fd)
+            raise PortError(f"tap {record.device} is no longer the device of port "
+                            f"{record.uuid} (its ifindex was {record.ifindex})")
         os.set_blocking(fd, True)  # a hypervisor chooses for itself; hand over the default
     except OSError as exc:
         os.close(fd)
-        raise PortError(f"cannot attach to {record.device or path} for port {record.uuid}: "
-                        f"{exc.strerror}") from None
+        raise PortError(f"cannot attach to {record.device or record.char_device} for port "
+                        f"{record.uuid}: {exc.strerror}") from None
     return fd
+
+
+def _index_of(name: str | None) -> int | None:
+    try:
+        return socket.if_nametoindex(name or "")
+    except OSError:
+        return None
 
 
 __all__ = ["ResidentPortManager", "open_port_device"]

@@ -18,6 +18,14 @@
   (``virtnet --direct``) are reported too.
 - Leases: each active network's lease file is checked every tick (stat, then a read only when
   it changed); added, renewed, released and expired leases become events.
+- Port devices: the kernel's link notifications (netlink) say when a link leaves the
+  namespace. A port whose device was deleted without a port-delete (a tap handed over by
+  descriptor whose holder made it non-persistent and exited, a device someone deleted, a
+  macvtap whose uplink went) is released: what outlives the device is undone, its record
+  removed, ``port-deleted`` published with ``reason: device-gone``. A device moved into
+  another namespace is still the port's. At start, and when the kernel dropped
+  notifications, every port's device is looked for instead (here, then in the namespaces
+  devices were moved to).
 """
 
 from __future__ import annotations
@@ -73,6 +81,7 @@ class NetworkView:
 class PortView:
     device: str | None
     mac: str | None
+    ifindex: int | None = None
 
 
 @dataclass
@@ -113,6 +122,8 @@ class Supervisor:
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtnetd-sup")
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._link_watch: Any = None  # virtnet.host.rtnl.LinkWatch, from reconcile on
+        self._ports: Any = None  # a virtnet.ports.PortManager, made on first use
 
     # --- start ------------------------------------------------------------------------------
 
@@ -139,8 +150,10 @@ class Supervisor:
                     log.error("network %s: %s", name, exc)
         for name, what in outcome.items():
             log.info("network %s: %s", name, what)
+        self._open_link_watch()  # before the ports are looked at: nothing is missed between
         self.scan(publish=False)  # what runs now is the baseline, not news
         self._baseline_leases()
+        self.release_gone_ports()
         return outcome
 
     def _reconcile_one(self, record: Any) -> str:
@@ -195,6 +208,10 @@ class Supervisor:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._task = loop.create_task(self._run())
+        watch = self._open_link_watch()
+        if watch is not None:
+            loop.add_reader(watch.fileno(), self._links_ready)
+            self._links_ready()  # what came between reconcile and now
 
     async def stop(self) -> None:
         self._stopping = True
@@ -204,6 +221,11 @@ class Supervisor:
                 await self._task
         for name in list(self._pidfds):
             self._drop_pidfd(name)
+        if self._link_watch is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._link_watch.fileno())
+            self._link_watch.close()
+            self._link_watch = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
@@ -278,7 +300,9 @@ class Supervisor:
         except (OSError, ValueError):
             return None
         match = MAC_IN_PORT_XML.search(str(data.get("xml", "")))
-        return PortView(data.get("device"), match.group(1).lower() if match else None)
+        ifindex = data.get("ifindex")
+        return PortView(data.get("device"), match.group(1).lower() if match else None,
+                        ifindex if isinstance(ifindex, int) else None)
 
     def _publish_diff(self, old: Snapshot, new: Snapshot) -> None:
         publish = self.bus.publish
@@ -315,7 +339,7 @@ class Supervisor:
         with self._scan_lock:
             ports = self._snapshot.ports.setdefault(network, {})
             if created and record.uuid not in ports:
-                view = PortView(record.device, record.port.mac)
+                view = PortView(record.device, record.port.mac, record.ifindex)
                 ports[record.uuid] = view
                 self.bus.publish("port-created", network, uuid=record.uuid, device=view.device,
                                  mac=view.mac)
@@ -327,6 +351,93 @@ class Supervisor:
     def active_networks(self) -> dict[str, NetworkView]:
         with self._scan_lock:
             return dict(self._snapshot.active)
+
+    # --- port devices ------------------------------------------------------------------------
+
+    def _open_link_watch(self) -> Any:
+        if self._link_watch is None:
+            from virtnet.host.rtnl import LinkWatch
+
+            try:
+                self._link_watch = LinkWatch()
+            except VirtnetError as exc:
+                log.error("ports whose device goes away will not be released: %s", exc)
+        return self._link_watch
+
+    def _port_manager(self) -> Any:
+        if self._ports is None:
+            from virtnet.ports import PortManager
+
+            self._ports = PortManager(self.engine)
+        return self._ports
+
+    def _links_ready(self) -> None:
+        """In the event loop: links left the namespace; release the ports they were."""
+        assert self._loop is not None and self._link_watch is not None
+        try:
+            gone, lost = self._link_watch.read()
+        except VirtnetError as exc:
+            log.error("link notifications: %s", exc)
+            return
+        deleted = {(link.index, link.name) for link in gone if not link.moved}
+        if not deleted and not lost:
+            return
+        with self._scan_lock:
+            ports = [(network, uuid) for network, views in self._snapshot.ports.items()
+                     for uuid, view in views.items() if (view.ifindex, view.device) in deleted]
+        if (ports or lost) and not self._stopping:
+            self._loop.run_in_executor(self._executor, self._release_logged,
+                                       None if lost else ports)
+
+    def _release_logged(self, ports: list[tuple[str, str]] | None) -> None:
+        try:
+            self.release_gone_ports(ports)
+        except Exception:  # noqa: BLE001 - supervision must go on whatever one release hit
+            log.exception("releasing ports whose device went away failed")
+
+    def release_gone_ports(self, ports: list[tuple[str, str]] | None = None) -> list[str]:
+        """Release PORTS (network, uuid) whose device went away; None: look at every port of
+        every active network (at start, and after lost notifications), a device moved into
+        another namespace being still the port's. Returns the uuids released."""
+        manager = self._port_manager()
+        if ports is None:
+            ports = []
+            candidates = []
+            for network in self.active_networks():
+                try:
+                    candidates += manager.gone_ports(network)
+                except VirtnetError:
+                    continue  # stopped meanwhile
+            if candidates:
+                from virtnet.host.rtnl import shared_rtnl
+
+                try:
+                    moved = {link.mac for link in shared_rtnl().peer_links()}
+                except VirtnetError as exc:
+                    log.error("cannot look for port devices in other namespaces: %s", exc)
+                    return []
+                ports = [(record.network, record.uuid) for record in candidates
+                         if record.device_mac not in moved]
+        released = []
+        for network, uuid in ports:
+            # the state lock first, as everywhere: the scan then cannot report the port
+            # gone before it is published with its reason
+            with self.store.lock, self._scan_lock:
+                try:
+                    record = manager.release_gone(network, uuid)
+                except VirtnetError as exc:
+                    log.error("network %s: port %s lost its device, but: %s", network, uuid,
+                              exc)
+                    continue
+                if record is None:
+                    continue
+                self._snapshot.ports.get(network, {}).pop(uuid, None)
+                self.bus.publish("port-deleted", network, uuid=uuid, device=record.device,
+                                 mac=record.port.mac, reason="device-gone")
+            log.info("network %s: port %s released: its device %s went away", network, uuid,
+                     record.device)
+            released.append(uuid)
+        return released
 
     # --- dnsmasq ---------------------------------------------------------------------------
 

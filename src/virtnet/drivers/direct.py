@@ -13,20 +13,22 @@ on an interface chosen from the pool (see :mod:`virtnet.ports`), in the network'
 - passthrough: the guest gets the interface alone (one port per interface) and the
   interface takes the guest's MAC, as libvirt sets it (restored when the port goes).
 
-The macvtap's character device is ``/dev/tapIFINDEX``; the kernel's devtmpfs creates it. On a
-host whose /dev has no devtmpfs (some containers), virtnet creates the node itself from the
-major:minor the kernel shows in sysfs, read through a private sysfs mount when /sys belongs
-to another network namespace (see :func:`tap_device_numbers`).
+The kernel names a macvtap's character device ``tapIFINDEX``, but an ifindex is only unique
+inside one network namespace while /dev is shared by all: a macvtap of another namespace
+with the same ifindex may own /dev/tapN (devtmpfs keeps the first node of a name), so that
+node is never used. virtnet makes a node of its own for each port, under /dev/virtnet, named
+by the network namespace and the macvtap's name (no two devices alive share both), from the
+device numbers the kernel shows in sysfs, read through a sysfs of the macvtap's own namespace
+(:mod:`virtnet.host.sysfs`); the node goes with the port. Whoever opens the node checks what
+it opened: :func:`open_tap_node` compares the descriptor's device number with sysfs again.
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import errno
 import os
-import select
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -42,103 +44,103 @@ if TYPE_CHECKING:
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
 
-DEV_DIR = Path("/dev")
-SYS_CLASS_NET = Path("/sys/class/net")
-CLONE_NEWNS = 0x00020000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-HELPER_TIMEOUT_S = 10.0
+NODE_DIR = Path("/dev/virtnet")  # under /dev: device nodes open there (/run is often nodev)
+NODE_RETRIES = 3  # the directory removed by another port's removal between our mkdir and mknod
 # iproute2 spells the passthrough mode 'passthru'
 IP_MODE_NAMES = {"passthrough": "passthru"}
 
 
-def tap_device_path(ifindex: int) -> Path:
-    return DEV_DIR / f"tap{ifindex}"
+def _netns_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
 
 
-def _read_numbers(sys_root: Path, name: str, ifindex: int) -> tuple[int, int] | None:
-    try:
-        text = (sys_root / "class/net" / name / "macvtap" / f"tap{ifindex}" / "dev").read_text()
-        major, minor = text.strip().split(":")
-        return int(major), int(minor)
-    except (OSError, ValueError):
-        return None
+def _check_device_name(name: str) -> None:
+    if not name or len(name) >= 16 or "/" in name or name in (".", ".."):
+        raise HostError(f"invalid interface name {name!r}")
 
 
-def _numbers_through_private_sysfs(name: str, ifindex: int) -> tuple[int, int] | None:
-    """Fork a helper that mounts a sysfs of this network namespace in a mount namespace of
-    its own (nothing is visible outside it) and reads the device numbers there."""
-    # The mount point is made and removed here: the child's mount lives only in its own mount
-    # namespace, which dies with it, so the parent can always remove the empty directory.
-    where = tempfile.mkdtemp(prefix="virtnet-sysfs-")
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_fd)
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(CLONE_NEWNS) == 0 and libc.mount(
-                None, b"/", None, MS_REC | MS_PRIVATE, None
-            ) == 0:
-                if libc.mount(b"sysfs", where.encode(), b"sysfs", 0, None) == 0:
-                    found = _read_numbers(Path(where), name, ifindex)
-                    if found is not None:
-                        os.write(write_fd, f"{found[0]}:{found[1]}".encode())
-                        status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], HELPER_TIMEOUT_S)
-        data = os.read(read_fd, 64) if ready else b""
-    finally:
-        os.close(read_fd)
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
-        os.rmdir(where)
-    try:
-        major, minor = data.decode().split(":")
-        return int(major), int(minor)
-    except ValueError:
-        return None
+def tap_node_path(name: str) -> Path:
+    """The node virtnet makes for its macvtap NAME in this network namespace."""
+    _check_device_name(name)
+    return NODE_DIR / f"net{_netns_inode()}-{name}"
 
 
 def tap_device_numbers(name: str, ifindex: int) -> tuple[int, int]:
-    """The (major, minor) of macvtap NAME's character device."""
-    if _sysfs_shows(name, ifindex):
-        found = _read_numbers(Path("/sys"), name, ifindex)
-        if found is not None:
-            return found
-    found = _numbers_through_private_sysfs(name, ifindex)
-    if found is None:
-        raise HostError(f"cannot find the character device numbers of macvtap {name}")
-    return found
+    """The (major, minor) of the character device of macvtap NAME with IFINDEX, as this
+    network namespace's sysfs shows them; HostError if there is no such macvtap here."""
+    from virtnet.host.sysfs import read_netns_sysfs
 
-
-def _sysfs_shows(name: str, ifindex: int) -> bool:
+    _check_device_name(name)
+    text = read_netns_sysfs(f"class/net/{name}/macvtap/tap{int(ifindex)}/dev")
     try:
-        return int((SYS_CLASS_NET / name / "ifindex").read_text()) == ifindex
-    except (OSError, ValueError):
-        return False
+        major, minor = (text or "").strip().split(":")
+        return int(major), int(minor)
+    except ValueError:
+        raise HostError(f"macvtap {name} (ifindex {ifindex}) has no character device in this "
+                        "network namespace") from None
 
 
-def ensure_tap_node(name: str, ifindex: int) -> bool:
-    """Make sure /dev/tapIFINDEX exists; True if virtnet had to create it."""
-    path = tap_device_path(ifindex)
-    if path.exists():
-        return False
+def make_tap_node(name: str, ifindex: int) -> tuple[Path, int]:
+    """Make the node of macvtap NAME (IFINDEX): (its path, its device number)."""
     major, minor = tap_device_numbers(name, ifindex)
+    rdev = os.makedev(major, minor)
+    path = tap_node_path(name)
+    for _ in range(NODE_RETRIES):
+        try:
+            NODE_DIR.mkdir(mode=0o700, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # left by a port-create killed before its record was written
+            os.mknod(path, stat.S_IFCHR | 0o600, rdev)
+            return path, rdev
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise HostError(f"cannot create {path} for macvtap {name}: {exc.strerror}") from None
+    raise HostError(f"cannot create {path} for macvtap {name}: {NODE_DIR} keeps vanishing")
+
+
+def remove_tap_node(path: str, rdev: int | None) -> None:
+    """Remove a node virtnet made, if it is still a character device (of RDEV, when known);
+    then its directory, once empty."""
     try:
-        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(major, minor))
-    except FileExistsError:
-        return False
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISCHR(st.st_mode) or (rdev is not None and st.st_rdev != rdev):
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
     except OSError as exc:
-        raise HostError(f"cannot create {path} for macvtap {name}: {exc.strerror}") from None
-    return True
+        raise HostError(f"cannot remove {path}: {exc.strerror}") from None
+    if Path(path).parent == NODE_DIR:
+        with contextlib.suppress(OSError):  # not empty: other ports' nodes
+            NODE_DIR.rmdir()
+
+
+def open_tap_node(path: str, name: str, ifindex: int, flags: int) -> int:
+    """Open PATH, the node of macvtap NAME (IFINDEX), and check what was opened: a character
+    device whose number is the one this namespace's sysfs gives that macvtap once it is
+    open (a device number is unique among the devices alive, and the macvtap's never
+    changes: read after the open, no other device can have passed for it in between)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise HostError(f"cannot open {path} for macvtap {name}: {exc.strerror}") from None
+    try:
+        expected = os.makedev(*tap_device_numbers(name, ifindex))
+    except BaseException:
+        os.close(fd)
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != expected:
+        os.close(fd)
+        found = (f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+                 if stat.S_ISCHR(st.st_mode) else "not a character device")
+        raise HostError(f"{path} is not the character device of macvtap {name} (ifindex "
+                        f"{ifindex}, {os.major(expected)}:{os.minor(expected)}): {found}")
+    return fd
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -204,7 +206,8 @@ class SetUplinkMac(Action):
 
 @dataclass
 class CreateMacvtap(Action):
-    """A guest's macvtap device on an uplink: created with its MAC, in its mode, up."""
+    """A guest's macvtap device on an uplink: created with its MAC, in its mode, up, and its
+    character device node (see the module's doc)."""
 
     kind: ClassVar[str] = "create-macvtap"
     name: str
@@ -213,11 +216,12 @@ class CreateMacvtap(Action):
     mac: str
     ifindex: int | None = field(default=None, metadata={RECORDED: True})
     char_device: str | None = field(default=None, metadata={RECORDED: True})
-    made_node: bool = field(default=False, metadata={RECORDED: True})
+    made_node: bool = field(default=False, metadata={RECORDED: True})  # older records' /dev/tapN
+    rdev: int | None = field(default=None, metadata={RECORDED: True})  # the node's device number
 
     def describe(self) -> str:
         return (f"create macvtap {self.name} on {self.lower} (mode {self.mode}, "
-                f"MAC {self.mac}) and its /dev/tapN")
+                f"MAC {self.mac}) and its character device under {NODE_DIR}")
 
     def commands(self) -> list[str]:
         mode = IP_MODE_NAMES.get(self.mode, self.mode)
@@ -242,23 +246,27 @@ class CreateMacvtap(Action):
                 raise HostError(f"cannot create macvtap {self.name}: {self.lower} is already "
                                 "given to another guest (passthrough)") from None
             raise
-        crash_in_step()  # crash tests: the macvtap exists, its /dev/tapN not yet made
+        crash_in_step()  # crash tests: the macvtap exists, its node not yet made
         try:
-            self.made_node = ensure_tap_node(self.name, self.ifindex)
+            path, self.rdev = make_tap_node(self.name, self.ifindex)
         except BaseException:
             rtnl.delete_link(self.name)
             raise
-        self.char_device = str(tap_device_path(self.ifindex))
+        self.char_device = str(path)
 
     def undo(self, host: Host) -> None:
         from virtnet.host.rtnl import shared_rtnl
 
-        shared_rtnl().delete_link(self.name)
-        if self.made_node and self.char_device:
-            try:
-                os.unlink(self.char_device)
-            except FileNotFoundError:
-                pass
+        rtnl = shared_rtnl()
+        link = rtnl.link(self.name)
+        # never a device that took the name of ours after ours went
+        if link is not None and self.ifindex in (None, link.index):
+            rtnl.delete_link(self.name)
+        if self.rdev is not None or self.char_device is None:
+            # our node (found by its name when a kill cut the step short)
+            remove_tap_node(self.char_device or str(tap_node_path(self.name)), self.rdev)
+        elif self.made_node:
+            remove_tap_node(self.char_device, None)  # the /dev/tapN an older virtnet made
 
 
 # --- the driver --------------------------------------------------------------------------
@@ -345,6 +353,9 @@ __all__ = [
     "DirectDriver",
     "SetUplinkMac",
     "UseUplink",
-    "ensure_tap_node",
+    "make_tap_node",
+    "open_tap_node",
+    "remove_tap_node",
     "tap_device_numbers",
+    "tap_node_path",
 ]

@@ -9,10 +9,10 @@ RTM_NEWLINK), in well under a millisecond.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from virtnet.plan import Action, crash_in_step
+from virtnet.plan import RECORDED, Action, crash_in_step
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -32,6 +32,7 @@ class CreateTap(Action):
     bridge: str
     mtu: int | None = None
     isolated: bool = False
+    ifindex: int | None = field(default=None, metadata={RECORDED: True})
 
     def describe(self) -> str:
         extra = ", isolated" if self.isolated else ""
@@ -54,6 +55,7 @@ class CreateTap(Action):
         crash_in_step()  # crash tests: the tap exists, not yet enslaved nor up
         rtnl = shared_rtnl()
         try:
+            self.ifindex = rtnl.index(self.name)
             rtnl.set_link(self.name, mac=self.mac, master=self.bridge, mtu=self.mtu, up=True)
             if self.isolated:
                 rtnl.set_bridge_port_isolated(self.name, True)
@@ -67,8 +69,12 @@ class CreateTap(Action):
     def undo(self, host: Host) -> None:
         from virtnet.host.rtnl import shared_rtnl
 
-        shared_rtnl().delete_link(self.name)
-
+        rtnl = shared_rtnl()
+        link = rtnl.link(self.name)
+        # never a device that took the name after ours went (a tap its holder made
+        # non-persistent goes when the holder exits)
+        if link is not None and self.ifindex in (None, link.index):
+            rtnl.delete_link(self.name)
 
 
 __all__ = ["CreateTap"]

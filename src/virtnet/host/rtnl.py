@@ -54,6 +54,9 @@ RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
 RTM_GETNEIGH = 30
+RTM_GETNSID = 90
+RTMGRP_LINK = 0x1  # the multicast group of link notifications
+NETNSA_NSID = 1
 NDA_DST = 1
 NDA_LLADDR = 2
 IFLA_ADDRESS = 1
@@ -66,6 +69,8 @@ IFLA_BRPORT_ISOLATED = 33
 IFLA_LINKINFO = 18
 IFLA_NUM_VF = 21
 IFLA_EXT_MASK = 29
+IFLA_NEW_NETNSID = 45  # in an RTM_DELLINK: the link moved to the namespace of this id
+IFLA_TARGET_NETNSID = 46  # in a request: act in the namespace of this id
 RTEXT_FILTER_VF = 1 << 0
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -103,8 +108,13 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _NLA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _NDMSG = struct.Struct("=BxxxiHBB")  # struct ndmsg
+_RTGENMSG = struct.Struct("=Bxxx")  # struct rtgenmsg, padded
+_S32 = struct.Struct("=i")
 # A dump's replies come in buffers of at most 32 KiB (the kernel caps its dump skbs there).
 RECV_BUFFER = 65536
+# What a link watch lets the kernel queue before it overflows (ENOBUFS): a thousand ports
+# deleted at once send a thousand notifications of about 1 KiB each, twice
+WATCH_BUFFER = 4 << 20
 
 _ERRNO_TEXT = {
     errno.EEXIST: "already exists",
@@ -146,6 +156,7 @@ IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_TUN_EXCL = 0x8000  # fail instead of attaching to an existing device of that name
 IFNAMSIZ = 16
+SO_RCVBUFFORCE = 33  # include/uapi/asm-generic/socket.h (not in Python's socket module)
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -476,6 +487,28 @@ class Rtnl:
         body = self._ifinfo() + _nla_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
         return [decode_link(payload) for payload in self._dump("list links", RTM_GETLINK, body)]
 
+    def peer_links(self) -> list[LinkInfo]:
+        """The links of every other namespace this one has an id for (a namespace a link of
+        ours was moved to gets one), for telling a link moved away from one deleted."""
+        found = []
+        for payload in self._dump("list namespace ids", RTM_GETNSID,
+                                  _RTGENMSG.pack(socket.AF_UNSPEC)):
+            raw = _attributes(payload, _RTGENMSG.size).get(NETNSA_NSID)
+            if raw is None:
+                continue
+            (nsid,) = _S32.unpack_from(raw)
+            if nsid < 0:
+                continue
+            body = (self._ifinfo() + _nla(IFLA_TARGET_NETNSID, _S32.pack(nsid))
+                    + _nla_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
+            try:
+                replies = self._dump(f"list the links of namespace id {nsid}", RTM_GETLINK,
+                                     body)
+            except NetlinkFailure:
+                continue  # that namespace went away since
+            found += [decode_link(reply) for reply in replies]
+        return found
+
     def addresses(self, names: dict[int, str] | None = None) -> list[AddressInfo]:
         """Every IPv4 and IPv6 address; NAMES (ifindex to name) saves a link dump when the
         caller has one."""
@@ -724,6 +757,73 @@ class Rtnl:
         # Created after all (a kind without an MTU check): remove it again.
         self.delete_link(probe_name)
         return True
+
+
+@dataclass(frozen=True)
+class LinkGone:
+    """A link that left the namespace: deleted, or ``moved`` into another namespace."""
+
+    index: int
+    name: str
+    moved: bool
+
+
+class LinkWatch:
+    """The link notifications of the namespace the process is in, read without blocking:
+    :meth:`read` returns the links that left it since the last read. Meant for an event
+    loop's reader (``fileno``)."""
+
+    def __init__(self) -> None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC
+                                 | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+        except OSError as exc:
+            raise HostError(f"cannot open a netlink socket: {exc.strerror}") from None
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, WATCH_BUFFER)
+            except OSError:  # without CAP_NET_ADMIN: what the system allows
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WATCH_BUFFER)
+            sock.bind((0, RTMGRP_LINK))
+        except OSError as exc:
+            sock.close()
+            raise HostError(f"cannot watch link notifications: {exc.strerror}") from None
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def read(self) -> tuple[list[LinkGone], bool]:
+        """(the links gone since the last read, whether notifications were lost: the kernel
+        dropped some because they were not read in time)."""
+        gone: list[LinkGone] = []
+        lost = False
+        while True:
+            try:
+                data = self._sock.recv(RECV_BUFFER)
+            except BlockingIOError:
+                return gone, lost
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    lost = True
+                    continue
+                raise HostError(f"cannot read link notifications: {exc.strerror}") from None
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    break
+                payload = data[offset + _NLMSGHDR.size: offset + length]
+                offset += (length + 3) & ~3
+                if kind != RTM_DELLINK or len(payload) < _IFINFOMSG.size:
+                    continue
+                _, _, index, _, _ = _IFINFOMSG.unpack_from(payload)
+                attrs = _attributes(payload, _IFINFOMSG.size)
+                gone.append(LinkGone(index, _text(attrs.get(IFLA_IFNAME, b"")),
+                                     IFLA_NEW_NETNSID in attrs))
 
 
 _per_thread = threading.local()

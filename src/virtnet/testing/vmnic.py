@@ -1,7 +1,7 @@
 """A guest NIC emulator for tests: what QEMU does with a port's device, in a few lines.
 
 QEMU reads the frames a guest receives from the port's file descriptor (a tap opened through
-/dev/net/tun by name, or a macvtap's /dev/tapN) and writes the frames the guest sends into it.
+/dev/net/tun by name, or a macvtap's node) and writes the frames the guest sends into it.
 Here the "guest" is a network namespace: the relay copies frames between that descriptor and
 one end of a veth pair whose other end (with the guest's MAC and address) sits in the guest
 namespace. The port's device stays where virtnet created it, so everything virtnet set on it
