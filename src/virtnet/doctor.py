@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.model import ForwardMode, Network
-from virtnet.reach import Row, Topology, guest_dhcp_config, pool, summary
+from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
+                           summary)
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
@@ -64,6 +65,9 @@ class HostView:
     processes: list[ProcessInfo] = field(default_factory=list)  # DHCP servers in this netns
     ip_forward: bool | None = None
     br_netfilter: bool = False
+    # the links that answer ARP for the host's addresses on other links (arp_flux_links);
+    # None: not read (the kernel's defaults are assumed)
+    arp_flux: tuple[str, ...] | None = None
 
 
 # --- findings ------------------------------------------------------------------------------------
@@ -337,6 +341,8 @@ def host_topology(net: Network, view: HostView, active: bool) -> tuple[Topology,
             if _address_on(facts, dev):
                 host_link = dev
                 break
+        if view.arp_flux is not None:
+            topo = _replace(topo, flux_uplinks=tuple(d for d in devs if d in view.arp_flux))
         if shim is not None:
             topo = _replace(topo, host_shim=True, host_uplink=host_link or (devs[0] if devs
                                                                               else None))
@@ -463,6 +469,30 @@ def diagnose(view: HostView, networks: list[tuple[Network, NetworkRecord | None,
 # --- reading the host ----------------------------------------------------------------------------
 
 
+def arp_flux_links(links: list[str], addressed: set[str]) -> tuple[str, ...]:
+    """Those of LINKS (up) on which this namespace answers ARP for an address it holds on
+    another link, by their arp_ignore, arp_filter and rp_filter (conf/all and the link's);
+    ADDRESSED: the links with an IPv4 address of their own."""
+    from virtnet.host.sysctl import sysctl_get
+
+    def value(scope: str, key: str) -> int:
+        text = sysctl_get(f"net/ipv4/conf/{scope}/{key}")
+        try:
+            return int(text) if text is not None else 0
+        except ValueError:
+            return 0
+
+    found = []
+    for link in links:
+        if sysctl_get(f"net/ipv4/conf/{link}/arp_ignore") is None:
+            continue  # no IPv4 on it (or no such link)
+        ignore, filter_, rp = (max(value("all", k), value(link, k))
+                               for k in ("arp_ignore", "arp_filter", "rp_filter"))
+        if answers_arp_for_others(ignore, bool(filter_), rp, link in addressed):
+            found.append(link)
+    return tuple(found)
+
+
 def read_ruleset() -> dict[str, Any] | None:
     """`nft -j list ruleset` of this namespace, parsed; None when it cannot be read."""
     nft = shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin")
@@ -548,6 +578,8 @@ def read_host_view(networks: Mapping[str, str] | None = None) -> HostView:
         processes=_read_processes(),
         ip_forward=None if forward is None else forward.strip() == "1",
         br_netfilter=nf_call is not None and nf_call.strip() == "1",
+        arp_flux=arp_flux_links([link.name for link in facts.links.values() if link.up],
+                                {a.link for a in facts.addresses if a.interface.version == 4}),
     )
 
 

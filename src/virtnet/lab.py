@@ -15,8 +15,11 @@ reachability :mod:`virtnet.reach` predicts is measured, cell by cell.
   host namespace; macvtap guests get their ports with virtnet's port manager the same way.
 - Guests on a bridge get a veth on it (what a VM's tap is), and take their address by real DHCP
   (udhcpc, dhcpcd or dhclient) when the network serves it; other guests get static addresses.
-- Every ordered pair is probed with ICMP echo from inside the source namespace, after the
-  neighbour caches were flushed, so that no probe profits from an earlier one's ARP.
+- Every ordered pair is probed with ICMP echo from inside the source namespace: a "yes" is a
+  round trip, the request and its reply. Each probe starts from a clean state: the neighbour
+  caches of every namespace flushed and seen empty, the bridges' learned MACs forgotten, so
+  that no probe profits from (or suffers by) an earlier one's ARP. (A guest that learned the
+  host's MAC from the host's own ARP request would reach it although its own ARP never could.)
 
 Everything is removed at the end, even on failure or Ctrl-C (SIGINT and SIGTERM): the network
 is destroyed, processes left in the lab's namespaces are killed by pid, the namespaces (named
@@ -81,6 +84,9 @@ UPSTREAM_CANDIDATES = ("198.51.100.0/24", "203.0.113.0/24")
 SCRATCH_CANDIDATES = ("172.31.99.0/24", "10.79.0.0/24")  # guests of a bridge without IPv4
 PASSTHROUGH_HOST_LINK = "lanmgmt"
 GUEST_MAC_PREFIX = "52:54:00:77"
+CLEAN_ATTEMPTS = 20  # flushes before a probe, until no namespace has a learned neighbour left
+CLEAN_PAUSE_S = 0.05
+KEPT_NEIGHBOURS = {"PERMANENT", "NOARP"}  # configuration, not something a probe taught
 
 
 class LabError(VirtnetError):
@@ -334,16 +340,46 @@ def _create_port(state: str, network: str, mac: str, owner: str) -> dict[str, An
         .summary()
 
 
-def _br_netfilter_on() -> bool:
+def _host_kernel_settings(uplinks: list[str], addressed: str
+                          ) -> tuple[bool, tuple[str, ...]]:
+    """br_netfilter, and the UPLINKS that answer ARP for the host's address on ADDRESSED (the
+    lab's namespaces take their IPv4 settings from the machine's initial namespace)."""
+    from virtnet.doctor import arp_flux_links
     from virtnet.host.sysctl import sysctl_get
 
-    return (sysctl_get("net/bridge/bridge-nf-call-iptables") or "").strip() == "1"
+    br_netfilter = (sysctl_get("net/bridge/bridge-nf-call-iptables") or "").strip() == "1"
+    return br_netfilter, arp_flux_links(uplinks, {addressed})
 
 
 def _destroy_network(state: str, network: str) -> None:
     engine = _engine(state)
     if engine.lookup(network).status is not None:
         engine.destroy(network)
+
+
+def clean_namespaces(bridges: dict[str, list[str]]) -> None:
+    """Forget what earlier traffic taught the namespaces BRIDGES names (namespace → its bridges):
+    each one's neighbour cache flushed, and seen empty again and again until no late frame of
+    earlier traffic refills it; each bridge's learned MACs flushed. Entries that are
+    configuration (permanent, noarp) stay."""
+    pending = dict(bridges)
+    for attempt in range(CLEAN_ATTEMPTS):
+        if attempt:
+            time.sleep(CLEAN_PAUSE_S)
+        for ns, names in list(pending.items()):
+            lines = ["neigh flush all"]
+            lines += [f"link set dev {bridge} type bridge fdb_flush" for bridge in names]
+            lines.append("neigh show")
+            out = _run(["ip", "-j", "-n", ns, "-batch", "-"],
+                       input="\n".join(lines) + "\n").stdout
+            learned = [entry for entry in json.loads(out or "[]")
+                       if not KEPT_NEIGHBOURS & set(entry.get("state", []))]
+            if not learned:
+                del pending[ns]
+        if not pending:
+            return
+    raise LabError("the neighbour caches of " + ", ".join(pending) +
+                   f" did not stay empty after {CLEAN_ATTEMPTS} flushes")
 
 
 # --- DHCP clients ------------------------------------------------------------------------------
@@ -739,6 +775,8 @@ class Lab:
 
     def topology(self) -> Topology:
         """What the lab built, as reach sees it."""
+        br_netfilter, flux = call_in_netns(self.ns("host"), _host_kernel_settings,
+                                           list(self.uplinks), self.host_link)
         return Topology(
             guests=len(self.guests),
             hairpin=self.options.hairpin,
@@ -753,7 +791,8 @@ class Lab:
             outside_dev=self.host_link,
             host_uplink_port=self.uplinks[0],
             forward_blockers=self.forward_blockers(),
-            br_netfilter=call_in_netns(self.ns("host"), _br_netfilter_on),
+            br_netfilter=br_netfilter,
+            flux_uplinks=flux,
         )
 
     def forward_blockers(self) -> tuple[str, ...]:
@@ -789,9 +828,17 @@ class Lab:
             return self.guest(src).ns
         return self.ns({HOST: "host", LAN: "lan", UPSTREAM: "upstream"}[src])
 
-    def _flush_neighbours(self) -> None:
-        for ns in self.namespaces.values():
-            _ip(ns, "neigh", "flush", "all", check=False)
+    def _bridges(self, role: str) -> list[str]:
+        """The bridges in the namespace of ROLE whose learned MACs a probe may leave."""
+        if role == "switch":
+            return [SWITCH_BRIDGE]
+        if role == "host" and self.started and self.net.bridge_name:
+            return [self.net.bridge_name]
+        return []
+
+    def clean_state(self) -> None:
+        """Forget what earlier probes taught (see :func:`clean_namespaces`)."""
+        clean_namespaces({ns: self._bridges(role) for role, ns in self.namespaces.items()})
 
     def probe(self, src: str, dst: str) -> bool:
         if src.startswith("guest") and self.guest(src).ip is None:
@@ -799,7 +846,7 @@ class Lab:
         address = self.target(src, dst)
         if address is None:
             return False
-        self._flush_neighbours()
+        self.clean_state()
         timeout = self.options.probe_attempts * self.options.probe_timeout + 10.0
         return bool(call_in_netns(self.source_ns(src), icmp_echo, address,
                                   self.options.probe_attempts, self.options.probe_timeout,
@@ -959,6 +1006,7 @@ __all__ = [
     "LabReport",
     "call_in_netns",
     "check_can_run",
+    "clean_namespaces",
     "icmp_echo",
     "run_dhcp_client",
     "run_lab",

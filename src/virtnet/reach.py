@@ -6,7 +6,10 @@ from the sandbox it builds, and the lab then measures what is predicted here, ce
 
 Endpoints are ``guest1``..``guestN``, ``host`` (this host), ``lan`` (a machine on the LAN of the
 host's uplink, also its router) and ``upstream`` (a machine beyond that router: "the outside").
-Reachability is IPv4 unicast (ICMP echo answered). What decides each cell:
+Reachability is IPv4 unicast, a round trip: an ICMP echo from the source, answered. So a cell
+needs both ways to work: the source resolves the destination's MAC (ARP), and the destination
+knows the source's for the reply (from the source's ARP request, or by asking itself); src→dst
+and dst→src differ where only one of the two ARP exchanges gets through. What decides each cell:
 
 - networks on a bridge of virtnet's own (isolated, nat, route, open): guests share the bridge
   (unless its ports are isolated); the host is the bridge's address; NAT lets guests out and
@@ -18,9 +21,12 @@ Reachability is IPv4 unicast (ICMP echo answered). What decides each cell:
   the host's own address on that uplink leave by the wire and come back only if the switch
   port hairpins; private: guests on one uplink never reach each other (even with hairpin), and a
   reflected broadcast goes back to its sender alone, so a guest's ARP never reaches the host
-  while the host's does reach the guest; vepa: everything goes to the switch, so guests on one
-  uplink (and the host on it) meet only through a hairpinning port. Guests on different uplinks
-  meet through the switch like any two LAN machines.
+  on that uplink while the host's does reach the guest; vepa: everything goes to the switch, so
+  guests on one uplink (and the host on it) meet only through a hairpinning port. Guests on
+  different uplinks meet through the switch like any two LAN machines. The pool's uplinks are
+  one LAN, so the switch floods a guest's broadcast to the host's other uplinks too, and Linux
+  answers ARP there for an address it holds on any interface ("ARP flux", unless arp_ignore,
+  arp_filter or rp_filter forbid it): that is how a private guest still finds the host.
 - passthrough: each guest has an uplink of its own; the host reaches it through the switch from
   another interface.
 """
@@ -84,6 +90,10 @@ class Topology:
     forward_blockers: tuple[str, ...] = ()
     # br_netfilter: bridged frames also pass the IP forward hook (and its blockers)
     br_netfilter: bool = False
+    # macvtap: the host's interfaces among the pool's uplinks that answer ARP for its LAN
+    # address although it is on another one (see answers_arp_for_others); None: all of them,
+    # as the kernel's defaults do
+    flux_uplinks: tuple[str, ...] | None = None
     bridge_has_uplink: bool = True  # host bridge: a LAN interface is a port of the bridge
     host_uplink_port: str | None = None  # host bridge: that LAN interface ("eth1")
 
@@ -169,6 +179,20 @@ def bridge_address(net: Network) -> ipaddress.IPv4Interface | None:
         if isinstance(interface, ipaddress.IPv4Interface):
             return interface
     return None
+
+
+def answers_arp_for_others(arp_ignore: int, arp_filter: bool, rp_filter: int,
+                           addressed: bool) -> bool:
+    """Whether an interface with these effective settings (the larger of conf/all and the
+    interface's own, for arp_filter either) answers an ARP request for an address the host has
+    on another interface, and accepts the traffic then sent to it: Linux's weak host model.
+    arp_ignore 1, 2 and 8 want the address on the receiving interface (or answer nothing);
+    arp_filter answers only where the reply would be routed; rp_filter drops what arrives where
+    the route back does not lead: strict always, loose on an interface without an IPv4 address
+    of its own (ADDRESSED), as the kernel's source validation does for the request itself."""
+    if arp_ignore in (1, 2, 8) or arp_filter:
+        return False
+    return rp_filter == 0 or (rp_filter == 2 and addressed)
 
 
 def pool(net: Network) -> list[str]:
@@ -384,6 +408,10 @@ class _Macvtap(_Model):
         if host_uplink is None and self.mode is not ForwardMode.PASSTHROUGH and pool(net):
             host_uplink = pool(net)[0]
         self.host_uplink = host_uplink
+        flux = topo.flux_uplinks
+        if flux is None:
+            flux = tuple(dev for dev in pool(net) if dev != host_uplink)
+        self.flux_uplinks = flux
 
     def uplink(self, guest: int) -> str | None:
         return self.uplinks[guest - 1]
@@ -473,8 +501,21 @@ class _Macvtap(_Model):
                 return _no(f"macvtap private mode: frames leave by {uplink} and the switch "
                            "does not send them back (no hairpin)")
             if to_host:
+                # A broadcast arriving on the uplink from a private macvlan's own MAC goes back
+                # to that macvlan alone; the host's stack on the uplink never sees the guest's
+                # ARP. The switch floods it to the host's other uplinks as well, though, and
+                # the host answers there for its address on this one; the echo then comes in
+                # there, and the host's reply (and its own ARP for the guest) leave by this
+                # uplink and come back through the reflecting port.
+                others = [dev for dev in self.flux_uplinks if dev != uplink]
+                if others:
+                    return _yes(f"macvtap private mode: the switch floods the guest's ARP to "
+                                f"the host's {others[0]} too, which answers for the host's "
+                                f"address (ARP flux); replies come back through the "
+                                f"reflecting port of {uplink}")
                 return _no("macvtap private mode: the guest's ARP broadcast reflected by the "
-                           "switch goes back to the guest alone, never to the host")
+                           "switch goes back to the guest alone, never to the host (which has "
+                           "no other uplink on the LAN that would answer it)")
             return _yes(f"the switch port of {uplink} reflects the host's frames (hairpin)")
         # vepa
         if self.topo.hairpin:
@@ -644,6 +685,7 @@ __all__ = [
     "Fix",
     "Row",
     "Topology",
+    "answers_arp_for_others",
     "bridge_address",
     "default_guest_uplinks",
     "endpoint_names",

@@ -2,21 +2,27 @@
 the switch ports' hairpin off and on, cell for cell (every ordered pair of guest1, guest2,
 host, lan, upstream).
 
-Each lab is small (two guests, probes of 2 x 0.5 s) and removed afterwards. Forward modes on a
-bridge of virtnet's own do not care about the switch's hairpin (their uplink is not bridged),
-so their hairpin-on variants are marked slow; every other combination runs in `make test`.
+Each lab is small (two guests, probes of 2 x 0.5 s) and removed afterwards. Every probe starts
+from a clean state (no neighbour entry, no learned MAC left by an earlier one). Forward modes
+on a bridge of virtnet's own do not care about the switch's hairpin (their uplink is not
+bridged), so their hairpin-on variants are marked slow; every other combination runs in `make
+test`. The slow tests also build each direct network's lab three times and probe its cells
+forward and backward each time: the same matrix on every run, in any order.
 The three DHCP clients share the work: guests of the NAT network use udhcpc, of the isolated
 one dhclient, of the routed one dhcpcd (each where installed; udhcpc otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +55,23 @@ DEFINITIONS = {
                        "<interface dev='eth1'/></forward></network>"),
     "private": ("<network><name>mvprivate</name><forward mode='private'>"
                 "<interface dev='eth1'/></forward></network>"),
+    # guest1 on eth1 (the host's address), guest2 on eth2: the switch floods guest1's ARP to
+    # the host's eth2, which answers for the address on eth1 (issue #16, hole 11)
+    "private-2uplinks": ("<network><name>mvprivate2</name><forward mode='private'>"
+                         "<interface dev='eth1'/><interface dev='eth2'/></forward></network>"),
     "vepa": ("<network><name>mvvepa</name><forward mode='vepa'><interface dev='eth1'/>"
              "</forward></network>"),
     "passthrough": ("<network><name>mvpass</name><forward mode='passthrough'>"
                     "<interface dev='eth1'/><interface dev='eth2'/></forward></network>"),
 }
+# direct networks with two uplinks, measured by the (slow) repeated runs only
+TWO_UPLINKS = {
+    f"{mode}-2uplinks": (f"<network><name>mv2{mode}</name><forward mode='{mode}'>"
+                         "<interface dev='eth1'/><interface dev='eth2'/></forward></network>")
+    for mode in ("bridge", "vepa")
+}
+MACVTAP = ["macvtap-bridge", "private", "vepa", "passthrough", "private-2uplinks",
+           *TWO_UPLINKS]
 CLIENTS = {"nat": "udhcpc", "isolated": "dhclient", "route": "dhcpcd"}
 HAIRPIN_INSENSITIVE = {"isolated", "nat", "route", "open"}
 
@@ -81,29 +99,111 @@ def skip_unless_root() -> None:
         pytest.skip("needs udhcpc")
 
 
+@contextlib.contextmanager
+def running_lab(xml: str, **options: Any) -> Iterator[Lab]:
+    """A lab for XML with two guests: its network started, its guests plugged in; torn down
+    when left."""
+    with Lab(parse_network(xml), xml, LabOptions(guests=2, **options)) as lab:
+        lab.build()
+        lab.start_network()
+        lab.add_guests()
+        yield lab
+
+
+def mismatches(cells: list[Any]) -> list[str]:
+    return [f"{c.src}→{c.dst}: predicted {c.predicted}, measured {c.measured} ({c.reason})"
+            for c in cells if not c.matches]
+
+
 @pytest.mark.parametrize("mode, hairpin", cases())
 def test_measured_equals_predicted(mode: str, hairpin: bool) -> None:
     skip_unless_root()
     xml = DEFINITIONS[mode]
     began = time.monotonic()
-    with Lab(parse_network(xml), xml, LabOptions(guests=2, hairpin=hairpin,
-                                                 dhcp_client=client_for(mode))) as lab:
-        lab.build()
-        lab.start_network()
-        lab.add_guests()
+    with running_lab(xml, hairpin=hairpin, dhcp_client=client_for(mode)) as lab:
         cells = lab.measure()
         namespaces = list(lab.namespaces.values())
         guests = list(lab.guests)
     assert len(cells) == 20  # 5 endpoints, every ordered pair
-    mismatches = [f"{c.src}→{c.dst}: predicted {c.predicted}, measured {c.measured} "
-                  f"({c.reason})" for c in cells if not c.matches]
-    assert mismatches == [], "\n".join(mismatches)
+    assert mismatches(cells) == [], "\n".join(mismatches(cells))
     assert all(g.address for g in guests), [g.to_dict() for g in guests]
     if mode in CLIENTS:
         assert all(g.how.startswith("dhcp") for g in guests)
     # teardown left nothing: no namespace, no process
     assert not [ns for ns in namespaces if os.path.exists(f"/run/netns/{ns}")]
     assert time.monotonic() - began < 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", [1, 2, 3])
+@pytest.mark.parametrize("hairpin", [False, True], ids=["hairpin-off", "hairpin-on"])
+@pytest.mark.parametrize("mode", MACVTAP)
+def test_direct_matrix_is_the_same_on_every_run_in_any_order(mode: str, hairpin: bool,
+                                                            run: int) -> None:
+    """Each run a lab of its own; the cells probed forward, then backward (host→guest before
+    guest→host, the LAN before the guests): every probe from a clean state, so the order
+    changes nothing and both measurements equal the prediction."""
+    skip_unless_root()
+    xml = DEFINITIONS.get(mode) or TWO_UPLINKS[mode]
+    with running_lab(xml, hairpin=hairpin) as lab:
+        cells = lab.predict()
+        forward = lab.measure(cells)
+        backward = lab.measure(list(reversed(cells)))
+    assert mismatches(forward) == [] and mismatches(backward) == []
+    assert len(forward) == 20
+
+
+def learned_state(lab: Lab) -> dict[str, list[str]]:
+    """What traffic taught the lab's namespaces: neighbours (not permanent or noarp) and the
+    switch's learned MACs."""
+    found = {}
+    for role, ns in lab.namespaces.items():
+        entries = json.loads(subprocess.run(["ip", "-j", "-n", ns, "neigh", "show"],
+                                            capture_output=True, text=True, check=True,
+                                            timeout=20).stdout or "[]")
+        found[role] = [e["dst"] for e in entries
+                       if not {"PERMANENT", "NOARP"} & set(e.get("state", []))]
+    fdb = json.loads(subprocess.run(["bridge", "-n", lab.ns("switch"), "-j", "fdb", "show",
+                                     "br", "lan"], capture_output=True, text=True, check=True,
+                                    timeout=20).stdout or "[]")
+    found["switch fdb"] = [e["mac"] for e in fdb if not e.get("state")
+                           and "self" not in e.get("flags", [])]
+    return {role: entries for role, entries in found.items() if entries}
+
+
+def test_each_probe_starts_from_a_clean_state() -> None:
+    """private, hairpin on, one uplink: the host's ARP request teaches guest1 the host's MAC,
+    and with it guest1 would reach the host, which its own (reflected) ARP never does. The
+    lab forgets such lessons before every probe: neighbours and learned MACs everywhere."""
+    skip_unless_root()
+    xml = DEFINITIONS["private"]
+    with running_lab(xml, hairpin=True) as lab:
+        assert lab.probe("host", "guest1")
+        taught = learned_state(lab)
+        assert "guest1" in taught and "switch fdb" in taught, taught
+        assert not lab.probe("guest1", "host")  # the lesson was forgotten first
+        assert lab.probe("host", "guest1")
+        lab.clean_state()
+        # (the switch may relearn a MAC at once from the namespaces' IPv6 chatter)
+        assert [role for role in learned_state(lab) if role != "switch fdb"] == []
+
+
+def test_the_host_answering_on_its_other_uplink_follows_its_arp_settings() -> None:
+    """The lab's namespaces inherit the machine's IPv4 settings; the prediction reads them from
+    the lab's host. With arp_ignore=1 on eth2 the host answers there only for eth2's own
+    addresses, and guest1 (private, on eth1) no longer finds the host."""
+    skip_unless_root()
+    xml = DEFINITIONS["private-2uplinks"]
+    with running_lab(xml, hairpin=True) as lab:
+        assert [g.uplink for g in lab.guests] == ["eth1", "eth2"]
+        before = lab.measure()
+        subprocess.run(["ip", "netns", "exec", lab.ns("host"), "sysctl", "-qw",
+                        "net.ipv4.conf.eth2.arp_ignore=1"], check=True, timeout=20)
+        after = lab.measure()
+    assert mismatches(before) == [] and mismatches(after) == []
+    cell = {(c.src, c.dst): c for c in before}["guest1", "host"]
+    assert cell.measured and "ARP flux" in cell.reason
+    assert not {(c.src, c.dst): c for c in after}["guest1", "host"].measured
 
 
 def test_reservations_and_modes_are_exercised() -> None:

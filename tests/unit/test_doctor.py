@@ -258,6 +258,20 @@ def test_topology_from_facts() -> None:
     assert diagnosis.problems == []
 
 
+def test_topology_names_the_uplinks_that_answer_arp_for_the_host() -> None:
+    links = {"lo": link("lo", 1), "eth1": link("eth1", 3), "eth2": link("eth2", 4)}
+    two = facts(links=links,
+                addresses=[AddressInfo("eth1", ipaddress.ip_interface("10.1.0.5/24"))])
+    private = parse_network("<network><name>p</name><forward mode='private'>"
+                            "<interface dev='eth1'/><interface dev='eth2'/></forward></network>")
+    topo, _ = host_topology(private, view(facts=two, arp_flux=("lo", "eth2")), active=False)
+    assert (topo.host_uplink, topo.flux_uplinks) == ("eth1", ("eth2",))
+    topo, _ = host_topology(private, view(facts=two, arp_flux=()), active=False)
+    assert topo.flux_uplinks == ()
+    topo, _ = host_topology(private, view(facts=two), active=False)
+    assert topo.flux_uplinks is None  # not read: the kernel's defaults
+
+
 def test_report_json_shape() -> None:
     data = diagnose(view(), [(parse_network(NAT), None, [])]).to_dict()
     assert set(data) == {"healthy", "host", "networks"}

@@ -18,6 +18,7 @@ from virtnet.reach import (
     ON_SWITCH,
     Cell,
     Topology,
+    answers_arp_for_others,
     default_guest_uplinks,
     endpoint_names,
     guest_dhcp_config,
@@ -207,6 +208,43 @@ def test_vepa_fix_is_hairpin_on_the_switch_port() -> None:
                                                       "bridge link set dev sw1 hairpin on")]
     # unknown switch: the port is named for the person to look up
     assert "PORT-OF-eth1" in cell(macvtap("vepa"), "host", "guest1").fix[0].command
+
+
+def test_private_guest_finds_the_host_through_its_other_uplink() -> None:
+    """guest1 on eth1 (the host's address), guest2 on eth2, both uplinks on the one LAN: the
+    reflected ARP of guest1 goes back to guest1 alone on eth1, but the switch floods it to eth2
+    too, where the host answers for its address on eth1; the host's own ARP and its replies
+    come back to guest1 through the reflecting port (issue #16, hole 11)."""
+    xml = macvtap("private", "eth1", "eth2")
+    on = cell(xml, "guest1", "host", hairpin=True)
+    assert on.predicted and "eth2" in on.reason and "ARP flux" in on.reason
+    m = matrix(xml, hairpin=True)
+    assert m["host", "guest1"] and m["guest2", "host"] and m["host", "guest2"]
+    assert m["guest1", "guest2"]  # different uplinks: through the switch
+    # no reflection: the host's reply to guest1 (and its ARP for it) never comes back
+    assert not matrix(xml)["guest1", "host"]
+    # eth2 does not answer for eth1's address (arp_ignore, arp_filter, rp_filter): no way in
+    assert not cell(xml, "guest1", "host", hairpin=True, flux_uplinks=()).predicted
+    assert not cell(xml, "guest1", "host", hairpin=True, flux_uplinks=("eth1",)).predicted
+    # one uplink: the host has nothing else to hear the guest on
+    assert not cell(macvtap("private"), "guest1", "host", hairpin=True).predicted
+
+
+@pytest.mark.parametrize("arp_ignore, arp_filter, rp_filter, addressed, answers", [
+    (0, False, 0, False, True),
+    (3, False, 0, False, True),  # 3 only keeps scope-host addresses to itself
+    (1, False, 0, True, False),
+    (2, False, 0, True, False),
+    (8, False, 0, True, False),
+    (0, True, 0, True, False),
+    (0, False, 1, True, False),  # strict: the route back to the guest is another interface
+    (0, False, 2, True, True),  # loose: any route back will do...
+    (0, False, 2, False, False),  # ...but the kernel rejects it where no address is
+])
+def test_which_interfaces_answer_arp_for_the_hosts_other_addresses(
+        arp_ignore: int, arp_filter: bool, rp_filter: int, addressed: bool,
+        answers: bool) -> None:
+    assert answers_arp_for_others(arp_ignore, arp_filter, rp_filter, addressed) is answers
 
 
 def test_private_has_no_fix_for_guests_on_one_uplink() -> None:

@@ -57,6 +57,14 @@ class Lab:
         ip(self.switch, "link", "set", "dev", self.switch_port(uplink), "type", "bridge_slave",
            "hairpin", "on" if on else "off")
 
+    def forget(self, *guests: str) -> None:
+        """A clean state for the next probe: what earlier traffic taught the lab's namespaces
+        and GUESTS (neighbour caches, the switch's learned MACs) is forgotten."""
+        from virtnet.lab import clean_namespaces
+
+        namespaces = {ns: [] for ns in (self.host, self.lan, *guests)}
+        clean_namespaces({self.switch: ["lan"], **namespaces})
+
     def link_mac(self, ns: str, name: str) -> str:
         import json
 
