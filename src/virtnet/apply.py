@@ -443,6 +443,13 @@ def plan_diff(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff:
     old = [Action.from_dict(data) for data in record.status.actions]
     with engine.host() as host:
         facts = engine._facts(host)
+    # the one collision judge of start and doctor; what lies on the network's own bridge is
+    # its own, so only a new or changed subnet or route can collide
+    collisions = facts.subnet_collisions(net, active=True)
+    if collisions:
+        details = "\n".join(f"  {problem}" for problem in collisions)
+        raise ApplyError(f"network '{record.name}' cannot take this change on this host:\n"
+                         f"{details}")
     new_plan = engine._plan_start(net, facts)
     diff = diff_actions(record.name, old, new_plan.actions)
     diff.not_live = not_live_changes(record.live, net)

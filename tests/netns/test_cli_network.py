@@ -373,3 +373,32 @@ def test_a_subnet_overlapping_an_active_network_is_refused_and_doctor_says_so(
     virtnet(ns, state, "net-destroy", "A")
     virtnet(ns, state, "net-start", "B")  # free now
     virtnet(ns, state, "net-destroy", "B")
+
+
+def test_a_live_change_that_would_overlap_an_active_network_is_refused(
+    netns_kit: Any, tmp_path: Path
+) -> None:
+    ns = netns_kit.make_netns()
+    state = tmp_path / "state"
+    a_xml = ("<network><name>A</name><forward mode='nat'/><bridge name='vbra'/>"
+             "<ip address='192.168.122.1' netmask='255.255.255.0'/></network>")
+    b_xml = ("<network><name>B</name><forward mode='nat'/><bridge name='vbrb'/>"
+             "<ip address='10.77.0.1' netmask='255.255.255.0'/></network>")
+    for name, xml in (("A", a_xml), ("B", b_xml)):
+        virtnet(ns, state, "net-define", str(write(tmp_path, name, xml)))
+        virtnet(ns, state, "net-start", name)
+    before = netns_kit.snapshot(ns, state)
+    # B gains a second subnet inside A's: refused before anything changes, dry run included
+    grown = write(tmp_path, "B2", b_xml.replace(
+        "</network>", "<ip address='192.168.122.129' netmask='255.255.255.128'/></network>"))
+    for extra in (["--dry-run"], []):
+        refused = virtnet(ns, state, "net-apply", str(grown), *extra, check=False)
+        assert refused.returncode == 1, refused.stdout
+        assert ("/network/ip[2]: subnet 192.168.122.128/25 overlaps 192.168.122.0/24 of active "
+                "network 'A' (on vbra)") in refused.stderr
+        assert netns_kit.snapshot(ns, state) == before
+    # a change that keeps B's own subnet collides with nothing (its bridge's routes are its own)
+    virtnet(ns, state, "net-apply", str(write(tmp_path, "B3", b_xml.replace(
+        "<bridge name='vbrb'/>", "<bridge name='vbrb' stp='off'/>"))))
+    for name in ("A", "B"):
+        virtnet(ns, state, "net-destroy", name)
