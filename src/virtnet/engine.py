@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import os
 import pickle
 import threading
@@ -33,16 +34,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
-from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
+from virtnet.errors import HostError, Problem, StorageError, ValidationError, VirtnetError
 from virtnet.model import Network
 from virtnet.paths import StatePaths
 from virtnet.privilege import require_net_admin, require_net_admin_if
 from virtnet.state import (
     DEFAULT_LOCK_TIMEOUT,
     NetworkStatus,
-    StateError,
     StateStore,
     StatusJournal,
+    path_exists,
+    remove_file,
 )
 
 # Imported where used, not here: starting an inactive network needs neither ports (port
@@ -202,7 +204,7 @@ class Engine:
 
     def _load(self, name: str) -> NetworkRecord | None:
         with _readable_state():
-            if self.paths.apply_journal(name).exists():
+            if path_exists(self.paths.apply_journal(name)):
                 self._recover_apply(name)
             data = self.store.read_definition(name)
             status = self.store.read_status(name)
@@ -458,6 +460,9 @@ class Engine:
                 if not exc.undo_errors:
                     self.store.delete_status(net.name)  # the host is as it was
                 raise
+            except StorageError:  # the journal could not be written; the host is as it was
+                self.store.delete_status(net.name)
+                raise
             status.actions = [action.to_dict() for action in plan.actions]
             status.dnsmasq_pid = _dnsmasq_pid(plan.actions)
             status.active = True
@@ -524,8 +529,7 @@ class Engine:
     def _remove_leases(self, name: str) -> None:
         from virtnet.leases import lease_file
 
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lease_file(self.paths, name))
+        remove_file(lease_file(self.paths, name), durable=False)
 
     # --- reconciliation -------------------------------------------------------------------
 
@@ -541,7 +545,7 @@ class Engine:
                 "net-start or net-destroy undoes them"
             )
             return health
-        if self.paths.apply_journal(record.name).exists():  # left for a privileged command
+        if path_exists(self.paths.apply_journal(record.name)):  # left for a privileged command
             health.problems.append(
                 "an interrupted net-apply left the network partly changed; the next command "
                 "run with CAP_NET_ADMIN reverts it"
@@ -810,16 +814,15 @@ _parsed = _ParsedCache(PARSED_CACHE_SIZE)
 
 @contextlib.contextmanager
 def _readable_state() -> Iterator[None]:
-    """One clear message instead of a traceback when the state directory is another user's
-    (an unprivileged user running virtnet against root's state)."""
+    """The state directory refused to an unprivileged user is most likely root's: say so."""
     try:
         yield
-    except PermissionError as exc:
-        raise StateError(
-            f"cannot read {exc.filename or 'the state directory'}: permission denied (the "
-            "state directory belongs to another user: run virtnet as root, or give "
-            "--state-dir)"
-        ) from None
+    except StorageError as exc:
+        if exc.errno != errno.EACCES or exc.hint or os.geteuid() == 0:
+            raise
+        raise StorageError(exc.action, exc.path, exc.errno, exc.strerror,
+                           hint="the state directory belongs to another user: run virtnet "
+                                "as root, or give --state-dir") from None
 
 
 def _usable_name(name: str) -> bool:

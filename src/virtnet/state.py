@@ -21,6 +21,10 @@ on real hosts), and the rename alone makes them safe against a crash of virtnet,
 an interrupted start must survive. Up to 13 status writes per start made those fsyncs the
 largest cost of ``net-start`` (24-38 ms where the run directory is on ext4).
 Files are 0600 and directories 0700 because definitions may carry secrets in dnsmasq options.
+
+Every function here that touches a file raises :class:`virtnet.errors.StorageError` (naming the
+file and the errno) where the OSError would have escaped: a full, read-only or unreadable state
+directory is one clear error, and a write that fails leaves the old file and no temp file.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import StorageError, VirtnetError, storage_errors
 from virtnet.paths import StatePaths
 
 FILE_MODE = 0o600
@@ -80,27 +84,62 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
     """
     missing = []
     current = path
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
+    with storage_errors("create directory", path):
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
     for directory in reversed(missing):
         wanted = mode if directory == path else PARENT_DIR_MODE
-        try:
-            directory.mkdir(mode=wanted)
-        except FileExistsError:
-            continue  # another process made it between our check and mkdir
-        os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
+        with storage_errors("create directory", directory):
+            try:
+                directory.mkdir(mode=wanted)
+            except FileExistsError:
+                continue  # another process made it between our check and mkdir
+            os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
     return path
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    with storage_errors("sync", path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_file(path: Path) -> bytes | None:
+    """PATH's content, or None when there is no such file."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError.of(exc, "read", path) from exc
+
+
+def list_dir(directory: Path) -> list[str]:
+    """DIRECTORY's entries (none if it does not exist)."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError.of(exc, "read", directory) from exc
+
+
+def path_exists(path: Path) -> bool:
+    """Whether PATH exists (a dangling symlink counts); a directory on the way that cannot
+    be searched is an error, not a no."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StorageError.of(exc, "read", path) from exc
+    return True
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = FILE_MODE, *,
@@ -115,23 +154,25 @@ def atomic_write(path: Path, data: bytes | str, mode: int = FILE_MODE, *,
         data = data.encode()
     crash_stage = _crash_in_write_stage()
     ensure_dir(path.parent)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            if crash_stage is not None:
-                _crash_while_writing(crash_stage, handle, data)
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        if crash_stage == "before-rename":
-            os._exit(CRASH_EXIT_STATUS)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
+    with storage_errors("write", path):
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                if crash_stage is not None:
+                    _crash_while_writing(crash_stage, handle, data)
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            if crash_stage == "before-rename":
+                os._exit(CRASH_EXIT_STATUS)
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
     if crash_stage == "after-rename":
         os._exit(CRASH_EXIT_STATUS)
     if durable:
@@ -172,6 +213,12 @@ def remove_file(path: Path, *, durable: bool = True) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        # A read-only file system refuses even to remove what is not there (EROFS before
+        # ENOENT): that is still nothing to remove.
+        if not path_exists(path):
+            return False
+        raise StorageError.of(exc, "remove", path) from exc
     if durable:
         fsync_dir(path.parent)
     return True
@@ -230,7 +277,7 @@ class StateLock:
 
     def _lock_file(self) -> int:
         ensure_dir(self.path.parent, PARENT_DIR_MODE)  # the run directory, not a private one
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         try:
             while True:
@@ -247,12 +294,28 @@ class StateLock:
                         f"{self.path.parent}; gave up after waiting {self.timeout:g}s"
                     )
                 time.sleep(self.poll)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # Only informative (who holds the lock): written over the old pid, then cut to
+            # length, so that a full disk (the old content's block is reused) or a read-only
+            # one never stops a command that may have nothing to write, or space to free.
+            pid = f"{os.getpid()}\n".encode()
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, pid, 0)
+                os.ftruncate(fd, len(pid))
             return fd
         except BaseException:
             os.close(fd)
             raise
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                # flock works on a descriptor open for reading: the commands that only read
+                # still serialise, and those that write fail at their first write, naming it
+                with contextlib.suppress(OSError):
+                    return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            raise StorageError.of(exc, "open the state lock", self.path) from exc
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -375,16 +438,26 @@ class AppendedLines:
         self._fd: int | None = None
 
     def _write(self, data: bytes) -> None:
-        if self._fd is None:
+        created = self._fd is None
+        if created:
             ensure_dir(self.path.parent)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                         | os.O_CLOEXEC, FILE_MODE)
-            os.fchmod(fd, FILE_MODE)  # the umask filtered the creation mode
+            with storage_errors("write", self.path):
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                             | os.O_CLOEXEC, FILE_MODE)
             self._fd = fd
             data = self._first + data
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            with storage_errors("write", self.path):
+                if created:
+                    os.fchmod(self._fd, FILE_MODE)  # the umask filtered the creation mode
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+        except StorageError:
+            if created:  # a file without its first line records nothing: it goes
+                with contextlib.suppress(StorageError):
+                    self.discard()
+            raise
 
     def close(self) -> None:
         if self._fd is not None:
@@ -394,8 +467,7 @@ class AppendedLines:
     def discard(self) -> None:
         """Close and remove the file (gone already is fine)."""
         self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        remove_file(self.path, durable=False)
 
 
 class StatusJournal(AppendedLines):
@@ -445,9 +517,8 @@ class StatusJournal(AppendedLines):
 def read_journal(path: Path) -> NetworkStatus | None:
     """The inactive status a journal records, or None if there is none (or it was cut before
     its first line was complete: no step had been recorded)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_file(path)
+    if raw is None:
         return None
     lines = raw.split(b"\n")[:-1]  # what follows the last newline is a cut line, or nothing
     if not lines:
@@ -486,13 +557,12 @@ class StateStore:
         return _names_in(self.paths.networks_dir, ".xml")
 
     def is_defined(self, name: str) -> bool:
-        return self.paths.definition(check_name(name)).is_file()
+        path = self.paths.definition(check_name(name))
+        with storage_errors("read", path):
+            return path.is_file()
 
     def read_definition(self, name: str) -> bytes | None:
-        try:
-            return self.paths.definition(check_name(name)).read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_file(self.paths.definition(check_name(name)))
 
     def write_definition(self, name: str, xml: str) -> Path:
         path = self.paths.definition(check_name(name))
@@ -509,7 +579,8 @@ class StateStore:
     def is_autostart(self, name: str) -> bool:
         link = self.paths.autostart_link(check_name(name))
         # A dangling link (definition gone) does not count: it can never start anything.
-        return link.is_symlink() and link.exists()
+        with storage_errors("read", link):
+            return link.is_symlink() and link.exists()
 
     def set_autostart(self, name: str, enabled: bool) -> None:
         link = self.paths.autostart_link(check_name(name))
@@ -517,14 +588,20 @@ class StateStore:
             remove_file(link)
             return
         target = self.paths.definition(name).absolute()
-        if link.is_symlink() and os.readlink(link) == str(target):
-            return
+        with storage_errors("read", link):
+            if link.is_symlink() and os.readlink(link) == str(target):
+                return
         ensure_dir(link.parent)
         temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        os.symlink(target, temp)
-        os.replace(temp, link)
+        remove_file(temp, durable=False)
+        with storage_errors("write", link):
+            os.symlink(target, temp)
+            try:
+                os.replace(temp, link)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
         fsync_dir(link.parent)
 
     def autostart_names(self) -> list[str]:
@@ -550,9 +627,8 @@ class StateStore:
         """NAME's status record; failing that, what the journal of an interrupted start
         recorded (inactive); None if neither exists."""
         path = self.paths.status(check_name(name))
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
+        text = read_file(path)
+        if text is None:
             return read_journal(self.journal_path(name))
         try:
             return NetworkStatus.from_dict(json.loads(text))
@@ -579,10 +655,7 @@ class StateStore:
         removed = []
         for directory in (self.paths.networks_dir, self.paths.autostart_dir,
                           self.paths.status_dir, self.paths.dnsmasq_dir):
-            try:
-                entries = os.listdir(directory)
-            except FileNotFoundError:
-                continue
+            entries = list_dir(directory)
             for entry in entries:
                 if entry.startswith(".") and entry.endswith(".tmp"):
                     if remove_file(directory / entry, durable=False):
@@ -597,14 +670,12 @@ class StateStore:
 
 
 def _names_in(directory: Path, suffix: str) -> list[str]:
-    try:
-        entries = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted(
-        entry[: -len(suffix)]
-        for entry in entries
-        if entry.endswith(suffix) and not entry.startswith(".")
-        and (directory / entry).is_file()
-    )
+    entries = list_dir(directory)
+    with storage_errors("read", directory):
+        return sorted(
+            entry[: -len(suffix)]
+            for entry in entries
+            if entry.endswith(suffix) and not entry.startswith(".")
+            and (directory / entry).is_file()
+        )
 
