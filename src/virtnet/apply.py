@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.errors import HostError, ValidationError, VirtnetError
+from virtnet.errors import HostError, StorageError, ValidationError, VirtnetError
 from virtnet.model import Network
 from virtnet.plan import (
     Action,
@@ -55,7 +55,15 @@ from virtnet.plan import (
     StartDnsmasq,
     WriteFile,
 )
-from virtnet.state import BEGUN_KEY, AppendedLines, done_line, failed_line
+from virtnet.state import (
+    BEGUN_KEY,
+    AppendedLines,
+    done_line,
+    failed_line,
+    path_exists,
+    read_file,
+    remove_file,
+)
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
@@ -393,26 +401,38 @@ def run_steps(host: Host, steps: list[Step], journal: ApplyJournal | None = None
 
     done: list[tuple[int, Step]] = []
     for number, step in enumerate(steps, start=1):
+        begun = ran = False
         try:
             if journal is not None:
                 journal.begin(number)
+            begun = True
             if os.environ.get("VIRTNET_APPLY_FAULT_STEP") == str(number):
                 raise HostError(f"injected fault at apply step {number}")
             run_crashing_in_step(CRASH_IN_APPLY_STEP_ENV, number,
                                  lambda step=step: _run_step(host, step))  # type: ignore[misc]
+            ran = True
+            if journal is not None:
+                recorded = step.new.recorded() if step.op in APPLIES_NEW and step.new else {}
+                journal.done(number, recorded)
         except BaseException as exc:
             errors = []
-            if journal is not None and isinstance(exc, Exception):
-                with contextlib.suppress(OSError):
+            if ran:  # it ran but could not be journalled done: reversed with the others
+                done.append((number, step))
+            elif journal is not None and begun and isinstance(exc, Exception):
+                with contextlib.suppress(StorageError):
                     journal.failed(number)
             for earlier_number, earlier in reversed(done):
                 try:
                     _revert_step(host, earlier)
-                    if journal is not None:
-                        journal.reverted(earlier_number)
                 except Exception as revert_exc:  # noqa: BLE001 - report all, go on
                     errors.append(f"  reverting '{earlier.describe()}': {revert_exc}")
-            if step.op == "restart-dnsmasq":
+                    continue
+                if journal is not None:
+                    # unrecorded, it is reverted again by a recovery (every revert is
+                    # idempotent), if the journal is kept at all
+                    with contextlib.suppress(StorageError):
+                        journal.reverted(earlier_number)
+            if step.op == "restart-dnsmasq" and begun and not ran:
                 # it may have stopped the old daemon before failing: the old one runs again,
                 # now that its configuration file is the old one again
                 try:
@@ -421,15 +441,13 @@ def run_steps(host: Host, steps: list[Step], journal: ApplyJournal | None = None
                     errors.append(f"  restarting the old dnsmasq: {revert_exc}")
             if not isinstance(exc, Exception):
                 raise
-            message = f"step {number} ({step.describe()}) failed: {exc}"
+            message = f"step {number} ({step.describe()}) {'failed' if begun else 'not done'}: " \
+                      f"{exc}"
             if errors:
                 message += "\nrolling back also failed:\n" + "\n".join(errors)
             else:
                 message += "\nthe network runs as before"
             raise StepError(message, errors) from exc
-        if journal is not None:
-            recorded = step.new.recorded() if step.op in APPLIES_NEW and step.new else {}
-            journal.done(number, recorded)
         done.append((number, step))
         crash_point(CRASH_AFTER_APPLY_STEP_ENV, number)
 
@@ -491,11 +509,14 @@ def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff
             try:
                 run_steps(host, diff.steps, journal)
             except BaseException as exc:
-                # a rolled-back step may have re-recorded (a restarted dnsmasq's new pid)
-                status.actions = [action.to_dict() for action in diff.old]
-                status.dnsmasq_pid = next((getattr(a, "pid", None) for a in diff.old
-                                           if isinstance(a, StartDnsmasq)), status.dnsmasq_pid)
-                engine.store.write_status(status)
+                # a rolled-back step may have re-recorded (a restarted dnsmasq's new pid);
+                # a record that did not change is not rewritten (the disk may be full)
+                actions = [action.to_dict() for action in diff.old]
+                pid = next((getattr(a, "pid", None) for a in diff.old
+                            if isinstance(a, StartDnsmasq)), status.dnsmasq_pid)
+                if (actions, pid) != (status.actions, status.dnsmasq_pid):
+                    status.actions, status.dnsmasq_pid = actions, pid
+                    engine.store.write_status(status)
                 # a rollback that failed somewhere keeps the journal, for the next command
                 # to try again; one that went through leaves nothing to recover
                 if journal is not None and isinstance(exc, StepError) \
@@ -586,16 +607,15 @@ def recover_interrupted_apply(engine: Engine, name: str) -> bool:
     from virtnet.privilege import has_net_admin
 
     path = engine.paths.apply_journal(name)
-    if path in _journals_in_use or not path.exists() or not has_net_admin():
+    if path in _journals_in_use or not path_exists(path) or not has_net_admin():
         return False
     with engine.store.lock:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:  # the apply we waited for finished
+        raw = read_file(path)
+        if raw is None:  # the apply we waited for finished
             return False
         lines = raw.split(b"\n")[:-1]  # a line without its newline was cut by the kill
         if not lines:  # killed before its first line was whole: no step had begun
-            path.unlink(missing_ok=True)
+            remove_file(path, durable=False)
             return True
         try:
             header = json.loads(lines[0])
@@ -636,7 +656,7 @@ def recover_interrupted_apply(engine: Engine, name: str) -> bool:
             status.dnsmasq_pid = next((getattr(a, "pid", None) for a in old_actions
                                        if isinstance(a, StartDnsmasq)), None)
             engine.store.write_status(status)
-        path.unlink(missing_ok=True)
+        remove_file(path, durable=False)
     if errors:
         raise HostError(f"network '{name}': reverting an interrupted net-apply left some "
                         "changes in place:\n" + "\n".join(errors))

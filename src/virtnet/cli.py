@@ -926,7 +926,7 @@ def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: boo
 def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guests: int) -> None:
     """Draw a network's topology (uplinks, bridge or macvtap devices, ports, guests) with the
     pairs that cannot reach each other marked."""
-    from virtnet.graph import guests_of_ports, hypothetical_guests, render, to_dot
+    from virtnet.graph import guests_of_ports, hypothetical_guests, render, to_dot, write_output
     from virtnet.reach import Topology
 
     engine = engine_of(ctx)
@@ -942,7 +942,7 @@ def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guest
     topo = Topology(guests=len(drawn), hairpin=hairpin == "on")
     text = to_dot(net, drawn, topo, active=record.active if record is not None else None)
     if output.suffix.lower() == ".dot":
-        output.write_text(text)
+        write_output(output, text)
     else:
         render(text, output)
     click.echo(f"{output}: network {net.name}, {len(drawn)} guest(s)")

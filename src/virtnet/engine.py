@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import os
 import pickle
 import threading
@@ -40,7 +41,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
-from virtnet.errors import HostError, Problem, ValidationError, VirtnetError, XMLParseError
+from virtnet.errors import (
+    HostError,
+    Problem,
+    StorageError,
+    ValidationError,
+    VirtnetError,
+    XMLParseError,
+)
 from virtnet.ids import network_name_problem
 from virtnet.model import Network
 from virtnet.paths import StatePaths
@@ -53,6 +61,8 @@ from virtnet.state import (
     StateStore,
     StatusJournal,
     Warn,
+    path_exists,
+    remove_file,
 )
 
 # Imported where used, not here: starting an inactive network needs neither ports (port
@@ -212,7 +222,7 @@ class Engine:
 
     def _load(self, name: str) -> NetworkRecord | None:
         with _readable_state():
-            if self.paths.apply_journal(name).exists():
+            if path_exists(self.paths.apply_journal(name)):
                 self._recover_apply(name)
             data = self.store.read_definition(name)
             status = self.store.read_status(name)
@@ -263,7 +273,7 @@ class Engine:
         for name in names:
             try:
                 record = self._load(name)
-            except (StateError, XMLParseError, ValidationError) as exc:
+            except (StateError, StorageError, XMLParseError, ValidationError) as exc:
                 report(f"network '{name}' is left out: {exc}")
                 continue
             if record is not None:
@@ -471,7 +481,7 @@ class Engine:
 
         path = self.paths.status(name)
         data: Any = None
-        with contextlib.suppress(ValueError, StateError, PermissionError):
+        with contextlib.suppress(ValueError, StateError, StorageError):
             raw = read_record_file(path)
             data = json.loads(raw) if raw is not None else None
         data = data if isinstance(data, dict) else {}
@@ -486,7 +496,7 @@ class Engine:
                 return self._salvaged(name, data.get("live_xml"), actions)
         try:
             journal = read_journal(self.store.journal_path(name), name)
-        except StateError:
+        except (StateError, StorageError):
             journal = None
         if journal is not None:
             report(f"network '{name}': {broken}; destroying what its start journal says")
@@ -495,7 +505,7 @@ class Engine:
         live_xml = data.get("live_xml")
         if isinstance(live_xml, str):
             sources.append(("the live definition in its status record", live_xml, str(path)))
-        with contextlib.suppress(StateError, PermissionError):
+        with contextlib.suppress(StateError, StorageError):
             config = self.store.read_definition(name)
             if config is not None:
                 sources.append(("its persistent definition", config,
@@ -630,6 +640,9 @@ class Engine:
                 if not exc.undo_errors:
                     self.store.delete_status(net.name)  # the host is as it was
                 raise
+            except StorageError:  # the journal could not be written; the host is as it was
+                self.store.delete_status(net.name)
+                raise
             status.actions = [action.to_dict() for action in plan.actions]
             status.dnsmasq_pid = _dnsmasq_pid(plan.actions)
             status.active = True
@@ -696,8 +709,7 @@ class Engine:
     def _remove_leases(self, name: str) -> None:
         from virtnet.leases import lease_file
 
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lease_file(self.paths, name))
+        remove_file(lease_file(self.paths, name), durable=False)
 
     # --- reconciliation -------------------------------------------------------------------
 
@@ -713,7 +725,7 @@ class Engine:
                 "net-start or net-destroy undoes them"
             )
             return health
-        if self.paths.apply_journal(record.name).exists():  # left for a privileged command
+        if path_exists(self.paths.apply_journal(record.name)):  # left for a privileged command
             health.problems.append(
                 "an interrupted net-apply left the network partly changed; the next command "
                 "run with CAP_NET_ADMIN reverts it"
@@ -1026,16 +1038,15 @@ _parsed = _ParsedCache(PARSED_CACHE_SIZE)
 
 @contextlib.contextmanager
 def _readable_state() -> Iterator[None]:
-    """One clear message instead of a traceback when the state directory is another user's
-    (an unprivileged user running virtnet against root's state)."""
+    """The state directory refused to an unprivileged user is most likely root's: say so."""
     try:
         yield
-    except PermissionError as exc:
-        raise StateError(
-            f"cannot read {exc.filename or 'the state directory'}: permission denied (the "
-            "state directory belongs to another user: run virtnet as root, or give "
-            "--state-dir)"
-        ) from None
+    except StorageError as exc:
+        if exc.errno != errno.EACCES or exc.hint or os.geteuid() == 0:
+            raise
+        raise StorageError(exc.action, exc.path, exc.errno, exc.strerror,
+                           hint="the state directory belongs to another user: run virtnet "
+                                "as root, or give --state-dir") from None
 
 
 def _reporter(warn: Warn | None) -> Warn:

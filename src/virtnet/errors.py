@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno as errno_module
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 class VirtnetError(Exception):
@@ -66,3 +71,54 @@ class UpdateError(VirtnetError):
 
 class HostError(VirtnetError):
     """The host refused or lacks something (missing kernel feature, busy name, tool error)."""
+
+
+class StorageError(VirtnetError):
+    """A file could not be read or written: the disk is full (ENOSPC), read-only (EROFS),
+    refuses access (EACCES), fails (EIO)...
+
+    Raised in place of the OSError by the functions that touch virtnet's files (virtnet.state,
+    the file helpers of virtnet.host), so every face reports it like any other error, on one
+    line naming the file and the errno, and virtnetd answers it by its type (docs/api.md):
+
+        cannot write /var/lib/virtnet/dnsmasq/default.conf: No space left on device (ENOSPC)
+    """
+
+    def __init__(self, action: str, path: str | os.PathLike[str], errno_number: int,
+                 strerror: str | None = None, hint: str = "") -> None:
+        self.action = action  # what was tried: "read", "write", "remove", "lock"...
+        self.path = os.fspath(path)
+        self.errno = errno_number
+        self.strerror = strerror or os.strerror(errno_number)
+        self.hint = hint  # what the user may do about it, if virtnet can tell
+        super().__init__(str(self))
+
+    @classmethod
+    def of(cls, exc: OSError, action: str, path: str | os.PathLike[str] | None = None,
+           hint: str = "") -> StorageError:
+        """The StorageError for EXC, an OSError met trying to ACTION PATH (by default the
+        file the OSError names)."""
+        where = path if path is not None else exc.filename
+        return cls(action, where if where is not None else "?", exc.errno or 0,
+                   exc.strerror, hint)
+
+    @property
+    def errno_name(self) -> str:
+        return errno_module.errorcode.get(self.errno, str(self.errno))
+
+    def __str__(self) -> str:
+        text = f"cannot {self.action} {self.path}: {self.strerror} ({self.errno_name})"
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StorageError, (self.action, self.path, self.errno, self.strerror, self.hint))
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, path: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """Turn an OSError raised inside into a StorageError: trying to ACTION PATH (by default
+    the file the OSError names). For the functions that touch files, at their boundary."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError.of(exc, action, path) from exc

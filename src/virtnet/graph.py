@@ -12,13 +12,14 @@ table of reachability printed with the picture.
 
 from __future__ import annotations
 
+import errno
 import html
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import StorageError, VirtnetError
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
     Cell,
@@ -256,12 +257,23 @@ def render(dot_text: str, out: Path) -> None:
     if dot is None:
         raise GraphError("Graphviz's dot is not installed (apt-get install graphviz)")
     try:
-        proc = subprocess.run([dot, f"-T{fmt}", "-Gdpi=96", "-o", str(out)], input=dot_text,
-                              capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
+        proc = subprocess.run([dot, f"-T{fmt}", "-Gdpi=96"], input=dot_text.encode(),
+                              capture_output=True, timeout=RENDER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise GraphError(f"dot did not finish within {RENDER_TIMEOUT_S:.0f} s") from None
     if proc.returncode != 0:
-        raise GraphError(f"dot failed: {proc.stderr.strip()}")
+        raise GraphError(f"dot failed: {proc.stderr.decode(errors='replace').strip()}")
+    write_output(out, proc.stdout)
+
+
+def write_output(out: Path, data: bytes | str) -> None:
+    """Replace OUT with DATA (a temp file renamed: a full or read-only disk leaves the old
+    picture, and its error names OUT and the errno)."""
+    from virtnet.state import atomic_write
+
+    if not out.parent.is_dir():
+        raise StorageError("write", out, errno.ENOENT)
+    atomic_write(out, data, mode=0o644, durable=False)
 
 
 def guests_of_ports(summaries: list[dict[str, object]]) -> list[GuestPort]:
@@ -277,4 +289,4 @@ def guests_of_ports(summaries: list[dict[str, object]]) -> list[GuestPort]:
 
 
 __all__ = ["FORMATS", "GraphError", "GuestPort", "guests_of_ports", "hypothetical_guests",
-           "render", "to_dot"]
+           "render", "to_dot", "write_output"]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import StorageError, VirtnetError
 from virtnet.model import Network
 from virtnet.paths import StatePaths
 
@@ -180,5 +180,5 @@ def read_leases(path: Path, net: Network, now: float, mac: str | None = None) ->
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise VirtnetError(f"Unable to read leases file: {path}: {exc.strerror}") from exc
+        raise StorageError.of(exc, "read the leases file", path) from exc
     return select_leases(parse_lease_text(data.decode(errors="replace"), net), now, mac)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, StorageError
 from virtnet.host.sysctl import dotted
 
 if TYPE_CHECKING:
@@ -63,15 +63,19 @@ class PlanError(HostError):
     """Applying a plan failed at one step; the earlier steps were undone.
 
     ``undo_errors`` lists the undo steps that failed in turn (the host may then not be
-    exactly as it began; each message names what was left).
+    exactly as it began; each message names what was left). ``begun`` is False when the
+    step itself was never tried: the journal could not record that it was about to begin.
     """
 
-    def __init__(self, step: int, action: Action, cause: Exception, undo_errors: list[str]):
+    def __init__(self, step: int, action: Action, cause: Exception, undo_errors: list[str],
+                 begun: bool = True):
         self.step = step
         self.action = action
         self.cause = cause
         self.undo_errors = undo_errors
-        message = f"step {step} ({action.describe()}) failed: {cause}"
+        self.begun = begun
+        message = f"step {step} ({action.describe()}) {'failed' if begun else 'not done'}: " \
+                  f"{cause}"
         if undo_errors:
             message += "\nundoing the earlier steps also failed:\n" + "\n".join(
                 f"  {err}" for err in undo_errors
@@ -79,7 +83,7 @@ class PlanError(HostError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PlanError, (self.step, self.action, self.cause, self.undo_errors))
+        return (PlanError, (self.step, self.action, self.cause, self.undo_errors, self.begun))
 
 
 class Action(abc.ABC):
@@ -310,6 +314,8 @@ class Plan:
         self, host: Host, on_step: StepCallback | StepJournal | None = None
     ) -> None:
         """Apply every action in order; on failure undo the applied ones and raise PlanError.
+        When what failed is the journal (``on_step``: a StorageError, it cannot be written)
+        and the undo went through, that StorageError is raised instead: nothing happened.
 
         ``on_step(k, action)`` runs after step k (1-based) succeeded, e.g. to record it. A
         :class:`StepJournal` (or its bound ``append``) is also told before each step begins and
@@ -324,9 +330,18 @@ class Plan:
         applied: list[Action] = []
         launched: list[tuple[int, Action]] = []  # overlapping steps, finished at the end
         for step, action in enumerate(self.actions, start=1):
-            try:
-                if journal is not None:
+            if journal is not None:
+                try:
                     journal.begin(step, action)
+                except BaseException as exc:
+                    # The step was not tried (the journal cannot be written: a full disk):
+                    # the earlier ones are undone, and then nothing happened but EXC
+                    undo_errors = _undo_all(list(reversed(applied)), host)
+                    if not isinstance(exc, Exception) \
+                            or isinstance(exc, StorageError) and not undo_errors:
+                        raise
+                    raise PlanError(step, action, exc, undo_errors, begun=False) from exc
+            try:
                 if fault_step == step:
                     raise HostError(f"injected fault at step {step} ({FAULT_STEP_ENV})")
                 if in_step_crash == step:
@@ -351,7 +366,9 @@ class Plan:
                 undo_errors = _undo_all(list(reversed(applied)), host)
                 if not isinstance(exc, Exception):
                     raise  # rolled back, and propagated as they are
-                if journal_error is not None:
+                if journal_error is not None and undo_errors:
+                    # only a journal kept for the next command (a rollback that failed)
+                    # needs the line; a complete rollback's journal is removed
                     undo_errors.append(journal_error)
                 raise PlanError(step, action, exc, undo_errors) from exc
             applied.append(action)
@@ -359,8 +376,10 @@ class Plan:
                 try:
                     on_step(step, action)
                 except BaseException as exc:
+                    # not recorded (the journal cannot be written): undone with the others
                     undo_errors = _undo_all(list(reversed(applied)), host)
-                    if not isinstance(exc, Exception):
+                    if not isinstance(exc, Exception) \
+                            or isinstance(exc, StorageError) and not undo_errors:
                         raise
                     raise PlanError(step, action, exc, undo_errors) from exc
             if crash_step == step:
@@ -696,7 +715,7 @@ class StartDnsmasq(Action):
         lease_file = Path(self.lease_file)
         host.ensure_dir(lease_file.parent)
         host.ensure_dir(Path(self.pid_file).parent)
-        self.created_lease_file = not lease_file.exists()
+        self.created_lease_file = host.file_size(lease_file) is None
         self._launched = host.spawn_dnsmasq(self.argv(), Path(self.pid_file))
 
     def finish(self, host: Host) -> None:
@@ -735,8 +754,7 @@ class StartDnsmasq(Action):
             host.stop_dnsmasq(pid, conf_file)
         host.remove_file(Path(self.pid_file))
         lease_file = Path(self.lease_file)
-        if self.created_lease_file is not False and lease_file.exists() \
-                and lease_file.stat().st_size == 0:
+        if self.created_lease_file is not False and host.file_size(lease_file) == 0:
             host.remove_file(lease_file)
 
 

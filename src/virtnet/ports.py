@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import os
 import uuid as uuid_module
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.errors import HostError, VirtnetError
+from virtnet.errors import HostError, StorageError, VirtnetError, storage_errors
 from virtnet.ids import (
     check_portgroup_name,
     check_uuid,
@@ -64,7 +65,16 @@ from virtnet.model import (
     Vlan,
 )
 from virtnet.portdef import MacvtapMode, PlugType, PortDef
-from virtnet.state import AppendedLines, begun_line, done_line, failed_line
+from virtnet.state import (
+    AppendedLines,
+    begun_line,
+    done_line,
+    failed_line,
+    list_dir,
+    path_exists,
+    read_file,
+    remove_file,
+)
 
 if TYPE_CHECKING:
     from virtnet.bandwidth import TcFeatures
@@ -79,6 +89,7 @@ MAX_DEVICE_NUMBER = 65535
 TAP_MAC_FIRST_OCTET = "fe"  # libvirt: keeps the bridge from adopting a tap's MAC as its own
 NAME_RETRIES = 16  # a name taken by someone else between our check and our create
 JOURNAL_SUFFIX = ".journal"  # the applied steps of a port-create in progress
+DELETING_SUFFIX = ".deleting"  # the record of a port-delete in progress, set aside
 
 
 class PortError(VirtnetError):
@@ -563,12 +574,8 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
     must be the record of the port its name says."""
     from virtnet.ids import read_state_file
 
-    try:
-        entries = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return {}
     records = {}
-    for entry in entries:
+    for entry in sorted(list_dir(directory)):
         port_uuid = _record_uuid(entry, ".json")
         if port_uuid is None:
             continue
@@ -577,7 +584,12 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
             data = json.loads(read_state_file(path))
         except FileNotFoundError:
             continue
-        except (ValueError, OSError, VirtnetError) as exc:
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise StorageError.of(exc, "read", path) from exc
+            raise HostError(f"{path}: unreadable port record: a symlink (records are never "
+                            "read through one)") from None
+        except (ValueError, VirtnetError) as exc:
             raise HostError(f"{path}: unreadable port record: {exc}") from None
         if not isinstance(data, dict):
             raise HostError(f"{path}: unreadable port record: not a JSON object")
@@ -609,20 +621,18 @@ class _CreateJournal(AppendedLines):
 
 def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
     """Undo what port-creates killed before writing their record left behind (their
-    journals: the steps applied and the one killed inside), and remove the temp files of
-    record writes killed halfway. Call with the state lock held. Returns the uuids of the
-    ports undone.
+    journals: the steps applied and the one killed inside), finish the port-deletes killed
+    after setting their record aside, and remove the temp files of record writes killed
+    halfway. Call with the state lock held. Returns the uuids of the ports undone.
 
     Without CAP_NET_ADMIN nothing is done (the undo would fail at its first netlink call):
     a read such as port-list by an unprivileged user leaves the journals to the next
     privileged command, and the records it lists are unaffected."""
     from virtnet.privilege import has_net_admin
 
-    try:
-        entries = os.listdir(directory)
-    except FileNotFoundError:
-        return []
+    entries = list_dir(directory)
     leftovers = [entry for entry in entries if _record_uuid(entry, JOURNAL_SUFFIX)
+                 or _record_uuid(entry, DELETING_SUFFIX)
                  or entry.startswith(".") and entry.endswith(".tmp")]
     # the capability is read (from /proc) only when there is something to recover
     if not leftovers or not has_net_admin():
@@ -631,24 +641,25 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
     for entry in leftovers:
         path = directory / entry
         if entry.startswith(".") and entry.endswith(".tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            remove_file(path, durable=False)
             continue
-        port_uuid = entry[: -len(JOURNAL_SUFFIX)]
-        if not record_path(directory, port_uuid).exists():
+        port_uuid, suffix = os.path.splitext(entry)
+        if not path_exists(record_path(directory, port_uuid)):
             from virtnet.plan import Action, Plan
             from virtnet.state import journal_steps
 
-            # a line without its newline was cut by the kill: an "applied" line cut so still
-            # has its step's "begun" line before it
-            lines = path.read_bytes().split(b"\n")[:-1]
-            steps = journal_steps([json.loads(line) for line in lines])
+            raw = read_file(path) or b""
+            if suffix == DELETING_SUFFIX:
+                steps = PortRecord.from_dict(json.loads(raw), str(path)).actions
+            else:
+                # a line without its newline was cut by the kill: an "applied" line cut so
+                # still has its step's "begun" line before it
+                steps = journal_steps([json.loads(line) for line in raw.split(b"\n")[:-1]])
             actions = [Action.from_dict(data) for data in steps]
             with engine.host() as host:
                 Plan(directory.name, actions).undo(host)
             undone.append(port_uuid)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        remove_file(path, durable=False)
     return undone
 
 
@@ -659,10 +670,7 @@ def connection_counts(status_dir: Path, network: str, *,
     records are counted, none is read: a network without a pool has a thousand ports as
     cheaply as one."""
     directory = ports_dir(status_dir, network)
-    try:
-        entries = os.listdir(directory)
-    except FileNotFoundError:
-        return 0, {}
+    entries = list_dir(directory)
     if not per_device:
         return sum(1 for e in entries if _record_uuid(e, ".json")), {}
     total = 0
@@ -795,11 +803,7 @@ class PortManager:
         """Device names every port record of every network holds."""
         if self._names is None:
             names: set[str] = set()
-            try:
-                entries = os.listdir(self.paths.status_dir)
-            except FileNotFoundError:
-                entries = []
-            for entry in entries:
+            for entry in list_dir(self.paths.status_dir):
                 if entry.endswith(PORTS_DIR_SUFFIX):
                     network = entry[: -len(PORTS_DIR_SUFFIX)]
                     if network_name_problem(network) is not None:
@@ -940,6 +944,10 @@ class PortManager:
                     start = int(device[len(prefix or ""):]) + 1
                     continue
                 raise
+            except StorageError:  # the journal could not be written: rolled back
+                if journal is not None:
+                    journal.discard()
+                raise
             record = PortRecord(network=net.name, port=port, device=device,
                                 actions=[a.to_dict() for a in plan.actions],
                                 created_at=self.engine.store.now())
@@ -1014,10 +1022,20 @@ class PortManager:
     def _remove(self, state: _NetworkState, record: PortRecord, *,
                 device_gone: bool = False) -> None:
         self._refresh_floor(state, record)
-        self._undo(record, device_gone=device_gone)
-        from virtnet.state import remove_file
-
-        remove_file(record_path(self._dir(state.net.name), record.uuid), durable=False)
+        # The record is set aside before the device goes, so that a state directory that
+        # cannot be changed refuses the delete while the port still works; a kill after that
+        # leaves it aside, for recover_interrupted_creates to finish.
+        path = record_path(self._dir(state.net.name), record.uuid)
+        aside = path.with_suffix(DELETING_SUFFIX)
+        with storage_errors("remove", path):
+            os.rename(path, aside)
+        try:
+            self._undo(record, device_gone=device_gone)
+        except BaseException:
+            with storage_errors("put back", path):
+                os.rename(aside, path)
+            raise
+        remove_file(aside, durable=False)
         state.remove(record)
         if record.device and self._names is not None:
             self._names.discard(record.device)
@@ -1025,7 +1043,6 @@ class PortManager:
             number = record.device[len(prefix):]
             if number.isdigit() and prefix in self._name_floor:
                 self._name_floor[prefix] = min(self._name_floor[prefix], int(number))
-
     # --- devices that went away ------------------------------------------------------------
 
     def gone_ports(self, network: str) -> list[PortRecord]:
@@ -1101,8 +1118,6 @@ class PortManager:
                     errors.append(f"port {record.uuid} ({record.device or record.port.mac}): "
                                   f"{exc}")
                     continue
-                from virtnet.state import remove_file
-
                 remove_file(record_path(directory, record.uuid), durable=False)
             if not errors:
                 with contextlib.suppress(FileNotFoundError, OSError):
@@ -1134,7 +1149,7 @@ def remove_network_ports(engine: Engine, network: str) -> None:
     """Engine hook for net-destroy: remove the ports first; HostError if some remain.
     A network without ports costs one stat (PortManager loads the port action kinds when it
     undoes a port)."""
-    if not ports_dir(engine.paths.status_dir, network).exists():
+    if not path_exists(ports_dir(engine.paths.status_dir, network)):
         return
     errors = PortManager(engine).remove_all(network)
     if errors:

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, StorageError
 
 CAP_NET_ADMIN = 12  # linux/capability.h
 PROC_STATUS = Path("/proc/self/status")
@@ -79,7 +79,7 @@ def require_net_admin_if(operation: str, changes_host: Callable[[], bool]) -> No
 
     try:
         changes = changes_host()
-    except (PermissionError, StateError):  # cannot tell: refusing is the safe answer
+    except (PermissionError, StateError, StorageError):  # cannot tell: refusing is safe
         changes = True
     if changes:
         require_net_admin(operation)

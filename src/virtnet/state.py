@@ -26,6 +26,10 @@ Names become paths only through :mod:`virtnet.ids` (checked, joined so that they
 their directory); records are read without following a symlink, and a file name found in a
 directory listing that is not a valid network name is ignored (reported to ``warn`` when the
 caller gives one), as is a symlink where a definition or record is expected.
+
+Every function here that touches a file raises :class:`virtnet.errors.StorageError` (naming the
+file and the errno) where the OSError would have escaped: a full, read-only or unreadable state
+directory is one clear error, and a write that fails leaves the old file and no temp file.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import StorageError, VirtnetError, storage_errors
 from virtnet.ids import (
     IdentifierError,
     check_network_name,
@@ -94,27 +98,62 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
     ensure_real_dir(path)
     missing = []
     current = path
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
+    with storage_errors("create directory", path):
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
     for directory in reversed(missing):
         wanted = mode if directory == path else PARENT_DIR_MODE
-        try:
-            directory.mkdir(mode=wanted)
-        except FileExistsError:
-            continue  # another process made it between our check and mkdir
-        os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
+        with storage_errors("create directory", directory):
+            try:
+                directory.mkdir(mode=wanted)
+            except FileExistsError:
+                continue  # another process made it between our check and mkdir
+            os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
     return path
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    with storage_errors("sync", path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_file(path: Path) -> bytes | None:
+    """PATH's content, or None when there is no such file."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError.of(exc, "read", path) from exc
+
+
+def list_dir(directory: Path) -> list[str]:
+    """DIRECTORY's entries (none if it does not exist)."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError.of(exc, "read", directory) from exc
+
+
+def path_exists(path: Path) -> bool:
+    """Whether PATH exists (a dangling symlink counts); a directory on the way that cannot
+    be searched is an error, not a no."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StorageError.of(exc, "read", path) from exc
+    return True
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = FILE_MODE, *,
@@ -129,23 +168,25 @@ def atomic_write(path: Path, data: bytes | str, mode: int = FILE_MODE, *,
         data = data.encode()
     crash_stage = _crash_in_write_stage()
     ensure_dir(path.parent)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            if crash_stage is not None:
-                _crash_while_writing(crash_stage, handle, data)
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        if crash_stage == "before-rename":
-            os._exit(CRASH_EXIT_STATUS)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
+    with storage_errors("write", path):
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                if crash_stage is not None:
+                    _crash_while_writing(crash_stage, handle, data)
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            if crash_stage == "before-rename":
+                os._exit(CRASH_EXIT_STATUS)
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
     if crash_stage == "after-rename":
         os._exit(CRASH_EXIT_STATUS)
     if durable:
@@ -186,6 +227,12 @@ def remove_file(path: Path, *, durable: bool = True) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        # A read-only file system refuses even to remove what is not there (EROFS before
+        # ENOENT): that is still nothing to remove.
+        if not path_exists(path):
+            return False
+        raise StorageError.of(exc, "remove", path) from exc
     if durable:
         fsync_dir(path.parent)
     return True
@@ -244,8 +291,7 @@ class StateLock:
 
     def _lock_file(self) -> int:
         ensure_dir(self.path.parent, PARENT_DIR_MODE)  # the run directory, not a private one
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     FILE_MODE)
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         try:
             while True:
@@ -262,12 +308,29 @@ class StateLock:
                         f"{self.path.parent}; gave up after waiting {self.timeout:g}s"
                     )
                 time.sleep(self.poll)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # Only informative (who holds the lock): written over the old pid, then cut to
+            # length, so that a full disk (the old content's block is reused) or a read-only
+            # one never stops a command that may have nothing to write, or space to free.
+            pid = f"{os.getpid()}\n".encode()
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, pid, 0)
+                os.ftruncate(fd, len(pid))
             return fd
         except BaseException:
             os.close(fd)
             raise
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                           FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                # flock works on a descriptor open for reading: the commands that only read
+                # still serialise, and those that write fail at their first write, naming it
+                with contextlib.suppress(OSError):
+                    return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            raise StorageError.of(exc, "open the state lock", self.path) from exc
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -390,16 +453,26 @@ class AppendedLines:
         self._fd: int | None = None
 
     def _write(self, data: bytes) -> None:
-        if self._fd is None:
+        created = self._fd is None
+        if created:
             ensure_dir(self.path.parent)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                         | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
-            os.fchmod(fd, FILE_MODE)  # the umask filtered the creation mode
+            with storage_errors("write", self.path):
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                             | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
             self._fd = fd
             data = self._first + data
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            with storage_errors("write", self.path):
+                if created:
+                    os.fchmod(self._fd, FILE_MODE)  # the umask filtered the creation mode
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+        except StorageError:
+            if created:  # a file without its first line records nothing: it goes
+                with contextlib.suppress(StorageError):
+                    self.discard()
+            raise
 
     def close(self) -> None:
         if self._fd is not None:
@@ -409,8 +482,7 @@ class AppendedLines:
     def discard(self) -> None:
         """Close and remove the file (gone already is fine)."""
         self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        remove_file(self.path, durable=False)
 
 
 class StatusJournal(AppendedLines):
@@ -459,7 +531,8 @@ class StatusJournal(AppendedLines):
 
 def read_record_file(path: Path) -> bytes | None:
     """The content of the state file PATH (not through a symlink), None if there is none;
-    RecordError naming the file if it cannot be read."""
+    RecordError naming the file if it is a symlink or no regular file, StorageError (the
+    file and the errno) if it cannot be read."""
     try:
         return read_state_file(path)
     except FileNotFoundError:
@@ -469,9 +542,7 @@ def read_record_file(path: Path) -> bytes | None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise RecordError(path, "is a symlink: records are never read through one") from None
-        if exc.errno == errno.EACCES:
-            raise  # the state of another user: virtnet.engine explains it
-        raise RecordError(path, f"cannot be read: {exc.strerror}") from None
+        raise StorageError.of(exc, "read", path) from None
 
 
 def _status_of(data: Any, path: Path, name: str | None) -> NetworkStatus:
@@ -554,8 +625,12 @@ class StateStore:
         link = self.paths.autostart_link(name)
         try:
             target = os.readlink(link)
-        except (FileNotFoundError, OSError):
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # not a symlink: not an autostart link of ours
+                return False
+            raise StorageError.of(exc, "read", link) from exc
         definition = self.paths.definition(name)
         return target in (str(definition.absolute()), f"../{definition.name}") \
             and _is_regular(definition)
@@ -566,14 +641,20 @@ class StateStore:
             remove_file(link)
             return
         target = self.paths.definition(name).absolute()
-        if link.is_symlink() and os.readlink(link) == str(target):
-            return
+        with storage_errors("read", link):
+            if link.is_symlink() and os.readlink(link) == str(target):
+                return
         ensure_dir(link.parent)
         temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        os.symlink(target, temp)
-        os.replace(temp, link)
+        remove_file(temp, durable=False)
+        with storage_errors("write", link):
+            os.symlink(target, temp)
+            try:
+                os.replace(temp, link)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
         fsync_dir(link.parent)
 
     def autostart_names(self) -> list[str]:
@@ -634,10 +715,7 @@ class StateStore:
         removed = []
         for directory in (self.paths.networks_dir, self.paths.autostart_dir,
                           self.paths.status_dir, self.paths.dnsmasq_dir):
-            try:
-                entries = os.listdir(directory)
-            except FileNotFoundError:
-                continue
+            entries = list_dir(directory)
             for entry in entries:
                 if entry.startswith(".") and entry.endswith(".tmp"):
                     if remove_file(directory / entry, durable=False):
@@ -653,11 +731,14 @@ class StateStore:
 
 
 def _is_regular(path: Path) -> bool:
-    """Whether PATH is a regular file itself (a symlink does not count)."""
+    """Whether PATH is a regular file itself (a symlink does not count); a directory on the
+    way that cannot be searched is an error, not a no."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError as exc:
+        raise StorageError.of(exc, "read", path) from exc
 
 
 def _names_in(directory: Path, suffix: str, warn: Warn | None = None, *,
@@ -669,6 +750,8 @@ def _names_in(directory: Path, suffix: str, warn: Warn | None = None, *,
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise StorageError.of(exc, "read", directory) from exc
     names = []
     for entry in entries:
         name = entry.name

@@ -7,13 +7,14 @@ host is left out). The real actions against a kernel are in tests/netns/test_app
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, StorageError
 from virtnet.plan import (
     Action,
     AddAddress,
@@ -370,6 +371,65 @@ def test_a_step_journal_hears_of_each_step_before_after_and_on_failure(bound: bo
     # next command undo step 3, which may have failed on something someone else owns
     assert events == ["begin 1", "apply 1", "done 1", "begin 2", "apply 2", "done 2",
                       "begin 3", "failed 3", "undo 2", "undo 1"]
+
+
+class FullJournal(RecordingJournal):
+    """A journal on a disk that fills up before step FULL_AT begins."""
+
+    def __init__(self, events: list[str], full_at: int) -> None:
+        super().__init__(events)
+        self.full_at = full_at
+
+    def begin(self, step: int, action: Action) -> None:
+        if step >= self.full_at:
+            raise StorageError("write", "/x/run/network/n.journal", errno.ENOSPC)
+        super().begin(step, action)
+
+    def failed(self, step: int, action: Action) -> None:
+        if step >= self.full_at:
+            raise StorageError("write", "/x/run/network/n.journal", errno.ENOSPC)
+        super().failed(step, action)
+
+
+def test_a_journal_that_cannot_be_written_stops_the_plan_before_its_step() -> None:
+    """The step that could not be journalled is not tried; the earlier ones are undone, and
+    the error is the journal's own: nothing happened but that."""
+    events: list[str] = []
+    with pytest.raises(StorageError, match=r"n\.journal: No space left on device \(ENOSPC\)"):
+        Plan("n", steps(3, events)).apply(None, on_step=FullJournal(events, 2))  # type: ignore[arg-type]
+    assert events == ["begin 1", "apply 1", "done 1", "undo 1"]
+
+
+def test_a_journal_that_cannot_be_written_with_an_undo_that_fails_is_a_plan_error() -> None:
+    events: list[str] = []
+    with pytest.raises(PlanError) as info:
+        Plan("n", steps(3, events, fail_undo={1: True})).apply(
+            None, on_step=FullJournal(events, 2))  # type: ignore[arg-type]
+    assert not info.value.begun and "step 2 (step 2) not done: cannot write" in str(info.value)
+    assert info.value.undo_errors == ["undo of step 1: 1 cannot be undone"]
+
+
+def test_a_failure_the_journal_cannot_record_is_reported_only_if_the_rollback_failed() -> None:
+    """Recording "failed" matters only for a journal kept for the next command; a complete
+    rollback's journal is removed by the caller."""
+    class FillsWithTheFailure(FullJournal):
+        def failed(self, step: int, action: Action) -> None:
+            raise StorageError("write", "/x/run/network/n.journal", errno.ENOSPC)
+
+    events: list[str] = []
+    with pytest.raises(PlanError) as info:
+        Plan("n", steps(2, events, fail_apply={2: True})).apply(
+            None, on_step=FillsWithTheFailure(events, 3))  # type: ignore[arg-type]
+    assert str(info.value) == "step 2 (step 2) failed: 2 refused"
+    assert info.value.undo_errors == []
+    events.clear()
+    with pytest.raises(PlanError) as info:
+        Plan("n", steps(2, events, fail_apply={2: True}, fail_undo={1: True})).apply(
+            None, on_step=FillsWithTheFailure(events, 3))  # type: ignore[arg-type]
+    assert info.value.undo_errors == [
+        "undo of step 1: 1 cannot be undone",
+        "cannot record that step 2 failed: cannot write /x/run/network/n.journal: No space "
+        "left on device (ENOSPC)"]
 
 
 def test_a_plain_callback_is_not_taken_for_a_journal() -> None:

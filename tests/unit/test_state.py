@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
+import pickle
 import os
 import stat
 import subprocess
@@ -11,9 +13,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from virtnet.errors import StorageError
 from virtnet.paths import StatePaths
 from virtnet.ids import IdentifierError
 from virtnet.state import (
@@ -350,3 +354,101 @@ def test_delete_status_removes_record_and_journal(store: StateStore) -> None:
     store.delete_status("n")
     assert os.listdir(store.paths.status_dir) == []
     assert store.read_status("n") is None
+
+
+# --- a full, read-only or unreadable state directory: one StorageError, files intact ---------
+
+
+def failing(errno_number: int, real: Any, when: Any = lambda *args, **kwargs: True) -> Any:
+    """REAL, raising errno_number's OSError for the calls WHEN accepts."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if when(*args, **kwargs):
+            raise OSError(errno_number, os.strerror(errno_number))
+        return real(*args, **kwargs)
+    return call
+
+
+def test_storage_error_names_the_file_and_the_errno_and_pickles() -> None:
+    error = StorageError("write", "/x/etc/networks/a.xml", errno.ENOSPC)
+    assert str(error) == "cannot write /x/etc/networks/a.xml: No space left on device (ENOSPC)"
+    assert (error.path, error.errno, error.errno_name) == ("/x/etc/networks/a.xml",
+                                                           errno.ENOSPC, "ENOSPC")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again)) == (StorageError, str(error))
+    hinted = StorageError("read", "/x", errno.EACCES, hint="ask root")
+    assert str(hinted) == "cannot read /x: Permission denied (EACCES); ask root"
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_write_on_a_full_disk_keeps_the_old_file_and_no_temp_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool) -> None:
+    target = tmp_path / "file.xml"
+    atomic_write(target, "old")
+    # where a full disk shows: the data (fsync, delayed allocation) or the rename's directory
+    name = "fsync" if durable else "replace"
+    monkeypatch.setattr(os, name, failing(errno.ENOSPC, getattr(os, name)))
+    with pytest.raises(StorageError) as info:
+        atomic_write(target, "new" * 1000, durable=durable)
+    assert str(info.value) == f"cannot write {target}: No space left on device (ENOSPC)"
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["file.xml"]
+
+
+def test_a_journal_whose_first_line_cannot_be_written_leaves_no_file(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = store.begin_status(NetworkStatus(name="n", uuid="u", bridge=None,
+                                               live_xml="<network/>"))
+    monkeypatch.setattr(os, "write", failing(errno.ENOSPC, os.write))
+    with pytest.raises(StorageError, match=r"cannot write .*/n\.journal: .* \(ENOSPC\)$"):
+        journal.begin({"kind": "link-up"})
+    assert not journal.path.exists()
+    assert store.read_status("n") is None
+
+
+def test_reading_an_unreadable_state_is_a_storage_error(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.write_definition("a", "<network/>")
+    networks = store.paths.networks_dir
+    monkeypatch.setattr(os, "scandir", failing(errno.EACCES, os.scandir))
+    with pytest.raises(StorageError) as info:
+        store.defined_names()
+    assert str(info.value) == f"cannot read {networks}: Permission denied (EACCES)"
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "read", failing(errno.EIO, os.read))
+    with pytest.raises(StorageError, match=r"^cannot read .*/a\.xml: .*\(EIO\)$"):
+        store.read_definition("a")
+
+
+def test_removing_what_is_not_there_from_a_read_only_disk_is_nothing_to_remove(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    present = tmp_path / "present"
+    present.write_text("x")
+    monkeypatch.setattr(os, "unlink", failing(errno.EROFS, os.unlink))
+    assert remove_file(tmp_path / "absent") is False  # EROFS comes before ENOENT
+    with pytest.raises(StorageError, match=r"cannot remove .*present: .*\(EROFS\)$"):
+        remove_file(present)
+    assert present.exists()
+
+
+def test_the_lock_of_a_read_only_state_directory_is_taken_for_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock_path = tmp_path / "virtnet.lock"
+    lock_path.write_text("1\n")
+    monkeypatch.setattr(os, "open", failing(errno.EROFS, os.open,
+                                            lambda path, flags, *a: flags & os.O_RDWR))
+    lock = StateLock(lock_path, timeout=1.0)
+    with lock:  # the commands that only read still serialise
+        assert lock.held
+    lock_path.unlink()
+    with pytest.raises(StorageError, match=r"cannot open the state lock .*: .*\(EROFS\)$"):
+        with StateLock(lock_path, timeout=1.0):
+            pass
+
+
+def test_the_lock_of_a_full_disk_is_still_taken(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder's pid is only informative: a command that has nothing to write (or space
+    to free) is not refused for want of a few bytes."""
+    monkeypatch.setattr(os, "pwrite", failing(errno.ENOSPC, os.pwrite))
+    with StateLock(tmp_path / "virtnet.lock", timeout=1.0) as lock:
+        assert lock.held

@@ -32,6 +32,7 @@ from typing import Any
 
 from virtnet.errors import HostError, VirtnetError
 from virtnet.ports import PORTS_DIR_SUFFIX, PortError, PortManager, PortRecord, read_records
+from virtnet.state import list_dir
 
 TUN_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
@@ -106,10 +107,7 @@ class ResidentPortManager(PortManager):
         now = _stamp(directory)
         if kept.dir_stamp is not None and now == kept.dir_stamp:
             return True
-        try:
-            entries = os.listdir(directory)
-        except FileNotFoundError:
-            entries = []
+        entries = list_dir(directory)
         on_disk = {e[:-5] for e in entries if e.endswith(".json") and not e.startswith(".")}
         if on_disk != set(kept.state.records):
             return False
@@ -145,10 +143,7 @@ class ResidentPortManager(PortManager):
         session while every network's state it came from is still the one kept."""
         if self._names is not None:
             return self._names
-        try:
-            entries = sorted(os.listdir(self.paths.status_dir))
-        except FileNotFoundError:
-            entries = []
+        entries = sorted(list_dir(self.paths.status_dir))
         sources: list[tuple[str, Any]] = []
         key: list[tuple[str, int]] | None = []
         for entry in entries:

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import contextvars
+import errno
 import functools
 import grp
 import json
@@ -47,7 +48,7 @@ from virtnet.daemon import invoke
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.resident import ResidentPortManager, open_port_device
 from virtnet.daemon.supervise import Supervisor
-from virtnet.errors import HostError, VirtnetError
+from virtnet.errors import HostError, StorageError, VirtnetError
 from virtnet.paths import StatePaths
 
 log = logging.getLogger("virtnetd")
@@ -96,6 +97,8 @@ def engine_error_status(exc: VirtnetError) -> int:
     from virtnet.ports import PortError
     from virtnet.state import StateError
 
+    if isinstance(exc, StorageError):  # the state directory: full (507), or refused (500)
+        return 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, PortError) and str(exc).startswith("Network port not found"):
@@ -786,7 +789,11 @@ class Daemon:
 
 def _log_scan_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.error("scan after a change failed", exc_info=future.exception())
+        exc = future.exception()
+        if isinstance(exc, VirtnetError):  # a state directory it cannot read now: one line
+            log.error("scan after a change failed: %s", exc)
+        else:
+            log.error("scan after a change failed", exc_info=exc)
 
 
 def doctor_available() -> bool:

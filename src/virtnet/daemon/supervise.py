@@ -235,6 +235,8 @@ class Supervisor:
                 await self._loop.run_in_executor(self._executor, self.tick)
             except asyncio.CancelledError:
                 raise
+            except VirtnetError as exc:  # a state directory it cannot read now: one line
+                log.error("supervision tick failed: %s", exc)
             except Exception:  # noqa: BLE001 - supervision must go on whatever one tick hit
                 log.exception("supervision tick failed")
             await asyncio.sleep(self.tick_s)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, StorageError, storage_errors
 from virtnet.host import dnsmasq as dnsmasq_process
 from virtnet.host import sysctl as sysctl_mod
 from virtnet.host.netlink import (
@@ -165,11 +165,14 @@ class Host:
 
     # --- files --------------------------------------------------------------------------
 
+    # Files (dnsmasq's configuration and hosts files, its pid and lease files) fail with a
+    # StorageError naming the file and the errno, as virtnet.state's do.
+
     def write_file(self, path: Path, content: str, mode: int = 0o600) -> None:
         """Write PATH atomically (temp file + rename), creating its directory."""
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self.ensure_dir(path.parent)
+        with storage_errors("write", path):
             # named like virtnet.state's temp files, which a command holding the lock
             # sweeps away when a kill left one (StateStore.remove_stale_temp_files)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -179,16 +182,24 @@ class Host:
                 os.chmod(tmp, mode)
                 os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
                 raise
-        except OSError as exc:
-            raise HostError(f"cannot write {path}: {exc.strerror}") from None
 
     def ensure_dir(self, path: Path, mode: int = 0o755) -> None:
-        try:
+        with storage_errors("create directory", path):
             Path(path).mkdir(mode=mode, parents=True, exist_ok=True)
+
+    def file_size(self, path: Path) -> int | None:
+        """PATH's size, None if there is no such file."""
+        try:
+            return os.lstat(path).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
         except OSError as exc:
-            raise HostError(f"cannot create directory {path}: {exc.strerror}") from None
+            raise StorageError.of(exc, "read", path) from exc
 
     def remove_file(self, path: Path) -> bool:
         try:
@@ -196,7 +207,9 @@ class Host:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise HostError(f"cannot remove {path}: {exc.strerror}") from None
+            if self.file_size(path) is None:  # EROFS comes before ENOENT
+                return False
+            raise StorageError.of(exc, "remove", path) from exc
         return True
 
     # --- processes ----------------------------------------------------------------------

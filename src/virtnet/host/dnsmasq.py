@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, StorageError
 
 START_TIMEOUT_S = 10.0
 PIDFILE_WAIT_S = 2.0
@@ -94,6 +94,8 @@ def read_pid_file(pid_file: Path) -> int | None:
         text = pid_file.read_text().strip()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise StorageError.of(exc, "read", pid_file) from exc
     return int(text) if text.isdigit() else None
 
 
@@ -106,7 +108,12 @@ def spawn_dnsmasq(argv: list[str], pid_file: Path) -> subprocess.Popen[str]:
     """Launch dnsmasq and return at once: its first process initialises, hands over to the
     daemon it forks and exits (:func:`await_dnsmasq` waits for that), meanwhile the caller
     can do other work."""
-    pid_file.unlink(missing_ok=True)  # a stale file must not be mistaken for the new daemon
+    try:
+        pid_file.unlink()  # a stale file must not be mistaken for the new daemon
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # (dnsmasq could not write it either)
+        raise StorageError.of(exc, "remove", pid_file) from exc
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)

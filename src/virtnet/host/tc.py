@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from virtnet.bandwidth import TcFeatures
-from virtnet.errors import HostError
+from virtnet.errors import HostError, StorageError
 from virtnet.host.netlink import NetlinkFailure
 from virtnet.host.rtnl import shared_rtnl
 
@@ -139,7 +139,7 @@ def _write_cache(path: Path, features: TcFeatures) -> None:
     try:
         atomic_write(path, json.dumps({"boot_id": _boot_id(),
                                        "features": features.to_dict()}) + "\n")
-    except OSError:
+    except StorageError:
         pass  # only a cache: the next command probes again
 
 
