@@ -126,7 +126,9 @@ class Module:
             parts) > 1 or self.is_package else parts[0]
 
     def under(self, sub: str) -> bool:
-        return self.name == f"{PACKAGE}.{sub}" or self.name.startswith(f"{PACKAGE}.{sub}.")
+        """In a package named SUB at any depth (host/, drivers/ stay found when plan/drivers/
+        and spec/xml/ take them in), or a module of that name (model)."""
+        return sub in self.name.split(".")[1:]
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -666,7 +668,7 @@ def m_decisions(t: Tree) -> dict:
     for mod in t.modules.values():
         handlers = {n.name for n, _, _ in mod.nodes if isinstance(n, ast.ExceptHandler) and n.name}
         seen: set[int] = set()
-        no_modes = mod.under("drivers") or mod.under("xml") or mod.name == f"{PACKAGE}.model"
+        no_modes = mod.under("drivers") or mod.under("xml") or mod.under("model")
         for node, ctx, stmt in mod.nodes:
             if not isinstance(node, ast.Compare | ast.Call | ast.Attribute | ast.MatchValue |
                               ast.Dict | ast.ClassDef | ast.For):
