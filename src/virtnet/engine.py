@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
-from virtnet.errors import HostError, Problem, ValidationError, VirtnetError
+from virtnet.errors import (  # NotFoundError, InvalidOperationError: also importable from here
+    HostConflict,
+    HostError,
+    InvalidOperationError,
+    NotFoundError,
+    Problem,
+    ValidationError,
+    VirtnetError,
+)
 from virtnet.model import Network
 from virtnet.paths import StatePaths
 from virtnet.privilege import require_net_admin, require_net_admin_if
@@ -54,14 +62,6 @@ if TYPE_CHECKING:
     from virtnet.plan import Action, Plan
 
 UUID_LENGTH = 36
-
-
-class NotFoundError(VirtnetError):
-    """No network has the given name or UUID."""
-
-
-class InvalidOperationError(VirtnetError):
-    """The operation does not apply to the network in its present state."""
 
 
 # --- network records -----------------------------------------------------------------------
@@ -414,7 +414,7 @@ class Engine:
         problems: list[Problem] = driver_for(net).preflight(net, facts)
         if problems:
             details = "\n".join(f"  {problem}" for problem in problems)
-            raise HostError(f"network '{net.name}' cannot start on this host:\n{details}")
+            raise HostConflict(f"network '{net.name}' cannot start on this host:\n{details}")
 
     def _plan_start(self, net: Network, facts: HostFacts) -> Plan:
         from virtnet.drivers import driver_for

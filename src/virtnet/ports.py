@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.errors import HostError, VirtnetError
+from virtnet.errors import HostError, PortError, PortNotFound, VirtnetError  # PortError: also from here
 from virtnet.model import (
     Bandwidth,
     BandwidthRate,
@@ -70,10 +70,6 @@ MAX_DEVICE_NUMBER = 65535
 TAP_MAC_FIRST_OCTET = "fe"  # libvirt: keeps the bridge from adopting a tap's MAC as its own
 NAME_RETRIES = 16  # a name taken by someone else between our check and our create
 JOURNAL_SUFFIX = ".journal"  # the applied steps of a port-create in progress
-
-
-class PortError(VirtnetError):
-    """A port cannot be allocated or found (the request, not the host, is the problem)."""
 
 
 # --- small value helpers -------------------------------------------------------------------
@@ -286,12 +282,27 @@ def allocate(
     _plug(net, port, usage, pool)
     _check_connection_type(net, port)
     _check_virtualport_complete(port.virtualport, new_uuid)
+    _check_owner_name(port.owner_name)
     from virtnet.bandwidth import check_floor, next_class_id
 
     if port.plug_type in (PlugType.NETWORK, PlugType.BRIDGE, PlugType.DIRECT):
         if check_floor(net, port.bandwidth, mac, usage.floor_sum):
             port.class_id = next_class_id(usage.class_ids)
     return port
+
+
+def _check_owner_name(name: str | None) -> None:
+    """The owner's name is written into the port's XML (its record, port-dumpxml): it must be
+    text XML holds, on one line (found by the API fuzzer: a lone surrogate made every later
+    GET of the port's XML fail)."""
+    if name is None:
+        return
+    for char in name:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF \
+                or code in (0xFFFE, 0xFFFF):
+            raise PortError(f"invalid owner name {name[:60]!r}: character U+{code:04X} "
+                            "cannot be written in a port's XML")
 
 
 def _vport_name(port: PortDef) -> str:
@@ -796,7 +807,7 @@ class PortManager:
         if len(matches) > 1:
             raise PortError(f"'{ref}' names {len(matches)} ports of network '{network}'; "
                             "use the port's UUID")
-        raise PortError(f"Network port not found: no network port with matching uuid "
+        raise PortNotFound(f"Network port not found: no network port with matching uuid "
                         f"'{ref}' in network '{network}'")
 
     def dumpxml(self, network: str, ref: str) -> str:

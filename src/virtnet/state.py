@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import Busy, VirtnetError
 from virtnet.paths import StatePaths
 
 FILE_MODE = 0o600
@@ -202,7 +202,7 @@ class StateLock:
 
     def acquire(self) -> None:
         if not self._thread_lock.acquire(timeout=self.timeout):
-            raise StateError(f"timed out after {self.timeout:g}s waiting for the state lock")
+            raise Busy(f"timed out after {self.timeout:g}s waiting for the state lock")
         try:
             if self._depth == 0:
                 self._fd = self._lock_file()
@@ -242,7 +242,7 @@ class StateLock:
                         raise StateError(f"cannot lock {self.path}: {exc.strerror}") from exc
                 if time.monotonic() >= deadline:
                     holder = self._holder(fd)
-                    raise StateError(
+                    raise Busy(
                         f"another virtnet command{holder} is still changing the state in "
                         f"{self.path.parent}; gave up after waiting {self.timeout:g}s"
                     )
