@@ -391,15 +391,22 @@ class Engine:
 
     def plan(self, target: str | Network) -> Plan:
         """The plan ``start`` would apply now: for a network's name, or a parsed definition
-        (which gets the defaults a define would give it, without being saved)."""
+        (which gets the defaults a define would give it, without being saved). For an active
+        network, the plan of its start, read against the host without what its running start
+        made (its own bridge is no clash with itself)."""
+        own_links: list[str] = []
         if isinstance(target, Network):
             net = copy.deepcopy(target)
             self._assign_defaults(net, self.records())
         else:
             record = self.lookup(target)
             net = record.config if record.config is not None else record.current
+            if record.status is not None:
+                own_links = _created_links(record.status.actions)
         with self.host() as host:
             facts = self._facts(host)
+        if own_links:
+            facts = facts.without_links(own_links)
         self._preflight(net, facts)
         return self._plan_start(net, facts)
 
@@ -873,6 +880,14 @@ def _check_dnsmasq_reach(name: str, actions: list[Action]) -> None:
     if hosts_files and any(_is_dnsmasq_process(a) for a in actions):
         check_dnsmasq_dir(name, Path(hosts_files[0].path).parent,  # type: ignore[attr-defined]
                           any(a.content.strip() for a in hosts_files))  # type: ignore[attr-defined]
+
+
+def _created_links(recorded: Iterable[dict[str, Any]]) -> list[str]:
+    """The links a start made, from its recorded actions (Action.to_dict): its bridge."""
+    from virtnet.plan import CreateBridge
+
+    return [str(data["name"]) for data in recorded
+            if data.get("kind") == CreateBridge.kind and data.get("name")]
 
 
 def _dnsmasq_pid(actions: Iterable[Action]) -> int | None:
