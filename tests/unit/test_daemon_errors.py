@@ -166,3 +166,42 @@ def test_the_peer_is_what_the_socket_recorded_at_connect() -> None:
     finally:
         for conn in (member, other, primary):
             conn.close()
+
+
+def test_a_request_the_http_parser_refuses_is_logged_as_one_line() -> None:
+    """aiohttp logs it with a traceback at ERROR: each hostile client could fill the log (the
+    API fuzzer counted every one as a traceback in the daemon's output)."""
+    import logging
+    import sys
+
+    from aiohttp.http_exceptions import BadHttpMethod
+
+    from virtnet.daemon.__main__ import ClientErrorFilter
+
+    try:
+        raise BadHttpMethod("GETX /v1 HTTP/1.1")
+    except BadHttpMethod:
+        info = sys.exc_info()
+    def refused() -> logging.LogRecord:
+        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                 "Error handling request from %s", ("",), info)
+
+    server_log = logging.getLogger("aiohttp.server")
+    level = server_log.level
+    try:
+        server_log.setLevel(logging.INFO)
+        assert not ClientErrorFilter().filter(refused())  # not shown at the default level
+        server_log.setLevel(logging.DEBUG)
+        record = refused()
+        assert ClientErrorFilter().filter(record)
+    finally:
+        server_log.setLevel(level)
+    assert (record.levelno, record.levelname, record.exc_info) == (logging.DEBUG, "DEBUG", None)
+    assert record.getMessage().startswith("malformed HTTP request answered 400: ")
+    assert "\n" not in record.getMessage()
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        bug = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "failed", (),
+                                sys.exc_info())
+    assert ClientErrorFilter().filter(bug) and bug.levelno == logging.ERROR and bug.exc_info

@@ -189,7 +189,8 @@ def fix_malloc_thresholds() -> bool:
 class ClientErrorFilter(logging.Filter):
     """aiohttp logs a request its HTTP parser refuses (the client's doing, answered 400) as
     an error with a traceback: a client could fill the daemon's log with them. Such a
-    record becomes one line at DEBUG; everything else passes as it is."""
+    record becomes one line at DEBUG (shown with --log-level debug only); everything else
+    passes as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -203,6 +204,7 @@ class ClientErrorFilter(logging.Filter):
                 (exc.code, text[:200])
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 

@@ -1,7 +1,8 @@
 """Fuzz virtnetd's HTTP API with hostile requests (``make fuzz`` runs 100,000 through
 bench/fuzz_api.py; tests/netns/test_fuzz_api_short.py runs a few thousand).
 
-    python -m virtnet.testing.fuzz_api [--count N] [--seed S] [--max-seconds T] [--json]
+    python -m virtnet.testing.fuzz_api [--count N] [--seed S] [--max-seconds T] [--progress]
+                                       [--json]
 
 A real virtnetd serves a network namespace and a mount namespace that the run creates
 (``unshare --net --mount``) and that vanish with it: the daemon, its dnsmasq and the fuzzer
@@ -66,7 +67,8 @@ DAEMON_REQUEST_TIMEOUT_S = 3.0
 DEFAULT_MAX_SECONDS = 3600.0
 MAX_FUZZ_NETWORKS = 12  # definitions the fuzz keeps; older ones are undefined
 MAX_FUZZ_PORTS = 24  # ports the fuzz keeps on the running network; older ones are deleted
-FIXTURE_CHECK_EVERY = 500  # requests between checks that the fixtures still stand
+FIXTURE_CHECK_EVERY = 250  # requests between tidy-ups (bounded state, fixtures standing)
+MAX_FIXTURE_XML = 16 * 1024  # the running fixture is defined afresh beyond this
 ADMIN_GID = 4242
 
 NAT = "fz-nat"
@@ -174,19 +176,22 @@ class Report:
     requests: int = 0
     seconds: float = 0.0
     timed_out: bool = False  # stopped at --max-seconds before sending them all
+    interrupted: bool = False  # stopped by SIGINT or SIGTERM (the report is of what ran)
     statuses: Counter[str] = field(default_factory=Counter)
     endpoints: Counter[str] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
     fs_created: list[str] = field(default_factory=list)
     fs_removed: list[str] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+    source: str = ""  # where the virtnet under test was imported from
 
     def summary(self) -> str:
         rate = self.requests / max(self.seconds, 1e-9)
         lines = [f"{self.requests} requests in {self.seconds:.1f} s ({rate:.0f}/s), seed "
-                 f"{self.seed}, {len(self.findings)} findings"
+                 f"{self.seed}, {len(self.findings)} findings, virtnet from {self.source}"
                  + (f" (stopped at the time limit, {self.wanted} wanted)"
-                    if self.timed_out else "")]
+                    if self.timed_out else "")
+                 + (" (interrupted)" if self.interrupted else "")]
         lines.append("  statuses: " + ", ".join(f"{status} x{count}" for status, count
                                                 in sorted(self.statuses.items())))
         lines += [f"  {endpoint}: {count}" for endpoint, count in sorted(self.endpoints.items())]
@@ -838,21 +843,52 @@ def setup_fixtures(client: Any, generator: Generator) -> None:
         generator.fixture_ports.add(port["uuid"])
 
 
-def restore_fixtures(client: Any, generator: Generator) -> None:
-    """Start the running fixture again if a request stopped it (e.g. by its UUID spelled
-    another way), and define what was undefined."""
+def tidy(client: Any, generator: Generator) -> list[Finding]:
+    """Keep the daemon's state bounded and the fixtures standing: undefine what the run made
+    beyond what it remembers (CLI verbs make networks and ports the generator never saw),
+    start the running fixture again if a request stopped it, define what was undefined, and
+    start it afresh once its definition has grown large (accepted updates pile up). Returns
+    the findings of these requests (an answer >= 500)."""
     from virtnet.client import ApiError
 
-    for name, xml in ((NAT, NAT_XML), (ISOLATED, ISOLATED_XML)):
+    findings: list[Finding] = []
+
+    def call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            info = client.network(name)
-        except ApiError:
-            info = client.define(xml)
+            return fn(*args)
+        except ApiError as exc:
+            if exc.status >= 500:
+                findings.append(Finding("answer", f"{exc.status}: {exc.message}",
+                                        None, f"tidy: {what} {args!r}"[:600]))
+            return None
+
+    kept = {NAT, ISOLATED, *generator.fuzz_networks}
+    for row in call("list", lambda: client.networks(all=True)) or []:
+        name = row["name"]
+        if name in kept:
+            continue
+        if row.get("state") == "active":
+            call("destroy", client.destroy, name)
+        if row.get("persistent"):
+            call("undefine", client.undefine, name)
+    known = {port["uuid"] for port in generator.ports}
+    for port in call("ports", client.ports, NAT) or []:
+        if port["uuid"] not in known:
+            call("delete port", client.delete_port, NAT, port["uuid"])
+    xml = call("dumpxml", client.dumpxml, NAT) or ""
+    if len(xml) > MAX_FIXTURE_XML:
+        call("destroy", client.destroy, NAT)
+        call("undefine", client.undefine, NAT)
+    for name, definition in ((NAT, NAT_XML), (ISOLATED, ISOLATED_XML)):
+        info = call("info", client.network, name)
+        if info is None:
+            info = client.define(definition)
             generator.networks[name] = info["uuid"]
         if name == NAT and not info.get("active"):
             client.start(NAT)
             generator.ports = [p for p in generator.ports if p["network"] != NAT]
             generator.fixture_ports.clear()
+    return findings
 
 
 def log_records(log: str) -> list[str]:
@@ -867,13 +903,68 @@ def log_records(log: str) -> list[str]:
     return records
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _loop(report: Report, generator: Generator, client: Any, connection: Any, daemon: Any,
+          state: Path, before: set[str], changed: dict[str, int], count: int, begin: float,
+          max_seconds: float, progress: Callable[[Report], None] | None) -> None:
+    """Send the requests (their count and findings go to REPORT as they are sent)."""
+    from virtnet.client import ConnectionLost
+
+    pending: list[Request] = []
+    number = 0
+    while number < count:
+        if time.monotonic() - begin > max_seconds:
+            report.timed_out = True
+            break
+        request = pending.pop(0) if pending else generator.next()
+        if request.endpoint != "cleanup":
+            number += 1
+            report.requests = number
+        report.endpoints[request.endpoint] += 1
+        try:
+            status, headers, body = exchange(connection, request)
+        except (ConnectionLost, OSError) as exc:
+            connection.close()
+            report.findings.append(Finding("no answer", f"{type(exc).__name__}: {exc}",
+                                           number, request.shown()))
+            report.statuses["none"] += 1
+            if not daemon.running:
+                report.findings.append(Finding("daemon died", daemon.log()[-2000:],
+                                               number, request.shown()))
+                break
+            continue
+        report.statuses[str(status)] += 1
+        problem, answer = check_answer(request, status, headers, body)
+        if problem is not None:
+            report.findings.append(Finding("answer", problem, number, request.shown()))
+        pending += generator.learn(request, status, answer)
+        if request.method != "GET":  # a file made and removed again is seen too
+            now = listing(state)
+            for path in sorted((now - before) | (before - now)):
+                if path not in changed:
+                    changed[path] = number
+                    what = "created" if path in now else "removed"
+                    report.findings.append(Finding(
+                        "file outside the state directory", f"{what}: {path!r}",
+                        number, request.shown()))
+        if number % FIXTURE_CHECK_EVERY == 0 and not pending:
+            report.findings += tidy(client, generator)
+        if progress is not None and number % 10000 == 0 and not pending:
+            report.seconds = time.monotonic() - begin
+            progress(report)
+
+
 def inner(count: int, seed: int, max_seconds: float,
           progress: Callable[[Report], None] | None = None) -> Report:
     """The run itself, inside the namespaces (see the module's doc)."""
-    from virtnet.client import Client, Connection, ConnectionLost
+    import virtnet
+    from virtnet.client import Client, Connection
     from virtnet.testing.daemon import VirtnetdProcess
 
-    report = Report(seed=seed, wanted=count)
+    report = Report(seed=seed, wanted=count, source=os.path.dirname(virtnet.__file__))
     enter_private_mounts()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=20)
     root = Path(tempfile.mkdtemp(prefix="vnt-fuzz-api-"))
@@ -893,48 +984,14 @@ def inner(count: int, seed: int, max_seconds: float,
             before = listing(state)
             changed: dict[str, int] = {}  # path created or removed -> the request after which
             connection = Connection(str(daemon.socket_path), timeout=REQUEST_TIMEOUT_S)
-            pending: list[Request] = []
-            number = 0
-            while number < count:
-                if time.monotonic() - begin > max_seconds:
-                    report.timed_out = True
-                    break
-                request = pending.pop(0) if pending else generator.next()
-                if request.endpoint != "cleanup":
-                    number += 1
-                report.endpoints[request.endpoint] += 1
-                try:
-                    status, headers, body = exchange(connection, request)
-                except (ConnectionLost, OSError) as exc:
-                    connection.close()
-                    report.findings.append(Finding("no answer", f"{type(exc).__name__}: {exc}",
-                                                   number, request.shown()))
-                    report.statuses["none"] += 1
-                    if not daemon.running:
-                        report.findings.append(Finding("daemon died", daemon.log()[-2000:],
-                                                       number, request.shown()))
-                        break
-                    continue
-                report.statuses[str(status)] += 1
-                problem, answer = check_answer(request, status, headers, body)
-                if problem is not None:
-                    report.findings.append(Finding("answer", problem, number, request.shown()))
-                pending += generator.learn(request, status, answer)
-                if request.method != "GET":  # a file made and removed again is seen too
-                    now = listing(state)
-                    for path in sorted((now - before) | (before - now)):
-                        if path not in changed:
-                            changed[path] = number
-                            what = "created" if path in now else "removed"
-                            report.findings.append(Finding(
-                                "file outside the state directory", f"{what}: {path!r}",
-                                number, request.shown()))
-                if number % FIXTURE_CHECK_EVERY == 0 and not pending:
-                    restore_fixtures(client, generator)
-                if progress is not None and number % 10000 == 0 and not pending:
-                    report.requests, report.seconds = number, time.monotonic() - begin
-                    progress(report)
-            report.requests = number
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+            try:
+                _loop(report, generator, client, connection, daemon, state, before, changed,
+                      count, begin, max_seconds, progress)
+            except KeyboardInterrupt:
+                report.interrupted = True
+            finally:
+                signal.signal(signal.SIGTERM, previous)
             connection.close()
             after = listing(state)
         report.fs_created = sorted(after - before)
