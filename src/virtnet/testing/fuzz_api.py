@@ -861,6 +861,9 @@ def tidy(client: Any, generator: Generator) -> list[Finding]:
                 findings.append(Finding("answer", f"{exc.status}: {exc.message}",
                                         None, f"tidy: {what} {args!r}"[:600]))
             return None
+        except UnicodeEncodeError:  # the daemon took an identifier no client can send
+            findings.append(Finding("unusable identifier", f"{what}: {args!r}"[:600]))
+            return None
 
     kept = {NAT, ISOLATED, *generator.fuzz_networks}
     for row in call("list", lambda: client.networks(all=True)) or []:
