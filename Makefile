@@ -41,9 +41,11 @@ test: venv corpus
 bench: venv corpus
 	$(PY) bench/run_all.py
 
-# hostile input: >= 100,000 definitions and command lines (bench/fuzz.py, seeded, replayable)
+# hostile input: >= 100,000 definitions and command lines (bench/fuzz.py), then >= 100,000
+# requests to a real virtnetd in namespaces of its own (bench/fuzz_api.py); seeded, replayable
 fuzz: venv
 	$(PY) bench/fuzz.py --count 100000
+	$(PY) bench/fuzz_api.py --count 100000 --progress
 
 # long runs in a namespace: 500 start/stop and 5000 port cycles, then no leak (bench/soak.py)
 soak: venv

@@ -22,6 +22,9 @@ Where libvirt needs kernel features this kernel lacks, virtnet uses what it has:
   device's ingress to an IFB device (ingress qdisc + u32 + mirred) and shapes that IFB's
   egress with HTB, which queues instead of dropping; it polices like libvirt only when the
   kernel has police but no IFB/mirred, and refuses with the missing features named otherwise.
+
+libvirt's XML takes rates up to 2^64 - 1, more than tc can set: a rate above TC_MAX_RATE kB/s
+or a burst above TC_MAX_BURST KiB is refused (BandwidthError) before anything is shaped.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, InvalidOperationError, PortError, VirtnetError
 from virtnet.model import Bandwidth, BandwidthRate, ForwardMode, Network
 from virtnet.plan import RECORDED, Action
 
@@ -47,6 +50,14 @@ INGRESS_HANDLE = "ffff:"
 # The first class id a port with a floor may use: 1:1 and 1:2 are the network's own.
 FIRST_FLOOR_CLASS = 3
 MAX_FLOOR_CLASS = 0xFFF  # u32 filter node ids are 12 bits; we use the class id as node id
+# What tc can set: rates (kB/s; about 34 Tbit/s) and bursts (KiB; tc keeps bytes in 32 bits).
+TC_MAX_RATE = 2**32 - 1
+TC_MAX_BURST = (2**32 - 1) // 1024
+
+
+class BandwidthError(VirtnetError):
+    """A bandwidth that tc cannot set (a rate or burst beyond its range): the definition or
+    the port request is refused, nothing is shaped."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,18 @@ def ifb_name(device: str) -> str:
     return f"ifb{zlib.crc32(device.encode()):08x}"
 
 
+def check_tc_range(value: BandwidthRate | None, what: str) -> None:
+    """Refuse a rate or burst tc cannot set (BandwidthError), naming WHAT it belongs to."""
+    if value is None:
+        return
+    for name, maximum, unit in (("average", TC_MAX_RATE, "kB/s"), ("peak", TC_MAX_RATE, "kB/s"),
+                                ("floor", TC_MAX_RATE, "kB/s"), ("burst", TC_MAX_BURST, "KiB")):
+        number = getattr(value, name)
+        if number is not None and number > maximum:
+            raise BandwidthError(f"{what}: {name} {number} {unit} is more than tc can set "
+                                 f"(at most {maximum} {unit})")
+
+
 def _rate_active(value: BandwidthRate | None) -> bool:
     return value is not None and bool(value.average)
 
@@ -146,6 +169,8 @@ def device_shaping(
     """
     if bandwidth is None:
         return None
+    check_tc_range(bandwidth.inbound, f"the inbound bandwidth of {device}")
+    check_tc_range(bandwidth.outbound, f"the outbound bandwidth of {device}")
     device_rx = bandwidth.outbound if swapped else bandwidth.inbound
     device_tx = bandwidth.inbound if swapped else bandwidth.outbound
     setup: list[tuple[str, ...]] = []
@@ -248,20 +273,22 @@ def network_floor_rate(net: Network) -> int:
 def check_floor(net: Network, bandwidth: Bandwidth | None, mac: str, floor_sum: int) -> bool:
     """libvirt's networkCheckBandwidth for a new port; True when a floor class is needed.
 
-    ``floor_sum`` is the sum of the floors of the ports already plugged. Raises HostError
-    (with libvirt's reasons) when the floor cannot be granted.
+    ``floor_sum`` is the sum of the floors of the ports already plugged. With libvirt's
+    reasons, a floor this network cannot give is refused (PortError), one the ports already
+    plugged leave no room for does not apply now (InvalidOperationError).
     """
     if not has_floor(bandwidth):
         return False
     assert bandwidth is not None and bandwidth.inbound is not None
+    check_tc_range(bandwidth.inbound, f"the inbound bandwidth of port {mac}")
     if not floor_supported(net.forward_mode):
-        raise HostError(
+        raise PortError(
             f"Invalid use of 'floor' on interface with MAC address {mac} - 'floor' is only "
             "supported for interface type 'network' with forward type 'nat', 'route', "
             "'open' or none"
         )
     if net.bandwidth is None or net.bandwidth.inbound is None:
-        raise HostError(
+        raise PortError(
             f"Invalid use of 'floor' on interface with MAC address {mac} - network "
             f"'{net.name}' has no inbound QoS set"
         )
@@ -269,13 +296,13 @@ def check_floor(net: Network, bandwidth: Bandwidth | None, mac: str, floor_sum: 
     new_sum = floor_sum + int(bandwidth.inbound.floor or 0)
     if inbound.peak:
         if new_sum > inbound.peak:
-            raise HostError(
+            raise InvalidOperationError(
                 f"Cannot plug '{mac}' interface into '{net.bridge_name}' because new combined "
                 f"inbound floor={new_sum} would overcommit peak={inbound.peak} on network "
                 f"'{net.name}'"
             )
     elif new_sum > (inbound.average or 0):
-        raise HostError(
+        raise InvalidOperationError(
             f"Cannot plug '{mac}' interface into '{net.bridge_name}' because new combined "
             f"inbound floor={new_sum} would overcommit average={inbound.average} on network "
             f"'{net.name}'"
@@ -444,6 +471,7 @@ class PlugFloor(Action):
 
 __all__ = [
     "ApplyShaping",
+    "BandwidthError",
     "PlugFloor",
     "Shaping",
     "TcFeatures",

@@ -41,8 +41,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.defaults import DefaultSources, assign_defaults, link_exists
-from virtnet.errors import (
+from virtnet.errors import (  # NotFoundError, InvalidOperationError: also importable from here
+    HostConflict,
     HostError,
+    InvalidOperationError,
+    NotFoundError,
     Problem,
     StorageError,
     ValidationError,
@@ -74,14 +77,6 @@ if TYPE_CHECKING:
     from virtnet.plan import Action, Plan
 
 UUID_LENGTH = 36
-
-
-class NotFoundError(VirtnetError):
-    """No network has the given name or UUID."""
-
-
-class InvalidOperationError(VirtnetError):
-    """The operation does not apply to the network in its present state."""
 
 
 # --- network records -----------------------------------------------------------------------
@@ -568,15 +563,22 @@ class Engine:
 
     def plan(self, target: str | Network) -> Plan:
         """The plan ``start`` would apply now: for a network's name, or a parsed definition
-        (which gets the defaults a define would give it, without being saved)."""
+        (which gets the defaults a define would give it, without being saved). For an active
+        network, the plan of its start, read against the host without what its running start
+        made (its own bridge is no clash with itself)."""
+        own_links: list[str] = []
         if isinstance(target, Network):
             net = copy.deepcopy(target)
             self._assign_defaults(net, self.records())
         else:
             record = self.lookup(target)
             net = record.config if record.config is not None else record.current
+            if record.status is not None:
+                own_links = _created_links(record.status.actions)
         with self.host() as host:
             facts = self._facts(host)
+        if own_links:
+            facts = facts.without_links(own_links)
         self._preflight(net, facts)
         return self._plan_start(net, facts)
 
@@ -596,7 +598,7 @@ class Engine:
         problems: list[Problem] = driver_for(net).preflight(net, facts)
         if problems:
             details = "\n".join(f"  {problem}" for problem in problems)
-            raise HostError(f"network '{net.name}' cannot start on this host:\n{details}")
+            raise HostConflict(f"network '{net.name}' cannot start on this host:\n{details}")
 
     def _plan_start(self, net: Network, facts: HostFacts) -> Plan:
         from virtnet.drivers import driver_for
@@ -1107,6 +1109,14 @@ def _check_dnsmasq_reach(name: str, actions: list[Action]) -> None:
     if hosts_files and any(_is_dnsmasq_process(a) for a in actions):
         check_dnsmasq_dir(name, Path(hosts_files[0].path).parent,  # type: ignore[attr-defined]
                           any(a.content.strip() for a in hosts_files))  # type: ignore[attr-defined]
+
+
+def _created_links(recorded: Iterable[dict[str, Any]]) -> list[str]:
+    """The links a start made, from its recorded actions (Action.to_dict): its bridge."""
+    from virtnet.plan import CreateBridge
+
+    return [str(data["name"]) for data in recorded
+            if data.get("kind") == CreateBridge.kind and data.get("name")]
 
 
 def _dnsmasq_pid(actions: Iterable[Action]) -> int | None:

@@ -1,4 +1,10 @@
-"""virtnet's exceptions. Every error a user can cause carries a message fit to print as is."""
+"""virtnet's exceptions. Every error a user can cause carries a message fit to print as is.
+
+The class says what kind of failure it is, and the daemon answers with the HTTP status of
+that kind (virtnet.daemon.server.engine_error_status), never by reading the message:
+NotFoundError 404, InvalidOperationError and HostConflict 409, Busy 503, any other HostError
+500, any other VirtnetError 400 (the request or the definition was refused).
+"""
 
 from __future__ import annotations
 
@@ -65,6 +71,27 @@ class ValidationError(VirtnetError):
         return "\n".join(prefix + str(p) for p in self.problems)
 
 
+class NotFoundError(VirtnetError):
+    """No network has the given name or UUID (or, for a subclass, nothing else named)."""
+
+
+class InvalidOperationError(VirtnetError):
+    """The operation does not apply to the network in its present state."""
+
+
+class Busy(VirtnetError):
+    """What the command needs is held by another one past the time it may wait (the state
+    lock): nothing was done, and the same command may succeed later."""
+
+
+class PortError(VirtnetError):
+    """A port cannot be allocated or found (the request, not the host, is the problem)."""
+
+
+class PortNotFound(PortError, NotFoundError):
+    """No port of the network has the given UUID, device name or MAC."""
+
+
 class UpdateError(VirtnetError):
     """A net-update command was refused (unknown entry, duplicate, bad snippet...)."""
 
@@ -122,3 +149,7 @@ def storage_errors(action: str, path: str | os.PathLike[str] | None = None) -> I
         yield
     except OSError as exc:
         raise StorageError.of(exc, action, path) from exc
+class HostConflict(HostError):
+    """The network cannot start on the host as it is now (the preflight found what stands in
+    the way: a link or subnet in use, a device missing, a tool not installed). Nothing was
+    changed; the same request may succeed once the host changes."""

@@ -44,7 +44,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.errors import HostError, StorageError, VirtnetError, storage_errors
+from virtnet.errors import (  # PortError: also from here
+    HostError,
+    PortError,
+    PortNotFound,
+    StorageError,
+    VirtnetError,
+    storage_errors,
+)
 from virtnet.ids import (
     check_portgroup_name,
     check_uuid,
@@ -90,10 +97,6 @@ TAP_MAC_FIRST_OCTET = "fe"  # libvirt: keeps the bridge from adopting a tap's MA
 NAME_RETRIES = 16  # a name taken by someone else between our check and our create
 JOURNAL_SUFFIX = ".journal"  # the applied steps of a port-create in progress
 DELETING_SUFFIX = ".deleting"  # the record of a port-delete in progress, set aside
-
-
-class PortError(VirtnetError):
-    """A port cannot be allocated or found (the request, not the host, is the problem)."""
 
 
 # --- small value helpers -------------------------------------------------------------------
@@ -311,12 +314,27 @@ def allocate(
     _plug(net, port, usage, pool)
     _check_connection_type(net, port)
     _check_virtualport_complete(port.virtualport, new_uuid)
+    _check_owner_name(port.owner_name)
     from virtnet.bandwidth import check_floor, next_class_id
 
     if port.plug_type in (PlugType.NETWORK, PlugType.BRIDGE, PlugType.DIRECT):
         if check_floor(net, port.bandwidth, mac, usage.floor_sum):
             port.class_id = next_class_id(usage.class_ids)
     return port
+
+
+def _check_owner_name(name: str | None) -> None:
+    """The owner's name is written into the port's XML (its record, port-dumpxml): it must be
+    text XML holds, on one line (found by the API fuzzer: a lone surrogate made every later
+    GET of the port's XML fail)."""
+    if name is None:
+        return
+    for char in name:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF \
+                or code in (0xFFFE, 0xFFFF):
+            raise PortError(f"invalid owner name {name[:60]!r}: character U+{code:04X} "
+                            "cannot be written in a port's XML")
 
 
 def _vport_name(port: PortDef) -> str:
@@ -847,7 +865,7 @@ class PortManager:
         if len(matches) > 1:
             raise PortError(f"'{ref}' names {len(matches)} ports of network '{network}'; "
                             "use the port's UUID")
-        raise PortError(f"Network port not found: no network port with matching uuid "
+        raise PortNotFound(f"Network port not found: no network port with matching uuid "
                         f"'{ref}' in network '{network}'")
 
     def dumpxml(self, network: str, ref: str) -> str:

@@ -75,11 +75,12 @@ def require_net_admin_if(operation: str, changes_host: Callable[[], bool]) -> No
     lock is taken; a state it may not read (root's state directory) counts as a change."""
     if has_net_admin():
         return
+    from virtnet.errors import Busy
     from virtnet.state import StateError
 
     try:
         changes = changes_host()
-    except (PermissionError, StateError, StorageError):  # cannot tell: refusing is safe
+    except (PermissionError, StateError, StorageError, Busy):  # cannot tell: refusing is safe
         changes = True
     if changes:
         require_net_admin(operation)

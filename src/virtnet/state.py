@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import StorageError, VirtnetError, storage_errors
+from virtnet.errors import Busy, StorageError, VirtnetError, storage_errors
 from virtnet.ids import (
     IdentifierError,
     check_network_name,
@@ -263,7 +263,7 @@ class StateLock:
 
     def acquire(self) -> None:
         if not self._thread_lock.acquire(timeout=self.timeout):
-            raise StateError(f"timed out after {self.timeout:g}s waiting for the state lock")
+            raise Busy(f"timed out after {self.timeout:g}s waiting for the state lock")
         try:
             if self._depth == 0:
                 self._fd = self._lock_file()
@@ -303,7 +303,7 @@ class StateLock:
                         raise StateError(f"cannot lock {self.path}: {exc.strerror}") from exc
                 if time.monotonic() >= deadline:
                     holder = self._holder(fd)
-                    raise StateError(
+                    raise Busy(
                         f"another virtnet command{holder} is still changing the state in "
                         f"{self.path.parent}; gave up after waiting {self.timeout:g}s"
                     )

@@ -799,6 +799,91 @@ def test_bad_requests_get_clear_json_errors(lab: Lab) -> None:
     assert lab.daemon.running and lab.info()["active"]
 
 
+def netns_id(lab: Lab) -> dict[str, int]:
+    st = os.stat(f"/run/netns/{lab.ns}")
+    return {"dev": st.st_dev, "ino": st.st_ino}
+
+
+def test_hostile_bodies_get_a_json_4xx(lab: Lab) -> None:
+    """Found by the API fuzzer (bench/fuzz_api.py): each of these answered 500, or 200 with
+    an internal error, before."""
+    path = lab.daemon.socket_path
+    ports = f"/v1/networks/{NETWORK}/ports"
+    cli = json.dumps({"argv": ["validate", "a.xml"], "files": {"a.xml": {"errno": 10**22}},
+                      "netns": netns_id(lab)}).encode()
+    cases = [
+        (post("/v1/plan", b'{"xml": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), 400,
+         "the body is not valid JSON: nested too deeply"),
+        (post("/v1/plan", b'{"a":' * 100_000 + b"1" + b"}" * 100_000), 400, "nested too deeply"),
+        (post("/v1/plan", b'{"xml": "\xff"}'), 400, "the body is not UTF-8"),
+        (post("/v1/plan", '{"xml": "<network/>"}'.encode("utf-16")), 400, "not UTF-8"),
+        (post("/v1/plan", b'{"xml": NaN}'), 400, "NaN is not a JSON value"),
+        (post("/v1/plan", b'{"xml": ' + b"9" * 5000 + b"}"), 400, "not valid JSON"),
+        (post(f"/v1/networks/{NETWORK}/update",
+              b'{"command": "add", "section": "ip-dhcp-host", "xml": "<host/>", '
+              b'"parent_index": 100000000000000000000000}'), 400,
+         f"field 'parent_index' must be an integer from -1 to {2**63 - 1}"),
+        (post(ports, b'{"mac": "52:54:00:91:05:01", "inbound": {"average": %d}}' % 2**64), 400,
+         f"inbound: field 'average' must be an integer from 1 to {2**64 - 1}"),
+        (post(ports, b'{"mac": "52:54:00:91:05:01", "inbound": {"average": %d}}'
+              % (2**64 - 1)), 400, "is more than tc can set (at most 4294967295 kB/s)"),
+        (post(ports, b'{"mac": "52:54:00:91:05:01", "outbound": "99999999999999999999"}'), 400,
+         "is more than tc can set"),
+        (post(ports, b'{"mac": "52:54:00:91:05:01", "inbound": {"floor": 10}}'), 400,
+         "Invalid use of 'floor' on interface with MAC address 52:54:00:91:05:01"),
+        (post(ports, b'{"mac": "52:54:00:91:05:01", "owner": "\\udc80"}'), 400,
+         "invalid owner name '\\udc80': character U+DC80 cannot be written"),
+        (post("/v1/cli", cli), 400, "field 'errno' must be an integer from 1 to 4095"),
+        (b"GET /v1/events?since=%C2%B2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400,
+         "query parameter 'since' must be an event's seq"),
+    ]
+    with lab.api() as api:
+        ports_before = api.ports(NETWORK)
+    for request, status, text in cases:
+        got, error = http_error(raw_exchange(path, request))
+        assert (got, text in error["message"]) == (status, True), (request[:80], error)
+        assert error["status"] == got
+    # A client's spelling of the state directory with a NUL in it is no error of the daemon's.
+    body = json.dumps({"argv": ["net-name", "no-such-uuid"], "netns": netns_id(lab),
+                       "state_dir": "/a\u0000b"}).encode()
+    answer = raw_exchange(path, post("/v1/cli", body))
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b"internal error" not in answer
+    with lab.api() as api:
+        assert api.ports(NETWORK) == ports_before  # nothing was made on the way
+    assert "Traceback" not in lab.daemon.log()
+
+
+def test_statuses_follow_the_error_types(lab: Lab) -> None:
+    with lab.api() as api:
+        with pytest.raises(ApiError) as missing_port:
+            api.port(NETWORK, "00000000-0000-4000-8000-000000000000")
+        with pytest.raises(ApiError) as missing_network:
+            api.network("no-such-network")
+        with pytest.raises(ApiError) as clash:  # the host as it is now, not the request
+            api.plan(xml=network_xml("other", SUBNET, bridge="virbr5"))
+    assert (missing_port.value.status, missing_port.value.kind) == (404, "PortNotFound")
+    assert (missing_network.value.status, missing_network.value.kind) == (404, "NotFoundError")
+    assert (clash.value.status, clash.value.kind) == (409, "HostConflict")
+    assert f"network {SUBNET}.0/24 is already in use by interface virbr0" in clash.value.message
+
+
+def test_a_running_network_has_a_plan(lab: Lab) -> None:
+    """plan of an active network: the plan of its start, with no clash of the network with
+    its own bridge, address and routes (it answered 500 through the daemon before)."""
+    assert lab.info()["active"]
+    with lab.api() as api:
+        plan = api.plan(NETWORK)
+    assert plan["actions"][0]["kind"] == "create-bridge"
+    assert plan["actions"][0]["name"] == "virbr0"
+    assert f"ip address add {SUBNET}.1/24 broadcast {SUBNET}.255 dev virbr0" in plan["commands"]
+    direct = lab.virtnet("plan", NETWORK, direct=True)
+    forwarded = lab.virtnet("plan", NETWORK)
+    assert direct.stdout == forwarded.stdout and direct.stderr == forwarded.stderr == ""
+    assert "create bridge virbr0" in direct.stdout.splitlines()[0]
+    assert lab.info()["active"]
+
+
 def test_an_event_stream_stays_open_past_the_request_timeout(lab: Lab) -> None:
     with lab.api() as api, api.events(NETWORK, timeout=REQUEST_TIMEOUT_S * 3) as stream:
         time.sleep(REQUEST_TIMEOUT_S * 1.5)

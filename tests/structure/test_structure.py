@@ -22,23 +22,23 @@ analyse = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 sys.modules.setdefault("structure_analyse", analyse)
 _spec.loader.exec_module(analyse)  # type: ignore[union-attr]
 
-# measure: (ceiling = figure on main at 171be09, goal of issue #17; None = no goal, ratchet only)
+# measure: (ceiling = figure on main after the trust merges of issue #16, goal of issue #17; None = no goal, ratchet only)
 CEILINGS = {
     "a_units": (2, 0),            # {apply coexist drivers/ engine firewall forwards ports},
                                   # {bandwidth host/ plan}
     "a_modules": (4, 0),          # incl. xml/parse <-> xml/format
     "a_dynamic_units": (1, 0),    # importlib names (plan.KIND_MODULES, drivers) join both
     "b_private": (35, 0),
-    "c_local_imports": (269, 20),
-    "d_modules": (18, 0),
-    "d_classes": (7, 0),
-    "e_effects": (61, 0),
+    "c_local_imports": (276, 20),
+    "d_modules": (19, 0),
+    "d_classes": (8, 0),
+    "e_effects": (67, 0),
     "e2_around_host": (54, 0),
-    "e3_proc_sys_reads": (15, 0),
+    "e3_proc_sys_reads": (18, 0),
     "f_unused_deps": (1, 0),      # pyroute2
     "g_test_imports": (2, 0),     # virtnet/testing imports hypothesis
     "h_unreached": (16, 0),
-    "i_message_text": (5, 0),
+    "i_message_text": (3, 0),
     "j_mode_family": (15, 0),
     "j2_mode_tests": (55, None),
     "k_journals": (4, 1),

@@ -6,6 +6,7 @@ import pytest
 
 from virtnet.bandwidth import (
     ApplyShaping,
+    BandwidthError,
     PlugFloor,
     TcFeatures,
     check_floor,
@@ -17,7 +18,7 @@ from virtnet.bandwidth import (
     port_shaping,
     quantum,
 )
-from virtnet.errors import HostError
+from virtnet.errors import HostError, InvalidOperationError, PortError
 from virtnet.model import Bandwidth, BandwidthRate, Bridge, Forward, ForwardMode, Network
 from virtnet.plan import Action
 
@@ -122,27 +123,43 @@ def test_quantum_and_ifb_names() -> None:
 
 
 def test_floor_needs_a_bridge_of_the_network_and_an_inbound_rate() -> None:
+    # the port request is refused (not the host: virtnetd answers 400, not 500)
     floor = bw({"floor": 100})
-    with pytest.raises(HostError, match="'floor' is only supported for interface type "
+    with pytest.raises(PortError, match="'floor' is only supported for interface type "
                                         "'network' with forward type 'nat', 'route', 'open' "
                                         "or none"):
         check_floor(nat(bw({"average": 1000}), ForwardMode.VEPA), floor, "52:54:00:00:00:01", 0)
-    with pytest.raises(HostError, match="network 'n' has no inbound QoS set"):
+    with pytest.raises(PortError, match="network 'n' has no inbound QoS set"):
         check_floor(nat(bw(outbound={"average": 1000})), floor, "52:54:00:00:00:01", 0)
     assert check_floor(nat(bw({"average": 1000})), floor, "52:54:00:00:00:01", 0)
     assert not check_floor(nat(None), bw({"average": 5}), "52:54:00:00:00:01", 0)
 
 
 def test_floors_may_not_overcommit_the_network() -> None:
+    # not now, with the ports there are (virtnetd answers 409)
     net = nat(bw({"average": 1000}))
     assert check_floor(net, bw({"floor": 400}), "52:54:00:00:00:01", 600)
-    with pytest.raises(HostError, match="new combined inbound floor=1001 would overcommit "
-                                        "average=1000 on network 'n'"):
+    with pytest.raises(InvalidOperationError, match="new combined inbound floor=1001 would "
+                                                    "overcommit average=1000 on network 'n'"):
         check_floor(net, bw({"floor": 401}), "52:54:00:00:00:01", 600)
     peaked = nat(bw({"average": 1000, "peak": 1500}))
     assert check_floor(peaked, bw({"floor": 900}), "52:54:00:00:00:01", 600)
-    with pytest.raises(HostError, match="overcommit peak=1500"):
+    with pytest.raises(InvalidOperationError, match="overcommit peak=1500"):
         check_floor(peaked, bw({"floor": 901}), "52:54:00:00:00:01", 600)
+
+
+def test_rates_and_bursts_beyond_what_tc_can_set_are_refused() -> None:
+    # libvirt's grammar takes 2^64 - 1; tc does not (found by the API fuzzer: a 500)
+    most = bw({"average": 2**32 - 1, "peak": 2**32 - 1, "burst": (2**32 - 1) // 1024})
+    assert port_shaping("vnet0", most, tap=True, features=HERE) is not None
+    for rate in ({"average": 2**32}, {"average": 1, "peak": 2**64 - 1},
+                 {"average": 1, "burst": 2**22}):
+        with pytest.raises(BandwidthError, match=r"the inbound bandwidth of vnet0: \w+ \d+ "
+                                                 r"(kB/s|KiB) is more than tc can set"):
+            port_shaping("vnet0", bw(rate), tap=True, features=HERE)
+        assert not isinstance(BandwidthError("x"), HostError)
+    with pytest.raises(BandwidthError, match="port 52:54:00:00:00:01: floor 4294967296 kB/s"):
+        check_floor(nat(bw({"average": 1000})), bw({"floor": 2**32}), "52:54:00:00:00:01", 0)
 
 
 def test_floor_class_filter_and_default_class_rate() -> None:

@@ -126,6 +126,26 @@ def test_existing_bridge_name_is_a_problem() -> None:
     ]
 
 
+def test_a_running_network_is_no_clash_with_itself() -> None:
+    # what its start made (the bridge, and what is enslaved to it) with its address and
+    # routes, left out of the facts: its plan reads the host as if it were not running
+    bridge = link("virbr0", 5, "bridge")
+    tap = LinkInfo(name="vnet0", index=6, kind="tun", up=True, mac=None, mtu=1500, master=5)
+    running = facts(
+        links={"lo": link("lo", 1), "eth0": link("eth0", 2), "virbr0": bridge, "vnet0": tap},
+        addresses=[AddressInfo("virbr0", ipaddress.ip_interface("192.168.122.1/24"))],
+        routes=[RouteInfo(N("192.168.122.0/24"), "virbr0", None, 0, 2, 254)],
+        ra_accept={"virbr0": 0})
+    # its bridge, and its address with that address's prefix route (one collision)
+    assert len(BridgedDriver().preflight(nat_net(), running)) == 2
+    alone = running.without_links(["virbr0", "no-such-link"])
+    assert sorted(alone.links) == ["eth0", "lo"] and alone.ra_accept == {}
+    assert BridgedDriver().preflight(nat_net(), alone) == []
+    assert BridgedDriver().preflight(nat_net(bridge=Bridge(name="virbr1")), alone) == []
+    # another network wanting the same subnet still clashes with the running one
+    assert BridgedDriver().preflight(nat_net(bridge=Bridge(name="virbr1")), running) != []
+
+
 def test_subnet_in_use_by_a_route_or_an_address() -> None:
     routed = facts(routes=[RouteInfo(N("192.168.122.0/24"), "eth1", None, 0, 2, 254)])
     problems = BridgedDriver().preflight(nat_net(), routed)

@@ -186,6 +186,28 @@ def fix_malloc_thresholds() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a request its HTTP parser refuses (the client's doing, answered 400) as
+    an error with a traceback: a client could fill the daemon's log with them. Such a
+    record becomes one line at DEBUG (shown with --log-level debug only); everything else
+    passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            text = " ".join(str(exc.message).split())
+            record.msg, record.args = "malformed HTTP request answered %d: %s", \
+                (exc.code, text[:200])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from virtnet.daemon.server import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S
     from virtnet.daemon.supervise import TICK_S
@@ -298,6 +320,8 @@ async def serve(args: argparse.Namespace, notifier: object, activated: socket.so
         if gid is None:
             log.info("group %s does not exist: only root may use %s", args.group, socket_path)
         sock = bind_socket(socket_path, gid)
+    # Each connection's peer is decided as it is accepted, from the socket (server.Peers).
+    sock = daemon.peers.listener(sock)
     runner = web.AppRunner(daemon.app, handle_signals=False, access_log=None,
                            keepalive_timeout=args.request_timeout, handler_cancellation=True,
                            # a body left unread after an error is not waited for long
@@ -339,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="virtnetd: %(levelname)s: %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())
     from virtnet.daemon.systemd import Notifier, activation_socket
 
     notifier = Notifier()

@@ -5,14 +5,19 @@ Every handler is a thin shell: it checks the request, runs the engine call in a 
 change something, across threads and processes) and turns the result or the VirtnetError into
 JSON. docs/api.md documents every endpoint.
 
-Access (SO_PEERCRED on each connection): root and members of the daemon's group (``virtnet``
-by default) may change things, which makes them root-equivalent (they can create devices,
-run dnsmasq with the options of their choice), as the docker group is; anyone else who can
-connect may only read (GET, and the CLI's read-only verbs). The socket itself is 0660,
-root:virtnet, so by default nobody else can connect at all.
+Access: root and members of the daemon's group (``virtnet`` by default) may change things,
+which makes them root-equivalent (they can create devices, run dnsmasq with the options of
+their choice), as the docker group is; anyone else who can connect may only read (GET, and
+the CLI's read-only verbs). The socket itself is 0660, root:virtnet, so by default nobody
+else can connect at all. Who a connection is gets decided once, when it is accepted, from the
+socket alone: the uid and gid (SO_PEERCRED) and the supplementary groups (SO_PEERGROUPS) the
+kernel recorded when the client connected. Nothing is looked up by the peer's pid: a client
+that hands its connection to another process and exits cannot lend it the rights of
+whatever process takes its pid next.
 
-Robustness: bodies over ``max_body`` get 413, malformed JSON and wrong types 400, unknown
-paths 404, wrong methods 405, each as a JSON error; a body that does not arrive within
+Robustness: bodies over ``max_body`` get 413; bodies that are not UTF-8, not JSON, nested too
+deeply, or hold a wrong type or an integer out of range get 400; unknown paths 404, wrong
+methods 405, each as a JSON error; a body that does not arrive within
 ``request_timeout`` gets 408 and the connection is closed; an idle connection, or one whose
 request head does not complete, is closed after ``request_timeout`` (aiohttp's keep-alive
 timer runs from the connection's start). An unexpected exception is logged with its
@@ -32,10 +37,10 @@ import grp
 import json
 import logging
 import os
-import pwd
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,7 +53,15 @@ from virtnet.daemon import invoke
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.resident import ResidentPortManager, open_port_device
 from virtnet.daemon.supervise import Supervisor
-from virtnet.errors import HostError, StorageError, VirtnetError
+from virtnet.errors import (
+    Busy,
+    HostConflict,
+    HostError,
+    InvalidOperationError,
+    NotFoundError,
+    StorageError,
+    VirtnetError,
+)
 from virtnet.paths import StatePaths
 
 log = logging.getLogger("virtnetd")
@@ -68,6 +81,14 @@ DEFAULT_WORKERS = 8
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 SOCKET_MODE = 0o660
 SO_PEERCRED_FORMAT = "3i"  # struct ucred: pid, uid, gid
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13 (asm-generic/socket.h)
+GID_FORMAT = "I"  # gid_t
+NGROUPS_MAX = 65536  # the kernel's limit of supplementary groups
+PEERGROUPS_FIRST_TRY = 256  # groups socket.getsockopt has room for (ERANGE: libc's)
+# JSON integers the API takes are at most 64 bits (a larger one is refused, never passed on)
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+UINT64_MAX = 2**64 - 1
+MAX_ERRNO = 4095  # the kernel's errno values are 1..4095
 FRAMES_TYPE = "application/x-virtnet-frames"  # the thin CLI's answer format
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", ""})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -91,25 +112,25 @@ def error_response(status: int, kind: str, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def engine_error_status(exc: VirtnetError) -> int:
-    """The HTTP status of an engine error (by its class, as the engine raises them)."""
-    from virtnet.engine import InvalidOperationError, NotFoundError
-    from virtnet.ports import PortError
-    from virtnet.state import StateError
+# The HTTP status of each kind of engine error, by class (errors.py); first match wins.
+ERROR_STATUSES: tuple[tuple[type[VirtnetError], int], ...] = (
+    (NotFoundError, 404),  # no such network or port
+    (InvalidOperationError, 409),  # does not apply to the network's present state
+    (HostConflict, 409),  # the network cannot start on the host as it is now
+    (Busy, 503),  # the state lock was not obtained in time: try again later
+    (HostError, 500),  # the host could not do it: a server-side failure, reported clearly
+)
 
+
+def engine_error_status(exc: VirtnetError) -> int:
+    """The HTTP status of an engine error: by its class, never by its message; any other
+    VirtnetError is a refused request (definition, update, port request): 400."""
     if isinstance(exc, StorageError):  # the state directory: full (507), or refused (500)
         return 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, PortError) and str(exc).startswith("Network port not found"):
-        return 404
-    if isinstance(exc, InvalidOperationError):
-        return 409
-    if isinstance(exc, StateError) and "waiting" in str(exc):
-        return 503  # the state lock was not obtained in time (its messages say so): try later
-    if isinstance(exc, HostError):
-        return 500  # the host could not do it: a server-side failure, reported clearly
-    return 400  # the request (definition, update, port request) was refused
+    for kind, status in ERROR_STATUSES:
+        if isinstance(exc, kind):
+            return status
+    return 400
 
 
 # --- peers ------------------------------------------------------------------------------------
@@ -117,46 +138,116 @@ def engine_error_status(exc: VirtnetError) -> int:
 
 @dataclass(frozen=True)
 class Peer:
-    """Who is on the other end of a connection (SO_PEERCRED), and whether they may change
-    things."""
+    """Who is on the other end of a connection, as the kernel recorded it at connect(2), and
+    whether they may change things. ``pid`` is informative only: it may belong to another
+    process by now."""
 
     pid: int
     uid: int
     gid: int
     privileged: bool
+    groups: tuple[int, ...] = ()
 
     def describe(self) -> str:
         return f"uid {self.uid}, gid {self.gid}, pid {self.pid}"
 
 
-def peer_groups(pid: int, uid: int, gid: int) -> set[int]:
-    """The peer's groups: primary, supplementary (from /proc while the process lives), and
-    those naming its user."""
-    groups = {gid}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                groups.update(int(g) for g in line.split()[1:])
-                break
-    except (OSError, ValueError):
-        pass
-    try:
-        user = pwd.getpwuid(uid).pw_name
-        groups.update(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)
-    except KeyError:
-        pass
-    return groups
+UNKNOWN_PEER = Peer(0, -1, -1, False)  # a connection whose credentials cannot be read
 
 
-def peer_of(transport: Any, admin_gid: int | None) -> Peer:
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return Peer(0, -1, -1, False)
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                          struct.calcsize(SO_PEERCRED_FORMAT))
-    pid, uid, gid = struct.unpack(SO_PEERCRED_FORMAT, raw)
-    privileged = uid == 0 or (admin_gid is not None and admin_gid in peer_groups(pid, uid, gid))
-    return Peer(pid, uid, gid, privileged)
+def socket_groups(sock: socket.socket) -> tuple[int, ...]:
+    """The supplementary groups the peer of a unix socket had when it connected
+    (SO_PEERGROUPS); () where the kernel cannot tell (older than 4.13)."""
+    item = struct.calcsize(GID_FORMAT)
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, PEERGROUPS_FIRST_TRY * item)
+    except OSError as exc:
+        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL, errno.EOPNOTSUPP):
+            return ()
+        if exc.errno != errno.ERANGE:
+            raise
+        # more groups than socket.getsockopt can take a buffer for (1024 bytes)
+        raw = _getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS, NGROUPS_MAX * item)
+    count = len(raw) // item
+    return struct.unpack(f"{count}{GID_FORMAT}", raw[:count * item])
+
+
+def _getsockopt(fd: int, level: int, option: int, size: int) -> bytes:
+    """getsockopt(2) with a buffer of SIZE bytes (libc's: Python's stops at 1024)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(size)
+    length = ctypes.c_uint32(size)
+    if libc.getsockopt(fd, level, option, buffer, ctypes.byref(length)) != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return buffer.raw[:length.value]
+
+
+def peer_of_socket(sock: socket.socket, admin_gid: int | None) -> Peer:
+    """The peer of a connected unix socket, from the socket alone: SO_PEERCRED's uid and gid
+    and SO_PEERGROUPS' groups are the client's credentials at connect(2), which no later
+    change of process (exec, fd passing, a pid reused) alters."""
+    if sock.family != socket.AF_UNIX:
+        return UNKNOWN_PEER
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                              struct.calcsize(SO_PEERCRED_FORMAT))
+        pid, uid, gid = struct.unpack(SO_PEERCRED_FORMAT, raw)
+        groups = socket_groups(sock)
+    except OSError:
+        return UNKNOWN_PEER
+    privileged = uid == 0 or (admin_gid is not None
+                              and (gid == admin_gid or admin_gid in groups))
+    return Peer(pid, uid, gid, privileged, groups)
+
+
+class PeerListener(socket.socket):
+    """The daemon's listening socket: every connection it accepts is handed to ``on_accept``
+    (which decides its peer) before anything is read from it."""
+
+    def __init__(self, listening: socket.socket,
+                 on_accept: Callable[[socket.socket], None]) -> None:
+        super().__init__(listening.family, listening.type, listening.proto,
+                         fileno=listening.detach())
+        self.on_accept = on_accept
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        conn, address = super().accept()
+        self.on_accept(conn)
+        return conn, address
+
+
+class Peers:
+    """The peer of each open connection, decided at accept and looked up by its socket."""
+
+    def __init__(self, admin_gid: int | None) -> None:
+        self.admin_gid = admin_gid
+        # fd -> (the accepted socket, its peer); an entry whose socket is gone or holds
+        # another descriptor by now is stale (a newer connection on that fd replaces it)
+        self._by_fd: dict[int, tuple[weakref.ref[socket.socket], Peer]] = {}
+
+    def accepted(self, conn: socket.socket) -> None:
+        self._by_fd[conn.fileno()] = (weakref.ref(conn), peer_of_socket(conn, self.admin_gid))
+
+    def listener(self, sock: socket.socket) -> PeerListener:
+        return PeerListener(sock, self.accepted)
+
+    def of(self, transport: Any) -> Peer:
+        """The peer of a request's connection; unknown (unprivileged) if it was not accepted
+        through :meth:`listener`."""
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return UNKNOWN_PEER
+        fd = sock.fileno()
+        entry = self._by_fd.get(fd)
+        if entry is None:
+            return UNKNOWN_PEER
+        conn = entry[0]()
+        if conn is None or conn.fileno() != fd:
+            return UNKNOWN_PEER
+        return entry[1]
 
 
 def resolve_group(name: str | None) -> int | None:
@@ -183,7 +274,8 @@ class Fields:
         self.used: set[str] = set()
 
     def get(self, name: str, kind: type | tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
+            required: bool = False, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> Any:
+        """The field's value, of type KIND (an integer: from MINIMUM to MAXIMUM)."""
         self.used.add(name)
         if name not in self.data or self.data[name] is None:
             if required:
@@ -197,6 +289,10 @@ class Fields:
             raise ApiError(400, "BadRequest",
                            f"{self.where}: field '{name}' must be {names}, "
                            f"not {_json_type(type(value))}")
+        if isinstance(value, int) and not isinstance(value, bool) \
+                and not minimum <= value <= maximum:
+            raise ApiError(400, "BadRequest", f"{self.where}: field '{name}' must be an "
+                           f"integer from {minimum} to {maximum}")
         return value
 
     def done(self) -> None:
@@ -204,6 +300,33 @@ class Fields:
         if unknown:
             raise ApiError(400, "BadRequest",
                            f"{self.where}: unknown field(s): {', '.join(unknown)}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object ({} for an empty body); ApiError 400 for anything
+    else: bytes that are not UTF-8, text that is not JSON (NaN and Infinity included), an
+    object nested deeper than the parser goes, an integer too long to read."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "BadRequest", f"the body is not UTF-8: {exc.reason} at byte "
+                       f"{exc.start}") from None
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(400, "BadRequest", "the body is not valid JSON: nested too deeply") \
+            from None
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "BadRequest", "the body must be a JSON object")
+    return data
 
 
 def _json_type(kind: type) -> str:
@@ -260,6 +383,7 @@ class Daemon:
         self.executor = ThreadPoolExecutor(max_workers=config.workers,
                                            thread_name_prefix="virtnetd")
         self.admin_gid = resolve_group(config.group)
+        self.peers = Peers(self.admin_gid)  # serve the listener it makes: self.peers.listener
         st = os.stat("/proc/self/ns/net")
         self.netns_id = (st.st_dev, st.st_ino)
         invoke.install(invoke.Resident(self.engine, self.ports))
@@ -294,15 +418,7 @@ class Daemon:
             raise ApiError(408, "RequestTimeout",
                            f"the request body did not arrive within "
                            f"{self.config.request_timeout:g} s") from None
-        if not raw.strip():
-            return {}
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "BadRequest", "the body must be a JSON object")
-        return data
+        return parse_body(raw)
 
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body,
@@ -352,7 +468,7 @@ class Daemon:
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
         try:
-            peer = peer_of(request.transport, self.admin_gid)
+            peer = self.peers.of(request.transport)
             request["peer"] = peer
             if request.method not in ("GET", "HEAD") and request.path != "/v1/cli" \
                     and not peer.privileged:
@@ -542,7 +658,7 @@ class Daemon:
         command = fields.get("command", str, required=True)
         section = fields.get("section", str, required=True)
         xml = fields.get("xml", str, required=True)
-        parent_index = fields.get("parent_index", int, -1)
+        parent_index = fields.get("parent_index", int, -1, minimum=-1)
         live = fields.get("live", bool, False)
         config = fields.get("config", bool, False)
         fields.done()
@@ -695,7 +811,8 @@ class Daemon:
         check_query(request, {"network", "since"})
         network = request.query.get("network") or None
         since_text = request.query.get("since")
-        if since_text is not None and not since_text.isdigit():
+        if since_text is not None and not (since_text.isascii() and since_text.isdigit()
+                                           and len(since_text) <= 20):
             raise ApiError(400, "BadRequest", "query parameter 'since' must be an event's seq")
         # Subscribing and taking the replay happen together in the loop: nothing is missed
         # or seen twice in between.
@@ -763,7 +880,8 @@ class Daemon:
             raise ApiError(400, "BadRequest", "netns: the client must say which network "
                            "namespace it means ({\"dev\": N, \"ino\": N})")
         fields = Fields(netns, "netns")
-        wanted = (fields.get("dev", int, required=True), fields.get("ino", int, required=True))
+        wanted = (fields.get("dev", int, required=True, minimum=0, maximum=UINT64_MAX),
+                  fields.get("ino", int, required=True, minimum=0, maximum=UINT64_MAX))
         name = fields.get("name", str, None)
         fields.done()
         if wanted != self.netns_id:
@@ -782,7 +900,7 @@ class Daemon:
             return str(mine) if mine is not None else None
         try:
             same = os.path.samefile(client_state_dir, mine)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the client's spelling
             same = False
         return client_state_dir if same else str(mine)
 
@@ -822,7 +940,7 @@ def decode_files(files: dict[str, Any]) -> dict[str, bytes | int]:
             raise ApiError(400, "BadRequest", f"files['{path}'] must be an object")
         fields = Fields(entry, f"files['{path}']")
         data = fields.get("data", str, None)
-        error = fields.get("errno", int, None)
+        error = fields.get("errno", int, None, minimum=1, maximum=MAX_ERRNO)
         fields.done()
         if (data is None) == (error is None):
             raise ApiError(400, "BadRequest", f"files['{path}']: give data or errno")
@@ -849,10 +967,8 @@ def rate_of(value: Any, where: str, floor: bool) -> Any:
     fields = Fields(value, where)
     values = {}
     for name in RATE_FIELDS if floor else RATE_FIELDS[:3]:
-        number = fields.get(name, int, None)
+        number = fields.get(name, int, None, minimum=1, maximum=UINT64_MAX)
         if number is not None:
-            if number <= 0:
-                raise ApiError(400, "BadRequest", f"{where}.{name} must be a positive integer")
             values[name] = number
     fields.done()
     if "average" not in values and "floor" not in values:
@@ -920,4 +1036,5 @@ def send_fd(transport: Any, fd: int) -> None:
         raise OSError(0, "short write")
 
 
-__all__ = ["ApiError", "Daemon", "DaemonConfig", "Peer", "engine_error_status", "peer_of"]
+__all__ = ["ApiError", "Daemon", "DaemonConfig", "Peer", "PeerListener", "Peers",
+           "engine_error_status", "peer_of_socket"]

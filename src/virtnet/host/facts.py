@@ -11,8 +11,9 @@ the start preflight and for ``doctor`` alike.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,22 @@ class HostFacts:
 
     def routes_to(self, network: IPNetwork) -> list[RouteInfo]:
         return [route for route in self.routes if route.destination == network]
+
+    def without_links(self, names: Iterable[str]) -> HostFacts:
+        """These facts as if the links NAMES, and the links enslaved to them, were not there
+        (with their addresses and routes): a running network's plan is read against the host
+        without the devices the network itself made."""
+        gone = {name for name in names if name in self.links}
+        masters = {self.links[name].index for name in gone}
+        gone |= {name for name, link in self.links.items() if link.master in masters}
+        return dataclasses.replace(
+            self,
+            links={name: link for name, link in self.links.items() if name not in gone},
+            addresses=[addr for addr in self.addresses if addr.link not in gone],
+            routes=[route for route in self.routes if route.link not in gone],
+            ra_accept={name: value for name, value in self.ra_accept.items()
+                       if name not in gone},
+        )
 
     def addresses_in(self, network: IPNetwork) -> list[AddressInfo]:
         return [

@@ -49,7 +49,7 @@ class VirtnetdError(RuntimeError):
 
 
 class VirtnetdProcess:
-    def __init__(self, netns: str, state_dir: Path, *, socket_path: Path | None = None,
+    def __init__(self, netns: str | None, state_dir: Path, *, socket_path: Path | None = None,
                  args: tuple[str, ...] = (), env: dict[str, str] | None = None,
                  log_path: Path | None = None) -> None:
         self.netns = netns
@@ -64,10 +64,14 @@ class VirtnetdProcess:
     # --- life --------------------------------------------------------------------------------
 
     def argv(self) -> list[str]:
-        argv = [*script("virtnetd"), "--netns", self.netns, "--state-dir", str(self.state_dir)]
+        argv = [*script("virtnetd"), *self._netns_args(), "--state-dir", str(self.state_dir)]
         if self.socket_path != self.state_dir / "run" / "virtnetd.sock":
             argv += ["--socket", str(self.socket_path)]
         return argv + list(self.args)
+
+    def _netns_args(self) -> list[str]:
+        """--netns NS; nothing for netns None (the namespace the caller runs in)."""
+        return ["--netns", self.netns] if self.netns is not None else []
 
     def start(self, timeout: float = START_TIMEOUT_S) -> VirtnetdProcess:
         if self.proc is not None and self.proc.poll() is None:
@@ -157,7 +161,7 @@ class VirtnetdProcess:
                 input: str | bytes | None = None, env: dict[str, str] | None = None,
                 cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """``virtnet --netns NS --state-dir DIR [--direct] ARGS`` as a user types it."""
-        argv = [*script("virtnet"), "--netns", self.netns, "--state-dir", str(self.state_dir)]
+        argv = [*script("virtnet"), *self._netns_args(), "--state-dir", str(self.state_dir)]
         if direct:
             argv.append("--direct")
         proc = subprocess.run(
