@@ -865,7 +865,8 @@ def test_statuses_follow_the_error_types(lab: Lab) -> None:
     assert (missing_port.value.status, missing_port.value.kind) == (404, "PortNotFound")
     assert (missing_network.value.status, missing_network.value.kind) == (404, "NotFoundError")
     assert (clash.value.status, clash.value.kind) == (409, "HostConflict")
-    assert f"network {SUBNET}.0/24 is already in use by interface virbr0" in clash.value.message
+    assert (f"subnet {SUBNET}.0/24 overlaps {SUBNET}.0/24 of active network '{NETWORK}' (on "
+            "virbr0)") in clash.value.message
 
 
 def test_a_running_network_has_a_plan(lab: Lab) -> None:
