@@ -931,6 +931,14 @@ def _loop(report: Report, generator: Generator, client: Any, connection: Any, da
             status, headers, body = exchange(connection, request)
         except (ConnectionLost, OSError) as exc:
             connection.close()
+            if request.malformed_http and daemon.running and isinstance(
+                    exc, (BrokenPipeError, ConnectionResetError, ConnectionLost)):
+                # A request the HTTP layer cannot parse (an unknown method, broken framing) is
+                # answered and the connection closed at once, as HTTP lets a server do: a
+                # client still sending a large body then meets a closed socket. The daemon
+                # serving the next request is what counts (the run goes on over a new one).
+                report.statuses["closed"] += 1
+                continue
             report.findings.append(Finding("no answer", f"{type(exc).__name__}: {exc}",
                                            number, request.shown()))
             report.statuses["none"] += 1
