@@ -9,29 +9,32 @@ use.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtnet.errors import HostError, StorageError, storage_errors
 from virtnet.host import dnsmasq as dnsmasq_process
 from virtnet.host import sysctl as sysctl_mod
-from virtnet.host.netlink import (
-    AddressInfo,
-    IPAddress,
-    IPInterface,
-    IPNetwork,
-    LinkInfo,
-    Netlink,
-    RouteInfo,
-)
+
+if TYPE_CHECKING:  # netlink loads with the first Host: importing host.fs must not pay for it
+    from virtnet.host.netlink import (
+        AddressInfo,
+        IPAddress,
+        IPInterface,
+        IPNetwork,
+        LinkInfo,
+        RouteInfo,
+    )
 
 RUN_TIMEOUT_S = 60.0
 
 
 class Host:
     def __init__(self) -> None:
+        from virtnet.host.netlink import Netlink
         from virtnet.host.nft import shared_nft
         from virtnet.host.rtnl import shared_rtnl
 
@@ -250,13 +253,29 @@ class Host:
 
     def await_dnsmasq(self, proc: subprocess.Popen[str], conf_file: Path,
                       pid_file: Path) -> int:
-        return dnsmasq_process.await_dnsmasq(proc, conf_file, pid_file)
+        return dnsmasq_process.await_dnsmasq(proc, conf_file, pid_file, self.step_hook)
 
     def settle_dnsmasq(self, proc: subprocess.Popen[str]) -> None:
         dnsmasq_process.settle_dnsmasq(proc)
 
     def stop_dnsmasq(self, pid: int, conf_file: Path) -> bool:
         return dnsmasq_process.stop_dnsmasq(pid, conf_file)
+
+    # --- the executor's hooks -----------------------------------------------------------
+
+    @staticmethod
+    def step_hook() -> None:
+        """Called right after a first host change that a step cannot record yet (dnsmasq
+        runs, its pid unread). Nothing by default; the executor gives crash tests theirs
+        (virtnet.execute.faults.inject), so that host/ never imports the executor."""
+
+    def reload_dnsmasq(self, pid: int, conf_file: Path) -> bool:
+        """Have the dnsmasq PID of CONF_FILE re-read its hosts files (SIGHUP); False when
+        PID is not that dnsmasq (gone, or recycled by another process)."""
+        if not dnsmasq_process.is_our_dnsmasq(pid, conf_file):
+            return False
+        os.kill(pid, signal.SIGHUP)
+        return True
 
 
 __all__ = ["Host"]
