@@ -228,12 +228,12 @@ StepCallback = Callable[[int, "Action"], None]
 
 def _journal_of(on_step: StepCallback | StepJournal | None) -> StepJournal | None:
     """The journal behind ``on_step``: the journal itself, or the journal whose bound
-    ``append`` it is (virtnet.ports passes ``journal.append``). Checked on the type, by
+    ``append`` (or ``done``) it is. Checked on the type, by
     name: isinstance() against the Protocol costs 13-44 us, more than a port's whole plan."""
     if on_step is None:
         return None
     candidate: Any = on_step
-    if getattr(on_step, "__name__", None) == "append":
+    if getattr(on_step, "__name__", None) in ("append", "done"):
         candidate = getattr(on_step, "__self__", on_step)
     kind = type(candidate)
     if hasattr(kind, "begin") and hasattr(kind, "append") and hasattr(kind, "failed"):
@@ -271,9 +271,12 @@ class Plan:
         when one fails, so that a kill inside a step leaves a record of that step too.
         """
         journal = _journal_of(on_step)
-        recorder = _Recorder(journal.begin, journal.append, journal.failed) \
-            if journal is not None else \
-            _Recorder(None, on_step, None) if on_step is not None else None  # type: ignore[arg-type]
+        recorder: Any = None
+        if journal is not None:  # a virtnet.execute.journal.Journal is the executor's own
+            recorder = journal if hasattr(type(journal), "done") else \
+                _Recorder(journal.begin, journal.append, journal.failed)
+        elif on_step is not None:
+            recorder = _Recorder(None, on_step, None)  # type: ignore[arg-type]
         try:
             run(self.actions, host, recorder)
         except RunFailed as failure:

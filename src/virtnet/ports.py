@@ -934,7 +934,7 @@ class PortManager:
             plan = self.plan(net, port, device)
             try:
                 with self.engine.host() as host:
-                    plan.apply(host, on_step=journal.append if journal is not None else None)
+                    plan.apply(host, on_step=journal)
             except PlanError as exc:
                 if journal is not None and not exc.undo_errors:
                     journal.discard()  # rolled back: nothing to recover
