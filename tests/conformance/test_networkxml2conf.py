@@ -27,7 +27,7 @@ from virtnet.dnsmasq import (
     render_conf,
     render_hostsfile,
 )
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 from virtnet.xml.parse import parse_network
 
 TEST_DRIVER = "tests/networkxml2conftest.c"

@@ -384,8 +384,8 @@ def test_light_pyroute2_import_keeps_the_full_package_usable():
     # In a fresh interpreter: the light import must not break a later plain pyroute2 use.
     code = (
         "import sys\n"
-        "from virtnet.host.netlink import _load_pyroute2\n"
-        "IPRoute, NetlinkError = _load_pyroute2()\n"
+        "from tests.kit.pyroute2_light import load_pyroute2\n"
+        "IPRoute, NetlinkError = load_pyroute2()\n"
         "assert 'pyroute2.ndb.main' not in sys.modules\n"
         "import pyroute2\n"
         "from pyroute2 import NDB, IPRoute as Full\n"
@@ -394,8 +394,9 @@ def test_light_pyroute2_import_keeps_the_full_package_usable():
         "assert m.IPRoute is IPRoute\n"
         "print('ok')\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    proc = subprocess.run(  # from the repo root, where tests.kit is
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
