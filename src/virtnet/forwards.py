@@ -27,7 +27,6 @@ each forward's guest and port (``filter_accepts``), ahead of its catch-all rejec
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -484,7 +483,3 @@ def list_forwards(engine: Engine, name: str, inactive: bool = False) -> list[dic
     record = engine.lookup(name)
     net = record.config if inactive and record.config is not None else record.current
     return [fwd.to_dict() for fwd in read_forwards(net)]
-
-
-def forwards_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2)

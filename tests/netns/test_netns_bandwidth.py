@@ -264,9 +264,10 @@ def test_tc_probe_matches_the_kernel_and_leaves_nothing(netns_kit: Any, tmp_path
     host = netns_kit.make_netns()
 
     def probe(cache: Path) -> dict[str, bool]:
+        from tests.kit.hostkit import reset_tc_probe_cache
         from virtnet.host import tc
 
-        tc.reset_probe_cache()
+        reset_tc_probe_cache()
         return tc.probe_features(cache).to_dict()
 
     found = netns_kit.run_in_netns(host, probe, tmp_path)

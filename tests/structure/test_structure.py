@@ -37,7 +37,7 @@ CEILINGS = {
     "e3_proc_sys_reads": (12, 0),
     "f_unused_deps": (0, 0),      # pyroute2 is in the test extra
     "g_test_imports": (0, 0),     # the test kit is tests/kit
-    "h_unreached": (15, 0),
+    "h_unreached": (1, 0),        # ApplyDiff.unchanged (apply.py is rewritten in step 5)
     "i_message_text": (3, 0),
     "j_mode_family": (15, 0),
     "j2_mode_tests": (55, None),
