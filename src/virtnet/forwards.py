@@ -155,7 +155,7 @@ def make_forward(proto: str, port: str, to: str, address: str | None = None) -> 
 def _metadata_element(net: Network) -> Any:
     from lxml import etree
 
-    from virtnet.xml.parse import parse_fragment
+    from virtnet.xml.document import parse_fragment
 
     if net.metadata is None:
         return etree.Element("metadata")
@@ -201,7 +201,7 @@ def write_forwards(net: Network, forwards: list[PortForward]) -> None:
     """Replace NET's forwards in its metadata, keeping every other namespace's element."""
     from lxml import etree
 
-    from virtnet.xml.format import dump_metadata
+    from virtnet.xml.document import dump_metadata
 
     metadata = _metadata_element(net)
     old = _our_child(metadata)
