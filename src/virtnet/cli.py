@@ -1163,23 +1163,51 @@ def net_addresses_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
               default="bridge", show_default=True)
 @click.option("--print", "print_only", is_flag=True, help="Print the definition; define "
               "nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
 @click.pass_context
 def net_new_cmd(ctx: click.Context, name: str, mode: str, subnet: str | None,
                 ipv6: str | None, no_dhcp: bool, domain: str | None, dev: str | None,
-                bridge: str | None, macvtap_mode: str, print_only: bool) -> None:
-    """Make a network from a few flags, without writing XML (defines it, or --print)."""
-    from virtnet.netnew import NewNetworkOptions, new_network
+                bridge: str | None, macvtap_mode: str, print_only: bool, as_json: bool) -> None:
+    """Make a network from a few flags, without writing XML (defines it, or --print).
+
+    --subnet auto (and --ipv6 auto) picks a subnet that overlaps no address or route of the
+    host, no other virtnet network and no network libvirt has defined or runs here."""
+    from virtnet.netnew import NewNetworkOptions, new_network, summary
 
     engine = engine_of(ctx)
     options = NewNetworkOptions(name=name, mode=mode, subnet=subnet, ipv6=ipv6,
                                 dhcp=not no_dhcp, domain=domain, dev=dev, bridge=bridge,
                                 macvtap_mode=macvtap_mode)
     with VirshFailure(f"Failed to make network {name}"):
-        xml = new_network(engine, options, define=not print_only)
-    if print_only:
+        net = new_network(engine, options, define=not print_only)
+    made = {**summary(net), "defined": not print_only}
+    if as_json:
+        if print_only:
+            made["xml"] = engine.format(net, inactive=True)
+        emit_json(made)
+    elif print_only:
+        xml = engine.format(net, inactive=True)
         click.echo(xml, nl=not xml.endswith("\n"))
     else:
-        virsh_echo(f"Network {name} defined")
+        fields = [("Name", name), ("UUID", str(made["uuid"])), ("Mode", str(made["mode"]))]
+        if made["bridge"] is not None:
+            fields.append(("Bridge", str(made["bridge"])))
+        if made["dev"] is not None:
+            fields.append(("Device", str(made["dev"])))
+        for ip in net_new_ips(made):
+            fields.append(ip)
+        click.echo(f"Network {name} defined\n")
+        click.echo(virsh_fields(fields), nl=False)
+
+
+def net_new_ips(made: dict[str, Any]) -> list[tuple[str, str]]:
+    """net-new's lines for each subnet: "IPv4: 192.168.124.1/24 (DHCP a - b)"."""
+    lines = []
+    for ip in made["ips"]:
+        label = "IPv4" if ip["family"] == "ipv4" else "IPv6"
+        dhcp = f" (DHCP {', '.join(ip['dhcp'])})" if ip.get("dhcp") else ""
+        lines.append((label, f"{ip['address']}{dhcp}"))
+    return lines
 
 
 # --- new commands are added above this line ------------------------------------------
