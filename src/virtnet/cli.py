@@ -15,6 +15,7 @@ import click
 
 from virtnet import __version__
 from virtnet.errors import VirtnetError
+from virtnet.host import Host
 
 
 class Context:
@@ -81,9 +82,7 @@ def main(ctx: click.Context, netns: str | None, state_dir: Path | None) -> None:
     ctx.obj = Context(netns=netns, state_dir=state_dir)
     if netns is not None:
         # Before any command runs, so every socket, sysctl and child process lives in there.
-        from virtnet.host.netns import enter_netns
-
-        enter_netns(netns)
+        Host.enter_netns(netns)
 
 
 # --- definitions: validate, format -----------------------------------------------------

@@ -27,6 +27,8 @@ _T_START = time.perf_counter()
 import os  # noqa: E402 - timed above: the imports are part of what is measured
 import sys  # noqa: E402
 
+from virtnet.host import Host  # noqa: E402 - cheap: its effects load on first use
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
@@ -175,16 +177,17 @@ def netns_identity(name: str | None) -> dict[str, Any]:
         if not name or "/" in name or name in (".", ".."):
             raise NotForwardable(name)
         try:
-            st = os.stat(f"/run/netns/{name}")
+            dev, ino = Host.netns_identity(name)
         except OSError:
             raise NotForwardable(name) from None  # the in-process run says what is wrong
-        return {"dev": st.st_dev, "ino": st.st_ino, "name": name}
-    st = os.stat("/proc/self/ns/net")
-    return {"dev": st.st_dev, "ino": st.st_ino}
+        return {"dev": dev, "ino": ino, "name": name}
+    dev, ino = Host.netns_identity()
+    return {"dev": dev, "ino": ino}
 
 
 # --- the wire: a request and its framed answer, without the json and socket modules ------------
-# (each costs more to import than the daemon needs to answer; _socket and binascii are C)
+# (each costs more to import than the daemon needs to answer; binascii is C, and the
+# connection is virtnet.host.fastipc's, made with _socket)
 
 _JSON_ESCAPES = {i: f"\\u{i:04x}" for i in range(32)}
 _JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
@@ -221,22 +224,6 @@ class Answer:
 
 class Lost(Exception):
     """The daemon closed the connection before it answered."""
-
-
-def connect(path: str) -> Any:
-    """A connected unix stream socket, or None when no daemon listens at PATH."""
-    try:
-        import _socket as sockets
-    except ImportError:  # an interpreter without the C module: the public one will do
-        import socket as sockets  # type: ignore[no-redef]
-
-    sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    return sock
 
 
 def exchange(sock: Any, body: bytes) -> Answer:
@@ -307,7 +294,7 @@ def forward(inv: Invocation, timing: dict[str, float]) -> int | None:
             return None
         state_dir = os.path.abspath(state_dir)
     path = socket_path(state_dir)
-    sock = connect(path)
+    sock = Host.connect_stream(path)
     timing["connect"] = time.perf_counter()
     if sock is None:
         return None
