@@ -42,7 +42,12 @@ STDIN_VERBS = FILE_VERBS - {"net-update"}
 # Verbs whose output shows paths under the state directory: a relative --state-dir must be
 # spelt the way the user spelt it, which only an in-process run does.
 PATH_SHOWING_VERBS = frozenset({"dnsmasq-conf", "plan"})
-# = virtnet.daemon.invoke.FORWARDED_VERBS (see there why the others run here)
+# The verbs the daemon runs for a client (virtnet.daemon.invoke): checked to read files only
+# through read_input and Path (routed to what the client sent), to write none, and to print
+# without regard to the terminal. Every other verb runs here: net-edit (the user's editor and
+# terminal), doctor and lab (rich output sized to the terminal; lab builds sandboxes and
+# waits), graph (writes the picture where the user is), and any verb added later until it is
+# checked and listed here. The one list: the daemon imports it from here.
 FORWARDED_VERBS = frozenset({
     "validate", "format", "update", "dnsmasq-conf", "plan",
     "net-define", "net-create", "net-undefine", "net-start", "net-destroy", "net-autostart",
