@@ -5,8 +5,9 @@
 When the daemon of the state directory answers on its socket (DIR/run/virtnetd.sock, by
 default /run/virtnet/virtnetd.sock; ``VIRTNET_SOCKET`` overrides), the verb is forwarded to it
 and its output and exit status are this command's. The daemon runs the very same click command
-(virtnet.daemon.invoke), so both ways print the same. On that path only the standard library
-is loaded, and only its C parts (_socket, binascii): no lxml, click, rich or pyroute2 before
+(virtnet.daemon.invoke), so both ways print the same. On that path only the standard library's
+C parts (_socket, binascii) are loaded, with the two small modules of virtnet.host that make
+the connection (virtnet.host, virtnet.host.fastipc): no lxml, click, rich or pyroute2 before
 the answer is printed, and not even json and socket, whose imports cost more than the
 daemon's answer (the request is plain JSON written here, the answer comes framed). With no daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
 ``--help``/``--version`` (click formats help for this terminal's width), virtnet.cli runs here.

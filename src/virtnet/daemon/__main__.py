@@ -46,7 +46,7 @@ from typing import Any
 from virtnet.errors import VirtnetError
 from virtnet.host import Host
 from virtnet.host.ipc import Notifier, Occupied
-from virtnet.host.procs import MALLINFO2_FIELDS, PidfileLocked
+from virtnet.host.procs import PidfileLocked
 
 log = logging.getLogger("virtnetd")
 SHUTDOWN_TIMEOUT_S = 30.0

@@ -751,8 +751,8 @@ class Daemon:
         record, fd = await self.call(create)
         summary = record.summary()
         if fd is not None:
-            try:
-                send_fd(request.transport, fd)
+            try:  # right before the HTTP response (docs/api.md, "pass_fd")
+                Host.send_fd(request.transport.get_extra_info("socket"), fd)
             except OSError as exc:
                 await self.call(self._undo_port, record)
                 raise ApiError(500, "HostError", f"cannot hand the descriptor of port "
@@ -1007,12 +1007,6 @@ def frames_of(result: invoke.InvokeResult) -> bytes:
         parts.append(f"{stream} {len(data)}\n".encode())
         parts.append(data)
     return b"".join(parts)
-
-
-def send_fd(transport: Any, fd: int) -> None:
-    """Send ``fd`` over the client's connection (SCM_RIGHTS), with the one NUL byte a stream
-    socket needs to carry it, right before the HTTP response (docs/api.md, "pass_fd")."""
-    Host.send_fd(transport.get_extra_info("socket"), fd)
 
 
 __all__ = ["ApiError", "Daemon", "DaemonConfig", "Peer", "PeerListener", "Peers",

@@ -4,6 +4,11 @@ Everything is done in the network namespace the process is in (see
 :func:`virtnet.host.netns.enter_netns`). Each helper does one thing; deletes treat "not
 found" as success so an undo can run twice. Heavy dependencies (libnftables) load on first
 use.
+
+What needs no handle is Host's static surface: the process's unix sockets and descriptors
+(host/ipc.py, host/fastipc.py), its namespace, pid file and watches (host/procs.py). The
+faces and the daemon reach every effect through Host that way; importing this package stays
+as cheap as the thin client needs (its modules load on first use).
 """
 
 from __future__ import annotations
