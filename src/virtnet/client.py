@@ -12,8 +12,9 @@
 HTTP/1.1 is spoken directly over the unix socket (keep-alive, Content-Length and chunked
 bodies) rather than through http.client, whose imports (email, ssl...) alone cost more than
 the whole answer of a resident daemon on these machines; only socket, json and base64 are
-loaded (and virtnet.host.ipc, which holds the socket's effects). Errors the daemon reports become :class:`ApiError` (status, kind, message: the same
-message the CLI prints); a daemon that does not answer at all is :class:`DaemonUnavailable`.
+loaded (and virtnet.host.ipc, which holds the socket's effects). Errors the daemon reports
+become :class:`ApiError` (status, kind, message: the same message the CLI prints); a daemon
+that does not answer at all is :class:`DaemonUnavailable`.
 
 File descriptor hand-over (``pass_fd=True``): the daemon sends the port's opened tap or
 macvtap with SCM_RIGHTS on one NUL byte just before its HTTP response; the client takes it

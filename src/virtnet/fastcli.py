@@ -9,7 +9,8 @@ and its output and exit status are this command's. The daemon runs the very same
 C parts (_socket, binascii) are loaded, with the two small modules of virtnet.host that make
 the connection (virtnet.host, virtnet.host.fastipc): no lxml, click, rich or pyroute2 before
 the answer is printed, and not even json and socket, whose imports cost more than the
-daemon's answer (the request is plain JSON written here, the answer comes framed). With no daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
+daemon's answer (the request is plain JSON written here, the answer comes framed). With no
+daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
 ``--help``/``--version`` (click formats help for this terminal's width), virtnet.cli runs here.
 
 Files named on the command line are read here and their content is sent (the daemon never
