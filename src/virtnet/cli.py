@@ -28,6 +28,7 @@ from virtnet.errors import (
     VirtnetError,
     XMLParseError,
 )
+from virtnet.host import Host
 
 
 class Context:
@@ -157,9 +158,7 @@ def main(ctx: click.Context, netns: str | None, state_dir: Path | None) -> None:
     ctx.obj = Context(netns=netns, state_dir=state_dir)
     if netns is not None:
         # Before any command runs, so every socket, sysctl and child process lives in there.
-        from virtnet.host.netns import enter_netns
-
-        enter_netns(netns)
+        Host.enter_netns(netns)
 
 
 # --- definitions: validate, format -----------------------------------------------------
