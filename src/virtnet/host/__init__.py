@@ -87,6 +87,7 @@ class Host:
     mallinfo2 = _Elsewhere("procs")
     set_mmap_threshold = _Elsewhere("procs")
     getsockopt = _Elsewhere("procs")
+    libvirt_network_files = _Elsewhere("libvirt", "read_network_files")
 
     @staticmethod
     def peer_links() -> list[LinkInfo]:
