@@ -34,7 +34,6 @@ directory is one clear error, and a write that fails leaves the old file and no 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
