@@ -29,7 +29,7 @@ if ! command -v debootstrap >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
-if [ ! -e "$base/.virtnet-complete" ]; then
+if [ ! -e "$base.complete" ]; then
     echo "deb-check: debootstrap bookworm into $base (cached for later runs)"
     rm -rf "$base"
     mkdir -p "$cache"
@@ -39,7 +39,7 @@ if [ ! -e "$base/.virtnet-complete" ]; then
     # never start a service from a maintainer script in there
     printf '#!/bin/sh\nexit 101\n' > "$base/usr/sbin/policy-rc.d"
     chmod 0755 "$base/usr/sbin/policy-rc.d"
-    touch "$base/.virtnet-complete"
+    touch "$base.complete"
 fi
 t1=$(date +%s)
 
@@ -54,6 +54,7 @@ set +e
 unshare --mount --propagation private -- bash -euo pipefail -c '
     work=$1
     mount -t proc proc "$work/proc"
+    mkdir -p "$work/dev/pts" && mount -t devpts -o newinstance,ptmxmode=0666 devpts "$work/dev/pts"
     exec chroot "$work" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
         LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEB=/tmp/$2 DEPENDS="$3" \
         bash -euo pipefail -s
@@ -91,12 +92,14 @@ aiohttp=$(/usr/lib/virtnet/bin/python3 -c 'import aiohttp; print(aiohttp.__versi
 ok "no pyroute2, hypothesis, pytest, pip, setuptools; aiohttp $aiohttp"
 
 man -w virtnet >/dev/null && man -w 8 virtnetd >/dev/null || fail "man -w"
+# (at a width of 80 columns man-db would keep a formatted copy in /var/cache/man: not at 100)
+export MANWIDTH=100
 for page in "1 virtnet" "8 virtnetd"; do
-    warnings=$(MANWIDTH=80 man --warnings $page 2>&1 >/dev/null)
+    warnings=$(man --warnings $page 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man $page: $warnings"
 done
-MANWIDTH=80 man 1 virtnet | grep -q "net-start" || fail "virtnet(1) lacks net-start"
-MANWIDTH=80 man 8 virtnetd | grep -q -- "--version" || fail "virtnetd(8) lacks --version"
+man 1 virtnet | grep -q "net-start" || fail "virtnet(1) lacks net-start"
+man 8 virtnetd | grep -q -- "--version" || fail "virtnetd(8) lacks --version"
 ok "man -w virtnet: $(man -w virtnet); $(man -w 8 virtnetd); no groff warnings"
 
 [ "$(head -1 /usr/share/doc/virtnet/copyright)" = \
@@ -123,7 +126,10 @@ exec_start=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/virtnetd.service)
 [ -x "${exec_start%% *}" ] || fail "ExecStart $exec_start does not exist"
 grep -q '^ListenStream=/run/virtnet/virtnetd.sock' /lib/systemd/system/virtnetd.socket \
     || fail "socket unit"
-ok "units: ExecStart=$exec_start exists; socket activation"
+for link in sockets.target.wants/virtnetd.socket multi-user.target.wants/virtnetd.service; do
+    [ -L /etc/systemd/system/$link ] || fail "$link not enabled"
+done
+ok "units: ExecStart=$exec_start exists; socket activation; enabled (*.wants links), not started"
 
 # A definition in the default state, made by virtnet itself (in a network namespace of its
 # own, although net-define touches no network), so purge is seen to clean /etc/virtnet.
