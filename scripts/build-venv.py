@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERPRETER = "/usr/bin/python3.11"  # Debian 12's python3; the environment is bound to its ABI
-TEST_ONLY = {"pyroute2"}  # declared in dependencies, never imported at run time
+TEST_ONLY = {"pyroute2", "pytest", "hypothesis"}  # never shipped, even if declared there
 REMOVED_FROM_ENV = ["pip", "setuptools"]  # build tools; setuptools' .pth costs start-up time
 
 
