@@ -137,6 +137,13 @@ class VirtnetGroup(click.Group):
             fail(exc.format_message(), USAGE_CODE, status=EXIT_USAGE)
 
 
+def complete_network(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of a network argument (virtnet.completion; loaded only at a TAB)."""
+    from virtnet.completion import complete_network as complete
+
+    return complete(ctx, param, incomplete)
+
+
 @click.group(cls=VirtnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--netns",
@@ -375,7 +382,7 @@ def net_create_cmd(ctx: click.Context, file: str) -> None:
 
 
 @main.command("net-undefine")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_undefine_cmd(ctx: click.Context, network: str) -> None:
     """Forget a persistent network (an active one keeps running, as transient)."""
@@ -387,7 +394,7 @@ def net_undefine_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("net-start")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_start_cmd(ctx: click.Context, network: str) -> None:
     """Start a defined network; for an active one, restart its dnsmasq if it died."""
@@ -402,7 +409,7 @@ def net_start_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("net-destroy")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_destroy_cmd(ctx: click.Context, network: str) -> None:
     """Stop an active network, undoing everything its start did."""
@@ -421,7 +428,7 @@ def net_destroy_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("net-autostart")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--disable", is_flag=True, help="Do not start the network with the host.")
 @click.pass_context
 def net_autostart_cmd(ctx: click.Context, network: str, disable: bool) -> None:
@@ -475,7 +482,7 @@ def net_list_cmd(
 
 
 @main.command("net-info")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
 @click.pass_context
 def net_info_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -503,7 +510,7 @@ def net_info_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
 
 
 @main.command("net-dumpxml")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--inactive", is_flag=True, help="The persistent definition, not the live one.")
 @click.option("--xpath", default=None, metavar="EXPRESSION",
               help="Print only the nodes the XPath EXPRESSION selects, one per line.")
@@ -528,7 +535,7 @@ def net_dumpxml_cmd(ctx: click.Context, network: str, inactive: bool, xpath: str
 
 
 @main.command("net-uuid")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the UUID as JSON.")
 @click.pass_context
 def net_uuid_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -559,7 +566,7 @@ def net_name_cmd(ctx: click.Context, uuid: str, as_json: bool) -> None:
 
 
 @main.command("net-dhcp-leases")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--mac", default=None, help="Only the leases of this MAC address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the leases as JSON.")
 @click.pass_context
@@ -578,7 +585,7 @@ def net_dhcp_leases_cmd(ctx: click.Context, network: str, mac: str | None, as_js
 
 
 @main.command("net-update")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("command", metavar="COMMAND")
 @click.argument("section", metavar="SECTION")
 @click.argument("xml", metavar="XML")
@@ -623,7 +630,7 @@ def net_update_cmd(
 
 
 @main.command("net-edit")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_edit_cmd(ctx: click.Context, network: str) -> None:
     """Edit a network's definition in $VISUAL or $EDITOR; it is checked before it is saved."""
@@ -665,7 +672,7 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("plan")
-@click.argument("target", metavar="NAME|FILE")
+@click.argument("target", metavar="NAME|FILE", shell_complete=complete_network)
 @click.option("--commands", is_flag=True, help="Print the equivalent shell commands.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
@@ -759,7 +766,7 @@ def port_line(summary: dict[str, Any]) -> str:
 
 
 @main.command("port-create")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--mac", default=None, metavar="MAC", help="The guest interface's MAC address.")
 @click.option("--portgroup", default=None, metavar="NAME", help="Portgroup to take settings from.")
 @click.option("--owner", default=None, metavar="NAME", help="Name of the guest owning the port.")
@@ -826,7 +833,7 @@ def create_port(ctx: click.Context, network: str, request: Any) -> Any:
 
 
 @main.command("port-delete")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("port")
 @click.pass_context
 def port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
@@ -839,7 +846,7 @@ def port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
 
 
 @main.command("port-list")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the ports as JSON.")
 @click.pass_context
 def port_list_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -859,7 +866,7 @@ def port_list_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
 
 
 @main.command("port-dumpxml")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("port")
 @click.pass_context
 def port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
@@ -945,7 +952,8 @@ def _network_or_file(engine: Any, target: str) -> tuple[Any, Any]:
 
 
 @main.command("doctor")
-@click.argument("networks", nargs=-1, metavar="[NETWORK|FILE]...")
+@click.argument("networks", nargs=-1, metavar="[NETWORK|FILE]...",
+                shell_complete=complete_network)
 @click.option("--guest-config", is_flag=True,
               help="Also print the guests' DHCP client configuration for each network.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
@@ -1067,7 +1075,7 @@ def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: boo
 
 
 @main.command("graph")
-@click.argument("target", metavar="NETWORK|FILE")
+@click.argument("target", metavar="NETWORK|FILE", shell_complete=complete_network)
 @click.option("-o", "--output", "output", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="The picture to write: .svg or .png (.dot writes the Graphviz text).")
@@ -1112,7 +1120,7 @@ def live_config_options(fn: Any) -> Any:
 
 
 @main.command("net-forward-add")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), required=True)
 @click.option("--port", required=True, metavar="P[-Q]", help="Host port or range.")
 @click.option("--to", "to", required=True, metavar="ADDR[:PORT]", help="Guest address (and port).")
@@ -1136,7 +1144,7 @@ def net_forward_add_cmd(ctx: click.Context, network: str, proto: str, port: str,
 
 
 @main.command("net-forward-del")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), required=True)
 @click.option("--port", required=True, metavar="P[-Q]")
 @click.option("--address", default=None, metavar="HOSTADDR")
@@ -1154,7 +1162,7 @@ def net_forward_del_cmd(ctx: click.Context, network: str, proto: str, port: str,
 
 
 @main.command("net-forward-list")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--inactive", is_flag=True, help="The persistent definition's forwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the forwards as JSON.")
 @click.pass_context
@@ -1202,7 +1210,7 @@ def net_apply_cmd(ctx: click.Context, file: str, dry_run: bool, restart: bool,
 
 
 @main.command("net-addresses")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the guests as JSON.")
 @click.pass_context
 def net_addresses_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
