@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from virtnet.errors import PortError
 from virtnet.model import (
-    ForwardMode,
     Network,
     NetworkFamily,
     PciAddress,
@@ -73,7 +72,6 @@ def refuse_virtualport(net: Network, port: PortDef,
 class Driver(abc.ABC):
     name: ClassVar[str]
     family: ClassVar[NetworkFamily]
-    modes: ClassVar[tuple[ForwardMode, ...]]
 
     def handles(self, net: Network) -> bool:
         return family_of(net) is self.family

@@ -60,12 +60,6 @@ UPLINK_VIA = {ForwardMode.NAT: "NAT (masquerade)", ForwardMode.ROUTE: "routed",
 class BridgedDriver(Driver):
     name: ClassVar[str] = "bridged"
     family: ClassVar[NetworkFamily] = NetworkFamily.OWN_BRIDGE
-    modes: ClassVar[tuple[ForwardMode, ...]] = (
-        ForwardMode.NONE,
-        ForwardMode.NAT,
-        ForwardMode.ROUTE,
-        ForwardMode.OPEN,
-    )
 
     # --- what the network is ------------------------------------------------------------
 

@@ -278,12 +278,6 @@ class CreateMacvtap(Action):
 class DirectDriver(Driver):
     name: ClassVar[str] = "direct"
     family: ClassVar[NetworkFamily] = NetworkFamily.DIRECT
-    modes: ClassVar[tuple[ForwardMode, ...]] = (
-        ForwardMode.BRIDGE,
-        ForwardMode.PRIVATE,
-        ForwardMode.VEPA,
-        ForwardMode.PASSTHROUGH,
-    )
 
     def preflight(self, net: Network, facts: HostFacts) -> list[Problem]:
         from virtnet.host.kernel import FEATURE_TEXT, kernel_has

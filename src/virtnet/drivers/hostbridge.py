@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from virtnet.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import Problem
-from virtnet.model import ForwardMode, MacTableManager, Network, NetworkFamily, VirtualPortType
+from virtnet.model import MacTableManager, Network, NetworkFamily, VirtualPortType
 from virtnet.plan import AttachHostBridge, Plan
 from virtnet.portdef import PlugType
 
@@ -25,7 +25,6 @@ class HostBridgeDriver(Driver):
     name: ClassVar[str] = "hostbridge"
     # forward mode 'bridge' with a bridge name; without one it means macvtap (direct)
     family: ClassVar[NetworkFamily] = NetworkFamily.HOST_BRIDGE
-    modes: ClassVar[tuple[ForwardMode, ...]] = (ForwardMode.BRIDGE,)
 
     def topology(self, net: Network) -> NetworkTopology:
         return NetworkTopology(label="bridge (host bridge)", title="bridge: host bridge",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from virtnet.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import HostError, PortError, Problem
-from virtnet.model import ForwardMode, Network, NetworkFamily, PciAddress, VirtualPortType
+from virtnet.model import Network, NetworkFamily, PciAddress, VirtualPortType
 from virtnet.plan import Action, Plan
 from virtnet.portdef import PlugType
 
@@ -168,7 +168,6 @@ class ReserveVf(Action):
 class HostdevDriver(Driver):
     name: ClassVar[str] = "hostdev"
     family: ClassVar[NetworkFamily] = NetworkFamily.HOSTDEV
-    modes: ClassVar[tuple[ForwardMode, ...]] = (ForwardMode.HOSTDEV,)
 
     def topology(self, net: Network) -> NetworkTopology:
         return NetworkTopology(label="hostdev", title="hostdev")
