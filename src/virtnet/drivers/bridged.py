@@ -8,6 +8,7 @@ it. Undo runs the other way round.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from virtnet import firewall
@@ -65,8 +66,8 @@ class BridgedDriver(Driver):
 
     def capabilities(self, net: Network) -> Capabilities:
         mode = net.forward_mode
-        return Capabilities(forwards=mode in FORWARDS_MODES,
-                            coexistence=mode in COEXISTENCE_MODES, shaping=True, floor=True)
+        return replace(super().capabilities(net), forwards=mode in FORWARDS_MODES,
+                       coexistence=mode in COEXISTENCE_MODES)
 
     def topology(self, net: Network) -> NetworkTopology:
         mode = net.forward_mode
