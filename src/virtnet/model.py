@@ -1,8 +1,9 @@
 """Typed model of a libvirt network definition (libvirt 9.0 Network XML, plus the newer
 attributes users expect from 10.x-12.x where they do not clash).
 
-Only data lives here: parsing is in ``virtnet.xml.parse``, formatting in
-``virtnet.xml.format``, semantic rules in ``virtnet.validate``.
+Only data lives here, and :func:`family_of`, the one classification of forward modes (the
+driver registry and the definition rules both read it): parsing is in ``virtnet.xml.parse``,
+formatting in ``virtnet.xml.format``, semantic rules in ``virtnet.validate``.
 
 Conventions:
 - An enumeration's member values are the exact XML strings, so one table drives both the

@@ -71,7 +71,6 @@ _MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}\Z")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 
 
-
 def validate(net: Network, *, stage: Literal["parse", "define"] = "define") -> list[Problem]:
     """All semantic problems of ``net``, in the order of libvirt's canonical layout; an empty
     list means valid.
