@@ -50,9 +50,6 @@ DEFAULT_ROUTE_METRIC = 1
 # Port forwards DNAT to guests the uplink can address; isolated has no uplink, and an open
 # network's firewall is its administrator's.
 FORWARDS_MODES = (ForwardMode.NAT, ForwardMode.ROUTE)
-# Modes whose start opens other firewalls' drop chains for the network: an open network is,
-# by definition, left to the administrator's firewall.
-COEXISTENCE_MODES = (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE)
 # How the bridge reaches its uplink, as the graph labels that edge (isolated: not at all).
 UPLINK_VIA = {ForwardMode.NAT: "NAT (masquerade)", ForwardMode.ROUTE: "routed",
               ForwardMode.OPEN: "routed, no firewall"}
@@ -66,8 +63,10 @@ class BridgedDriver(Driver):
 
     def capabilities(self, net: Network) -> Capabilities:
         mode = net.forward_mode
+        # a network with a firewall of ours gets other firewalls opened for it at start; an
+        # open network is, by definition, left to the administrator's firewall
         return replace(super().capabilities(net), forwards=mode in FORWARDS_MODES,
-                       coexistence=mode in COEXISTENCE_MODES)
+                       coexistence=firewall.firewall_needed(net))
 
     def topology(self, net: Network) -> NetworkTopology:
         mode = net.forward_mode
