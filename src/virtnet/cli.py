@@ -882,7 +882,7 @@ def port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
 
 
 @main.command("net-port-create")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("file")
 @click.pass_context
 def net_port_create_cmd(ctx: click.Context, network: str, file: str) -> None:
@@ -892,7 +892,7 @@ def net_port_create_cmd(ctx: click.Context, network: str, file: str) -> None:
 
 
 @main.command("net-port-list")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--uuid", "uuid_only", is_flag=True, help="List the UUIDs only.")
 @click.option("--table", is_flag=True, help="A table (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ports as JSON.")
@@ -916,7 +916,7 @@ def net_port_list_cmd(ctx: click.Context, network: str, uuid_only: bool, table: 
 
 
 @main.command("net-port-dumpxml")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("port")
 @click.pass_context
 def net_port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
@@ -925,7 +925,7 @@ def net_port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
 
 
 @main.command("net-port-delete")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("port")
 @click.pass_context
 def net_port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
