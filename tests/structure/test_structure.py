@@ -29,7 +29,7 @@ CEILINGS = {
     "a_modules": (3, 0),          # xml/parse <-> xml/format gone (xml/document)
     "a_dynamic_units": (1, 0),    # importlib names (plan.KIND_MODULES, drivers) join both
     "b_private": (35, 0),
-    "c_local_imports": (242, 20),
+    "c_local_imports": (238, 20),
     "d_modules": (16, 0),
     "d_classes": (7, 0),
     "e_effects": (23, 0),
@@ -39,8 +39,8 @@ CEILINGS = {
     "g_test_imports": (0, 0),     # the test kit is tests/kit
     "h_unreached": (1, 0),        # ApplyDiff.unchanged (apply.py is rewritten in step 5)
     "i_message_text": (3, 0),
-    "j_mode_family": (15, 0),
-    "j2_mode_tests": (55, None),
+    "j_mode_family": (0, 0),
+    "j2_mode_tests": (39, None),
     "k_journals": (4, 1),
     "k_undo_loops": (6, 1),
     "l_op_dispatch": (5, 0),
