@@ -7,7 +7,9 @@ commands that use them, never at the top of this module.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -634,7 +636,6 @@ def net_update_cmd(
 @click.pass_context
 def net_edit_cmd(ctx: click.Context, network: str) -> None:
     """Edit a network's definition in $VISUAL or $EDITOR; it is checked before it is saved."""
-    import os
     import shlex
     import subprocess
     import tempfile
@@ -1314,8 +1315,6 @@ def net_event_cmd(ctx: click.Context, network: str | None, kind: str | None, loo
     """Wait for networks' lifecycle events and print them, as virsh net-event does.
 
     The events come from virtnetd, which sees every change, made through it or not."""
-    import time
-
     from virtnet.client import Client, DaemonUnavailable
 
     if list_kinds:
