@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtnet.errors import HostError, InvalidOperationError, PortError, VirtnetError
-from virtnet.model import Bandwidth, BandwidthRate, ForwardMode, Network
+from virtnet.model import Bandwidth, BandwidthRate, Network, family_of
 from virtnet.plan import RECORDED, Action
 
 if TYPE_CHECKING:
@@ -102,11 +102,6 @@ def quantum(kbytes: int) -> str:
 
 def has_floor(bandwidth: Bandwidth | None) -> bool:
     return bool(bandwidth and bandwidth.inbound and bandwidth.inbound.floor)
-
-
-def floor_supported(mode: ForwardMode) -> bool:
-    """libvirt guarantees a floor only on networks with a bridge of their own."""
-    return mode.has_own_bridge
 
 
 def ifb_name(device: str) -> str:
@@ -249,9 +244,9 @@ def _htb_tree(
 def network_shaping(net: Network, features: TcFeatures) -> Shaping | None:
     """A network's own <bandwidth>, on its bridge (own or host bridge), as libvirt sets it at
     start; None for networks without a bridge or without bandwidth."""
-    if net.bandwidth is None or not net.bridge_name:
-        return None
-    if not (net.forward_mode.has_own_bridge or net.forward_mode is ForwardMode.BRIDGE):
+    # the family's capability, as the definition rules read it (this module sits below the
+    # drivers: the engine, the planner and host/tc import it)
+    if net.bandwidth is None or not net.bridge_name or not family_of(net).shapes_bridge:
         return None
     return device_shaping(net.bridge_name, net.bandwidth, swapped=True, hierarchical=True,
                           features=features)
@@ -281,7 +276,7 @@ def check_floor(net: Network, bandwidth: Bandwidth | None, mac: str, floor_sum: 
         return False
     assert bandwidth is not None and bandwidth.inbound is not None
     check_tc_range(bandwidth.inbound, f"the inbound bandwidth of port {mac}")
-    if not floor_supported(net.forward_mode):
+    if not family_of(net).floor:
         raise PortError(
             f"Invalid use of 'floor' on interface with MAC address {mac} - 'floor' is only "
             "supported for interface type 'network' with forward type 'nat', 'route', "

@@ -28,6 +28,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from virtnet.drivers import driver_for
 from virtnet.errors import HostError
 from virtnet.execute.executor import undoing
 from virtnet.model import ForwardMode, Network
@@ -42,7 +43,6 @@ DOCKER_USER = "DOCKER-USER"
 COMMENT_PREFIX = "virtnet:"
 HOOKS = ("forward", "input")
 PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # a table name nft reads unquoted
-MODES = (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE)
 
 
 # --- what the network needs let through (pure) -------------------------------------------
@@ -381,7 +381,8 @@ def plan_actions(net: Network) -> list[Action]:
     """The start-plan step for NET: firewalled modes on a bridge of our own only."""
     from virtnet.firewall import firewall_needed, forward_dev
 
-    if not firewall_needed(net) or not net.bridge_name or net.forward_mode not in MODES:
+    if not firewall_needed(net) or not net.bridge_name \
+            or not driver_for(net).capabilities(net).coexistence:
         return []
     from virtnet.forwards import read_forwards
 

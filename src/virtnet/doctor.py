@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from virtnet.drivers import driver_for
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
                            summary)
@@ -226,9 +227,9 @@ def network_forward_blockers(net: Network, ruleset: dict[str, Any] | None) -> tu
     """The chains of other firewalls that drop NET's forwarded traffic. net-start opens them
     for isolated, nat and route networks itself (:mod:`virtnet.coexist`); an open network
     is, by definition, left to the administrator's firewall."""
-    from virtnet.coexist import MODES as OPENED_AT_START
-
-    if not net.bridge_name or net.uses_macvtap or net.forward_mode in OPENED_AT_START:
+    driver = driver_for(net)
+    if not net.bridge_name or driver.topology(net).macvtap \
+            or driver.capabilities(net).coexistence:  # opened at start
         return ()
     return tuple(chain for chain, _ in forward_blockers(ruleset, bridge=net.bridge_name))
 
@@ -319,6 +320,7 @@ def host_topology(net: Network, view: HostView, active: bool) -> tuple[Topology,
     default = _default_route(facts)
     outside = default.link if default is not None else None
     blockers = network_forward_blockers(net, view.ruleset)
+    shape = driver_for(net).topology(net)
     topo = Topology(
         outside_dev=outside,
         has_default_route=default is not None,
@@ -329,9 +331,9 @@ def host_topology(net: Network, view: HostView, active: bool) -> tuple[Topology,
         forward_blockers=blockers,
         br_netfilter=view.br_netfilter,
     )
-    if net.forward_mode in (ForwardMode.ROUTE, ForwardMode.OPEN):
+    if shape.routed:
         notes.append("assumed: the LAN router has no route to the network's subnet via this host")
-    if net.uses_macvtap:
+    if shape.macvtap:
         notes.append("assumed: the external switch ports do not hairpin (no reflective relay)")
         devs = pool(net)
         shim = next((l for l in facts.links.values()
@@ -352,8 +354,8 @@ def host_topology(net: Network, view: HostView, active: bool) -> tuple[Topology,
         elif net.forward_mode is not ForwardMode.PASSTHROUGH and outside is not None:
             notes.append(f"the host's address is on {outside}, not on the network's uplinks: "
                          "assumed on the same LAN")
-    if net.forward_mode is ForwardMode.BRIDGE and net.bridge_name:
-        bridge = facts.link(net.bridge_name)
+    if shape.host_bridge is not None:
+        bridge = facts.link(shape.host_bridge)
         ports = [l for l in facts.links.values()
                  if bridge is not None and l.master == bridge.index
                  and l.kind not in ("tun", "tap") and not l.name.startswith("vnet")]
@@ -377,7 +379,6 @@ def diagnose_network(net: Network, view: HostView, record: NetworkRecord | None 
     if active:  # an inactive network's collisions are among its preflight's, as start says
         problems += [p.message for p in view.facts.subnet_collisions(net, active=True)]
     else:
-        from virtnet.drivers import driver_for
         from virtnet.errors import HostError
 
         try:
@@ -395,18 +396,16 @@ def diagnose_network(net: Network, view: HostView, record: NetworkRecord | None 
     if topo.forward_blockers:
         problems.append("another firewall drops forwarded traffic: "
                         + ", ".join(topo.forward_blockers) + " (see the fixes below)")
-    mode = net.forward_mode.value if net.forward_mode is not ForwardMode.NONE else "isolated"
-    if net.forward_mode is ForwardMode.BRIDGE:
-        mode = "bridge (host bridge)" if net.bridge_name else "bridge (macvtap)"
-    return NetworkDiagnosis(net.name, mode, active, summary(net, topo), problems, notes,
-                            guest_dhcp_config(net))
+    return NetworkDiagnosis(net.name, driver_for(net).topology(net).label, active,
+                            summary(net, topo), problems, notes, guest_dhcp_config(net))
 
 
 def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
     """The host preflight (pure, given the view)."""
     checks = []
     needed = set(ALWAYS_NEEDED)
-    if any(n.uses_macvtap for n in networks):
+    shapes = [(n, driver_for(n).topology(n)) for n in networks]
+    if any(shape.macvtap for _, shape in shapes):
         needed |= {"macvlan", "macvtap"}
     for feature, present in view.kernel.to_dict().items():
         if feature in ("vlan", "ifb"):
@@ -418,7 +417,7 @@ def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
                             problem=not present and feature in needed))
     checks.append(Check("kernel: netns", view.netns, "present" if view.netns else
                         "missing: network namespaces (CONFIG_NET_NS)", problem=not view.netns))
-    wants_dnsmasq = any(n.forward_mode.has_own_bridge and n.ips for n in networks)
+    wants_dnsmasq = any(shape.own_bridge and n.ips for n, shape in shapes)
     checks.append(Check("dnsmasq", bool(view.facts.dnsmasq),
                         view.facts.dnsmasq or "not installed (apt-get install dnsmasq-base)",
                         problem=not view.facts.dnsmasq and wants_dnsmasq,

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtnet import firewall
+from virtnet.drivers import driver_for
 from virtnet.errors import Problem, ValidationError, VirtnetError
-from virtnet.model import ForwardMode, Network
+from virtnet.model import Network
 from virtnet.plan import LoadFirewall, crash_in_step
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ PREFIX = "virtnet"
 CONTAINER = "forwards"
 ITEM = "port"
 PROTOCOLS = ("tcp", "udp")
-FORWARD_MODES = (ForwardMode.NAT, ForwardMode.ROUTE)
 METADATA_PATH = f"/network/metadata/{PREFIX}:{CONTAINER}"
 # nftables priorities of the NAT hooks (dstnat = -100, srcnat = 100)
 OUTPUT_NAT_PRIORITY = -100
@@ -231,7 +231,7 @@ def check_forwards(net: Network, forwards: list[PortForward]) -> list[Problem]:
     """Definition-only rules: the mode forwards, each target lies in one of the network's
     subnets, a port range keeps its ports, no two forwards claim the same port."""
     problems: list[Problem] = []
-    if forwards and net.forward_mode not in FORWARD_MODES:
+    if forwards and not driver_for(net).capabilities(net).forwards:
         problems.append(Problem(
             METADATA_PATH,
             f"port forwards need forward mode nat or route, not {net.forward_mode.value}",

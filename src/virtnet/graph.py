@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from virtnet.drivers import driver_for
 from virtnet.errors import StorageError, VirtnetError
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
@@ -65,17 +66,6 @@ def _q(text: str) -> str:
 
 def _h(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-def _mode_text(net: Network) -> str:
-    mode = net.forward_mode
-    if mode is ForwardMode.NONE:
-        return "isolated (no forwarding)"
-    if mode is ForwardMode.BRIDGE:
-        return "bridge: host bridge" if net.bridge_name else "bridge: macvtap"
-    if mode in (ForwardMode.PRIVATE, ForwardMode.VEPA, ForwardMode.PASSTHROUGH):
-        return f"{mode.value}: macvtap"
-    return mode.value
 
 
 def hypothetical_guests(net: Network, count: int = 2) -> list[GuestPort]:
@@ -132,7 +122,9 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
     """The DOT text of NET's topology with GUESTS (default: two hypothetical ones)."""
     guests = guests if guests is not None else hypothetical_guests(net)
     topo = topo or Topology(guests=len(guests))
-    if net.uses_macvtap and topo.guest_uplinks is None:
+    shape = driver_for(net).topology(net)
+    on_bridge = shape.own_bridge or shape.host_bridge is not None  # guests on taps
+    if shape.macvtap and topo.guest_uplinks is None:
         from dataclasses import replace
 
         topo = replace(topo, guest_uplinks=tuple(g.uplink for g in guests))
@@ -143,7 +135,7 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
         "digraph virtnet {",
         f'  graph [rankdir=LR, fontname="{FONT}", fontsize=18, labelloc=t, nodesep=0.35, '
         f'ranksep=0.7, bgcolor=white, pad=0.3, newrank=true, '
-        f'label={_q(f"network {net.name} — forward mode {_mode_text(net)}{state}")}];',
+        f'label={_q(f"network {net.name} — forward mode {shape.title}{state}")}];',
         f'  node [fontname="{FONT}", fontsize=11, shape=box, style="rounded,filled", '
         f'fillcolor="{FILL_HOST}", color="{COLOR_HOST}"];',
         f'  edge [fontname="{FONT}", fontsize=10, arrowhead=none, color="#555555"];',
@@ -153,15 +145,15 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
     lines.append(f'    label="host"; style="rounded,bold"; color="{COLOR_HOST}"; '
                  f'fontcolor="{COLOR_HOST}";')
     uplinks = list(pool(net))
-    if mode.has_own_bridge and net.forward is not None and net.forward.dev:
+    if shape.own_bridge and net.forward is not None and net.forward.dev:
         uplinks = [net.forward.dev]
     host_label = "host's own stack"
     gateway = bridge_address(net)
-    if mode.has_own_bridge and gateway is not None:
+    if shape.own_bridge and gateway is not None:
         host_label += f"\n{gateway.ip} on {net.bridge_name}"
     lines.append(f"    host [label={_q(host_label)}, shape=component];")
     lan_side = "uplink"
-    if mode.has_own_bridge:
+    if shape.own_bridge:
         bridge_lines = [f"bridge {net.bridge_name}"]
         bridge_lines += [str(ip.interface) for ip in net.ips if ip.interface is not None]
         for ip in net.ips:
@@ -173,17 +165,15 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
         lines.append("    host -> bridge;")
         out = f"uplink {uplinks[0]}" if uplinks else "uplink\n(of the default route)"
         lines.append(f"    uplink [label={_q(out)}];")
-        if mode is not ForwardMode.NONE:
-            how = {ForwardMode.NAT: "NAT (masquerade)", ForwardMode.ROUTE: "routed",
-                   ForwardMode.OPEN: "routed, no firewall"}[mode]
-            lines.append(f"    bridge -> uplink [label={_q(how)}, style=bold];")
+        if shape.uplink_via is not None:
+            lines.append(f"    bridge -> uplink [label={_q(shape.uplink_via)}, style=bold];")
         else:
             lines.append('    bridge -> uplink [label="no forwarding", style=invis];')
         lines.append("    host -> uplink;")
-    elif mode is ForwardMode.BRIDGE and net.bridge_name:
-        lines.append(f"    bridge [label={_q(f'host bridge {net.bridge_name}')}, penwidth=2];")
+    elif shape.host_bridge is not None:
+        lines.append(f"    bridge [label={_q(f'host bridge {shape.host_bridge}')}, penwidth=2];")
         lines.append("    host -> bridge;")
-        port_label = f"LAN interface (a port of {net.bridge_name})"
+        port_label = f"LAN interface (a port of {shape.host_bridge})"
         lines.append(f"    uplink [label={_q(port_label)}];")
         lines.append("    bridge -> uplink;")
     else:
@@ -198,7 +188,7 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
         lan_side = "uplink0"
     for guest in guests:
         node = f"dev_{guest.name}"
-        if mode.has_own_bridge or (mode is ForwardMode.BRIDGE and net.bridge_name):
+        if on_bridge:
             device = guest.device or "tap (vnetN)"
             lines.append(f"    {node} [label={_q(device)}, fontsize=10];")
             lines.append(f"    bridge -> {node};")
@@ -215,8 +205,7 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
         label += f"\n{guest.mac}" if guest.mac else ""
         lines.append(f'  {guest.name} [label={_q(label)}, fillcolor="{FILL_GUEST}", '
                      'color="#b08900", shape=box3d];')
-        if mode.has_own_bridge or (mode is ForwardMode.BRIDGE and net.bridge_name) \
-                or guest.uplink is not None:
+        if on_bridge or guest.uplink is not None:
             lines.append(f"  dev_{guest.name} -> {guest.name};")
     # outside the host
     hairpin = "on" if topo.hairpin else "off"
@@ -226,7 +215,7 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
                  'color="#777777"];')
     lines.append(f'  upstream [label="outside (upstream)", shape=ellipse, '
                  f'fillcolor="{FILL_OUTSIDE}", color="#777777"];')
-    if not (mode.has_own_bridge or (mode is ForwardMode.BRIDGE and net.bridge_name)):
+    if not on_bridge:
         for index in range(len(uplinks)):
             lines.append(f"  uplink{index} -> switch;")
     else:

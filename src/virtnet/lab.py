@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from virtnet.drivers import driver_for
 from virtnet.errors import VirtnetError
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
@@ -866,10 +867,7 @@ class Lab:
                          self.options.dhcp_client, list(self.guests), cells, dict(self.timings))
 
     def mode_label(self) -> str:
-        mode = self.net.forward_mode
-        if mode is ForwardMode.BRIDGE:
-            return "bridge (host bridge)" if self.net.bridge_name else "bridge (macvtap)"
-        return {ForwardMode.NONE: "isolated"}.get(mode, mode.value)
+        return driver_for(self.net).topology(self.net).label
 
     # --- teardown ------------------------------------------------------------------------------
 

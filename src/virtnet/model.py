@@ -1,8 +1,9 @@
 """Typed model of a libvirt network definition (libvirt 9.0 Network XML, plus the newer
 attributes users expect from 10.x-12.x where they do not clash).
 
-Only data lives here: parsing is in ``virtnet.xml.parse``, formatting in
-``virtnet.xml.format``, semantic rules in ``virtnet.validate``.
+Only data lives here, and :func:`family_of`, the one classification of forward modes (the
+driver registry and the definition rules both read it): parsing is in ``virtnet.xml.parse``,
+formatting in ``virtnet.xml.format``, semantic rules in ``virtnet.validate``.
 
 Conventions:
 - An enumeration's member values are the exact XML strings, so one table drives both the
@@ -37,6 +38,33 @@ class ForwardMode(enum.Enum):
     def has_own_bridge(self) -> bool:
         """Modes where virtnet creates and addresses a bridge of its own."""
         return self in (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN)
+
+
+class NetworkFamily(enum.Enum):
+    """How a network gives its guests a link: the one classification of forward modes.
+
+    The driver registry (:func:`virtnet.drivers.driver_for`) picks a network's driver by it,
+    and the definition rules (:mod:`virtnet.validate`, which never imports a driver) read the
+    same answer: one decision, :func:`family_of`, with two readers. The values are the names
+    of the drivers that run each family.
+    """
+
+    OWN_BRIDGE = "bridged"  # none, nat, route, open: a bridge virtnet creates and addresses
+    HOST_BRIDGE = "hostbridge"  # bridge with <bridge name='...'/>: a bridge the host has
+    DIRECT = "direct"  # bridge without a bridge name, private, vepa, passthrough: macvtap
+    HOSTDEV = "hostdev"  # SR-IOV virtual functions by PCI passthrough
+
+    @property
+    def shapes_bridge(self) -> bool:
+        """Guests plug a tap into a bridge, so the network's own <bandwidth> has a device to
+        shape (libvirt sets it on the bridge; other families have no such device)."""
+        return self in (NetworkFamily.OWN_BRIDGE, NetworkFamily.HOST_BRIDGE)
+
+    @property
+    def floor(self) -> bool:
+        """Ports may be guaranteed an inbound floor: libvirt grants one only on a bridge of
+        the network's own, where it shapes the bridge's HTB tree."""
+        return self is NetworkFamily.OWN_BRIDGE
 
 
 class MacTableManager(enum.Enum):
@@ -398,10 +426,7 @@ class Network:
     def uses_macvtap(self) -> bool:
         """Direct (macvtap) networks: bridge mode without a host bridge, private, vepa,
         passthrough."""
-        mode = self.forward_mode
-        if mode is ForwardMode.BRIDGE:
-            return self.bridge_name is None
-        return mode in (ForwardMode.PRIVATE, ForwardMode.VEPA, ForwardMode.PASSTHROUGH)
+        return family_of(self) is NetworkFamily.DIRECT
 
     @property
     def bridge_name(self) -> str | None:
@@ -424,3 +449,16 @@ class Network:
             if group.name == name:
                 return group
         return None
+
+
+def family_of(net: Network) -> NetworkFamily:
+    """NET's family, from its forward mode (and, for mode 'bridge', whether it names a host
+    bridge: without one, libvirt gives guests macvtaps on the forward devices)."""
+    mode = net.forward_mode
+    if mode.has_own_bridge:
+        return NetworkFamily.OWN_BRIDGE
+    if mode is ForwardMode.HOSTDEV:
+        return NetworkFamily.HOSTDEV
+    if mode is ForwardMode.BRIDGE and net.bridge_name is not None:
+        return NetworkFamily.HOST_BRIDGE
+    return NetworkFamily.DIRECT

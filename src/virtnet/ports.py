@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from virtnet.drivers import driver_for
 from virtnet.errors import (  # PortError: also from here
     HostError,
     PortError,
@@ -63,7 +64,6 @@ from virtnet.ids import (
 from virtnet.model import (
     Bandwidth,
     BandwidthRate,
-    ForwardMode,
     Network,
     PciAddress,
     PortGroup,
@@ -309,7 +309,7 @@ def allocate(
     port.trust_guest_rx_filters = trust
     port.virtualport = merge_virtualports(request.virtualport, net.virtualport,
                                           group.virtualport if group is not None else None)
-    _plug(net, port, usage, pool)
+    driver_for(net).plug(net, port, usage, pool)
     _check_connection_type(net, port)
     _check_virtualport_complete(port.virtualport, new_uuid)
     _check_owner_name(port.owner_name)
@@ -333,75 +333,6 @@ def _check_owner_name(name: str | None) -> None:
                 or code in (0xFFFE, 0xFFFF):
             raise PortError(f"invalid owner name {name[:60]!r}: character U+{code:04X} "
                             "cannot be written in a port's XML")
-
-
-def _vport_name(port: PortDef) -> str:
-    assert port.virtualport is not None and port.virtualport.type is not None
-    return port.virtualport.type.value
-
-
-def _plug(net: Network, port: PortDef, usage: PoolUsage,
-          pool: list[str] | list[PciAddress] | None) -> None:
-    mode = net.forward_mode
-    vport_typed = not _is_none_type(port.virtualport)
-    if mode.has_own_bridge:
-        port.plug_type = PlugType.NETWORK
-        port.bridge = net.bridge_name
-        port.mac_table_manager = net.bridge.mac_table_manager if net.bridge else None
-        if vport_typed:
-            raise PortError(f"<virtualport type='{_vport_name(port)}'> not supported for "
-                            f"network '{net.name}' which uses IP forwarding")
-        return
-    if mode is ForwardMode.HOSTDEV:
-        port.plug_type = PlugType.HOSTDEV_PCI
-        addresses = [a for a in (pool or []) if isinstance(a, PciAddress)]
-        free = [a for a in addresses if usage.by_address.get(str(a), 0) == 0]
-        if not free:
-            raise PortError(f"network '{net.name}' requires exclusive access to interfaces, "
-                            "but none are available")
-        port.address = free[0]
-        assert net.forward is not None
-        port.driver = net.forward.driver
-        port.managed = net.forward.managed
-        if vport_typed and port.virtualport is not None and port.virtualport.type not in (
-                VirtualPortType.QBG, VirtualPortType.QBH):
-            raise PortError(f"<virtualport type='{_vport_name(port)}'> not supported for "
-                            f"network '{net.name}' which uses an SR-IOV Virtual Function "
-                            "via PCI passthrough")
-        return
-    if mode is ForwardMode.BRIDGE and net.bridge_name:
-        port.plug_type = PlugType.BRIDGE
-        port.bridge = net.bridge_name
-        port.mac_table_manager = net.bridge.mac_table_manager if net.bridge else None
-        if vport_typed and port.virtualport is not None and \
-                port.virtualport.type is not VirtualPortType.OPENVSWITCH:
-            raise PortError(f"<virtualport type='{_vport_name(port)}'> not supported for "
-                            f"network '{net.name}' which uses a bridge device")
-        return
-    port.plug_type = PlugType.DIRECT
-    port.mode = MacvtapMode(mode.value)
-    if vport_typed and port.virtualport is not None and port.virtualport.type not in (
-            VirtualPortType.QBG, VirtualPortType.QBH):
-        raise PortError(f"<virtualport type='{_vport_name(port)}'> not supported for "
-                        f"network '{net.name}' which uses a macvtap device")
-    devices = [d for d in (pool or []) if isinstance(d, str)]
-    if not devices:
-        raise PortError(f"network '{net.name}' uses a direct mode, but has no forward dev "
-                        "and no interface pool")
-    exclusive = mode is ForwardMode.PASSTHROUGH or (
-        mode is ForwardMode.PRIVATE and port.virtualport is not None
-        and port.virtualport.type is VirtualPortType.QBH)
-    if exclusive:
-        free = [d for d in devices if usage.by_dev.get(d, 0) == 0]
-        if not free:
-            used = ", ".join(devices)
-            raise PortError(f"network '{net.name}' requires exclusive access to interfaces, "
-                            f"but none are available (every interface of its pool, {used}, "
-                            "already has a guest)")
-        port.dev = free[0]
-    else:
-        # the least used interface; the first of equals, in pool order
-        port.dev = min(devices, key=lambda d: usage.by_dev.get(d, 0))
 
 
 def _check_connection_type(net: Network, port: PortDef) -> None:
@@ -903,15 +834,7 @@ class PortManager:
             return record
 
     def _pool(self, net: Network) -> list[str] | list[PciAddress] | None:
-        if net.forward_mode is ForwardMode.HOSTDEV:
-            from virtnet.drivers.hostdev import DRIVER as HOSTDEV
-
-            return HOSTDEV.pool(net)
-        if net.uses_macvtap:
-            from virtnet.drivers.direct import DRIVER as DIRECT
-
-            return DIRECT.pool(net)
-        return None
+        return driver_for(net).pool(net)
 
     def _realize(self, net: Network, port: PortDef,
                  journal: Journal | None = None) -> PortRecord:

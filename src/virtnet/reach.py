@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtnet.model import ForwardMode, Network
+from virtnet.model import ForwardMode, Network, NetworkFamily, family_of
 
 HOST = "host"
 LAN = "lan"
@@ -559,15 +559,19 @@ class _Hostdev(_Model):
         return self.guest_to(guest, src)
 
 
+# One model per family. The family is the registry's decision (model.family_of, which
+# driver_for keys its drivers by); reach reads it there rather than from a driver because it
+# stays pure and below the drivers, which import host-facing code.
+_MODELS: dict[NetworkFamily, type[_Model]] = {
+    NetworkFamily.OWN_BRIDGE: _OwnBridge,
+    NetworkFamily.HOST_BRIDGE: _HostBridge,
+    NetworkFamily.DIRECT: _Macvtap,
+    NetworkFamily.HOSTDEV: _Hostdev,
+}
+
+
 def _model(net: Network, topo: Topology) -> _Model:
-    mode = net.forward_mode
-    if mode.has_own_bridge:
-        return _OwnBridge(net, topo)
-    if mode is ForwardMode.HOSTDEV:
-        return _Hostdev(net, topo)
-    if mode is ForwardMode.BRIDGE and net.bridge_name:
-        return _HostBridge(net, topo)
-    return _Macvtap(net, topo)
+    return _MODELS[family_of(net)](net, topo)
 
 
 def predict(net: Network, topo: Topology | None = None) -> list[Cell]:

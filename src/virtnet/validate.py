@@ -46,10 +46,12 @@ from virtnet.model import (
     LeaseUnit,
     NativeVlanMode,
     Network,
+    NetworkFamily,
     Route,
     VirtualPort,
     VirtualPortType,
     Vlan,
+    family_of,
 )
 
 IFNAMSIZ = 16  # the kernel's limit including the terminating NUL: names have at most 15 bytes
@@ -67,12 +69,6 @@ MIN_LEASE_SECONDS = 120  # dnsmasq's minimum lease time
 
 _MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}\Z")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
-
-# Modes whose networks use a bridge of our own (addresses, dnsmasq, firewall).
-_OWN_BRIDGE = (ForwardMode.NONE, ForwardMode.NAT, ForwardMode.ROUTE, ForwardMode.OPEN)
-# Modes that hand guests a host device (macvtap or PCI): no bridge of ours, no host bridge.
-_DEVICE_MODES = (ForwardMode.PRIVATE, ForwardMode.VEPA, ForwardMode.PASSTHROUGH,
-                 ForwardMode.HOSTDEV)
 
 
 def validate(net: Network, *, stage: Literal["parse", "define"] = "define") -> list[Problem]:
@@ -191,6 +187,11 @@ class _Checker:
     def __init__(self, net: Network) -> None:
         self.net = net
         self.mode = net.forward_mode
+        # the registry's classification (drivers.driver_for reads the same function); the
+        # definition layer never imports a driver
+        self.family = family_of(net)
+        # own bridge: addresses, dnsmasq and firewall are ours to give
+        self.own_bridge = self.family is NetworkFamily.OWN_BRIDGE
         self.problems: list[Problem] = []
         self.define_only: set[int] = set()  # id() of problems from define-time-only rules
 
@@ -250,16 +251,19 @@ class _Checker:
             if reason is not None:
                 self.add(path, bridge.name,
                          f"bridge name '{bridge.name}' {reason}: not a valid interface name")
-        if self.mode in _DEVICE_MODES:
-            if bridge.name is not None:
-                self.add(path, bridge.name,
-                         f"bridge name '{bridge.name}' is not allowed with forward "
-                         f"mode='{mode}'")
-            if bridge.mac_table_manager is not None:
-                self.add(path, bridge.mac_table_manager.value,
-                         f"macTableManager='{bridge.mac_table_manager.value}' is not allowed "
-                         f"with forward mode='{mode}'")
-        if self.mode in _DEVICE_MODES or self.mode is ForwardMode.BRIDGE:
+        # macvtap and VFs: guests get host devices, no bridge of ours nor the host's
+        devices = self.family in (NetworkFamily.DIRECT, NetworkFamily.HOSTDEV)
+        if devices and bridge.name is not None:
+            self.add(path, bridge.name,
+                     f"bridge name '{bridge.name}' is not allowed with forward "
+                     f"mode='{mode}'")
+        # mode 'bridge' without a bridge name is macvtap too, yet may keep the attribute
+        if devices and self.mode is not ForwardMode.BRIDGE \
+                and bridge.mac_table_manager is not None:
+            self.add(path, bridge.mac_table_manager.value,
+                     f"macTableManager='{bridge.mac_table_manager.value}' is not allowed "
+                     f"with forward mode='{mode}'")
+        if not self.own_bridge:
             if bridge.delay:
                 self.add(path, bridge.delay,
                          f"bridge delay='{bridge.delay}' is only allowed with an isolated, "
@@ -283,7 +287,7 @@ class _Checker:
         reason = mac_problem(mac)
         if reason is not None:
             self.add("/network/mac", mac, f"bridge MAC address '{mac}' {reason}")
-        if self.mode not in _OWN_BRIDGE:
+        if not self.own_bridge:
             self.add("/network/mac", mac,
                      f"<mac address='{mac}'> is not allowed with forward mode="
                      f"'{self.mode.value}': there is no bridge of ours to give it to",
@@ -296,7 +300,7 @@ class _Checker:
         if mtu < 0:
             self.add("/network/mtu", mtu, f"mtu size '{mtu}' is negative")
         # libvirt treats size 0 as "not given"
-        if mtu and self.mode not in _OWN_BRIDGE:
+        if mtu and not self.own_bridge:
             self.add("/network/mtu", mtu,
                      f"mtu size '{mtu}' is only allowed with an isolated, nat, route or open "
                      f"network, not forward mode='{self.mode.value}'")
@@ -306,7 +310,7 @@ class _Checker:
         if domain is None:
             return
         path = "/network/domain"
-        if self.mode not in _OWN_BRIDGE:
+        if not self.own_bridge:
             self.add(path, domain.name,
                      f"<domain name='{domain.name}'> is not allowed with forward "
                      f"mode='{self.mode.value}': there is no DNS server of ours", at_define=True)
@@ -331,7 +335,7 @@ class _Checker:
             self.add("/network/dns", "no",
                      "DNS is disabled (enable='no') but <dns> has forwarders or records: "
                      "nothing would serve them")
-        if records and self.mode not in _OWN_BRIDGE:
+        if records and not self.own_bridge:
             self.add("/network/dns", self.mode.value,
                      f"DNS records (<host>, <txt>, <srv>) are not allowed with forward "
                      f"mode='{self.mode.value}': there is no DNS server of ours",
@@ -416,11 +420,11 @@ class _Checker:
             self.check_vlan(net.vlan, "/network/vlan")
         ovs_network = (net.virtualport is not None
                        and net.virtualport.type is VirtualPortType.OPENVSWITCH)
-        host_bridge = self.mode is ForwardMode.BRIDGE and net.bridge_name is not None
+        host_bridge = self.family is NetworkFamily.HOST_BRIDGE
         # Transparent vlans need a switch that tags: SR-IOV VFs, macvtap passthrough, Open
         # vSwitch, or (newer libvirt) a Linux host bridge.
         vlan_allowed = (
-            self.mode in (ForwardMode.HOSTDEV, ForwardMode.PASSTHROUGH)
+            self.family is NetworkFamily.HOSTDEV or self.mode is ForwardMode.PASSTHROUGH
             or (self.mode is ForwardMode.BRIDGE and ovs_network)
             or (host_bridge and net.virtualport is None)
         )
@@ -507,9 +511,7 @@ class _Checker:
             self.check_bandwidth(self.net.bandwidth, "/network/bandwidth", "the network")
 
     def _bandwidth_allowed(self) -> bool:
-        return self.mode in _OWN_BRIDGE or (
-            self.mode is ForwardMode.BRIDGE and self.net.bridge_name is not None
-        )
+        return self.family.shapes_bridge
 
     def check_bandwidth(self, bandwidth: Bandwidth, path: str, owner: str) -> None:
         if not self._bandwidth_allowed():
@@ -590,7 +592,7 @@ class _Checker:
 
     def check_ips(self) -> None:
         net = self.net
-        if net.ips and self.mode not in _OWN_BRIDGE:
+        if net.ips and not self.own_bridge:
             self.add("/network/ip[1]", net.ips[0].address,
                      f"<ip address='{net.ips[0].address}'> is not allowed with forward "
                      f"mode='{self.mode.value}': there is no bridge of ours to put addresses on",
@@ -884,11 +886,11 @@ class _Checker:
             self.add(path, " and ".join(kinds),
                      f"<forward> lists {' and '.join(kinds)} elements; they are mutually "
                      "exclusive", at_define=True)
-        if mode is ForwardMode.HOSTDEV and pool:
+        if self.family is NetworkFamily.HOSTDEV and pool:
             self.add(path, pool[0], f"forward mode='hostdev' lists the network device "
                      f"'{pool[0]}': hostdev pools are given by PCI <address> only",
                      at_define=True)
-        if mode is not ForwardMode.HOSTDEV and forward.addresses:
+        if self.family is not NetworkFamily.HOSTDEV and forward.addresses:
             self.add(f"{path}/address[1]", str(forward.addresses[0]),
                      f"PCI device '{forward.addresses[0]}' in the pool of forward mode="
                      f"'{mode.value}': PCI addresses are only for mode='hostdev'",
@@ -902,7 +904,7 @@ class _Checker:
                          f"forward mode='{mode.value}' supports one forward interface, not "
                          f"{len(pool)} ({', '.join(pool)})")
         bridge_name = self.net.bridge_name
-        if mode is ForwardMode.BRIDGE or mode in _DEVICE_MODES:
+        if not self.own_bridge:
             if bridge_name is not None and (pool or forward.pfs):
                 self.add(path, bridge_name, f"forward mode='{mode.value}' can use bridge "
                          f"'{bridge_name}' or a forward device pool, not both")

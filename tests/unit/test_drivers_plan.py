@@ -3,12 +3,15 @@ and the start Plan it builds (pure: hand-made HostFacts, no host touched)."""
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from virtnet.drivers import driver_for
+from virtnet.drivers import DRIVER_MODULES, driver_for
 from virtnet.drivers.bridged import BridgedDriver
 from virtnet.drivers.hostbridge import HostBridgeDriver
 from virtnet.errors import HostError
@@ -23,7 +26,9 @@ from virtnet.model import (
     IpDef,
     MacTableManager,
     Network,
+    NetworkFamily,
     Route,
+    family_of,
 )
 from virtnet.paths import StatePaths
 from virtnet.plan import (
@@ -109,6 +114,35 @@ def test_a_mode_without_driver_is_a_clear_error() -> None:
         assert str(exc) == "network vfs: forward mode 'hostdev' is not supported"
     else:  # a hostdev driver exists in this build: it must be the one that handles it
         assert driver.handles(net) and driver.name not in ("bridged", "hostbridge")
+
+
+def test_every_family_has_the_driver_of_that_family() -> None:
+    assert set(DRIVER_MODULES) == set(NetworkFamily)
+    for family, module in DRIVER_MODULES.items():
+        assert importlib.import_module(module).DRIVER.family is family
+
+
+@pytest.mark.parametrize("mode", list(ForwardMode))
+@pytest.mark.parametrize("bridge", [None, "br0"])
+def test_the_registry_follows_the_one_classification(mode: ForwardMode, bridge: str | None
+                                                     ) -> None:
+    net = Network(name="n", forward=None if mode is ForwardMode.NONE else Forward(mode=mode),
+                  bridge=Bridge(name=bridge) if bridge else None)
+    driver = driver_for(net)
+    assert driver.family is family_of(net) and driver.handles(net)
+    assert driver.capabilities(net).shaping is family_of(net).shapes_bridge
+
+
+def test_planning_an_isolated_network_imports_no_other_driver() -> None:
+    code = ("import sys\n"
+            "from virtnet.model import Bridge, Network\n"
+            "from virtnet.drivers import driver_for\n"
+            "net = Network(name='iso', bridge=Bridge(name='virbr9'))\n"
+            "driver_for(net).plug\n"
+            "print(sorted(m for m in sys.modules if m.startswith('virtnet.drivers.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['virtnet.drivers.base', 'virtnet.drivers.bridged']"
 
 
 # --- preflight ---------------------------------------------------------------------------------

@@ -1,26 +1,27 @@
-"""Forward-mode drivers: which one runs a network, by its forward mode.
+"""Forward-mode drivers: which one runs a network, by its family.
 
-Drivers live in modules of this package that define ``DRIVER``; they are imported only when
-a network asks for one, so planning an isolated network never imports the direct or hostdev
-drivers.
+The family is decided once, by :func:`virtnet.model.family_of` (the definition rules of
+:mod:`virtnet.validate` read the same function, since the definition layer never imports a
+driver); this registry maps each family to the module of its driver. Driver modules define
+``DRIVER`` and are imported only when a network of their family asks, so planning an
+isolated network never imports the direct or hostdev drivers.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from virtnet.drivers.base import Driver
+from virtnet.drivers.base import Capabilities, Driver, NetworkTopology
 from virtnet.errors import HostError
-from virtnet.model import Network
+from virtnet.model import Network, NetworkFamily, family_of
 
-# Order matters: the first driver that handles a network wins (a forward mode 'bridge'
-# network with a bridge name is a host bridge; without one it is macvtap).
-DRIVER_MODULES = (
-    "virtnet.drivers.bridged",
-    "virtnet.drivers.hostbridge",
-    "virtnet.drivers.direct",
-    "virtnet.drivers.hostdev",
-)
+# One module per family; a new backend is a family here and one driver module.
+DRIVER_MODULES: dict[NetworkFamily, str] = {
+    NetworkFamily.OWN_BRIDGE: "virtnet.drivers.bridged",
+    NetworkFamily.HOST_BRIDGE: "virtnet.drivers.hostbridge",
+    NetworkFamily.DIRECT: "virtnet.drivers.direct",
+    NetworkFamily.HOSTDEV: "virtnet.drivers.hostdev",
+}
 
 
 def _load(module_name: str) -> Driver | None:
@@ -36,13 +37,13 @@ def _load(module_name: str) -> Driver | None:
 
 def driver_for(net: Network) -> Driver:
     """The driver that runs NET; HostError if no driver handles its forward mode."""
-    for module_name in DRIVER_MODULES:
-        driver = _load(module_name)
-        if driver is not None and driver.handles(net):
-            return driver
+    module_name = DRIVER_MODULES.get(family_of(net))
+    driver = _load(module_name) if module_name is not None else None
+    if driver is not None and driver.handles(net):
+        return driver
     raise HostError(
         f"network {net.name}: forward mode '{net.forward_mode.value}' is not supported"
     )
 
 
-__all__ = ["Driver", "driver_for"]
+__all__ = ["DRIVER_MODULES", "Capabilities", "Driver", "NetworkTopology", "driver_for"]

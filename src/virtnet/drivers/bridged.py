@@ -8,12 +8,19 @@ it. Undo runs the other way round.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from virtnet import firewall
-from virtnet.drivers.base import Driver
+from virtnet.drivers.base import (
+    Capabilities,
+    Driver,
+    NetworkTopology,
+    Pool,
+    refuse_virtualport,
+)
 from virtnet.errors import Problem
-from virtnet.model import ForwardMode, MacTableManager, Network
+from virtnet.model import ForwardMode, MacTableManager, Network, NetworkFamily
 from virtnet.plan import (
     Action,
     AddAddress,
@@ -26,27 +33,58 @@ from virtnet.plan import (
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.portdef import PlugType
 
 if TYPE_CHECKING:
     from virtnet.dnsmasq import DnsmasqCaps
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
+    from virtnet.portdef import PortDef
+    from virtnet.ports import PoolUsage
 
 # What dnsmasq's files are written with; the conf may hold secrets-adjacent options.
 DNSMASQ_CONF_MODE = 0o600
 DNSMASQ_HOSTS_MODE = 0o644
 # The metric of a static <route> that gives none (libvirt's virNetDevIPRouteGetMetric).
 DEFAULT_ROUTE_METRIC = 1
+# Port forwards DNAT to guests the uplink can address; isolated has no uplink, and an open
+# network's firewall is its administrator's.
+FORWARDS_MODES = (ForwardMode.NAT, ForwardMode.ROUTE)
+# How the bridge reaches its uplink, as the graph labels that edge (isolated: not at all).
+UPLINK_VIA = {ForwardMode.NAT: "NAT (masquerade)", ForwardMode.ROUTE: "routed",
+              ForwardMode.OPEN: "routed, no firewall"}
 
 
 class BridgedDriver(Driver):
     name: ClassVar[str] = "bridged"
-    modes: ClassVar[tuple[ForwardMode, ...]] = (
-        ForwardMode.NONE,
-        ForwardMode.NAT,
-        ForwardMode.ROUTE,
-        ForwardMode.OPEN,
-    )
+    family: ClassVar[NetworkFamily] = NetworkFamily.OWN_BRIDGE
+
+    # --- what the network is ------------------------------------------------------------
+
+    def capabilities(self, net: Network) -> Capabilities:
+        mode = net.forward_mode
+        # a network with a firewall of ours gets other firewalls opened for it at start; an
+        # open network is, by definition, left to the administrator's firewall
+        return replace(super().capabilities(net), forwards=mode in FORWARDS_MODES,
+                       coexistence=firewall.firewall_needed(net))
+
+    def topology(self, net: Network) -> NetworkTopology:
+        mode = net.forward_mode
+        isolated = mode is ForwardMode.NONE
+        return NetworkTopology(
+            label="isolated" if isolated else mode.value,
+            title="isolated (no forwarding)" if isolated else mode.value,
+            own_bridge=True,
+            routed=mode in (ForwardMode.ROUTE, ForwardMode.OPEN),
+            uplink_via=UPLINK_VIA.get(mode),
+        )
+
+    def plug(self, net: Network, port: PortDef, usage: PoolUsage, pool: Pool) -> None:
+        # a tap on the network's bridge: libvirt's plug type 'network'
+        port.plug_type = PlugType.NETWORK
+        port.bridge = net.bridge_name
+        port.mac_table_manager = net.bridge.mac_table_manager if net.bridge else None
+        refuse_virtualport(net, port, (), "IP forwarding")
 
     # --- preflight ------------------------------------------------------------------------
 

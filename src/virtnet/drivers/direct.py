@@ -33,16 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from virtnet.drivers.base import Driver
-from virtnet.errors import HostError, Problem
+from virtnet.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
+from virtnet.errors import HostError, PortError, Problem
 from virtnet.host.netlink import NetlinkFailure
-from virtnet.model import ForwardMode, Network
+from virtnet.model import ForwardMode, Network, NetworkFamily, VirtualPortType
 from virtnet.plan import RECORDED, Action, Plan, crash_in_step
+from virtnet.portdef import MacvtapMode, PlugType
 
 if TYPE_CHECKING:
     from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
+    from virtnet.portdef import PortDef
+    from virtnet.ports import PoolUsage
 
 NODE_DIR = Path("/dev/virtnet")  # under /dev: device nodes open there (/run is often nodev)
 NODE_RETRIES = 3  # the directory removed by another port's removal between our mkdir and mknod
@@ -274,15 +277,7 @@ class CreateMacvtap(Action):
 
 class DirectDriver(Driver):
     name: ClassVar[str] = "direct"
-    modes: ClassVar[tuple[ForwardMode, ...]] = (
-        ForwardMode.BRIDGE,
-        ForwardMode.PRIVATE,
-        ForwardMode.VEPA,
-        ForwardMode.PASSTHROUGH,
-    )
-
-    def handles(self, net: Network) -> bool:
-        return net.uses_macvtap
+    family: ClassVar[NetworkFamily] = NetworkFamily.DIRECT
 
     def preflight(self, net: Network, facts: HostFacts) -> list[Problem]:
         from virtnet.host.kernel import FEATURE_TEXT, kernel_has
@@ -336,6 +331,38 @@ class DirectDriver(Driver):
                                 "network interface (bound to vfio?)")
             return [name for name in names if name]
         return []
+
+    def topology(self, net: Network) -> NetworkTopology:
+        mode = net.forward_mode.value
+        # 'bridge' alone would read as a host bridge
+        label = "bridge (macvtap)" if net.forward_mode is ForwardMode.BRIDGE else mode
+        return NetworkTopology(label=label, title=f"{mode}: macvtap", macvtap=True)
+
+    def plug(self, net: Network, port: PortDef, usage: PoolUsage, pool: Pool) -> None:
+        """A macvtap on the least used pool interface (the first of equals, in pool order);
+        passthrough and private with 802.1Qbh need one nobody uses."""
+        mode = net.forward_mode
+        port.plug_type = PlugType.DIRECT
+        port.mode = MacvtapMode(mode.value)
+        refuse_virtualport(net, port, (VirtualPortType.QBG, VirtualPortType.QBH),
+                           "a macvtap device")
+        devices = [d for d in (pool or []) if isinstance(d, str)]
+        if not devices:
+            raise PortError(f"network '{net.name}' uses a direct mode, but has no forward dev "
+                            "and no interface pool")
+        exclusive = mode is ForwardMode.PASSTHROUGH or (
+            mode is ForwardMode.PRIVATE and port.virtualport is not None
+            and port.virtualport.type is VirtualPortType.QBH)
+        if exclusive:
+            free = [d for d in devices if usage.by_dev.get(d, 0) == 0]
+            if not free:
+                used = ", ".join(devices)
+                raise PortError(f"network '{net.name}' requires exclusive access to "
+                                f"interfaces, but none are available (every interface of its "
+                                f"pool, {used}, already has a guest)")
+            port.dev = free[0]
+        else:
+            port.dev = min(devices, key=lambda d: usage.by_dev.get(d, 0))
 
     def port_actions(self, name: str, dev: str, mode: str, mac: str) -> list[Action]:
         actions: list[Action] = []

@@ -8,23 +8,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from virtnet.drivers.base import Driver
+from virtnet.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import Problem
-from virtnet.model import ForwardMode, MacTableManager, Network
+from virtnet.model import MacTableManager, Network, NetworkFamily, VirtualPortType
 from virtnet.plan import AttachHostBridge, Plan
+from virtnet.portdef import PlugType
 
 if TYPE_CHECKING:
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
+    from virtnet.portdef import PortDef
+    from virtnet.ports import PoolUsage
 
 
 class HostBridgeDriver(Driver):
     name: ClassVar[str] = "hostbridge"
-    modes: ClassVar[tuple[ForwardMode, ...]] = (ForwardMode.BRIDGE,)
+    # forward mode 'bridge' with a bridge name; without one it means macvtap (direct)
+    family: ClassVar[NetworkFamily] = NetworkFamily.HOST_BRIDGE
 
-    def handles(self, net: Network) -> bool:
-        # without a bridge name, forward mode 'bridge' means macvtap (the direct driver)
-        return net.forward_mode is ForwardMode.BRIDGE and net.bridge_name is not None
+    def topology(self, net: Network) -> NetworkTopology:
+        return NetworkTopology(label="bridge (host bridge)", title="bridge: host bridge",
+                               host_bridge=net.bridge_name)
+
+    def plug(self, net: Network, port: PortDef, usage: PoolUsage, pool: Pool) -> None:
+        # a tap on the host's bridge: libvirt's plug type 'bridge'
+        port.plug_type = PlugType.BRIDGE
+        port.bridge = net.bridge_name
+        port.mac_table_manager = net.bridge.mac_table_manager if net.bridge else None
+        refuse_virtualport(net, port, (VirtualPortType.OPENVSWITCH,), "a bridge device")
 
     def preflight(self, net: Network, facts: HostFacts) -> list[Problem]:
         bridge = net.bridge_name

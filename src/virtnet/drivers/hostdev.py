@@ -21,15 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from virtnet.drivers.base import Driver
-from virtnet.errors import HostError, Problem
-from virtnet.model import ForwardMode, Network, PciAddress
+from virtnet.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
+from virtnet.errors import HostError, PortError, Problem
+from virtnet.model import Network, NetworkFamily, PciAddress, VirtualPortType
 from virtnet.plan import Action, Plan
+from virtnet.portdef import PlugType
 
 if TYPE_CHECKING:
     from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
+    from virtnet.portdef import PortDef
+    from virtnet.ports import PoolUsage
 
 SYS_CLASS_NET = Path("/sys/class/net")
 SYS_PCI_DEVICES = Path("/sys/bus/pci/devices")
@@ -164,7 +167,25 @@ class ReserveVf(Action):
 
 class HostdevDriver(Driver):
     name: ClassVar[str] = "hostdev"
-    modes: ClassVar[tuple[ForwardMode, ...]] = (ForwardMode.HOSTDEV,)
+    family: ClassVar[NetworkFamily] = NetworkFamily.HOSTDEV
+
+    def topology(self, net: Network) -> NetworkTopology:
+        return NetworkTopology(label="hostdev", title="hostdev")
+
+    def plug(self, net: Network, port: PortDef, usage: PoolUsage, pool: Pool) -> None:
+        """The first VF of the pool nobody uses (a VF is never shared)."""
+        port.plug_type = PlugType.HOSTDEV_PCI
+        addresses = [a for a in (pool or []) if isinstance(a, PciAddress)]
+        free = [a for a in addresses if usage.by_address.get(str(a), 0) == 0]
+        if not free:
+            raise PortError(f"network '{net.name}' requires exclusive access to interfaces, "
+                            "but none are available")
+        port.address = free[0]
+        assert net.forward is not None
+        port.driver = net.forward.driver
+        port.managed = net.forward.managed
+        refuse_virtualport(net, port, (VirtualPortType.QBG, VirtualPortType.QBH),
+                           "an SR-IOV Virtual Function via PCI passthrough")
 
     def preflight(self, net: Network, facts: HostFacts) -> list[Problem]:
         forward = net.forward
