@@ -8,6 +8,7 @@ use.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import tempfile
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.errors import HostError, StorageError, storage_errors
+from virtnet.host import devices, sriov
 from virtnet.host import dnsmasq as dnsmasq_process
+from virtnet.host import kernel as kernel_mod
+from virtnet.host import rtnl as rtnl_mod
 from virtnet.host import sysctl as sysctl_mod
 from virtnet.host.netlink import (
     AddressInfo,
@@ -24,6 +28,7 @@ from virtnet.host.netlink import (
     IPNetwork,
     LinkInfo,
     Netlink,
+    NetlinkFailure,
     RouteInfo,
 )
 
@@ -114,6 +119,58 @@ class Host:
             return False
         self.netlink.set_up(name, False)
         return True
+
+    # --- guest devices: taps, macvtaps and their nodes, SR-IOV VFs ------------------------
+
+    # On the thread's shared socket for this namespace (the one self.netlink holds), as the
+    # drivers' actions used it before they went through the handle.
+
+    def link_index(self, name: str) -> int | None:
+        """NAME's ifindex (an ioctl); None if there is no such link."""
+        try:
+            return rtnl_mod.shared_rtnl().index(name)
+        except HostError:
+            return None
+
+    def set_link(self, name: str, *, mac: str | None = None, master: str | None = None,
+                 mtu: int | None = None, up: bool | None = None) -> None:
+        """Change NAME's MAC, bridge, MTU and up/down state in one request."""
+        rtnl_mod.shared_rtnl().set_link(name, mac=mac, master=master, mtu=mtu, up=up)
+
+    def set_bridge_port_isolated(self, name: str, isolated: bool) -> None:
+        rtnl_mod.shared_rtnl().set_bridge_port_isolated(name, isolated)
+
+    def create_tap(self, name: str) -> None:
+        """A persistent tap NAME owned by root, as libvirt makes vnetN for a guest."""
+        rtnl_mod.create_persistent_tap(name)
+
+    def create_macvtap(self, name: str, lower: str, mode: str, mac: str) -> int:
+        """Macvtap NAME on LOWER in MODE (libvirt's name), with MAC, up; its ifindex. A
+        kernel without macvtap is named as such, not as a bare EOPNOTSUPP."""
+        try:
+            return rtnl_mod.shared_rtnl().create_macvtap(name, lower, mode, mac)
+        except NetlinkFailure as exc:
+            if exc.code == errno.EOPNOTSUPP:
+                kernel_mod.require("macvtap", what=f"create macvtap {name}")
+            raise
+
+    def tap_node_path(self, name: str) -> Path:
+        return devices.tap_node_path(name)
+
+    def make_tap_node(self, name: str, ifindex: int) -> tuple[Path, int]:
+        """The character device node of macvtap NAME: (its path, its device number)."""
+        return devices.make_tap_node(name, ifindex)
+
+    def remove_tap_node(self, path: str, rdev: int | None) -> None:
+        devices.remove_tap_node(path, rdev)
+
+    def virtual_functions(self, pf: str) -> list[sriov.VirtualFunction]:
+        """The SR-IOV virtual functions of PF, in VF order (HostError if none)."""
+        return sriov.virtual_functions(rtnl_mod.shared_rtnl(), pf)
+
+    def check_virtual_function(self, address: str) -> None:
+        """HostError unless ADDRESS ('0000:01:10.2') is a VF present on this host."""
+        sriov.check_virtual_function(address)
 
     # --- addresses and routes -----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from virtnet.errors import Problem
 from virtnet.host import Host
+from virtnet.host.kernel import KernelFeatures, KernelProbe
 from virtnet.host.netlink import RTPROT_RA, AddressInfo, IPNetwork, LinkInfo, RouteInfo
 from virtnet.host.nft import LIBNFTABLES
 from virtnet.host.sysctl import sysctl_get
@@ -42,6 +43,10 @@ class HostFacts:
     # the bridges of active virtnet networks: bridge name -> network name. Only looked up
     # to name what a subnet collides with (the engine's mapping reads the state lazily).
     networks: Mapping[str, str] = field(default_factory=dict)
+    # the kernel's features: probed on demand in read_facts' facts (a probe can cost a
+    # modprobe), all present by default
+    kernel: KernelFeatures | KernelProbe = field(default_factory=KernelFeatures, compare=False,
+                                                 repr=False)
 
     def link(self, name: str) -> LinkInfo | None:
         return self.links.get(name)
@@ -162,4 +167,5 @@ def read_facts(host: Host, networks: Mapping[str, str] | None = None) -> HostFac
         dnsmasq=shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin"),
         ra_accept=ra_accept,
         networks=networks if networks is not None else {},
+        kernel=KernelProbe(),
     )
