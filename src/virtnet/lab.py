@@ -33,7 +33,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -316,42 +315,25 @@ class Lab:
         self.progress("creating namespaces: host, switch, LAN router, upstream")
         host, switch = box.add_namespace("host"), box.add_namespace("switch")
         lan, upstream = box.add_namespace("lan"), box.add_namespace("upstream")
-        box.add_bridge(switch, SWITCH_BRIDGE)
         self.progress(f"plugging uplinks {', '.join(self.uplinks)} into the LAN switch "
                       f"(hairpin {'on' if self.options.hairpin else 'off'})")
         links = list(self.uplinks)
         if self.host_link == PASSTHROUGH_HOST_LINK:
             links.append(PASSTHROUGH_HOST_LINK)
             self.switch_ports[PASSTHROUGH_HOST_LINK] = "swmgmt"
-        for link in links:
-            port = self.switch_ports[link]
-            box.add_veth(host, link, switch, port)
-            box.plug(switch, port, SWITCH_BRIDGE, hairpin=self.options.hairpin)
-            box.ip(host, "link", "set", "dev", link, "up")
-        # the LAN router: on the switch, and the way to upstream
-        box.add_veth(lan, "eth0", switch, "swlan")
-        box.plug(switch, "swlan", SWITCH_BRIDGE)
-        box.add_veth(lan, "eth1", upstream, "eth0")
-        prefix = self.lan_subnet.prefixlen
-        up_prefix = self.upstream_subnet.prefixlen
-        box.ip_batch(lan, [
-            f"address add {self.lan_ip}/{prefix} dev eth0", "link set dev eth0 up",
-            f"address add {_host(self.upstream_subnet, 1)}/{up_prefix} dev eth1",
-            "link set dev eth1 up",
-        ])
-        box.sysctl(lan, "net.ipv4.ip_forward", "1")
-        box.ip_batch(upstream, [
-            f"address add {self.upstream_ip}/{up_prefix} dev eth0", "link set dev eth0 up",
-            f"route add default via {_host(self.upstream_subnet, 1)}",
-        ])
+        # the switch, the LAN router on it, and upstream behind the router
+        prefix, up_prefix = self.lan_subnet.prefixlen, self.upstream_subnet.prefixlen
+        box.wire_lan(host, switch, lan, upstream, bridge=SWITCH_BRIDGE,
+                     uplinks={link: self.switch_ports[link] for link in links},
+                     hairpin=self.options.hairpin, router=f"{self.lan_ip}/{prefix}",
+                     router_up=f"{_host(self.upstream_subnet, 1)}/{up_prefix}",
+                     upstream_address=f"{self.upstream_ip}/{up_prefix}")
         # the host's own LAN address and default route
         if self.net.forward_mode is ForwardMode.BRIDGE and self.net.bridge_name:
             bridge = self.net.bridge_name
             self.progress(f"creating the host bridge {bridge} with {self.uplinks[0]} in it")
             box.add_bridge(host, bridge, ports=(self.uplinks[0],))
-        box.ip_batch(host, [f"address add {self.host_lan_ip}/{prefix} dev {self.host_link}",
-                            f"link set dev {self.host_link} up",
-                            f"route add default via {self.lan_ip}"])
+        box.address(host, self.host_link, f"{self.host_lan_ip}/{prefix}", self.lan_ip, up=True)
         self.timings["build"] = time.monotonic() - began
 
     def start_network(self) -> None:
@@ -410,10 +392,8 @@ class Lab:
             address = f"{_host(self.lan_subnet, FIRST_GUEST_HOST + int(guest.name[5:]))}"
             guest.address = f"{address}/{self.lan_subnet.prefixlen}"
             guest.how = f"static (macvtap {port['mode']} on {port['uplink']})"
-            self.sandbox.ip(self.ns("host"), "link", "set", "dev", guest.iface, "netns", guest.ns)
-            self.sandbox.ip_batch(guest.ns, [f"address add {guest.address} dev {guest.iface}",
-                                             f"link set dev {guest.iface} up",
-                                             f"route add default via {self.lan_ip}"])
+            self.sandbox.move_link(self.ns("host"), guest.iface, guest.ns)
+            self.sandbox.address(guest.ns, guest.iface, guest.address, self.lan_ip, up=True)
 
     def _bridge_guests(self) -> None:
         net = self.net
@@ -447,12 +427,7 @@ class Lab:
             self.progress(f"{names}: DHCP with {client}")
             assert self.state is not None
             workdir = self.state / "guests"
-            # all at once: dnsmasq checks each address with a ping before offering it
-            with ThreadPoolExecutor(max_workers=len(by_dhcp)) as pool_:
-                jobs = [pool_.submit(box.dhcp, client, g.ns, "eth0", workdir / g.name)
-                        for g in by_dhcp]
-                for job in jobs:
-                    job.result()
+            box.dhcp_all(client, [(g.ns, "eth0", workdir / g.name) for g in by_dhcp])
             for guest in by_dhcp:
                 guest.address = box.address_of(guest.ns, "eth0")
                 guest.how = f"dhcp ({client})"
@@ -461,7 +436,6 @@ class Lab:
 
     def _static_bridge_guest(self, guest: LabGuest, index: int) -> None:
         net = self.net
-        lines = []
         if net.forward_mode is ForwardMode.BRIDGE:  # a host bridge: a LAN machine
             subnet, gateway = self.lan_subnet, self.lan_ip
         else:
@@ -477,10 +451,7 @@ class Lab:
             address = _host(subnet, number)
         guest.address = f"{address}/{subnet.prefixlen}"
         guest.how = "static"
-        lines.append(f"address add {guest.address} dev eth0")
-        if gateway is not None:
-            lines.append(f"route add default via {gateway}")
-        self.sandbox.ip_batch(guest.ns, lines)
+        self.sandbox.address(guest.ns, "eth0", guest.address, gateway)
 
     # --- prediction and measurement ----------------------------------------------------------
 

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,6 +338,42 @@ class Sandbox:
         lines.append(f"link set dev {port} up")
         self.ip_batch(ns, lines)
 
+    def wire_lan(self, host: str, switch: str, lan: str, upstream: str, *, bridge: str,
+                 uplinks: dict[str, str], hairpin: bool, router: str, router_up: str,
+                 upstream_address: str) -> None:
+        """The LAN around the host namespace HOST: in SWITCH a BRIDGE with a port per uplink
+        (UPLINKS: the host's end -> the switch's, hairpin as given), the LAN router LAN on
+        it at ROUTER (an address/prefix) forwarding to UPSTREAM over ROUTER_UP, and upstream
+        at UPSTREAM_ADDRESS with its default route back through the router."""
+        self.add_bridge(switch, bridge)
+        for link, port in uplinks.items():
+            self.add_veth(host, link, switch, port)
+            self.plug(switch, port, bridge, hairpin=hairpin)
+            self.ip(host, "link", "set", "dev", link, "up")
+        self.add_veth(lan, "eth0", switch, "swlan")
+        self.plug(switch, "swlan", bridge)
+        self.add_veth(lan, "eth1", upstream, "eth0")
+        self.ip_batch(lan, [f"address add {router} dev eth0", "link set dev eth0 up",
+                            f"address add {router_up} dev eth1", "link set dev eth1 up"])
+        self.sysctl(lan, "net.ipv4.ip_forward", "1")
+        self.ip_batch(upstream, [f"address add {upstream_address} dev eth0",
+                                 "link set dev eth0 up",
+                                 f"route add default via {router_up.split('/')[0]}"])
+
+    def address(self, ns: str, iface: str, address: str, gateway: object | None = None, *,
+                up: bool = False) -> None:
+        """ADDRESS (with its prefix) on IFACE in NS; IFACE up when asked; the default route
+        via GATEWAY when given."""
+        lines = [f"address add {address} dev {iface}"]
+        if up:
+            lines.append(f"link set dev {iface} up")
+        if gateway is not None:
+            lines.append(f"route add default via {gateway}")
+        self.ip_batch(ns, lines)
+
+    def move_link(self, ns: str, name: str, to_ns: str) -> None:
+        self.ip(ns, "link", "set", "dev", name, "netns", to_ns)
+
     def wait_forwarding(self, ns: str, port: str) -> None:
         """STP walks a new bridge port through listening and learning (2 x 2 s at least)."""
         deadline = time.monotonic() + FORWARDING_TIMEOUT_S
@@ -364,6 +401,15 @@ class Sandbox:
 
     def dhcp(self, client: str, ns: str, iface: str, workdir: Path) -> None:
         run_dhcp_client(client, ns, iface, workdir)
+
+    def dhcp_all(self, client: str, clients: list[tuple[str, str, Path]]) -> None:
+        """CLIENT for each (namespace, interface, workdir) of CLIENTS, all at once: dnsmasq
+        checks each address with a ping before offering it, one by one would be slow."""
+        with ThreadPoolExecutor(max_workers=max(1, len(clients))) as workers:
+            jobs = [workers.submit(run_dhcp_client, client, ns, iface, workdir)
+                    for ns, iface, workdir in clients]
+            for job in jobs:
+                job.result()
 
     def ping(self, ns: str, address: str, attempts: int, timeout: float) -> bool:
         """An ICMP echo from inside NS: True on a round trip (request and reply)."""
