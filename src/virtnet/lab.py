@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -224,46 +223,61 @@ def _host(subnet: ipaddress.IPv4Network, number: int) -> ipaddress.IPv4Address:
     return subnet.network_address + number
 
 
-class Lab:
-    """One sandbox for one network definition. Use as a context manager: leaving it (however)
-    tears everything down."""
+def check_lab_definition(net: Network, options: LabOptions) -> None:
+    """LabError unless the lab can build NET with OPTIONS."""
+    if options.guests < 1:
+        raise LabError("a lab needs at least one guest")
+    if options.dhcp_client not in DHCP_CLIENTS:
+        raise LabError(f"unknown DHCP client {options.dhcp_client!r}")
+    if net.forward_mode is ForwardMode.HOSTDEV:
+        raise LabError("forward mode 'hostdev' needs SR-IOV hardware; the lab cannot "
+                       "emulate virtual functions")
+    if net.forward is not None and net.forward.pfs:
+        raise LabError("a pool given by <pf dev=...> needs SR-IOV hardware; name the "
+                       "interfaces with <interface dev=...> for the lab")
 
-    def __init__(self, net: Network, xml: str, options: LabOptions | None = None,
-                 progress: Callable[[str], None] | None = None,
-                 sandbox: Sandbox | None = None) -> None:
-        self.options = options or LabOptions()
-        if self.options.guests < 1:
-            raise LabError("a lab needs at least one guest")
-        if self.options.dhcp_client not in DHCP_CLIENTS:
-            raise LabError(f"unknown DHCP client {self.options.dhcp_client!r}")
-        if net.forward_mode is ForwardMode.HOSTDEV:
-            raise LabError("forward mode 'hostdev' needs SR-IOV hardware; the lab cannot "
-                           "emulate virtual functions")
-        if net.forward is not None and net.forward.pfs:
-            raise LabError("a pool given by <pf dev=...> needs SR-IOV hardware; name the "
-                           "interfaces with <interface dev=...> for the lab")
-        self.net = net  # replaced by the started definition (defaults assigned)
-        self.xml = xml
-        self.progress = progress or (lambda message: None)
-        self.sandbox = sandbox or Sandbox(NS_PREFIX)
-        self.token = self.sandbox.token
-        self.guests: list[LabGuest] = []
-        self.timings: dict[str, float] = {}
-        self.state: Path | None = None
-        self.started = False
+
+def guest_macs(net: Network, count: int, token: str) -> list[str]:
+    """COUNT guest MACs: NET's reserved ones first (so reservations are exercised), then
+    lab MACs (TOKEN tells labs apart)."""
+    reserved = [h.mac for ip in net.ipv4_defs() for h in ip.hosts if h.mac]
+    macs = [m.lower() for m in reserved]
+    index = 1
+    while len(macs) < count:
+        mac = f"{GUEST_MAC_PREFIX}:{token[:2]}:{index:02x}"
+        if mac not in macs:
+            macs.append(mac)
+        index += 1
+    return macs[:count]
+
+
+@dataclass
+class LabLayout:
+    """What the lab builds around a network, as names and addresses (from the definition
+    alone): the uplinks and their ports on the LAN switch, where the host's LAN address
+    goes, and LAN, upstream and scratch subnets that overlap none of the network's own."""
+
+    uplinks: list[str]
+    switch_ports: dict[str, str]  # uplink -> its port on the switch
+    host_link: str
+    lan_subnet: ipaddress.IPv4Network
+    upstream_subnet: ipaddress.IPv4Network
+    scratch_subnet: ipaddress.IPv4Network  # for guests of a bridge without IPv4
+
+    @classmethod
+    def of(cls, net: Network) -> LabLayout:
         taken = [n for n in (ipv4_network(net),) if n is not None]
         taken += [r.network for r in net.routes if isinstance(r.network, ipaddress.IPv4Network)]
-        self.lan_subnet = _pick_subnet(LAN_CANDIDATES, taken)
-        self.upstream_subnet = _pick_subnet(UPSTREAM_CANDIDATES, taken + [self.lan_subnet])
-        self.scratch_subnet = _pick_subnet(SCRATCH_CANDIDATES, taken + [self.lan_subnet])
-        self.uplinks = self._uplink_names(net)
-        self.switch_ports = {uplink: f"sw{i}" for i, uplink in enumerate(self.uplinks, 1)}
-        self.host_link = self._host_link_name(net)
-        self.applied_fixes: list[Fix] = []
-        self.shim = False
-        self.lan_route = False
-
-    # --- names and addresses ----------------------------------------------------------------
+        lan_subnet = _pick_subnet(LAN_CANDIDATES, taken)
+        uplinks = cls._uplink_names(net)
+        return cls(
+            uplinks=uplinks,
+            switch_ports={uplink: f"sw{i}" for i, uplink in enumerate(uplinks, 1)},
+            host_link=cls._host_link_name(net, uplinks),
+            lan_subnet=lan_subnet,
+            upstream_subnet=_pick_subnet(UPSTREAM_CANDIDATES, taken + [lan_subnet]),
+            scratch_subnet=_pick_subnet(SCRATCH_CANDIDATES, taken + [lan_subnet]),
+        )
 
     @staticmethod
     def _uplink_names(net: Network) -> list[str]:
@@ -277,13 +291,33 @@ class Lab:
                 raise LabError(f"the lab cannot create an uplink named {name!r}")
         return names
 
-    def _host_link_name(self, net: Network) -> str:
+    @staticmethod
+    def _host_link_name(net: Network, uplinks: list[str]) -> str:
         """Where the host's LAN address goes."""
         if net.forward_mode is ForwardMode.BRIDGE and net.bridge_name:
             return net.bridge_name
         if net.forward_mode is ForwardMode.PASSTHROUGH:
             return PASSTHROUGH_HOST_LINK
-        return self.uplinks[0]
+        return uplinks[0]
+
+    def static_address(self, net: Network, index: int
+                       ) -> tuple[str, ipaddress.IPv4Address | None]:
+        """The address (with its prefix) and the gateway of guest INDEX on NET's bridge when
+        it does not ask DHCP."""
+        if net.forward_mode is ForwardMode.BRIDGE:  # a host bridge: a LAN machine
+            subnet, gateway = self.lan_subnet, self.lan_ip
+        else:
+            gateway_if = bridge_address(net)
+            if gateway_if is None:
+                subnet, gateway = self.scratch_subnet, None
+            else:
+                subnet, gateway = gateway_if.network, gateway_if.ip
+        number = FIRST_GUEST_HOST + index
+        address = _host(subnet, number)
+        while gateway is not None and address == gateway:
+            number += 1
+            address = _host(subnet, number)
+        return f"{address}/{subnet.prefixlen}", gateway
 
     @property
     def host_lan_ip(self) -> ipaddress.IPv4Address:
@@ -297,6 +331,30 @@ class Lab:
     def upstream_ip(self) -> ipaddress.IPv4Address:
         return _host(self.upstream_subnet, 2)
 
+
+class Lab:
+    """One sandbox for one network definition. Use as a context manager: leaving it (however)
+    tears everything down."""
+
+    def __init__(self, net: Network, xml: str, options: LabOptions | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 sandbox: Sandbox | None = None) -> None:
+        self.options = options or LabOptions()
+        check_lab_definition(net, self.options)
+        self.net = net  # replaced by the started definition (defaults assigned)
+        self.xml = xml
+        self.progress = progress or (lambda message: None)
+        self.sandbox = sandbox or Sandbox(NS_PREFIX)
+        self.token = self.sandbox.token
+        self.guests: list[LabGuest] = []
+        self.timings: dict[str, float] = {}
+        self.state: Path | None = None
+        self.started = False
+        self.layout = LabLayout.of(net)
+        self.applied_fixes: list[Fix] = []
+        self.shim = False
+        self.lan_route = False
+
     @property
     def namespaces(self) -> dict[str, str]:
         """The lab's namespaces by role (host, switch, lan, upstream, guest1..)."""
@@ -309,38 +367,36 @@ class Lab:
 
     def build(self) -> None:
         """The host, the switch, the LAN router and upstream, wired; no network yet."""
-        box = self.sandbox
+        box, lay = self.sandbox, self.layout
         box.require_iproute2()
         began = time.monotonic()
         self.progress("creating namespaces: host, switch, LAN router, upstream")
         host, switch = box.add_namespace("host"), box.add_namespace("switch")
         lan, upstream = box.add_namespace("lan"), box.add_namespace("upstream")
-        self.progress(f"plugging uplinks {', '.join(self.uplinks)} into the LAN switch "
+        self.progress(f"plugging uplinks {', '.join(lay.uplinks)} into the LAN switch "
                       f"(hairpin {'on' if self.options.hairpin else 'off'})")
-        links = list(self.uplinks)
-        if self.host_link == PASSTHROUGH_HOST_LINK:
+        links = list(lay.uplinks)
+        if lay.host_link == PASSTHROUGH_HOST_LINK:
             links.append(PASSTHROUGH_HOST_LINK)
-            self.switch_ports[PASSTHROUGH_HOST_LINK] = "swmgmt"
+            lay.switch_ports[PASSTHROUGH_HOST_LINK] = "swmgmt"
         # the switch, the LAN router on it, and upstream behind the router
-        prefix, up_prefix = self.lan_subnet.prefixlen, self.upstream_subnet.prefixlen
+        prefix, up_prefix = lay.lan_subnet.prefixlen, lay.upstream_subnet.prefixlen
         box.wire_lan(host, switch, lan, upstream, bridge=SWITCH_BRIDGE,
-                     uplinks={link: self.switch_ports[link] for link in links},
-                     hairpin=self.options.hairpin, router=f"{self.lan_ip}/{prefix}",
-                     router_up=f"{_host(self.upstream_subnet, 1)}/{up_prefix}",
-                     upstream_address=f"{self.upstream_ip}/{up_prefix}")
+                     uplinks={link: lay.switch_ports[link] for link in links},
+                     hairpin=self.options.hairpin, router=f"{lay.lan_ip}/{prefix}",
+                     router_up=f"{_host(lay.upstream_subnet, 1)}/{up_prefix}",
+                     upstream_address=f"{lay.upstream_ip}/{up_prefix}")
         # the host's own LAN address and default route
         if self.net.forward_mode is ForwardMode.BRIDGE and self.net.bridge_name:
             bridge = self.net.bridge_name
-            self.progress(f"creating the host bridge {bridge} with {self.uplinks[0]} in it")
-            box.add_bridge(host, bridge, ports=(self.uplinks[0],))
-        box.address(host, self.host_link, f"{self.host_lan_ip}/{prefix}", self.lan_ip, up=True)
+            self.progress(f"creating the host bridge {bridge} with {lay.uplinks[0]} in it")
+            box.add_bridge(host, bridge, ports=(lay.uplinks[0],))
+        box.address(host, lay.host_link, f"{lay.host_lan_ip}/{prefix}", lay.lan_ip, up=True)
         self.timings["build"] = time.monotonic() - began
 
     def start_network(self) -> None:
         began = time.monotonic()
-        # dnsmasq drops root and must still read its files: the state must be traversable
-        self.state = Path(tempfile.mkdtemp(prefix="virtnet-lab-"))
-        self.state.chmod(0o755)
+        self.state = self.sandbox.state_dir()
         self.progress(f"starting network {self.net.name} with virtnet in the host namespace")
         started_xml = self.sandbox.call(self.ns("host"), _start_network,
                                         str(self.state / "state"), self.xml)
@@ -350,22 +406,10 @@ class Lab:
         self.net = parse_network(started_xml, source="lab")
         self.timings["start"] = time.monotonic() - began
 
-    def _guest_macs(self) -> list[str]:
-        """Reserved MACs first (so reservations are exercised), then lab MACs."""
-        reserved = [h.mac for ip in self.net.ipv4_defs() for h in ip.hosts if h.mac]
-        macs = [m.lower() for m in reserved]
-        index = 1
-        while len(macs) < self.options.guests:
-            mac = f"{GUEST_MAC_PREFIX}:{self.token[:2]}:{index:02x}"
-            if mac not in macs:
-                macs.append(mac)
-            index += 1
-        return macs[: self.options.guests]
-
     def add_guests(self) -> None:
         began = time.monotonic()
         net = self.net
-        macs = self._guest_macs()
+        macs = guest_macs(net, self.options.guests, self.token)
         for index in range(1, self.options.guests + 1):
             name = guest_name(index)
             self.guests.append(LabGuest(name, self.sandbox.add_namespace(name), macs[index - 1]))
@@ -389,11 +433,11 @@ class Lab:
                 guest.how = f"no port: {exc}"
                 continue
             guest.iface, guest.uplink = port["device"], port["uplink"]
-            address = f"{_host(self.lan_subnet, FIRST_GUEST_HOST + int(guest.name[5:]))}"
-            guest.address = f"{address}/{self.lan_subnet.prefixlen}"
+            address = f"{_host(self.layout.lan_subnet, FIRST_GUEST_HOST + int(guest.name[5:]))}"
+            guest.address = f"{address}/{self.layout.lan_subnet.prefixlen}"
             guest.how = f"static (macvtap {port['mode']} on {port['uplink']})"
             self.sandbox.move_link(self.ns("host"), guest.iface, guest.ns)
-            self.sandbox.address(guest.ns, guest.iface, guest.address, self.lan_ip, up=True)
+            self.sandbox.address(guest.ns, guest.iface, guest.address, self.layout.lan_ip, up=True)
 
     def _bridge_guests(self) -> None:
         net = self.net
@@ -435,21 +479,7 @@ class Lab:
                     raise LabError(f"{guest.name} got no address from {client}")
 
     def _static_bridge_guest(self, guest: LabGuest, index: int) -> None:
-        net = self.net
-        if net.forward_mode is ForwardMode.BRIDGE:  # a host bridge: a LAN machine
-            subnet, gateway = self.lan_subnet, self.lan_ip
-        else:
-            gateway_if = bridge_address(net)
-            if gateway_if is None:
-                subnet, gateway = self.scratch_subnet, None
-            else:
-                subnet, gateway = gateway_if.network, gateway_if.ip
-        number = FIRST_GUEST_HOST + index
-        address = _host(subnet, number)
-        while gateway is not None and address == gateway:
-            number += 1
-            address = _host(subnet, number)
-        guest.address = f"{address}/{subnet.prefixlen}"
+        guest.address, gateway = self.layout.static_address(self.net, index)
         guest.how = "static"
         self.sandbox.address(guest.ns, "eth0", guest.address, gateway)
 
@@ -458,20 +488,20 @@ class Lab:
     def topology(self) -> Topology:
         """What the lab built, as reach sees it."""
         br_netfilter, flux = self.sandbox.call(self.ns("host"), _host_kernel_settings,
-                                               list(self.uplinks), self.host_link)
+                                               list(self.layout.uplinks), self.layout.host_link)
         return Topology(
             guests=len(self.guests),
             hairpin=self.options.hairpin,
             guest_uplinks=tuple(g.uplink for g in self.guests) if self.net.uses_macvtap
             else None,
-            host_uplink=self.host_link,
-            host_address=f"{self.host_lan_ip}/{self.lan_subnet.prefixlen}",
-            uplink_routes=(f"default via {self.lan_ip}",),
+            host_uplink=self.layout.host_link,
+            host_address=f"{self.layout.host_lan_ip}/{self.layout.lan_subnet.prefixlen}",
+            uplink_routes=(f"default via {self.layout.lan_ip}",),
             lan_route=self.lan_route,
             host_shim=self.shim,
-            switch_ports=dict(self.switch_ports),
-            outside_dev=self.host_link,
-            host_uplink_port=self.uplinks[0],
+            switch_ports=dict(self.layout.switch_ports),
+            outside_dev=self.layout.host_link,
+            host_uplink_port=self.layout.uplinks[0],
             forward_blockers=self.forward_blockers(),
             br_netfilter=br_netfilter,
             flux_uplinks=flux,
@@ -491,15 +521,15 @@ class Lab:
     def target(self, src: str, dst: str) -> str | None:
         """The IPv4 address SRC aims at to reach DST (None: DST has none)."""
         if dst == LAN:
-            return str(self.lan_ip)
+            return str(self.layout.lan_ip)
         if dst == UPSTREAM:
-            return str(self.upstream_ip)
+            return str(self.layout.upstream_ip)
         if dst == HOST:
             gateway = bridge_address(self.net)
             if src.startswith("guest") and self.net.forward_mode.has_own_bridge:
                 # a guest of a bridge of our own knows the host by the bridge's address
-                return str(gateway.ip) if gateway is not None else str(self.host_lan_ip)
-            return str(self.host_lan_ip)
+                return str(gateway.ip) if gateway is not None else str(self.layout.host_lan_ip)
+            return str(self.layout.host_lan_ip)
         guest = self.guest(dst)
         return guest.ip
 
@@ -588,7 +618,7 @@ class Lab:
                 errors.append(f"net-destroy: {exc}")
             self.started = False
         self.progress("removing the lab's namespaces")
-        errors += self.sandbox.delete_namespaces()  # dnsmasq, DHCP clients: killed, found by namespace
+        errors += self.sandbox.delete_namespaces()  # with what runs there: dnsmasq, clients
         if self.state is not None:
             shutil.rmtree(self.state, ignore_errors=True)
             self.state = None

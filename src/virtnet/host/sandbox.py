@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -284,6 +285,13 @@ class Sandbox:
 
     def ns(self, role: str) -> str:
         return self.namespaces[role]
+
+    def state_dir(self) -> Path:
+        """A new directory for the state of the virtnet the lab runs; traversable by all, as
+        dnsmasq drops root and must still read its files."""
+        path = Path(tempfile.mkdtemp(prefix="virtnet-lab-"))
+        path.chmod(0o755)
+        return path
 
     def check_can_run(self) -> None:
         check_can_run()
