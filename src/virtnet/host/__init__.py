@@ -13,12 +13,10 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtnet.errors import HostError, StorageError, storage_errors
-from virtnet.host import devices, sriov
 from virtnet.host import dnsmasq as dnsmasq_process
-from virtnet.host import kernel as kernel_mod
 from virtnet.host import rtnl as rtnl_mod
 from virtnet.host import sysctl as sysctl_mod
 from virtnet.host.netlink import (
@@ -31,6 +29,9 @@ from virtnet.host.netlink import (
     NetlinkFailure,
     RouteInfo,
 )
+
+if TYPE_CHECKING:
+    from virtnet.host.sriov import VirtualFunction
 
 RUN_TIMEOUT_S = 60.0
 
@@ -151,25 +152,37 @@ class Host:
             return rtnl_mod.shared_rtnl().create_macvtap(name, lower, mode, mac)
         except NetlinkFailure as exc:
             if exc.code == errno.EOPNOTSUPP:
-                kernel_mod.require("macvtap", what=f"create macvtap {name}")
+                from virtnet.host.kernel import require  # only to name what is missing
+
+                require("macvtap", what=f"create macvtap {name}")
             raise
 
     def tap_node_path(self, name: str) -> Path:
+        from virtnet.host import devices  # loaded by the networks that use it
+
         return devices.tap_node_path(name)
 
     def make_tap_node(self, name: str, ifindex: int) -> tuple[Path, int]:
         """The character device node of macvtap NAME: (its path, its device number)."""
+        from virtnet.host import devices  # loaded by the networks that use it
+
         return devices.make_tap_node(name, ifindex)
 
     def remove_tap_node(self, path: str, rdev: int | None) -> None:
+        from virtnet.host import devices  # loaded by the networks that use it
+
         devices.remove_tap_node(path, rdev)
 
-    def virtual_functions(self, pf: str) -> list[sriov.VirtualFunction]:
+    def virtual_functions(self, pf: str) -> list[VirtualFunction]:
         """The SR-IOV virtual functions of PF, in VF order (HostError if none)."""
+        from virtnet.host import sriov  # loaded by the networks that use it
+
         return sriov.virtual_functions(rtnl_mod.shared_rtnl(), pf)
 
     def check_virtual_function(self, address: str) -> None:
         """HostError unless ADDRESS ('0000:01:10.2') is a VF present on this host."""
+        from virtnet.host import sriov  # loaded by the networks that use it
+
         sriov.check_virtual_function(address)
 
     # --- addresses and routes -----------------------------------------------------------

@@ -127,19 +127,10 @@ def require(*names: str, what: str) -> None:
         raise HostError(f"cannot {what}: the kernel lacks {lacks}")
 
 
-class KernelProbe:
-    """The running kernel's features as a plan reads them (``HostFacts.kernel``): each one
-    probed when first asked (:func:`kernel_has`), so a plan probes only what its network
-    needs; the same ``missing`` as :class:`KernelFeatures`, which tests give instead."""
-
-    def missing(self, *names: str) -> list[str]:
-        return [name for name in names if not kernel_has(name)]
-
-
 def probe_kernel() -> KernelFeatures:
     """Every feature at once (for reports: ``virtnet`` preflight output, tests)."""
     return KernelFeatures(**{name: kernel_has(name) for name in FEATURE_TEXT})
 
 
-__all__ = ["FEATURE_TEXT", "KernelFeatures", "KernelProbe", "kernel_has", "nftables_supported", "probe_kernel",
+__all__ = ["FEATURE_TEXT", "KernelFeatures", "kernel_has", "nftables_supported", "probe_kernel",
            "require"]

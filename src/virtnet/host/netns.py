@@ -22,7 +22,6 @@ import pickle
 import select
 import signal
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,6 +82,8 @@ class ChildFailed(HostError):
 
 def _child(netns: str | None, write_fd: int, fn: Callable[..., Any], args: tuple) -> None:
     """The child's side: never returns into the caller's code."""
+    import traceback  # here: costs ~5 ms, and only a child that fails needs it
+
     status = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides and cleans up
