@@ -46,10 +46,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from virtnet.host.netns import pids_in_netns
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repo root: tests.kit
+
+from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason  # noqa: E402
+from virtnet.host.netns import pids_in_netns  # noqa: E402
+
+# the children below run with -c: they find tests.kit through this first line
+KIT_PATH = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
 EXAMPLE = ROOT / "examples" / "default.xml"
 NAME = "default"
 TIMEOUT_S = 60.0
@@ -58,7 +62,7 @@ DAEMON_START_TIMEOUT_S = 15.0
 
 # Run inside a fresh interpreter: enter the namespace, import everything, then time the
 # engine alone. Every action kind's apply/undo is wrapped to attribute the time.
-ENGINE_CHILD = r"""
+ENGINE_CHILD = KIT_PATH + r"""
 import json, statistics, sys, time
 from collections import defaultdict
 from pathlib import Path
@@ -67,8 +71,8 @@ from virtnet.host.netns import enter_netns
 enter_netns(ns)
 # everything the command imports, so that the first call below pays no import
 import importlib
-from virtnet.host.netlink import _load_pyroute2
-_load_pyroute2()
+from tests.kit.pyroute2_light import load_pyroute2
+load_pyroute2()
 for module in sys.argv[5:]:
     try:
         importlib.import_module(module)
@@ -113,14 +117,14 @@ print(json.dumps({"start": starts, "destroy": destroys,
                   "spent": {k: v / rounds for k, v in spent.items()}}))
 """
 
-IMPORT_CHILD = r"""
+IMPORT_CHILD = KIT_PATH + r"""
 import importlib, sys, time
 names = sys.argv[1:]
 t = time.perf_counter()
 if any(name.startswith("pyroute2") for name in names):
     # as virtnet loads it: without the package __init__ that imports all of pyroute2
-    from virtnet.host.netlink import _load_pyroute2
-    _load_pyroute2()
+    from tests.kit.pyroute2_light import load_pyroute2
+    load_pyroute2()
 for name in names:
     try:
         importlib.import_module(name)
@@ -221,10 +225,6 @@ def virtnet_argv(ns: str, state: Path, *args: str) -> list[str]:
     return [sys.executable, *entry, "--netns", ns, "--state-dir", str(state), *args]
 
 
-def virsh_argv(*args: str) -> list[str]:
-    return ["virsh", "-c", "network:///system", *args]
-
-
 def timed_virtnet(argv: list[str], forwarded: bool) -> tuple[float, float | None]:
     """Run a virtnet command; return its wall time and the daemon's own time (if forwarded).
     Fails if the command did not take the expected path (daemon or in-process)."""
@@ -303,19 +303,19 @@ def main() -> int:
         run(virtnet_argv(ns, state, "net-define", str(definition)))
         results: dict[str, Any] = {}
         with LibvirtdInNetns() as lv:
-            run(virsh_argv("net-define", str(definition)))
-            results["in-process"] = measure(rounds, ns, state, forwarded=False)
+            run(lv.virsh_argv("net-define", str(definition)))
+            results["in-process"] = measure(rounds, ns, state, lv, forwarded=False)
             started = start_daemon(ns, state, tmp / "virtnetd.log")
             if isinstance(started, str):
                 results["daemon skipped"] = started
             else:
                 daemon = started
-                results["daemon"] = measure(rounds, ns, state, forwarded=True)
+                results["daemon"] = measure(rounds, ns, state, lv, forwarded=True)
                 stop_daemon(daemon)
                 daemon = None
             results["netns exec"] = median(
                 [timed_run(["ip", "netns", "exec", lv.netns, "true"]) for _ in range(rounds)])
-            run(virsh_argv("net-undefine", NAME))
+            run(lv.virsh_argv("net-undefine", NAME))
         results.update(attribute(rounds, ns, state))
         run(virtnet_argv(ns, state, "net-undefine", NAME))
     finally:
@@ -327,7 +327,8 @@ def main() -> int:
     return 0
 
 
-def measure(rounds: int, ns: str, state: Path, forwarded: bool) -> dict[str, list[float]]:
+def measure(rounds: int, ns: str, state: Path, lv: LibvirtdInNetns,
+            forwarded: bool) -> dict[str, list[float]]:
     """Whole commands, virtnet and libvirt interleaved so that any drift of the machine hits
     both sides; the first round only warms caches (bytecode, page cache, daemons)."""
     times: dict[str, list[float]] = {key: [] for key in (
@@ -339,7 +340,7 @@ def measure(rounds: int, ns: str, state: Path, forwarded: bool) -> dict[str, lis
             wall, server = timed_virtnet(virtnet_argv(ns, state, f"net-{verb}", NAME), forwarded)
             sample[f"virtnet {verb}"], sample[f"server {verb}"] = wall, server
         for verb in ("start", "destroy"):
-            sample[f"libvirt {verb}"] = timed_run(virsh_argv(f"net-{verb}", NAME))
+            sample[f"libvirt {verb}"] = timed_run(lv.virsh_argv(f"net-{verb}", NAME))
         if round_index:
             for key, value in sample.items():
                 if value is not None:

@@ -14,7 +14,20 @@ from typing import Any, NoReturn
 import click
 
 from virtnet import __version__
-from virtnet.errors import VirtnetError
+from virtnet.errors import (
+    Busy,
+    HostConflict,
+    HostError,
+    InvalidOperationError,
+    NotFoundError,
+    PortError,
+    PortNotFound,
+    StorageError,
+    UpdateError,
+    ValidationError,
+    VirtnetError,
+    XMLParseError,
+)
 
 
 class Context:
@@ -25,10 +38,64 @@ class Context:
         self.state_dir = state_dir
 
 
-def fail(message: str) -> NoReturn:
-    """Print one clear message and exit with status 1."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+# Exit statuses: 0 done, 1 the operation failed or was refused (nothing changed), 2 the command
+# line itself was wrong (click's usage errors). With --json, an error is one JSON object on
+# stderr: {"error": {"code": CODE, "message": TEXT, ...details}}, CODE one of the stable names
+# below, chosen by the error's type (most specific first), never by its text.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+ERROR_CODES: tuple[tuple[type[VirtnetError], str], ...] = (
+    (PortNotFound, "port-not-found"),
+    (NotFoundError, "not-found"),
+    (XMLParseError, "invalid-xml"),
+    (ValidationError, "invalid-definition"),
+    (UpdateError, "update-refused"),
+    (PortError, "port-refused"),
+    (InvalidOperationError, "invalid-operation"),
+    (Busy, "busy"),
+    (StorageError, "storage"),
+    (HostConflict, "host-conflict"),
+    (HostError, "host-error"),
+)
+USAGE_CODE = "usage"
+FAILED_CODE = "failed"  # any other refusal: a file that cannot be read, an editor that failed
+JSON_ERRORS = "virtnet.json_errors"  # ctx.meta key: the command line asked for --json
+
+
+def error_code(exc: VirtnetError) -> str:
+    """The stable code of EXC's kind."""
+    for kind, code in ERROR_CODES:
+        if isinstance(exc, kind):
+            return code
+    return FAILED_CODE
+
+
+def error_details(exc: VirtnetError) -> dict[str, Any]:
+    """What a program may want besides the message: where a definition is wrong, which file."""
+    if isinstance(exc, XMLParseError):
+        return {"source": exc.source, "line": exc.line, "path": exc.path}
+    if isinstance(exc, ValidationError):
+        return {"source": exc.source, "problems": [
+            {"path": p.path, "message": p.message, "value": p.value} for p in exc.problems]}
+    if isinstance(exc, StorageError):
+        return {"path": exc.path, "errno": exc.errno_name}
+    return {}
+
+
+def _json_errors() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(JSON_ERRORS))
+
+
+def fail(message: str, code: str = FAILED_CODE, details: dict[str, Any] | None = None,
+         status: int = EXIT_FAILED) -> NoReturn:
+    """Print one clear message (a JSON object with --json) and exit with STATUS."""
+    if _json_errors():
+        error = {"code": code, "message": message, **(details or {})}
+        click.echo(json.dumps({"error": error}), err=True)
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(status)
 
 
 def emit_json(data: Any) -> None:
@@ -51,13 +118,22 @@ def read_input(path: str) -> tuple[bytes, str]:
 
 
 class VirtnetGroup(click.Group):
-    """Turns every VirtnetError into one message and exit status 1."""
+    """Turns every VirtnetError into one message and exit status 1, and a wrong command line
+    into one message and status 2; both as JSON when the command line asks for --json."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[JSON_ERRORS] = "--json" in args
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except VirtnetError as exc:
-            fail(str(exc))
+            fail(str(exc), error_code(exc), error_details(exc))
+        except click.UsageError as exc:
+            if not ctx.meta[JSON_ERRORS]:
+                raise
+            fail(exc.format_message(), USAGE_CODE, status=EXIT_USAGE)
 
 
 @click.group(cls=VirtnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -251,6 +327,8 @@ class VirshFailure:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if isinstance(exc, VirtnetError):
+            if _json_errors():  # one object: virsh's first line leads the message
+                fail(f"{self.what}: {exc}", error_code(exc), error_details(exc))
             virsh_fail(f"{self.what}\nerror: {exc}")
         return False
 
