@@ -1006,3 +1006,33 @@ def test_one_daemon_per_state_directory(fresh: Any) -> None:
     assert f"another virtnetd (pid {first.pid}) already serves this state directory" \
         in second.stderr
     assert first.running
+
+
+def test_the_daemon_logs_each_change_with_who_asked(fresh: Any) -> None:
+    ns, root, daemons = fresh
+    daemon = VirtnetdProcess(ns, root / "state")
+    daemons.append(daemon)
+    daemon.start()
+    definition = root / "logged.xml"
+    definition.write_text(network_xml("logged", "10.94.0"))
+    daemon.virtnet("net-define", str(definition))
+    daemon.virtnet("net-list")  # reads are not changes: not logged
+    from virtnet.client import Connection
+
+    connection = Connection(str(daemon.socket_path), 30.0)
+    try:
+        answer = connection.request("DELETE", "/v1/networks/nosuch%0Aforged")
+    finally:
+        connection.close()
+    assert answer.status == 404
+    daemon.virtnet("net-undefine", "logged")
+    log = daemon.log()
+    changes = [line for line in log.splitlines() if " by uid " in line]
+    assert len(changes) == 3, log
+    assert changes[0].endswith(f"net-define {definition} by uid 0, gid 0, pid "
+                               f"{changes[0].split(' pid ')[1].split(':')[0]}: exit status 0")
+    assert "net-list" not in log
+    # a client's text stays on its line, escaped
+    assert "DELETE '/v1/networks/nosuch\\nforged' by uid 0" in changes[1] and \
+        changes[1].endswith(": 404")
+    assert "net-undefine logged by uid 0" in changes[2]

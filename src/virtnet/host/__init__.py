@@ -4,40 +4,102 @@ Everything is done in the network namespace the process is in (see
 :func:`virtnet.host.netns.enter_netns`). Each helper does one thing; deletes treat "not
 found" as success so an undo can run twice. Heavy dependencies (libnftables) load on first
 use.
+
+What needs no handle is Host's static surface: the process's unix sockets and descriptors
+(host/ipc.py, host/fastipc.py), its namespace, pid file and watches (host/procs.py). The
+faces and the daemon reach every effect through Host that way; importing this package stays
+as cheap as the thin client needs (its modules load on first use).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import sys
 
-from virtnet.errors import HostError, StorageError, storage_errors
-from virtnet.host import dnsmasq as dnsmasq_process
-from virtnet.host import rtnl as rtnl_mod
-from virtnet.host import sysctl as sysctl_mod
-from virtnet.host.netlink import (
-    AddressInfo,
-    IPAddress,
-    IPInterface,
-    IPNetwork,
-    LinkInfo,
-    Netlink,
-    NetlinkFailure,
-    RouteInfo,
-)
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+    from typing import Any
+
+    from virtnet.host.netlink import (
+        AddressInfo,
+        IPAddress,
+        IPInterface,
+        IPNetwork,
+        LinkInfo,
+        RouteInfo,
+    )
     from virtnet.host.sriov import VirtualFunction
 
 RUN_TIMEOUT_S = 60.0
 
 
+def _load_handle_modules() -> None:
+    """Bind what the handle's methods use, when the first Host is made: the thin client
+    imports this package (for virtnet.host.fastipc) and must not pay for pyroute2's rtnl,
+    subprocess or virtnet.errors."""
+    global subprocess, tempfile, Path, HostError, StorageError, storage_errors  # noqa: PLW0603
+    global dnsmasq_process, sysctl_mod, Netlink  # noqa: PLW0603
+    global errno, rtnl_mod, NetlinkFailure  # noqa: PLW0603 - the guest devices' section
+    import errno, subprocess, tempfile  # noqa: E401 - one deferred load
+    from pathlib import Path
+
+    from virtnet.errors import HostError, StorageError, storage_errors
+    from virtnet.host import dnsmasq as dnsmasq_process, rtnl as rtnl_mod, sysctl as sysctl_mod
+    from virtnet.host.netlink import Netlink, NetlinkFailure
+
+
+class _Elsewhere:
+    """A function of another host/ module offered as a static method of Host, its module
+    imported on first use (so that importing this package stays cheap: see
+    _load_handle_modules). They need no handle: the process's sockets, descriptors and
+    namespace, the daemon's pid file and watches."""
+
+    def __init__(self, module: str, name: str | None = None) -> None:
+        self.module = f"virtnet.host.{module}"
+        self.name = name
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = self.name or name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if self.module not in sys.modules:
+            __import__(self.module)
+        return getattr(sys.modules[self.module], self.name or "")
+
+
 class Host:
+    # --- the process: static, no handle needed -----------------------------------------
+    connect_stream = _Elsewhere("fastipc")  # the thin client's two
+    netns_identity = _Elsewhere("fastipc")
+    connect_unix = _Elsewhere("ipc")
+    recv_fds = _Elsewhere("ipc")
+    send_fd = _Elsewhere("ipc")
+    listen_unix = _Elsewhere("ipc")
+    activation_socket = _Elsewhere("ipc")
+    notifier = _Elsewhere("ipc", "Notifier")
+    open_tun = _Elsewhere("ipc")
+    attach_tap = _Elsewhere("ipc")
+    enter_netns = _Elsewhere("netns")
+    watch_links = _Elsewhere("rtnl", "LinkWatch")
+    lock_pidfile = _Elsewhere("procs")
+    pidfd_open = _Elsewhere("procs")
+    vmrss_kb = _Elsewhere("procs")
+    mallinfo2 = _Elsewhere("procs")
+    set_mmap_threshold = _Elsewhere("procs")
+    getsockopt = _Elsewhere("procs")
+    libvirt_network_files = _Elsewhere("libvirt", "read_network_files")
+
+    @staticmethod
+    def peer_links() -> list[LinkInfo]:
+        """Links of other namespaces whose peers are here (veths moved away)."""
+        from virtnet.host.rtnl import shared_rtnl
+
+        return shared_rtnl().peer_links()
+
     def __init__(self) -> None:
+        _load_handle_modules()
         from virtnet.host.nft import shared_nft
         from virtnet.host.rtnl import shared_rtnl
 
