@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.drivers import driver_for
-from virtnet.errors import VirtnetError
 from virtnet.host import Host
 from virtnet.host.sandbox import (  # the lab's effects; re-exported, as they were here
     DHCP_CLIENTS,
