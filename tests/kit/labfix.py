@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from virtnet.lab import Lab, LabError, _run
+from virtnet.lab import Lab, LabError
 from virtnet.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
 
 
@@ -15,7 +15,7 @@ def apply_fix(lab: Lab, fix: Fix) -> None:
     if role is None:
         raise LabError(f"the lab has no place called {fix.where!r}")
     lab.progress(f"fix on the {fix.where}: {fix.command}")
-    _run(["ip", "netns", "exec", lab.ns(role), "sh", "-ec", fix.command])  # the lab's runner
+    lab.sandbox.shell(lab.ns(role), fix.command)  # the lab's runner: sh -ec inside the namespace
     lab.applied_fixes.append(fix)
     # what the topology now is (so the prediction can follow the fix)
     if fix.where == ON_LAN_ROUTER and fix.command.startswith("ip route add"):

@@ -8,40 +8,27 @@ through the PF. virtnet does the same bookkeeping; its start plan checks, per po
 that the VF is really there, so on a host without SR-IOV the network is planned (``virtnet
 plan`` shows it) and its start is refused with the reason.
 
-The VFs of a PF are found in sysfs (``/sys/class/net/PF/device/virtfnN``). sysfs shows the
-namespace that mounted it: when virtnet runs inside another network namespace (``--netns``)
-without its own /sys, the PF is looked up by ifindex to make sure the sysfs entry is the
-same device, and refused otherwise.
+The host lists a PF's VFs through sysfs (:mod:`virtnet.host.sriov`, which says how it
+makes sure /sys shows virtnet's own namespace).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from virtnet.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import HostError, PortError, Problem
 from virtnet.model import Network, NetworkFamily, PciAddress, VirtualPortType
+from virtnet.host import Host
 from virtnet.plan import Action, Plan
 from virtnet.portdef import PlugType
 
 if TYPE_CHECKING:
-    from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.portdef import PortDef
     from virtnet.ports import PoolUsage
-
-SYS_CLASS_NET = Path("/sys/class/net")
-SYS_PCI_DEVICES = Path("/sys/bus/pci/devices")
-
-
-@dataclass(frozen=True)
-class VirtualFunction:
-    address: PciAddress
-    netdev: str | None  # its network interface while bound to a network driver
 
 
 def parse_pci_address(text: str) -> PciAddress:
@@ -52,66 +39,6 @@ def parse_pci_address(text: str) -> PciAddress:
         return PciAddress(int(domain, 16), int(bus, 16), int(slot, 16), int(function, 16))
     except ValueError:
         raise HostError(f"malformed PCI address {text!r}") from None
-
-
-def _sysfs_ifindex(name: str) -> int | None:
-    try:
-        return int((SYS_CLASS_NET / name / "ifindex").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def virtual_functions(pf: str) -> list[VirtualFunction]:
-    """The SR-IOV virtual functions of PF, in VF order; HostError with the reason if none."""
-    from virtnet.host.rtnl import shared_rtnl
-
-    rtnl = shared_rtnl()
-    count = rtnl.num_vfs(pf)
-    if count is None:
-        raise HostError(f"physical function {pf} does not exist on this host")
-    if count == 0:
-        raise HostError(
-            f"{pf} has no SR-IOV virtual functions (the kernel reports none for it): this "
-            "host has no SR-IOV capable device there, or its VFs are not enabled (sriov_numvfs)"
-        )
-    link = rtnl.link(pf)
-    if link is None or _sysfs_ifindex(pf) != link.index:
-        raise HostError(
-            f"cannot list the SR-IOV virtual functions of {pf}: /sys shows another network "
-            "namespace than the one virtnet runs in"
-        )
-    device = SYS_CLASS_NET / pf / "device"
-    try:
-        total = int((device / "sriov_totalvfs").read_text())
-    except (OSError, ValueError):
-        total = 0
-    if total <= 0:
-        raise HostError(
-            f"{pf} has no SR-IOV virtual functions: the host has no SR-IOV capable device "
-            f"there (no {device}/sriov_totalvfs)"
-        )
-    found = []
-    for entry in sorted(device.glob("virtfn*"), key=lambda p: int(p.name[6:] or 0)):
-        address = parse_pci_address(os.path.basename(os.readlink(entry)))
-        nets = sorted(p.name for p in (entry / "net").glob("*")) if (entry / "net").is_dir() \
-            else []
-        found.append(VirtualFunction(address, nets[0] if nets else None))
-    if not found:
-        raise HostError(f"{pf} supports SR-IOV but has no virtual functions enabled "
-                        f"(sriov_numvfs is 0)")
-    return found
-
-
-def check_virtual_function(address: PciAddress) -> None:
-    """HostError unless ADDRESS is an SR-IOV virtual function present on this host."""
-    path = SYS_PCI_DEVICES / str(address)
-    if not path.exists():
-        raise HostError(
-            f"PCI device {address} does not exist on this host (no SR-IOV virtual function "
-            "there)"
-        )
-    if not (path / "physfn").exists():
-        raise HostError(f"PCI device {address} is not an SR-IOV virtual function")
 
 
 @dataclass
@@ -135,9 +62,10 @@ class UseVfPool(Action):
 
     def apply(self, host: Host) -> None:
         if self.pf:
-            virtual_functions(self.pf)
+            for vf in host.virtual_functions(self.pf):
+                parse_pci_address(vf.address)
         for text in self.addresses or []:
-            check_virtual_function(parse_pci_address(text))
+            host.check_virtual_function(str(parse_pci_address(text)))
 
     def undo(self, host: Host) -> None:
         return None
@@ -159,7 +87,7 @@ class ReserveVf(Action):
         return [f"ls -d /sys/bus/pci/devices/{self.address}/physfn"]
 
     def apply(self, host: Host) -> None:
-        check_virtual_function(parse_pci_address(self.address))
+        host.check_virtual_function(str(parse_pci_address(self.address)))
 
     def undo(self, host: Host) -> None:
         return None
@@ -216,11 +144,13 @@ class HostdevDriver(Driver):
         if forward.addresses:
             return list(forward.addresses)
         if forward.pfs:
-            return [vf.address for vf in virtual_functions(forward.pfs[0].dev)]
+            # the VFs are what the host lists now (pool() runs outside any plan: a handle
+            # of its own)
+            return [parse_pci_address(vf.address)
+                    for vf in Host().virtual_functions(forward.pfs[0].dev)]
         return []
 
 
 DRIVER = HostdevDriver()
 
-__all__ = ["DRIVER", "HostdevDriver", "ReserveVf", "UseVfPool", "VirtualFunction",
-           "check_virtual_function", "virtual_functions"]
+__all__ = ["DRIVER", "HostdevDriver", "ReserveVf", "UseVfPool", "parse_pci_address"]

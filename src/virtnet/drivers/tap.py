@@ -3,8 +3,8 @@
 libvirt makes a persistent tap ``vnetN`` per guest interface, owned by root, with the guest's
 MAC whose first octet is changed to fe (so the bridge never takes it for its own address),
 the network's MTU, up and enslaved to the bridge. The guest's hypervisor then opens it by
-name. virtnet does the same through :mod:`virtnet.host.rtnl` (one TUNSETIFF, one
-RTM_NEWLINK), in well under a millisecond.
+name. virtnet does the same through the Host handle (one TUNSETIFF, one RTM_NEWLINK, in
+:mod:`virtnet.host.rtnl`), in well under a millisecond.
 """
 
 from __future__ import annotations
@@ -48,33 +48,23 @@ class CreateTap(Action):
         return lines
 
     def apply(self, host: Host) -> None:
-        from virtnet.host.netlink import NetlinkFailure
-        from virtnet.host.rtnl import create_persistent_tap, shared_rtnl
-
-        create_persistent_tap(self.name)
+        host.create_tap(self.name)
         crash_in_step()  # crash tests: the tap exists, not yet enslaved nor up
-        rtnl = shared_rtnl()
         try:
-            self.ifindex = rtnl.index(self.name)
-            rtnl.set_link(self.name, mac=self.mac, master=self.bridge, mtu=self.mtu, up=True)
+            self.ifindex = host.link_index(self.name)
+            host.set_link(self.name, mac=self.mac, master=self.bridge, mtu=self.mtu, up=True)
             if self.isolated:
-                rtnl.set_bridge_port_isolated(self.name, True)
-        except NetlinkFailure:
-            rtnl.delete_link(self.name)
-            raise
+                host.set_bridge_port_isolated(self.name, True)
         except BaseException:
-            rtnl.delete_link(self.name)
+            host.delete_link(self.name)
             raise
 
     def undo(self, host: Host) -> None:
-        from virtnet.host.rtnl import shared_rtnl
-
-        rtnl = shared_rtnl()
-        link = rtnl.link(self.name)
+        index = host.link_index(self.name)
         # never a device that took the name after ours went (a tap its holder made
         # non-persistent goes when the holder exits)
-        if link is not None and self.ifindex in (None, link.index):
-            rtnl.delete_link(self.name)
+        if index is not None and self.ifindex in (None, index):
+            host.delete_link(self.name)
 
 
 __all__ = ["CreateTap"]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         LinkInfo,
         RouteInfo,
     )
+    from virtnet.host.sriov import VirtualFunction
 
 RUN_TIMEOUT_S = 60.0
 
@@ -39,13 +40,14 @@ def _load_handle_modules() -> None:
     imports this package (for virtnet.host.fastipc) and must not pay for pyroute2's rtnl,
     subprocess or virtnet.errors."""
     global subprocess, tempfile, Path, HostError, StorageError, storage_errors  # noqa: PLW0603
-    global dnsmasq_process, sysctl_mod, Netlink, signal  # noqa: PLW0603
-    import signal, subprocess, tempfile  # noqa: E401 - one deferred load
+    global dnsmasq_process, sysctl_mod, Netlink  # noqa: PLW0603
+    global errno, rtnl_mod, NetlinkFailure  # noqa: PLW0603 - the guest devices' section
+    import errno, subprocess, tempfile  # noqa: E401 - one deferred load
     from pathlib import Path
 
     from virtnet.errors import HostError, StorageError, storage_errors
-    from virtnet.host import dnsmasq as dnsmasq_process, sysctl as sysctl_mod
-    from virtnet.host.netlink import Netlink
+    from virtnet.host import dnsmasq as dnsmasq_process, rtnl as rtnl_mod, sysctl as sysctl_mod
+    from virtnet.host.netlink import Netlink, NetlinkFailure
 
 
 class _Elsewhere:
@@ -77,6 +79,8 @@ class Host:
     listen_unix = _Elsewhere("ipc")
     activation_socket = _Elsewhere("ipc")
     notifier = _Elsewhere("ipc", "Notifier")
+    reload_dnsmasq = _Elsewhere("dnsmasq")  # SIGHUP: our dnsmasq re-reads its hosts files
+    step_hook = staticmethod(lambda: None)  # the crash tests' (execute/faults.inject)
     open_tun = _Elsewhere("ipc")
     attach_tap = _Elsewhere("ipc")
     enter_netns = _Elsewhere("netns")
@@ -159,6 +163,70 @@ class Host:
             return False
         self.netlink.set_up(name, False)
         return True
+
+    # --- guest devices: taps, macvtaps and their nodes, SR-IOV VFs ------------------------
+
+    # On the thread's shared socket for this namespace (the one self.netlink holds), as the
+    # drivers' actions used it before they went through the handle.
+
+    def link_index(self, name: str) -> int | None:
+        """NAME's ifindex (an ioctl); None if there is no such link."""
+        try:
+            return rtnl_mod.shared_rtnl().index(name)
+        except HostError:
+            return None
+
+    def set_link(self, name: str, *, mac: str | None = None, master: str | None = None,
+                 mtu: int | None = None, up: bool | None = None) -> None:
+        """Change NAME's MAC, bridge, MTU and up/down state in one request."""
+        rtnl_mod.shared_rtnl().set_link(name, mac=mac, master=master, mtu=mtu, up=up)
+
+    def set_bridge_port_isolated(self, name: str, isolated: bool) -> None:
+        rtnl_mod.shared_rtnl().set_bridge_port_isolated(name, isolated)
+
+    def create_tap(self, name: str) -> None:
+        """A persistent tap NAME owned by root, as libvirt makes vnetN for a guest."""
+        rtnl_mod.create_persistent_tap(name)
+
+    def create_macvtap(self, name: str, lower: str, mode: str, mac: str) -> int:
+        """Macvtap NAME on LOWER in MODE (libvirt's name), with MAC, up; its ifindex. A
+        kernel without macvtap is named as such, not as a bare EOPNOTSUPP."""
+        try:
+            return rtnl_mod.shared_rtnl().create_macvtap(name, lower, mode, mac)
+        except NetlinkFailure as exc:
+            if exc.code == errno.EOPNOTSUPP:
+                from virtnet.host.kernel import require  # only to name what is missing
+
+                require("macvtap", what=f"create macvtap {name}")
+            raise
+
+    def tap_node_path(self, name: str) -> Path:
+        from virtnet.host import devices  # loaded by the networks that use it
+
+        return devices.tap_node_path(name)
+
+    def make_tap_node(self, name: str, ifindex: int) -> tuple[Path, int]:
+        """The character device node of macvtap NAME: (its path, its device number)."""
+        from virtnet.host import devices  # loaded by the networks that use it
+
+        return devices.make_tap_node(name, ifindex)
+
+    def remove_tap_node(self, path: str, rdev: int | None) -> None:
+        from virtnet.host import devices  # loaded by the networks that use it
+
+        devices.remove_tap_node(path, rdev)
+
+    def virtual_functions(self, pf: str) -> list[VirtualFunction]:
+        """The SR-IOV virtual functions of PF, in VF order (HostError if none)."""
+        from virtnet.host import sriov  # loaded by the networks that use it
+
+        return sriov.virtual_functions(rtnl_mod.shared_rtnl(), pf)
+
+    def check_virtual_function(self, address: str) -> None:
+        """HostError unless ADDRESS ('0000:01:10.2') is a VF present on this host."""
+        from virtnet.host import sriov  # loaded by the networks that use it
+
+        sriov.check_virtual_function(address)
 
     # --- addresses and routes -----------------------------------------------------------
 
@@ -299,22 +367,6 @@ class Host:
 
     def stop_dnsmasq(self, pid: int, conf_file: Path) -> bool:
         return dnsmasq_process.stop_dnsmasq(pid, conf_file)
-
-    def reload_dnsmasq(self, pid: int, conf_file: Path) -> bool:
-        """Have the dnsmasq PID of CONF_FILE re-read its hosts files (SIGHUP); False when
-        PID is not that dnsmasq (gone, or recycled by another process)."""
-        if not dnsmasq_process.is_our_dnsmasq(pid, conf_file):
-            return False
-        os.kill(pid, signal.SIGHUP)
-        return True
-
-    # --- the executor's hooks -----------------------------------------------------------
-
-    @staticmethod
-    def step_hook() -> None:
-        """Called right after a first host change that a step cannot record yet (dnsmasq
-        runs, its pid unread). Nothing by default; the executor gives crash tests theirs
-        (virtnet.execute.faults.inject), so that host/ never imports the executor."""
 
 
 __all__ = ["Host"]

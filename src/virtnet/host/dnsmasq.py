@@ -149,6 +149,15 @@ def await_dnsmasq(proc: subprocess.Popen[str], conf_file: Path, pid_file: Path,
         time.sleep(POLL_S)
 
 
+def reload_dnsmasq(pid: int, conf_file: Path) -> bool:
+    """Have our dnsmasq PID of CONF_FILE re-read its hosts files (SIGHUP); False when PID
+    is not that dnsmasq (gone, or recycled by another process)."""
+    if not is_our_dnsmasq(pid, conf_file):
+        return False
+    os.kill(pid, signal.SIGHUP)
+    return True
+
+
 def _pidfd(pid: int) -> int | None:
     """A pidfd for PID (Linux 5.3+), or None where there is none to be had."""
     try:

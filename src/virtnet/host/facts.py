@@ -25,7 +25,19 @@ from virtnet.host.nft import LIBNFTABLES
 from virtnet.host.sysctl import sysctl_get
 
 if TYPE_CHECKING:
+    from virtnet.host.kernel import KernelFeatures
     from virtnet.model import Network
+
+
+class KernelProbe:
+    """The running kernel's features as a plan reads them (``HostFacts.kernel``): each one
+    probed when first asked, so a plan probes only what its network needs (a probe can cost
+    a modprobe); the same ``missing`` as :class:`KernelFeatures`, which tests may give."""
+
+    def missing(self, *names: str) -> list[str]:
+        from virtnet.host.kernel import kernel_has  # loaded by the networks that ask
+
+        return [name for name in names if not kernel_has(name)]
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,9 @@ class HostFacts:
     # the bridges of active virtnet networks: bridge name -> network name. Only looked up
     # to name what a subnet collides with (the engine's mapping reads the state lazily).
     networks: Mapping[str, str] = field(default_factory=dict)
+    # the kernel's features, probed on demand
+    kernel: KernelFeatures | KernelProbe = field(default_factory=KernelProbe, compare=False,
+                                                 repr=False)
 
     def link(self, name: str) -> LinkInfo | None:
         return self.links.get(name)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import select
 import tempfile
 import threading
 
 from virtnet.errors import HostError
+from virtnet.host.netns import ChildFailed, current_netns_inode, run_in_netns
 
 # include/uapi/linux/mount.h; the system call numbers are the same on every architecture
 # that has these calls, alpha aside
@@ -38,15 +38,13 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 HELPER_TIMEOUT_S = 10.0
 READ_LIMIT = 4096
+NO_PRIVATE_SYSFS = ("cannot read sysfs in this network namespace (neither the mount API nor a "
+                    "private mount namespace is available)")
 
 _lock = threading.Lock()
 # (pid, network namespace inode) -> the detached sysfs mount's descriptor, or None when the
 # mount API is unavailable (keyed by pid: a forked child makes its own)
 _mounts: dict[tuple[int, int], int | None] = {}
-
-
-def _netns_inode() -> int:
-    return os.stat("/proc/self/ns/net").st_ino
 
 
 def _check_relative(relative: str) -> None:
@@ -76,7 +74,7 @@ def _detached_sysfs() -> int | None:
 
 
 def _mount_fd() -> int | None:
-    key = (os.getpid(), _netns_inode())
+    key = (os.getpid(), current_netns_inode())
     with _lock:
         if key not in _mounts:
             _mounts[key] = _detached_sysfs()
@@ -94,47 +92,34 @@ def _read_at(mount: int, relative: str) -> str | None:
         os.close(fd)
 
 
+def _read_in_private_mount(where: str, relative: str) -> str | None:
+    """The child's side: a mount namespace of its own, a sysfs of this network namespace
+    mounted on WHERE in it, RELATIVE read there (None: no such entry)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(
+        None, b"/", None, MS_REC | MS_PRIVATE, None
+    ) != 0 or libc.mount(b"sysfs", where.encode(), b"sysfs", 0, None) != 0:
+        raise HostError(NO_PRIVATE_SYSFS)
+    try:
+        with open(os.path.join(where, relative), "rb") as found:
+            return found.read(READ_LIMIT).decode(errors="replace")
+    except OSError:
+        return None
+
+
 def _read_through_private_mount(relative: str) -> str | None:
-    """Fork a helper that mounts a sysfs of this network namespace in a mount namespace of
-    its own (nothing is visible outside it) and reads RELATIVE there."""
+    """Read RELATIVE in a forked helper that mounts a sysfs of this network namespace in a
+    mount namespace of its own (nothing is visible outside it)."""
     # The mount point is made and removed here: the child's mount lives only in its own
     # mount namespace, which dies with it, so the parent can always remove the directory.
     where = tempfile.mkdtemp(prefix="virtnet-sysfs-")
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_fd)
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(CLONE_NEWNS) == 0 and libc.mount(
-                None, b"/", None, MS_REC | MS_PRIVATE, None
-            ) == 0 and libc.mount(b"sysfs", where.encode(), b"sysfs", 0, None) == 0:
-                try:
-                    with open(os.path.join(where, relative), "rb") as found:
-                        os.write(write_fd, b"+" + found.read(READ_LIMIT))
-                    status = 0
-                except OSError:
-                    os.write(write_fd, b"-")
-                    status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
     try:
-        ready, _, _ = select.select([read_fd], [], [], HELPER_TIMEOUT_S)
-        data = os.read(read_fd, READ_LIMIT + 1) if ready else b""
+        return run_in_netns(None, _read_in_private_mount, where, relative,
+                            timeout=HELPER_TIMEOUT_S, what="the sysfs helper")
+    except ChildFailed:
+        raise HostError(NO_PRIVATE_SYSFS) from None
     finally:
-        os.close(read_fd)
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
         os.rmdir(where)
-    if not data:
-        raise HostError("cannot read sysfs in this network namespace (neither the mount API "
-                        "nor a private mount namespace is available)")
-    return data[1:].decode(errors="replace") if data[:1] == b"+" else None
 
 
 def read_netns_sysfs(relative: str, *, private_mount: bool = False) -> str | None:
