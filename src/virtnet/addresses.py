@@ -26,7 +26,7 @@ from virtnet.leases import LeaseRow, normalize_mac
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine
-    from virtnet.host.rtnl import NeighbourInfo
+    from virtnet.facts import NeighbourInfo
     from virtnet.model import Network
 
 SOURCE_LEASE = "lease"

@@ -30,10 +30,11 @@ or a burst above TC_MAX_BURST KiB is refused (BandwidthError) before anything is
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtnet.errors import HostError, InvalidOperationError, PortError, VirtnetError
+from virtnet.facts import TcFeatures
 from virtnet.model import Bandwidth, BandwidthRate, ForwardMode, Network
 from virtnet.plan import RECORDED, Action
 
@@ -58,30 +59,6 @@ TC_MAX_BURST = (2**32 - 1) // 1024
 class BandwidthError(VirtnetError):
     """A bandwidth that tc cannot set (a rate or burst beyond its range): the definition or
     the port request is refused, nothing is shaped."""
-
-
-@dataclass(frozen=True)
-class TcFeatures:
-    """Which traffic-control pieces the kernel has (probed once, see virtnet.host.tc)."""
-
-    htb: bool = True
-    ingress: bool = True
-    u32: bool = True
-    mirred: bool = True
-    ifb: bool = True
-    sfq: bool = False
-    police: bool = False
-
-    def to_dict(self) -> dict[str, bool]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TcFeatures:
-        return cls(**{name: bool(data[name]) for name in cls.__dataclass_fields__ if name in data})
-
-    @property
-    def can_redirect(self) -> bool:
-        return self.ingress and self.u32 and self.mirred and self.ifb
 
 
 # --- pure planning ----------------------------------------------------------------------

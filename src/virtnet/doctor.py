@@ -31,8 +31,7 @@ from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_con
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
-    from virtnet.host.facts import HostFacts
-    from virtnet.host.kernel import KernelFeatures
+    from virtnet.facts import HostFacts, KernelFeatures
 
 OUR_TABLE = ("inet", "virtnet")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
@@ -411,7 +410,7 @@ def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
     for feature, present in view.kernel.to_dict().items():
         if feature in ("vlan", "ifb"):
             continue
-        from virtnet.host.kernel import FEATURE_TEXT
+        from virtnet.facts import FEATURE_TEXT
 
         checks.append(Check(f"kernel: {feature}", present,
                             "present" if present else f"missing: {FEATURE_TEXT[feature]}",

@@ -72,7 +72,7 @@ from virtnet.state import (
 # records, action kinds of ports) nor leases, and every import is paid by each CLI command.
 if TYPE_CHECKING:
     from virtnet.host import Host
-    from virtnet.host.facts import HostFacts
+    from virtnet.facts import HostFacts
     from virtnet.leases import LeaseRow
     from virtnet.plan import Action, Plan
 

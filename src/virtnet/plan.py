@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from virtnet.errors import HostError, StorageError
-from virtnet.host.sysctl import dotted
+from virtnet.facts import dotted
 
 if TYPE_CHECKING:
     from virtnet.host import Host

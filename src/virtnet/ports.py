@@ -84,7 +84,7 @@ from virtnet.state import (
 )
 
 if TYPE_CHECKING:
-    from virtnet.bandwidth import TcFeatures
+    from virtnet.facts import TcFeatures
     from virtnet.engine import Engine
     from virtnet.plan import Action, Plan
 
