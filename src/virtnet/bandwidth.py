@@ -391,22 +391,19 @@ class ApplyShaping(Action):
         return lines + render([tuple(argv) for argv in self.setup])
 
     def apply(self, host: Host) -> None:
-        from virtnet.host import tc
-
         if self.ifb:
-            tc.create_ifb(self.ifb)
+            host.create_ifb(self.ifb)
         try:
-            tc.run(self.setup, what=f"shape {self.what} on {self.device}")
+            host.tc_batch(self.setup, what=f"shape {self.what} on {self.device}")
         except BaseException:
             self.undo(host)
             raise
 
     def undo(self, host: Host) -> None:
-        from virtnet.host import tc
-
-        tc.run(self.teardown, what=f"remove the shaping of {self.device}", missing_ok=True)
+        host.tc_batch(self.teardown, what=f"remove the shaping of {self.device}",
+                      missing_ok=True)
         if self.ifb:
-            tc.delete_link(self.ifb)
+            host.delete_link(self.ifb)
 
 
 @dataclass
@@ -430,20 +427,16 @@ class PlugFloor(Action):
         return render([tuple(argv) for argv in self.setup])
 
     def apply(self, host: Host) -> None:
-        from virtnet.host import tc
-
         try:
-            tc.run(self.setup, what=f"plug the floor of {self.mac} into {self.bridge}")
+            host.tc_batch(self.setup, what=f"plug the floor of {self.mac} into {self.bridge}")
         except BaseException:
             self.undo(host)
             raise
         self.applied = True
 
     def undo(self, host: Host) -> None:
-        from virtnet.host import tc
-
-        tc.run(self.teardown, what=f"unplug the floor of {self.mac} from {self.bridge}",
-               missing_ok=True)
+        host.tc_batch(self.teardown, what=f"unplug the floor of {self.mac} from {self.bridge}",
+                      missing_ok=True)
 
 
 __all__ = [

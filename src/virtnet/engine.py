@@ -36,7 +36,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -531,7 +531,7 @@ class Engine:
         from virtnet.plan import CreateBridge
 
         with self.host() as host:
-            plan = self._plan_start(net, self._facts(host))
+            plan = self._plan_start(net, self._facts(host, net))
             actions = plan.actions
             for action in plan.actions:
                 if not isinstance(action, CreateBridge):
@@ -576,16 +576,19 @@ class Engine:
             if record.status is not None:
                 own_links = _created_links(record.status.actions)
         with self.host() as host:
-            facts = self._facts(host)
+            facts = self._facts(host, net)
         if own_links:
             facts = facts.without_links(own_links)
         self._preflight(net, facts)
         return self._plan_start(net, facts)
 
-    def _facts(self, host: Host) -> HostFacts:
-        from virtnet.host.facts import read_facts
-
-        return read_facts(host, networks=self.active_bridges())
+    def _facts(self, host: Host, net: Network | None = None) -> HostFacts:
+        """The host's facts, read before planning; with the tc features when NET (the network
+        to plan) shapes traffic, so that the planner never probes the host itself."""
+        facts = host.read_facts(networks=self.active_bridges())
+        if net is not None and net.bandwidth is not None:
+            facts = replace(facts, tc=host.tc_features(self.paths.run_dir))
+        return facts
 
     def active_bridges(self) -> Mapping[str, str]:
         """The bridges of the active networks that have one of their own -> network name,
@@ -607,9 +610,12 @@ class Engine:
         plan.actions += _day_two_actions(net)  # port forwards, other firewalls' drop rules
         if net.bandwidth is not None:  # the network's own <bandwidth>, on its bridge
             from virtnet.bandwidth import ApplyShaping, network_shaping
-            from virtnet.host.tc import probe_features
 
-            shaping = network_shaping(net, probe_features(self.paths.run_dir))
+            if facts.tc is None:  # facts read without the network (net-apply's diff)
+                with self.host() as host:
+                    facts = replace(facts, tc=host.tc_features(self.paths.run_dir))
+            assert facts.tc is not None
+            shaping = network_shaping(net, facts.tc)
             if shaping is not None:
                 plan.actions.append(ApplyShaping.of(shaping, f"network {net.name}'s bandwidth"))
         return plan
@@ -628,7 +634,7 @@ class Engine:
             active=False,
         )
         with self.host() as host:
-            facts = self._facts(host)
+            facts = self._facts(host, net)
             self._preflight(net, facts)
             plan = self._plan_start(net, facts)
             _check_dnsmasq_reach(net.name, plan.actions)

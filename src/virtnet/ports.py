@@ -835,10 +835,10 @@ class PortManager:
         return self._names
 
     def features(self) -> TcFeatures:
+        """What tc can use, read through the host handle once (before a port is planned)."""
         if self._features is None:
-            from virtnet.host.tc import probe_features
-
-            self._features = probe_features(self.paths.run_dir)
+            with self.engine.host() as host:
+                self._features = host.tc_features(self.paths.run_dir)
         return self._features
 
     # --- queries ---------------------------------------------------------------------------

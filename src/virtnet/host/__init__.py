@@ -12,10 +12,13 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from virtnet.errors import HostError, StorageError, storage_errors
+from virtnet.facts import HostFacts, KernelFeatures, ProcessInfo, TcFeatures
 from virtnet.host import dnsmasq as dnsmasq_process
+from virtnet.host import kernel, procs
 from virtnet.host import sysctl as sysctl_mod
 from virtnet.host.netlink import (
     AddressInfo,
@@ -163,6 +166,58 @@ class Host:
     def nft_chains(self, family: str, table: str) -> list[str] | None:
         return self.nftables.list_chains(family, table)
 
+    # --- facts (read before planning: the planners get data, never the host) -------------
+
+    def read_facts(self, networks: Mapping[str, str] | None = None) -> HostFacts:
+        """Links, addresses, routes and features of this namespace (virtnet.host.facts)."""
+        from virtnet.host.facts import read_facts  # loads libnftables' name (ctypes)
+
+        return read_facts(self, networks)
+
+    def kernel_has(self, feature: str) -> bool:
+        return kernel.kernel_has(feature)
+
+    def kernel_features(self) -> KernelFeatures:
+        return kernel.probe_kernel()
+
+    def nft_ruleset(self) -> dict[str, Any] | None:
+        """`nft -j list ruleset`, parsed; None when it cannot be read."""
+        from virtnet.host.nft import read_ruleset  # nft (ctypes) loads on first use
+
+        return read_ruleset()
+
+    def legacy_forward_rules(self) -> list[str]:
+        """`iptables-legacy -S FORWARD` when legacy iptables has a filter table here."""
+        from virtnet.host.nft import read_legacy_forward
+
+        return read_legacy_forward()
+
+    def processes(self, programs: Iterable[str]) -> list[ProcessInfo]:
+        """The processes called PROGRAMS in this network namespace."""
+        return procs.processes_in_netns(programs)
+
+    def has_netns(self) -> bool:
+        return procs.netns_supported()
+
+    # --- traffic control ----------------------------------------------------------------
+
+    def tc_features(self, cache_dir: Path | None = None) -> TcFeatures:
+        """What tc can use here (a scratch IFB probe, kept per process and per boot)."""
+        from virtnet.host import tc  # tc only for networks and ports that shape traffic
+
+        return tc.probe_features(cache_dir)
+
+    def tc_batch(self, commands: list[list[str]], *, what: str, missing_ok: bool = False) -> None:
+        """Run tc COMMANDS in one ``tc -batch`` (see virtnet.host.tc.run)."""
+        from virtnet.host import tc
+
+        tc.run(commands, what=what, missing_ok=missing_ok)
+
+    def create_ifb(self, name: str) -> None:
+        from virtnet.host import tc
+
+        tc.create_ifb(name)
+
     # --- files --------------------------------------------------------------------------
 
     # Files (dnsmasq's configuration and hosts files, its pid and lease files) fail with a
@@ -241,6 +296,15 @@ class Host:
             detail = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
             raise HostError(f"{' '.join(argv)} failed: {detail}")
         return proc
+
+    def run_attached(self, argv: list[str]) -> int:
+        """Run ARGV on the terminal (the user's editor); its exit status."""
+        return procs.run_attached(argv)
+
+    def run_filter(self, argv: list[str], data: bytes,
+                   timeout: float) -> subprocess.CompletedProcess[bytes] | None:
+        """Pipe DATA through ARGV (bytes in, bytes out); None if it did not finish in time."""
+        return procs.run_filter(argv, data, timeout)
 
     def start_dnsmasq(self, argv: list[str], conf_file: Path, pid_file: Path) -> int:
         return dnsmasq_process.start_dnsmasq(argv, conf_file, pid_file)

@@ -8,11 +8,14 @@ for spawning ``nft``. Without the library the ``nft`` binary is run (never throu
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
+from pathlib import Path
+from typing import Any
 
 from virtnet.errors import HostError
 
@@ -140,6 +143,48 @@ class Nft:
             if self._lib is not None and self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
             self._lib, self._ctx = None, None
+
+
+# --- firewall facts (what the doctor judges) ------------------------------------------------
+
+FACT_SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+FACT_TIMEOUT_S = 10.0
+IPTABLES_NAMES = Path("/proc/net/ip_tables_names")
+
+
+def read_ruleset() -> dict[str, Any] | None:
+    """`nft -j list ruleset` of this namespace, parsed; None when it cannot be read."""
+    nft = shutil.which("nft", path=FACT_SEARCH_PATH)
+    if nft is None:
+        return None
+    try:
+        proc = subprocess.run([nft, "-j", "list", "ruleset"], capture_output=True, text=True,
+                              timeout=FACT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout or '{"nftables": []}')
+    except ValueError:
+        return None
+
+
+def read_legacy_forward() -> list[str]:
+    """`iptables-legacy -S FORWARD` when legacy iptables has a filter table here, else []."""
+    try:
+        tables = IPTABLES_NAMES.read_text().split()
+    except OSError:
+        return []
+    legacy = shutil.which("iptables-legacy", path=FACT_SEARCH_PATH)
+    if "filter" not in tables or legacy is None:
+        return []
+    try:
+        proc = subprocess.run([legacy, "-S", "FORWARD"], capture_output=True, text=True,
+                              timeout=FACT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
 
 
 _shared: dict[tuple[int, int], Nft] = {}
