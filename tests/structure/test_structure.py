@@ -29,16 +29,16 @@ CEILINGS = {
     "a_modules": (3, 0),          # incl. xml/parse <-> xml/format
     "a_dynamic_units": (1, 0),    # importlib names (plan.KIND_MODULES, drivers) join both
     "b_private": (35, 0),
-    "c_local_imports": (273, 20),
-    "d_modules": (19, 0),
+    "c_local_imports": (272, 20),
+    "d_modules": (18, 0),
     "d_classes": (8, 0),
     "e_effects": (63, 0),
-    "e2_around_host": (36, 0),
+    "e2_around_host": (30, 0),
     "e3_proc_sys_reads": (14, 0),
     "f_unused_deps": (1, 0),      # pyroute2
     "g_test_imports": (2, 0),     # virtnet/testing imports hypothesis
-    "h_unreached": (16, 0),
-    "i_message_text": (3, 0),
+    "h_unreached": (15, 0),
+    "i_message_text": (0, 0),
     "j_mode_family": (15, 0),
     "j2_mode_tests": (55, None),
     "k_journals": (4, 1),

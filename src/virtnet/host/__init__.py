@@ -8,14 +8,15 @@ use.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from virtnet.errors import HostError, StorageError, storage_errors
+from virtnet.errors import HostError, NotInstalled, StorageError, storage_errors
 from virtnet.facts import HostFacts, KernelFeatures, ProcessInfo, TcFeatures
 from virtnet.host import dnsmasq as dnsmasq_process
 from virtnet.host import kernel, procs
@@ -33,7 +34,43 @@ from virtnet.host.netlink import (
 RUN_TIMEOUT_S = 60.0
 
 
-class Host:
+class HostReads:
+    """What the host is like, read without changing it: the facts the planners and the doctor
+    get as data (virtnet.facts), never the host itself."""
+
+    def kernel_has(self, feature: str) -> bool:
+        return kernel.kernel_has(feature)
+
+    def kernel_features(self) -> KernelFeatures:
+        return kernel.probe_kernel()
+
+    def nft_ruleset(self) -> dict[str, Any] | None:
+        """`nft -j list ruleset`, parsed; None when it cannot be read."""
+        from virtnet.host.nft import read_ruleset  # nft (ctypes) loads on first use
+
+        return read_ruleset()
+
+    def legacy_forward_rules(self) -> list[str]:
+        """`iptables-legacy -S FORWARD` when legacy iptables has a filter table here."""
+        from virtnet.host.nft import read_legacy_forward
+
+        return read_legacy_forward()
+
+    def processes(self, programs: Iterable[str]) -> list[ProcessInfo]:
+        """The processes called PROGRAMS in this network namespace."""
+        return procs.processes_in_netns(programs)
+
+    def has_netns(self) -> bool:
+        return procs.netns_supported()
+
+    def tc_features(self, cache_dir: Path | None = None) -> TcFeatures:
+        """What tc can use here (a scratch IFB probe, kept per process and per boot)."""
+        from virtnet.host import tc  # tc only for networks and ports that shape traffic
+
+        return tc.probe_features(cache_dir)
+
+
+class Host(HostReads):
     def __init__(self) -> None:
         from virtnet.host.nft import shared_nft
         from virtnet.host.rtnl import shared_rtnl
@@ -53,6 +90,14 @@ class Host:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- facts: read before planning, so the planners get data, never the host ----------
+
+    def read_facts(self, networks: Mapping[str, str] | None = None) -> HostFacts:
+        """Links, addresses, routes and features of this namespace (virtnet.host.facts)."""
+        from virtnet.host.facts import read_facts  # loads libnftables' name (ctypes)
+
+        return read_facts(self, networks)
 
     # --- links --------------------------------------------------------------------------
 
@@ -160,52 +205,34 @@ class Host:
 
     # --- nftables -----------------------------------------------------------------------
 
-    def nft(self, script: str, *, what: str = "load firewall rules") -> str:
-        return self.nftables.run(script, what=what)
+    def nft(self, script: str, *, what: str = "load firewall rules", handles: bool = False,
+            echo: bool = False) -> str:
+        """Run SCRIPT as one nft transaction; its output, with rule handles (``-a``) and the
+        rules added echoed back (``-e``) when asked. HostObjectMissing when
+        what it names is not there."""
+        from virtnet.host.nft import OUTPUT_ECHO, OUTPUT_HANDLE
+
+        flags = (OUTPUT_HANDLE if handles else 0) | (OUTPUT_ECHO if echo else 0)
+        return self.nftables.run(script, what=what, output_flags=flags)
+
+    def nft_json(self, script: str, *, what: str) -> dict[str, Any]:
+        """What the listing SCRIPT shows, as nft's JSON (``-j``), parsed; {} for no output.
+        NotInstalled (a HostError) without libnftables and nft."""
+        from virtnet.host.nft import OUTPUT_JSON
+
+        out = self.nftables.run(script, what=what, output_flags=OUTPUT_JSON)
+        return json.loads(out) if out.strip() else {}
+
+    def iptables_delete(self, argv: list[str], *, what: str) -> None:
+        """Run an ``iptables -D`` ARGV; HostObjectMissing when the rule is not there."""
+        from virtnet.host.nft import iptables_delete
+
+        iptables_delete(self.run, argv, what=what)
 
     def nft_chains(self, family: str, table: str) -> list[str] | None:
         return self.nftables.list_chains(family, table)
 
-    # --- facts (read before planning: the planners get data, never the host) -------------
-
-    def read_facts(self, networks: Mapping[str, str] | None = None) -> HostFacts:
-        """Links, addresses, routes and features of this namespace (virtnet.host.facts)."""
-        from virtnet.host.facts import read_facts  # loads libnftables' name (ctypes)
-
-        return read_facts(self, networks)
-
-    def kernel_has(self, feature: str) -> bool:
-        return kernel.kernel_has(feature)
-
-    def kernel_features(self) -> KernelFeatures:
-        return kernel.probe_kernel()
-
-    def nft_ruleset(self) -> dict[str, Any] | None:
-        """`nft -j list ruleset`, parsed; None when it cannot be read."""
-        from virtnet.host.nft import read_ruleset  # nft (ctypes) loads on first use
-
-        return read_ruleset()
-
-    def legacy_forward_rules(self) -> list[str]:
-        """`iptables-legacy -S FORWARD` when legacy iptables has a filter table here."""
-        from virtnet.host.nft import read_legacy_forward
-
-        return read_legacy_forward()
-
-    def processes(self, programs: Iterable[str]) -> list[ProcessInfo]:
-        """The processes called PROGRAMS in this network namespace."""
-        return procs.processes_in_netns(programs)
-
-    def has_netns(self) -> bool:
-        return procs.netns_supported()
-
     # --- traffic control ----------------------------------------------------------------
-
-    def tc_features(self, cache_dir: Path | None = None) -> TcFeatures:
-        """What tc can use here (a scratch IFB probe, kept per process and per boot)."""
-        from virtnet.host import tc  # tc only for networks and ports that shape traffic
-
-        return tc.probe_features(cache_dir)
 
     def tc_batch(self, commands: list[list[str]], *, what: str, missing_ok: bool = False) -> None:
         """Run tc COMMANDS in one ``tc -batch`` (see virtnet.host.tc.run)."""
@@ -289,7 +316,7 @@ class Host:
                 **kwargs,
             )
         except FileNotFoundError:
-            raise HostError(f"cannot run {argv[0]}: not installed") from None
+            raise NotInstalled(f"cannot run {argv[0]}: not installed") from None
         except subprocess.TimeoutExpired:
             raise HostError(f"{argv[0]} did not finish within {timeout:.0f} s") from None
         if check and proc.returncode != 0:
@@ -306,9 +333,6 @@ class Host:
         """Pipe DATA through ARGV (bytes in, bytes out); None if it did not finish in time."""
         return procs.run_filter(argv, data, timeout)
 
-    def start_dnsmasq(self, argv: list[str], conf_file: Path, pid_file: Path) -> int:
-        return dnsmasq_process.start_dnsmasq(argv, conf_file, pid_file)
-
     def spawn_dnsmasq(self, argv: list[str], pid_file: Path) -> subprocess.Popen[str]:
         return dnsmasq_process.spawn_dnsmasq(argv, pid_file)
 
@@ -323,4 +347,4 @@ class Host:
         return dnsmasq_process.stop_dnsmasq(pid, conf_file)
 
 
-__all__ = ["Host"]
+__all__ = ["Host", "HostReads"]
