@@ -179,11 +179,11 @@ class Engine:
     def dnsmasq_alive(self, name: str, pid: int | None) -> bool:
         """Whether ``pid`` is the dnsmasq of network ``name`` (a recycled pid never counts)."""
         from virtnet.dnsmasq import DnsmasqPaths
-        from virtnet.host.dnsmasq import is_our_dnsmasq
 
         if pid is None or pid <= 0:
             return False
-        return is_our_dnsmasq(pid, DnsmasqPaths.for_state(self.paths).conf(name))
+        with self.host() as host:
+            return host.is_our_dnsmasq(pid, DnsmasqPaths.for_state(self.paths).conf(name))
 
     @staticmethod
     def parse(data: bytes | str, source: str | None) -> Network:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.errors import HostError, NotInstalled, StorageError, storage_errors
-from virtnet.facts import HostFacts, KernelFeatures, ProcessInfo, TcFeatures
+from virtnet.facts import HostFacts, KernelFeatures, NeighbourInfo, ProcessInfo, TcFeatures
 from virtnet.host import dnsmasq as dnsmasq_process
 from virtnet.host import kernel, procs
 from virtnet.host import sysctl as sysctl_mod
@@ -63,6 +63,17 @@ class HostReads:
     def has_netns(self) -> bool:
         return procs.netns_supported()
 
+    def is_our_dnsmasq(self, pid: int, conf_file: Path) -> bool:
+        """Whether PID is a live dnsmasq of CONF_FILE (by its command line)."""
+        return dnsmasq_process.is_our_dnsmasq(pid, conf_file)
+
+    def find_our_dnsmasqs(self, conf_file: Path) -> list[int]:
+        """Every live dnsmasq of CONF_FILE in this network namespace."""
+        return dnsmasq_process.find_our_dnsmasqs(conf_file)
+
+    def read_pid_file(self, pid_file: Path) -> int | None:
+        return dnsmasq_process.read_pid_file(pid_file)
+
     def tc_features(self, cache_dir: Path | None = None) -> TcFeatures:
         """What tc can use here (a scratch IFB probe, kept per process and per boot)."""
         from virtnet.host import tc  # tc only for networks and ports that shape traffic
@@ -78,7 +89,8 @@ class Host(HostReads):
         # The thread's netlink socket and the process's libnftables context for this
         # namespace, kept between operations (opening them is most of a small operation's
         # cost in a long-lived virtnetd).
-        self.netlink = Netlink(shared_rtnl())
+        self._rtnl = shared_rtnl()
+        self.netlink = Netlink(self._rtnl)
         self.nftables = shared_nft()
 
     def close(self) -> None:
@@ -109,6 +121,13 @@ class Host(HostReads):
 
     def links(self) -> list[LinkInfo]:
         return self.netlink.links()
+
+    def link_index(self, name: str) -> int:
+        return self.netlink.index(name)
+
+    def neighbours(self, link: str) -> list[NeighbourInfo]:
+        """LINK's neighbour table (a bridge's: the guests it has heard from)."""
+        return self._rtnl.neighbours(link)
 
     def create_bridge(
         self,
