@@ -30,7 +30,7 @@ $(VENV)/.stamp: pyproject.toml | .stamp-apt
 	touch $@
 
 corpus: venv
-	$(PY) -m virtnet.testing.corpus --fetch
+	$(PY) -m tests.kit.corpus --fetch
 
 demo: venv
 	bash scripts/demo.sh

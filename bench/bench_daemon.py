@@ -51,11 +51,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from virtnet.host.netns import pids_in_netns
-from virtnet.testing.daemon import VirtnetdProcess, bytecode_env, script
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repo root: tests.kit
+
+from tests.kit.daemon import VirtnetdProcess, bytecode_env, script  # noqa: E402
+from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason  # noqa: E402
+from virtnet.host.netns import pids_in_netns  # noqa: E402
 EXAMPLE = ROOT / "examples" / "default.xml"
 NAME = "default"
 RATIO_GOAL = 0.25

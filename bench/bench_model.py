@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from virtnet.errors import XMLParseError
-from virtnet.testing.corpus import corpus_root
-from virtnet.validate import validate
-from virtnet.xml.format import format_network
-from virtnet.xml.parse import parse_network
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.kit
+
+from tests.kit.corpus import corpus_root  # noqa: E402
+from virtnet.errors import XMLParseError  # noqa: E402
+from virtnet.validate import validate  # noqa: E402
+from virtnet.xml.format import format_network  # noqa: E402
+from virtnet.xml.parse import parse_network  # noqa: E402
 
 INPUT_DIRS = (
     "tests/networkxml2xmlin",

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.kit
+
 TARGET_MS = 1.0  # budget per port create, after imports
 NAT_XML = """<network><name>bench-nat</name><forward mode='nat'/>
 <bridge name='vnbench0' stp='off'/><ip address='10.123.0.1' netmask='255.255.0.0'/></network>"""
@@ -65,11 +67,11 @@ def stats(samples: list[float]) -> dict[str, float]:
 def bench_in_namespace(ns: str, ports: int, state: Path) -> dict[str, dict[str, float]]:
     """Runs inside NS (a forked child)."""
     from virtnet.engine import Engine
-    from virtnet.host.netlink import _load_pyroute2
+    from tests.kit.pyroute2_light import load_pyroute2
     from virtnet.paths import StatePaths
     from virtnet.ports import PortManager, PortRequest
 
-    _load_pyroute2()  # imports first: the budget is per port, after imports
+    load_pyroute2()  # imports first: the budget is per port, after imports
     results: dict[str, dict[str, float]] = {}
 
     # baseline: one ip process per port

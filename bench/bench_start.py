@@ -46,10 +46,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from virtnet.host.netns import pids_in_netns
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repo root: tests.kit
+
+from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason  # noqa: E402
+from virtnet.host.netns import pids_in_netns  # noqa: E402
+
+# the children below run with -c: they find tests.kit through this first line
+KIT_PATH = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
 EXAMPLE = ROOT / "examples" / "default.xml"
 NAME = "default"
 TIMEOUT_S = 60.0
@@ -58,7 +62,7 @@ DAEMON_START_TIMEOUT_S = 15.0
 
 # Run inside a fresh interpreter: enter the namespace, import everything, then time the
 # engine alone. Every action kind's apply/undo is wrapped to attribute the time.
-ENGINE_CHILD = r"""
+ENGINE_CHILD = KIT_PATH + r"""
 import json, statistics, sys, time
 from collections import defaultdict
 from pathlib import Path
@@ -67,8 +71,8 @@ from virtnet.host.netns import enter_netns
 enter_netns(ns)
 # everything the command imports, so that the first call below pays no import
 import importlib
-from virtnet.host.netlink import _load_pyroute2
-_load_pyroute2()
+from tests.kit.pyroute2_light import load_pyroute2
+load_pyroute2()
 for module in sys.argv[5:]:
     try:
         importlib.import_module(module)
@@ -113,14 +117,14 @@ print(json.dumps({"start": starts, "destroy": destroys,
                   "spent": {k: v / rounds for k, v in spent.items()}}))
 """
 
-IMPORT_CHILD = r"""
+IMPORT_CHILD = KIT_PATH + r"""
 import importlib, sys, time
 names = sys.argv[1:]
 t = time.perf_counter()
 if any(name.startswith("pyroute2") for name in names):
     # as virtnet loads it: without the package __init__ that imports all of pyroute2
-    from virtnet.host.netlink import _load_pyroute2
-    _load_pyroute2()
+    from tests.kit.pyroute2_light import load_pyroute2
+    load_pyroute2()
 for name in names:
     try:
         importlib.import_module(name)

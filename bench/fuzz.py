@@ -4,7 +4,7 @@
 
 Definitions (parse, validate, defaults, format, the dnsmasq and nftables renderers, net-update)
 and command lines (the client's splitter, the click CLI for read-only verbs) from a seed corpus
-of the hypothesis strategies, mutated with hostile values; see virtnet.testing.fuzz. Prints
+of the hypothesis strategies, mutated with hostile values; see tests.kit.fuzz. Prints
 the outcomes and every finding (an exception that is not a VirtnetError, an input slower than
 2 s, a rendered line a reader would cut differently); exits 1 if there is a finding.
 """
@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from virtnet.testing.fuzz import fuzz
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.kit
+
+from tests.kit.fuzz import fuzz  # noqa: E402
 
 
 def main() -> int:

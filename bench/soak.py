@@ -46,9 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virtnet.daemon.__main__ import MEMORY_PROBE_ENV, TRACEMALLOC_ENV
-from virtnet.host.netns import pids_in_netns
-from virtnet.testing.daemon import VirtnetdProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.kit
+
+from tests.kit.daemon import VirtnetdProcess  # noqa: E402
+from virtnet.daemon.__main__ import MEMORY_PROBE_ENV, TRACEMALLOC_ENV  # noqa: E402
+from virtnet.host.netns import pids_in_netns  # noqa: E402
 
 NETWORK = "soak"
 XML = f"""<network>

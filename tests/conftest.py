@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 
 
 @pytest.fixture(scope="session")

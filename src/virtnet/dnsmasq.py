@@ -158,15 +158,6 @@ class DnsmasqCaps:
     version: tuple[int, int] = MIN_DNSMASQ_VERSION
     binary: str = "/usr/sbin/dnsmasq"
 
-    @classmethod
-    def from_version_output(cls, text: str, binary: str = "/usr/sbin/dnsmasq") -> DnsmasqCaps:
-        """Capabilities from the output of ``dnsmasq --version``."""
-        match = re.match(r"\s*Dnsmasq version (\d+)\.(\d+)", text)
-        if match is None:
-            first = text.splitlines()[0] if text else ""
-            raise VirtnetError(f"cannot read the version of {binary} from {first!r}")
-        return cls(version=(int(match.group(1)), int(match.group(2))), binary=binary)
-
     def check(self) -> None:
         if self.version < MIN_DNSMASQ_VERSION:
             need = ".".join(map(str, MIN_DNSMASQ_VERSION))

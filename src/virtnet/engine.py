@@ -548,19 +548,6 @@ class Engine:
                                if getattr(a, "link", None) != action.name and a is not action]
         return [action.to_dict() for action in actions]
 
-    def autostart_all(self) -> list[str]:
-        """Start every inactive network marked autostart (what a booting host does)."""
-        require_net_admin("autostart")
-        started = []
-        with self.store.lock:
-            for record in self.records():
-                if record.autostart and not record.active:
-                    assert record.config is not None
-                    self._clean_interrupted(record)
-                    self._start(record.config)
-                    started.append(record.name)
-        return started
-
     def plan(self, target: str | Network) -> Plan:
         """The plan ``start`` would apply now: for a network's name, or a parsed definition
         (which gets the defaults a define would give it, without being saved). For an active
@@ -849,9 +836,6 @@ class Engine:
         if inactive and record.config is not None:
             return self.format(record.config, inactive=True)
         return self.format(record.current, inactive=inactive)
-
-    def uuid_of(self, name: str) -> str:
-        return self.lookup(name).uuid
 
     def name_of(self, uuid: str) -> str:
         return self.get_by_uuid(uuid).name

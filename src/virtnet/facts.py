@@ -96,9 +96,6 @@ class HostFacts:
     def has_link(self, name: str) -> bool:
         return name in self.links
 
-    def routes_to(self, network: IPNetwork) -> list[RouteInfo]:
-        return [route for route in self.routes if route.destination == network]
-
     def without_links(self, names: Iterable[str]) -> HostFacts:
         """These facts as if the links NAMES, and the links enslaved to them, were not there
         (with their addresses and routes): a running network's plan is read against the host
@@ -114,13 +111,6 @@ class HostFacts:
             ra_accept={name: value for name, value in self.ra_accept.items()
                        if name not in gone},
         )
-
-    def addresses_in(self, network: IPNetwork) -> list[AddressInfo]:
-        return [
-            addr
-            for addr in self.addresses
-            if addr.interface.version == network.version and addr.interface.ip in network
-        ]
 
     def subnet_collisions(self, net: Network, active: bool = False) -> list[Problem]:
         """Where the subnets of NET's <ip>s and the destinations of its <route>s overlap what

@@ -27,7 +27,6 @@ each forward's guest and port (``filter_accepts``), ahead of its catch-all rejec
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -156,7 +155,7 @@ def make_forward(proto: str, port: str, to: str, address: str | None = None) -> 
 def _metadata_element(net: Network) -> Any:
     from lxml import etree
 
-    from virtnet.xml.parse import parse_fragment
+    from virtnet.xml.document import parse_fragment
 
     if net.metadata is None:
         return etree.Element("metadata")
@@ -202,7 +201,7 @@ def write_forwards(net: Network, forwards: list[PortForward]) -> None:
     """Replace NET's forwards in its metadata, keeping every other namespace's element."""
     from lxml import etree
 
-    from virtnet.xml.format import dump_metadata
+    from virtnet.xml.document import dump_metadata
 
     metadata = _metadata_element(net)
     old = _our_child(metadata)
@@ -484,7 +483,3 @@ def list_forwards(engine: Engine, name: str, inactive: bool = False) -> list[dic
     record = engine.lookup(name)
     net = record.config if inactive and record.config is not None else record.current
     return [fwd.to_dict() for fwd in read_forwards(net)]
-
-
-def forwards_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2)

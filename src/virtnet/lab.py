@@ -45,7 +45,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,6 @@ from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
     HOST,
     LAN,
-    ON_HOST,
-    ON_LAN_ROUTER,
-    ON_SWITCH,
     UPSTREAM,
     Cell,
     Fix,
@@ -873,24 +870,6 @@ class Lab:
         if mode is ForwardMode.BRIDGE:
             return "bridge (host bridge)" if self.net.bridge_name else "bridge (macvtap)"
         return {ForwardMode.NONE: "isolated"}.get(mode, mode.value)
-
-    # --- fixes ---------------------------------------------------------------------------------
-
-    def apply_fix(self, fix: Fix) -> None:
-        """Run a fix command where it belongs: the host, the LAN router or the switch."""
-        role = {ON_HOST: "host", ON_LAN_ROUTER: "lan", ON_SWITCH: "switch"}.get(fix.where)
-        if role is None:
-            raise LabError(f"the lab has no place called {fix.where!r}")
-        self.progress(f"fix on the {fix.where}: {fix.command}")
-        _run(["ip", "netns", "exec", self.ns(role), "sh", "-ec", fix.command])
-        self.applied_fixes.append(fix)
-        # what the topology now is (so the prediction can follow the fix)
-        if fix.where == ON_LAN_ROUTER and fix.command.startswith("ip route add"):
-            self.lan_route = True
-        if fix.where == ON_HOST and "type macvlan mode bridge" in fix.command:
-            self.shim = True
-        if fix.where == ON_SWITCH and "hairpin" in fix.command:
-            self.options = replace(self.options, hairpin="hairpin on" in fix.command)
 
     # --- teardown ------------------------------------------------------------------------------
 

@@ -361,13 +361,6 @@ class Dns:
     hosts: list[DnsHost] = field(default_factory=list)
     srvs: list[DnsSrv] = field(default_factory=list)
 
-    def is_empty(self) -> bool:
-        return (
-            self.enable is None
-            and self.forward_plain_names is None
-            and not (self.forwarders or self.txts or self.hosts or self.srvs)
-        )
-
 
 # --- the network ----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from virtnet.errors import XMLParseError
 from virtnet.model import Network, PciAddress
 from virtnet.portdef import MacvtapMode, PlugType, PortDef
 from virtnet.ports import PoolUsage, PortError, PortRequest, allocate
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 from virtnet.validate import validate
 from virtnet.xml.parse import parse_network
 from virtnet.xml.portxml import format_port, parse_port

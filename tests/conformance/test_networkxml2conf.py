@@ -27,7 +27,8 @@ from virtnet.dnsmasq import (
     render_conf,
     render_hostsfile,
 )
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
+from tests.kit.dnsmasqcaps import caps_from_version_output
 from virtnet.xml.parse import parse_network
 
 TEST_DRIVER = "tests/networkxml2conftest.c"
@@ -55,7 +56,7 @@ def read_conf_cases(root: Path) -> list[ConfCase]:
     version = re.search(r'"(Dnsmasq version [^"\\]*)(?:\\n)?"', text)
     if version is None:
         raise ValueError("no fake 'Dnsmasq version' string in the test driver")
-    built = DnsmasqCaps.from_version_output(version.group(1))
+    built = caps_from_version_output(version.group(1))
     main_body = text[text.index("mymain"):]
     caps_vars = set(re.findall(r"\b(\w+)\s*=\s*buildCaps\s*\(\s*\)", main_body))
     if not caps_vars:

@@ -24,7 +24,7 @@ from lxml import etree
 
 from virtnet.errors import XMLParseError
 from virtnet.model import DNSMASQ_NAMESPACE
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 from virtnet.xml.format import format_network
 from virtnet.xml.parse import parse_network
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 from virtnet.xml.parse import parse_document
 from virtnet.xml.schema import NEWER, known_names, unknown_items
 

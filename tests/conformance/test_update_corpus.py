@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import UpdateError
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 from virtnet.update import apply_update
 from virtnet.xml.format import format_network
 from virtnet.xml.parse import parse_network

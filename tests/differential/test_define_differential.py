@@ -9,7 +9,7 @@ One libvirtd, inside a namespace of its own, serves the whole module. For every 
 
 Where we differ from libvirt on purpose, the case says so with its reason (``Case.libvirt``).
 The definitions are ~35 written here plus ~45 from the hypothesis strategies in
-virtnet.testing.strategies (derandomized, so every run checks the same ones).
+tests.kit.strategies (derandomized, so every run checks the same ones).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
 from virtnet.cli import main as virtnet_cli
-from virtnet.testing.libvirtd import (
+from tests.kit.libvirtd import (
     NETWORK_CONFIG_DIR,
     NETWORK_RUN_DIR,
     LibvirtdInNetns,
     libvirtd_unavailable_reason,
 )
-from virtnet.testing.strategies import BrokenNetwork, broken_network_xml, network_xml
+from tests.kit.strategies import BrokenNetwork, broken_network_xml, network_xml
 
 _UNAVAILABLE = libvirtd_unavailable_reason()
 

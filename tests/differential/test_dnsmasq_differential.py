@@ -1,7 +1,7 @@
 """Our dnsmasq files against the ones a live libvirt 9.0 writes, for networks of our own.
 
 Each network is defined and started by a real libvirtd confined to a namespace
-(virtnet.testing.libvirtd.LibvirtdInNetns); libvirt then writes
+(tests.kit.libvirtd.LibvirtdInNetns); libvirt then writes
 /var/lib/libvirt/dnsmasq/NAME.conf, NAME.hostsfile and NAME.addnhosts. We render the same
 definition with libvirt's paths (DnsmasqPaths.libvirt(), which also gives its pid-file line) and
 compare: the conf line for line (comment lines aside: ours are our own words), the hosts files
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 from virtnet.xml.parse import parse_network
 
 pytestmark = [

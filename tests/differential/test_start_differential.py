@@ -1,7 +1,7 @@
 """Differential test: the same definitions started by libvirt 9.0 and by virtnet give the same
 bridge, addresses and routes.
 
-libvirt runs inside a namespace of its own (virtnet.testing.LibvirtdInNetns); virtnet runs as
+libvirt runs inside a namespace of its own (tests.kit.libvirtd.LibvirtdInNetns); virtnet runs as
 its real CLI (``--netns`` into a second namespace made here, ``--state-dir`` in a temporary
 directory). Every definition is defined and started on both sides, then each namespace is read
 with ``ip -j`` (netlink): the bridge's STP state, forward delay, MAC, MTU and administrative up
@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from virtnet.host.netns import pids_in_netns
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
 _UNAVAILABLE = libvirtd_unavailable_reason()
 

@@ -63,9 +63,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _preload_netlink() -> None:
     """Import pyroute2 once in the pytest process so forked children start warm."""
     if _skip_reason() is None:
-        from virtnet.host.netlink import _load_pyroute2
+        from tests.kit.pyroute2_light import load_pyroute2
 
-        _load_pyroute2()
+        load_pyroute2()
 
 
 # --- commands ----------------------------------------------------------------------------

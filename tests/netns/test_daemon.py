@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 
 from virtnet.client import ApiError, Client, EventStream
-from virtnet.testing.daemon import VirtnetdProcess, script
+from tests.kit.daemon import VirtnetdProcess, script
 from virtnet.host.netns import pids_in_netns as pids_in
 
 pytestmark = pytest.mark.netns

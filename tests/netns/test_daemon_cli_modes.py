@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.testing.daemon import VirtnetdProcess, bytecode_env
+from tests.kit.daemon import VirtnetdProcess, bytecode_env
 from virtnet.host.netns import pids_in_netns as _pids_in
 
 pytestmark = pytest.mark.netns
@@ -230,7 +230,7 @@ def test_relative_state_dir_and_a_daemon_of_another_state_dir(
 
 
 def _script() -> list[str]:
-    from virtnet.testing.daemon import script
+    from tests.kit.daemon import script
 
     return script("virtnet")
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from virtnet.testing.daemon import VirtnetdProcess, bytecode_env
+from tests.kit.daemon import VirtnetdProcess, bytecode_env
 
 pytestmark = pytest.mark.netns
 

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from virtnet.client import ApiError
-from virtnet.testing.daemon import VirtnetdProcess, bytecode_env
+from tests.kit.daemon import VirtnetdProcess, bytecode_env
 
 pytestmark = pytest.mark.netns
 

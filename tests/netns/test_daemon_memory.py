@@ -20,7 +20,7 @@ import pytest
 
 from virtnet.daemon.__main__ import MEMORY_PROBE_ENV, TRACEMALLOC_ENV
 from virtnet.host.netns import pids_in_netns
-from virtnet.testing.daemon import VirtnetdProcess
+from tests.kit.daemon import VirtnetdProcess
 
 pytestmark = pytest.mark.netns
 

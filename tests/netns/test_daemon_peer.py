@@ -30,7 +30,7 @@ TIMEOUT_S = 120
 # Runs as pid 1 of a fresh pid namespace; prints one JSON line with what it saw.
 SCENARIO = r'''
 import json, os, select, socket, sys, time
-from virtnet.testing.daemon import VirtnetdProcess
+from tests.kit.daemon import VirtnetdProcess
 
 netns, state, admin_gid, member_uid, other_uid = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 ATTEMPTS = 20

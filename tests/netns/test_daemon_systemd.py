@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.host.netns import pids_in_netns
-from virtnet.testing.daemon import script
+from tests.kit.daemon import script
 
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
 SHIPPED_EXEC = "/usr/bin/virtnetd"

@@ -46,7 +46,7 @@ from virtnet.model import (
     IpDef,
     Network,
 )
-from virtnet.testing.corpus import corpus_root
+from tests.kit.corpus import corpus_root
 from virtnet.xml.parse import parse_network
 
 v4 = ipaddress.IPv4Address

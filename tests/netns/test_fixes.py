@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 
+from tests.kit.labfix import apply_fix
 from virtnet.lab import Lab, LabCell, LabOptions
 from virtnet.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
 from virtnet.xml.parse import parse_network
@@ -58,7 +59,7 @@ def fix_and_verify(xml: str, hairpin: bool = False, before_start: str | None = N
     with Lab(parse_network(xml), xml, LabOptions(guests=2, hairpin=hairpin)) as lab:
         lab.build()
         if before_start is not None:
-            lab.apply_fix(Fix(ON_HOST, before_start))
+            apply_fix(lab, Fix(ON_HOST, before_start))
         lab.start_network()
         lab.add_guests()
         before = cells = lab.measure()
@@ -70,7 +71,7 @@ def fix_and_verify(xml: str, hairpin: bool = False, before_start: str | None = N
             if not fixes:
                 break
             for fix in fixes:
-                lab.apply_fix(fix)
+                apply_fix(lab, fix)
             applied += fixes
             cells = lab.measure()
         after = cells
@@ -134,7 +135,7 @@ def test_nat_needs_no_fix_behind_the_same_firewall() -> None:
     xml = NAT
     with Lab(parse_network(xml), xml, LabOptions(guests=1)) as lab:
         lab.build()
-        lab.apply_fix(Fix(ON_HOST, DOCKER_LIKE_DROP))
+        apply_fix(lab, Fix(ON_HOST, DOCKER_LIKE_DROP))
         lab.start_network()
         lab.add_guests()
         cells = lab.measure()

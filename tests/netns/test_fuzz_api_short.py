@@ -1,7 +1,7 @@
 """A short run of the API fuzzer (``make fuzz`` runs 100,000 requests): a few thousand hostile
 requests to a real virtnetd in network and mount namespaces of the run's own, with no answer
 >= 500, no traceback, no error in the daemon's output and no file created or removed outside
-its state directory (virtnet.testing.fuzz_api)."""
+its state directory (tests.kit.fuzz_api)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from virtnet.testing import fuzz_api
+from tests.kit import fuzz_api
 
 pytestmark = pytest.mark.netns
 

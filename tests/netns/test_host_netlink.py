@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from tests.kit.hostkit import addresses_in, routes_to
 from virtnet.errors import HostError
 
 pytestmark = pytest.mark.netns
@@ -46,13 +47,14 @@ def _bridge_twice():
 
 
 def _ensure_bridge_twice():
+    from tests.kit.hostkit import ensure_bridge
     from virtnet.host import Host
 
     with Host() as host:
-        first = host.ensure_bridge("vbr0", stp=False)
-        second = host.ensure_bridge("vbr0", stp=False)
+        first = ensure_bridge(host, "vbr0", stp=False)
+        second = ensure_bridge(host, "vbr0", stp=False)
         try:
-            host.ensure_bridge("lo")
+            ensure_bridge(host, "lo")
             refused = None
         except HostError as exc:
             refused = str(exc)
@@ -179,7 +181,7 @@ def _nft_binary_backend(script):
 
 
 def _netns_inode():
-    from virtnet.host.netns import current_netns_inode
+    from tests.kit.hostkit import current_netns_inode
 
     return current_netns_inode()
 
@@ -372,10 +374,10 @@ def test_read_facts(netns_kit):
     facts = netns_kit.run_in_netns(ns, _facts)
     assert set(facts.links) == {"lo", "vbr0"}
     assert facts.link("vbr0").kind == "bridge"
-    assert [str(a.interface) for a in facts.addresses_in(net("192.168.50.0/24"))] == [
+    assert [str(a.interface) for a in addresses_in(facts, net("192.168.50.0/24"))] == [
         "192.168.50.1/24"
     ]
-    assert [r.link for r in facts.routes_to(net("192.168.50.0/24"))] == ["vbr0"]
+    assert [r.link for r in routes_to(facts, net("192.168.50.0/24"))] == ["vbr0"]
     assert facts.ipv6 is True
     assert facts.ra_accept == {}
 
@@ -384,8 +386,8 @@ def test_light_pyroute2_import_keeps_the_full_package_usable():
     # In a fresh interpreter: the light import must not break a later plain pyroute2 use.
     code = (
         "import sys\n"
-        "from virtnet.host.netlink import _load_pyroute2\n"
-        "IPRoute, NetlinkError = _load_pyroute2()\n"
+        "from tests.kit.pyroute2_light import load_pyroute2\n"
+        "IPRoute, NetlinkError = load_pyroute2()\n"
         "assert 'pyroute2.ndb.main' not in sys.modules\n"
         "import pyroute2\n"
         "from pyroute2 import NDB, IPRoute as Full\n"
@@ -394,8 +396,9 @@ def test_light_pyroute2_import_keeps_the_full_package_usable():
         "assert m.IPRoute is IPRoute\n"
         "print('ok')\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    proc = subprocess.run(  # from the repo root, where tests.kit is
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
@@ -520,7 +523,8 @@ with Host() as host:
     host.add_route("vbr0", ipaddress.ip_network("10.60.0.0/16"),
                    ipaddress.ip_address("192.168.50.7"), 9)
     facts = read_facts(host)
-    assert "vbr0" in facts.links and facts.routes_to(ipaddress.ip_network("10.60.0.0/16"))
+    assert "vbr0" in facts.links and [r for r in facts.routes
+                                      if r.destination == ipaddress.ip_network("10.60.0.0/16")]
     host.delete_route("vbr0", ipaddress.ip_network("10.60.0.0/16"),
                       ipaddress.ip_address("192.168.50.7"), 9)
     host.delete_address("vbr0", ipaddress.ip_interface("192.168.50.1/24"))

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from virtnet.client import ApiError
-from virtnet.testing.daemon import VirtnetdProcess, script
+from tests.kit.daemon import VirtnetdProcess, script
 
 pytestmark = pytest.mark.netns
 

@@ -1,6 +1,6 @@
 """Direct (macvtap) networks in the lab: real pings between guests, the LAN and the host.
 
-The lab (virtnet.testing.macvtaplab): the host namespace has uplinks eth1.. (veth) into a
+The lab (tests.kit.macvtaplab): the host namespace has uplinks eth1.. (veth) into a
 "LAN switch" namespace (a bridge whose ports have hairpin off or on) with a LAN host on it.
 virtnet starts a direct network on eth1 and creates two guest ports; each macvtap is then
 moved into a guest namespace, where it behaves as a macvlan of the same mode.
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from virtnet.testing.macvtaplab import HOST_IP, LAN_IP, build_lab, ip
+from tests.kit.macvtaplab import HOST_IP, LAN_IP, build_lab, ip
 
 pytestmark = pytest.mark.netns
 

@@ -1,6 +1,6 @@
 """Bandwidth with tc, measured with real transfers between namespaces.
 
-Guests are namespaces behind a NIC emulator (virtnet.testing.vmnic) that plays QEMU's part on
+Guests are namespaces behind a NIC emulator (tests.kit.vmnic) that plays QEMU's part on
 the port's device: it reads and writes the tap (by name) or the macvtap's node, so the
 device stays where virtnet made it and keeps the shaping virtnet put on it.
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from virtnet.testing.macvtaplab import LAN_IP, Lab, build_lab, udp_blast, udp_sink
-from virtnet.testing.vmnic import start_relay
+from tests.kit.macvtaplab import LAN_IP, Lab, build_lab, udp_blast, udp_sink
+from tests.kit.vmnic import start_relay
 
 pytestmark = pytest.mark.netns
 
@@ -237,7 +237,7 @@ def test_floor_is_a_guaranteed_share(netns_kit: Any, tmp_path: Path,
 
 @pytest.mark.libvirt
 def test_libvirt_cannot_start_it_but_virtnet_does(netns_kit: Any, tmp_path: Path) -> None:
-    from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+    from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
     reason = libvirtd_unavailable_reason()
     if reason is not None:
@@ -264,9 +264,10 @@ def test_tc_probe_matches_the_kernel_and_leaves_nothing(netns_kit: Any, tmp_path
     host = netns_kit.make_netns()
 
     def probe(cache: Path) -> dict[str, bool]:
+        from tests.kit.hostkit import reset_tc_probe_cache
         from virtnet.host import tc
 
-        tc.reset_probe_cache()
+        reset_tc_probe_cache()
         return tc.probe_features(cache).to_dict()
 
     found = netns_kit.run_in_netns(host, probe, tmp_path)

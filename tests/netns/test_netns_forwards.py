@@ -158,7 +158,7 @@ def test_bad_forwards_are_refused_and_change_nothing(
 def test_definition_with_forwards_defines_in_libvirt(tmp_path: Path) -> None:
     from virtnet.engine import Engine
     from virtnet.forwards import make_forward, read_forwards, write_forwards
-    from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+    from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
     reason = libvirtd_unavailable_reason()
     if reason is not None or shutil.which("virsh") is None:

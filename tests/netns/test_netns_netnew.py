@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
 pytestmark = pytest.mark.netns
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from virtnet.testing.macvtaplab import build_lab, ip
+from tests.kit.macvtaplab import build_lab, ip
 
 pytestmark = pytest.mark.netns
 
@@ -358,7 +358,7 @@ def test_macvtaps_with_one_ifindex_in_two_namespaces_get_their_own_nodes(
     handed over the other namespace's device (another tenant's LAN). Each port now has a
     node of its own, and the daemon checks the descriptor's device number before it hands
     it over."""
-    from virtnet.testing.daemon import VirtnetdProcess
+    from tests.kit.daemon import VirtnetdProcess
 
     (ns_a, ns_b), ifindex = same_ifindexes(netns_kit, 2)
     definition = root / "lan.xml"

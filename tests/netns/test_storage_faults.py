@@ -46,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from virtnet.testing.daemon import CLI_TIMEOUT_S, VirtnetdProcess, bytecode_env, script
+from tests.kit.daemon import CLI_TIMEOUT_S, VirtnetdProcess, bytecode_env, script
 
 pytestmark = pytest.mark.netns
 

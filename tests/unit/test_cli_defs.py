@@ -169,7 +169,7 @@ def test_edit_into_an_invalid_definition_keeps_the_old_one(
 
 
 def _libvirt_reason() -> str | None:
-    from virtnet.testing.libvirtd import libvirtd_unavailable_reason
+    from tests.kit.libvirtd import libvirtd_unavailable_reason
 
     return libvirtd_unavailable_reason()
 
@@ -179,7 +179,7 @@ def libvirt() -> Iterator[Any]:
     reason = _libvirt_reason()
     if reason is not None:
         pytest.skip(reason)
-    from virtnet.testing.libvirtd import LibvirtdInNetns
+    from tests.kit.libvirtd import LibvirtdInNetns
 
     with LibvirtdInNetns() as lv:
         yield lv

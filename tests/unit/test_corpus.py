@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virtnet.testing.corpus import private_apt_options, source_entries
+from tests.kit.corpus import private_apt_options, source_entries
 
 DEB822 = """Types: deb
 # a comment line
@@ -45,8 +45,8 @@ def test_private_options_point_inside_the_cache(tmp_path: Path, monkeypatch) -> 
     parts = tmp_path / "host.d"
     parts.mkdir()
     (parts / "debian.sources").write_text(DEB822)
-    monkeypatch.setattr("virtnet.testing.corpus.APT_SOURCE_PARTS", parts)
-    monkeypatch.setattr("virtnet.testing.corpus.APT_SOURCES", tmp_path / "none")
+    monkeypatch.setattr("tests.kit.corpus.APT_SOURCE_PARTS", parts)
+    monkeypatch.setattr("tests.kit.corpus.APT_SOURCES", tmp_path / "none")
     base = tmp_path / "apt"
     options = private_apt_options(base)
     values = [options[i + 1] for i in range(0, len(options), 2)]

@@ -152,7 +152,7 @@ def _placeholders(xml: str) -> str:
 
 @pytest.fixture(scope="module")
 def libvirt() -> Iterator[Any]:
-    from virtnet.testing.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
+    from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
     reason = libvirtd_unavailable_reason()
     if reason is not None:

@@ -26,6 +26,7 @@ from virtnet.dnsmasq import (
     render_conf,
     render_hostsfile,
 )
+from tests.kit.dnsmasqcaps import caps_from_version_output
 from virtnet.errors import VirtnetError
 from virtnet.model import (
     Bridge,
@@ -95,11 +96,11 @@ def test_pid_file_line_sits_before_the_interface_binding() -> None:
 
 
 def test_caps_from_version_output() -> None:
-    caps = DnsmasqCaps.from_version_output("Dnsmasq version 2.90  Copyright (c) 2000-2024\n")
+    caps = caps_from_version_output("Dnsmasq version 2.90  Copyright (c) 2000-2024\n")
     assert caps.version == (2, 90)
     caps.check()
     with pytest.raises(VirtnetError, match="cannot read the version"):
-        DnsmasqCaps.from_version_output("something else\n")
+        caps_from_version_output("something else\n")
 
 
 def test_old_dnsmasq_is_refused() -> None:

@@ -176,7 +176,7 @@ def test_undefine_of_an_active_network_leaves_it_running_as_transient(engine: En
 def test_lookup_by_uuid_and_name(engine: Engine) -> None:
     net = engine.define(isolated_xml("n1"), "n1.xml")
     assert net.uuid is not None
-    assert engine.uuid_of("n1") == net.uuid
+    assert engine.lookup("n1").uuid == net.uuid
     assert engine.name_of(net.uuid.upper()) == "n1"
     assert engine.lookup(net.uuid).name == "n1"
     with pytest.raises(NotFoundError, match="no network with matching uuid"):

@@ -38,7 +38,7 @@ from virtnet.model import (
     Vlan,
     VlanTag,
 )
-from virtnet.testing.strategies import network_xml
+from tests.kit.strategies import network_xml
 from virtnet.xml.format import escape, format_ip_address, format_network
 from virtnet.xml.parse import parse_network
 

@@ -1,4 +1,4 @@
-"""A short, bounded run of the fuzzing harness (virtnet.testing.fuzz; ``make fuzz`` runs
+"""A short, bounded run of the fuzzing harness (tests.kit.fuzz; ``make fuzz`` runs
 100,000 inputs): a few thousand hostile definitions and command lines, no finding.
 
 Also checks that the harness can find something: its oracles reject a renderer that lets a
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from virtnet.testing import fuzz as harness
+from tests.kit import fuzz as harness
 
 SHORT_RUN = 3000
 

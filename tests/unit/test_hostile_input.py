@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import VirtnetError
-from virtnet.testing.fuzz import check_dnsmasq, check_nft
+from tests.kit.fuzz import check_dnsmasq, check_nft
 from virtnet.validate import validate
 from virtnet.xml.parse import parse_network
 

@@ -1,4 +1,4 @@
-"""Unit tests of virtnet.testing.strategies, against our own parser and validator (the
+"""Unit tests of tests.kit.strategies, against our own parser and validator (the
 differential test checks the same strategies against a live libvirtd).
 
 A valid definition must parse and validate cleanly, in every mode; a broken one must be refused
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 
 from virtnet.errors import XMLParseError
-from virtnet.testing.strategies import (
+from tests.kit.strategies import (
     ALL_MODES,
     DEFECT_NAMES,
     BrokenNetwork,

@@ -145,7 +145,3 @@ class EventBus:
         self._closed = True
         for subscriber in list(self._subscribers):
             subscriber.close()
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)

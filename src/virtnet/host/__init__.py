@@ -148,27 +148,6 @@ class Host(HostReads):
             vlan_filtering=vlan_filtering,
         )
 
-    def ensure_bridge(
-        self,
-        name: str,
-        *,
-        stp: bool = True,
-        forward_delay: int = 0,
-        mac: str | None = None,
-        mtu: int | None = None,
-    ) -> bool:
-        """Create bridge NAME unless a bridge of that name exists; True if created.
-
-        A non-bridge link of that name is an error, never reused.
-        """
-        info = self.netlink.link(name)
-        if info is not None:
-            if info.kind != "bridge":
-                raise HostError(f"interface {name} exists but is not a bridge")
-            return False
-        self.create_bridge(name, stp=stp, forward_delay=forward_delay, mac=mac, mtu=mtu)
-        return True
-
     def delete_link(self, name: str) -> bool:
         return self.netlink.delete_link(name)
 

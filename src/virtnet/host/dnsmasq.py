@@ -89,11 +89,6 @@ def read_pid_file(pid_file: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def start_dnsmasq(argv: list[str], conf_file: Path, pid_file: Path) -> int:
-    """Run dnsmasq (it daemonizes); return the daemon's pid once it is up."""
-    return await_dnsmasq(spawn_dnsmasq(argv, pid_file), conf_file, pid_file)
-
-
 def spawn_dnsmasq(argv: list[str], pid_file: Path) -> subprocess.Popen[str]:
     """Launch dnsmasq and return at once: its first process initialises, hands over to the
     daemon it forks and exits (:func:`await_dnsmasq` waits for that), meanwhile the caller

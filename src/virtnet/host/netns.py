@@ -59,11 +59,6 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
-def current_netns_inode() -> int:
-    """Inode of this process's network namespace (tells namespaces apart in tests)."""
-    return os.stat("/proc/self/ns/net").st_ino
-
-
 def pids_in_netns(name: str) -> list[int]:
     """Pids of the processes whose network namespace is /run/netns/NAME (none if it is gone)."""
     try:

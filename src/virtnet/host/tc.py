@@ -202,10 +202,4 @@ def _probe() -> TcFeatures:
         rtnl.delete_link(scratch)
 
 
-def reset_probe_cache() -> None:
-    """Forget the per-process probe result (tests)."""
-    global _features_cache
-    _features_cache = None
-
-
 __all__ = ["create_ifb", "delete_link", "probe_features", "run", "tc_binary"]

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 
-from lxml import etree
-
 from virtnet.model import (
     DNSMASQ_NAMESPACE,
     Bandwidth,
@@ -41,6 +39,7 @@ from virtnet.model import (
     VirtualPortType,
     Vlan,
 )
+from virtnet.xml.document import dump_metadata, parse_fragment
 
 INDENT = "  "
 
@@ -401,188 +400,8 @@ def format_forward(forward: Forward, indent: str, inactive: bool, out: list[str]
 
 # --- metadata ---------------------------------------------------------------------------
 
-_XML_NAMESPACE = "http://www.w3.org/XML/1998/namespace"
-
-
-def _own_namespaces(el: etree._Element) -> list[tuple[str | None, str]]:
-    """Namespace declarations made on ``el`` itself, in document order."""
-    parent = el.getparent()
-    inherited = parent.nsmap if parent is not None else {}
-    return [(prefix, uri) for prefix, uri in el.nsmap.items() if inherited.get(prefix) != uri]
-
-
-def _used_namespaces(el: etree._Element) -> list[tuple[str | None, str]]:
-    """(prefix, uri) of the element's own name and of its namespaced attributes."""
-    used: list[tuple[str | None, str]] = []
-    qname = etree.QName(el)
-    if qname.namespace is not None:
-        used.append((el.prefix, qname.namespace))
-    for key in el.attrib:
-        attr = etree.QName(key)
-        if attr.namespace is not None and attr.namespace != _XML_NAMESPACE:
-            used.append((_attribute_prefix(el, attr.namespace), attr.namespace))
-    return used
-
-
-def _attribute_prefix(el: etree._Element, uri: str) -> str | None:
-    for prefix, ns in el.nsmap.items():
-        if ns == uri and prefix is not None:
-            return prefix
-    return None
-
-
-def _metadata_namespaces(root: etree._Element) -> list[tuple[str | None, str]]:
-    """The declarations libxml2's xmlCopyNode puts on a copied <metadata>: its own, then each
-    namespace used inside but declared outside (e.g. on <network>), in copy order."""
-    declared = list(_own_namespaces(root))
-    seen_prefixes = {prefix for prefix, _ in declared}
-    for el in root.iter(etree.Element):
-        # prefixes declared between this element and the copied root (inclusive)
-        local: set[str | None] = set()
-        node: etree._Element | None = el
-        while node is not None:
-            local.update(prefix for prefix, _ in _own_namespaces(node))
-            if node is root:
-                break
-            node = node.getparent()
-        for prefix, uri in _used_namespaces(el):
-            if prefix not in local and prefix not in seen_prefixes:
-                declared.append((prefix, uri))
-                seen_prefixes.add(prefix)
-    return declared
-
-
-def _sanitized_children(root: etree._Element) -> list[etree._Element]:
-    """libvirt keeps only namespaced element children of <metadata>, one per namespace."""
-    kept: list[etree._Element] = []
-    seen: set[str] = set()
-    for child in root:
-        if not isinstance(child.tag, str):
-            continue  # comments and processing instructions have no namespace
-        namespace = etree.QName(child).namespace
-        if namespace is None or namespace in seen:
-            continue
-        seen.add(namespace)
-        kept.append(child)
-    return kept
-
-
-def _qualified_name(el: etree._Element) -> str:
-    local = etree.QName(el).localname
-    return f"{el.prefix}:{local}" if el.prefix else local
-
-
-def _escape_text(text: str) -> str:
-    # libxml2's content escaping: &, <, > and carriage return
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\r", "&#13;"))
-
-
-def _escape_attribute(text: str) -> str:
-    # libxml2's attribute escaping; a copied node has no document encoding, so characters
-    # beyond ASCII become hexadecimal character references
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "<":
-            out.append("&lt;")
-        elif char == ">":
-            out.append("&gt;")
-        elif char == "&":
-            out.append("&amp;")
-        elif char == '"':
-            out.append("&quot;")
-        elif char == "\n":
-            out.append("&#10;")
-        elif char == "\r":
-            out.append("&#13;")
-        elif char == "\t":
-            out.append("&#9;")
-        elif code >= 0x80:
-            out.append(f"&#x{code:X};")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _dump_node(
-    node: etree._Element,
-    level: int,
-    formatted: bool,
-    out: list[str],
-    namespaces: list[tuple[str | None, str]] | None = None,
-    children: list[etree._Element] | None = None,
-) -> None:
-    """Serialize like libxml2's xmlNodeDump (format=1): children of an element are indented
-    two spaces per level unless the element has text children, which switches formatting off
-    for its whole subtree."""
-    if isinstance(node, etree._Comment):
-        out.append(f"<!--{node.text or ''}-->")
-        return
-    if isinstance(node, etree._ProcessingInstruction):
-        out.append(f"<?{node.target}{' ' + node.text if node.text else ''}?>")
-        return
-    name = _qualified_name(node)
-    out.append(f"<{name}")
-    for prefix, uri in namespaces if namespaces is not None else _own_namespaces(node):
-        attr = f"xmlns:{prefix}" if prefix else "xmlns"
-        out.append(f' {attr}="{_escape_attribute(uri)}"')
-    for key, value in node.attrib.items():
-        qname = etree.QName(key)
-        if qname.namespace == _XML_NAMESPACE:
-            attr_name = f"xml:{qname.localname}"
-        elif qname.namespace is not None:
-            prefix = _attribute_prefix(node, qname.namespace)
-            attr_name = f"{prefix}:{qname.localname}" if prefix else qname.localname
-        else:
-            attr_name = qname.localname
-        out.append(f' {attr_name}="{_escape_attribute(value)}"')
-    # the node list as libxml2 sees it: text, then each child followed by its tail text
-    kids: list[etree._Element | str] = []
-    if children is not None:
-        kids.extend(children)
-    else:
-        if node.text:
-            kids.append(node.text)
-        for child in node:
-            kids.append(child)
-            if child.tail:
-                kids.append(child.tail)
-    if not kids:
-        out.append("/>")
-        return
-    child_formatted = formatted and not any(isinstance(k, str) for k in kids)
-    out.append(">")
-    if child_formatted:
-        out.append("\n")
-    pad = INDENT * min(level + 1, 30)
-    for kid in kids:
-        if isinstance(kid, str):
-            out.append(_escape_text(kid))
-            continue
-        if child_formatted:
-            out.append(pad)
-        _dump_node(kid, level + 1, child_formatted, out)
-        if child_formatted:
-            out.append("\n")
-    if child_formatted:
-        out.append(INDENT * min(level, 30))
-    out.append(f"</{name}>")
-
-
-def dump_metadata(metadata: etree._Element, level: int) -> str:
-    """The <metadata> element as libvirt writes it at indentation ``level`` (without the
-    leading indentation of its first line): sanitized as libvirt's parser keeps it, namespace
-    declarations reconciled onto the element, then dumped like libxml2's xmlNodeDump."""
-    out: list[str] = []
-    _dump_node(metadata, level, True, out, namespaces=_metadata_namespaces(metadata),
-               children=_sanitized_children(metadata))
-    return "".join(out)
-
 
 def _format_metadata(metadata: str, indent: str, out: list[str]) -> None:
-    from virtnet.xml.parse import parse_fragment
-
     element = parse_fragment(metadata, "<metadata>")
     out.append(indent + dump_metadata(element, level=len(indent) // len(INDENT)) + "\n")
 

@@ -1,9 +1,8 @@
 """Hardened parsing of libvirt Network XML into the model (``virtnet.model``).
 
 What this module refuses, and why:
-- Anything that could make the XML library do work the document did not ask for: DOCTYPE and
-  entity declarations (entity bombs, external entities), documents larger than
-  ``MAX_DOCUMENT_BYTES``, network access, and text that is not UTF-8.
+- Anything that could make the XML library do work the document did not ask for: the reader
+  (``virtnet.xml.document``) refuses it before a single element is looked at.
 - Every value that does not convert to its type or lies outside its range, and every rule
   libvirt 9.0's parser applies within one element (required attributes, cardinality, attribute
   combinations). Rules spanning several elements (a DHCP range inside its subnet, one default
@@ -26,8 +25,6 @@ import re
 import socket
 import enum
 from typing import NoReturn, TypeVar
-
-from lxml import etree
 
 from virtnet.errors import XMLParseError
 from virtnet.ids import canonical_uuid, control_char, network_name_problem, \
@@ -67,10 +64,14 @@ from virtnet.model import (
     Vlan,
     VlanTag,
 )
+from virtnet.xml.document import (
+    MAX_DOCUMENT_BYTES,
+    Element,
+    dump_metadata,
+    parse_document,
+    parse_fragment,
+)
 
-MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
-
-Element = etree._Element
 E = TypeVar("E", bound=enum.Enum)
 
 # Limits taken from libvirt 9.0's parser (see docs/formatnetwork.rst and src/conf/).
@@ -88,7 +89,6 @@ PROFILE_ID_MAX = 39  # the kernel's IFLA_VF_PORT_PROFILE_MAX is 40 bytes with th
 
 _DECIMAL = re.compile(r"[0-9]+\Z")
 _MAC = re.compile(r"([0-9a-fA-F]{1,2}):" * 5 + r"([0-9a-fA-F]{1,2})\s*\Z")
-_ENCODING_DECL = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 # Elements that may occur more than once where they appear: their path carries an index.
 _REPEATED = frozenset(
@@ -96,121 +96,6 @@ _REPEATED = frozenset(
      "txt", "srv", "hostname", "tag", "option"}
 )
 REPEATED_ELEMENTS = _REPEATED
-
-
-# --- the hardened lxml parser -----------------------------------------------------------
-
-
-def _make_parser() -> etree.XMLParser:
-    # remove_blank_text mirrors libvirt, which parses with xmlKeepBlanksDefault(0): the same
-    # libxml2 heuristics decide which whitespace-only text survives (it matters for <metadata>).
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_blank_text=True,
-        collect_ids=False,
-    )
-
-
-_PARSER = _make_parser()
-
-
-def _check_utf8(data: bytes, source: str | None) -> None:
-    match = _ENCODING_DECL.match(data[:200])
-    if match and match.group(1).lower().decode() not in ("utf-8", "utf8", "us-ascii", "ascii"):
-        raise XMLParseError(
-            f"unsupported document encoding '{match.group(1).decode()}': only UTF-8 is accepted",
-            source=source,
-            line=1,
-        )
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise XMLParseError(
-            f"invalid UTF-8 byte 0x{data[exc.start]:02x} at byte offset {exc.start}",
-            source=source,
-            line=line,
-        ) from None
-
-
-def _parse_document(data: bytes | str, source: str | None) -> Element:
-    """Parse ``data`` into its root element with every dangerous feature refused."""
-    if isinstance(data, str):
-        try:
-            raw = data.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise XMLParseError(
-                f"text is not encodable as UTF-8 at character {exc.start}", source=source
-            ) from None
-    else:
-        raw = bytes(data)
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise XMLParseError(
-            f"document too large: more than {MAX_DOCUMENT_BYTES} bytes "
-            f"({MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB)",
-            source=source,
-        )
-    if not raw.strip():
-        raise XMLParseError("document is empty", source=source)
-    _check_utf8(raw, source)
-    # Refuse a DOCTYPE before libxml2 sees it: it is the only way to declare entities, and
-    # network definitions never need one.
-    doctype_at = raw.find(b"<!DOCTYPE")
-    while doctype_at >= 0:
-        if not _inside_comment_or_cdata(raw, doctype_at):
-            raise XMLParseError(
-                "DOCTYPE and entity declarations are not allowed",
-                source=source,
-                line=raw.count(b"\n", 0, doctype_at) + 1,
-            )
-        doctype_at = raw.find(b"<!DOCTYPE", doctype_at + 1)
-    try:
-        root = etree.fromstring(raw, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        line = exc.lineno if exc.lineno else None
-        message = exc.msg or str(exc)
-        # lxml appends ", line N, column M"; the line is reported separately.
-        message = re.sub(r", line \d+, column \d+$", "", message)
-        raise XMLParseError(f"malformed XML: {message}", source=source, line=line) from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise XMLParseError(
-            "DOCTYPE and entity declarations are not allowed", source=source, line=1
-        )
-    # Entity references survive only if declared somewhere; with no DTD there are none, but
-    # check anyway so that no unexpanded reference ever reaches the model.
-    for node in root.iter(etree.Entity):
-        raise XMLParseError(
-            f"entity reference '{node.text}' is not allowed",
-            source=source,
-            line=node.sourceline,
-        )
-    return root
-
-
-def _inside_comment_or_cdata(raw: bytes, offset: int) -> bool:
-    """True when ``offset`` lies inside a comment or CDATA section opened before it."""
-    for opener, closer in ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>")):
-        start = raw.rfind(opener, 0, offset)
-        if start >= 0 and raw.find(closer, start + len(opener), offset) < 0:
-            return True
-    return False
-
-
-def parse_fragment(text: str, source: str) -> Element:
-    """Parse one XML element (e.g. a net-update snippet) with the same hardening as a whole
-    document. Returns the lxml element."""
-    return _parse_document(text, source)
-
-
-def parse_document(data: bytes | str, source: str | None) -> Element:
-    """Parse a whole definition's text into its root element, hardened as parse_network
-    parses it (for passes over the tree itself, such as virtnet.xml.schema's)."""
-    return _parse_document(data, source)
 
 
 # --- error and value helpers ------------------------------------------------------------
@@ -1053,8 +938,6 @@ def _simple_text(kids: _Kids, name: str) -> tuple[str, Element] | None:
 def _parse_metadata(el: Element) -> str:
     """The <metadata> element as libvirt keeps it: only namespaced element children, the first
     of each namespace; serialized self-contained (namespace declarations included)."""
-    from virtnet.xml.format import dump_metadata
-
     return dump_metadata(el, level=0)
 
 
@@ -1074,7 +957,7 @@ def _parse_dnsmasq_options(kids: _Kids) -> list[str]:
 def parse_network(data: bytes | str, source: str | None = None) -> Network:
     """Parse a whole <network> definition. Raises XMLParseError for anything libvirt's parser
     would refuse on its own (cross-element rules are left to virtnet.validate)."""
-    return network_from_tree(_parse_document(data, source), source)
+    return network_from_tree(parse_document(data, source), source)
 
 
 def network_from_tree(root: Element, source: str | None = None) -> Network:

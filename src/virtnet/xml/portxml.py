@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import copy
 
-from lxml import etree
-
 from virtnet.errors import XMLParseError
 from virtnet.ids import portgroup_name_problem
 from virtnet.model import ForwardDriverName, MacTableManager, PciAddress
 from virtnet.portdef import MacvtapMode, PlugType, PortDef
+from virtnet.xml.document import Element, parse_fragment
 from virtnet.xml.format import (
     INDENT,
     escape,
@@ -27,14 +26,12 @@ from virtnet.xml.format import (
 )
 from virtnet.xml.parse import (
     parse_bandwidth,
-    parse_fragment,
     parse_mac,
     parse_uuid,
     parse_virtualport,
     parse_vlan,
 )
 
-Element = etree._Element
 UINT_MAX = 2**32 - 1
 
 

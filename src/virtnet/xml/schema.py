@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from virtnet.errors import VirtnetError
 from virtnet.model import DNSMASQ_NAMESPACE
-from virtnet.xml.parse import REPEATED_ELEMENTS, Element, parse_document
+from virtnet.xml.document import Element, parse_document
+from virtnet.xml.parse import REPEATED_ELEMENTS
 
 _DNSMASQ = "{" + DNSMASQ_NAMESPACE + "}"
 

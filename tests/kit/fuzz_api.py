@@ -1,7 +1,7 @@
 """Fuzz virtnetd's HTTP API with hostile requests (``make fuzz`` runs 100,000 through
 bench/fuzz_api.py; tests/netns/test_fuzz_api_short.py runs a few thousand).
 
-    python -m virtnet.testing.fuzz_api [--count N] [--seed S] [--max-seconds T] [--progress]
+    python -m tests.kit.fuzz_api [--count N] [--seed S] [--max-seconds T] [--progress]
                                        [--json]
 
 A real virtnetd serves a network namespace and a mount namespace that the run creates
@@ -52,9 +52,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virtnet.testing.fuzz import hostile as hostile_text
-from virtnet.testing.fuzz import mutate as mutate_definition
+from tests.kit.fuzz import hostile as hostile_text
+from tests.kit.fuzz import mutate as mutate_definition
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MARK = "vnfz"  # in every hostile path this run sends: a file named so is the run's doing
 PRIVATE_MOUNTS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
 HOST_DIRS = ("/", "/etc", "/var", "/var/lib", "/usr", "/root", "/home")
@@ -973,7 +974,7 @@ def inner(count: int, seed: int, max_seconds: float,
     """The run itself, inside the namespaces (see the module's doc)."""
     import virtnet
     from virtnet.client import Client, Connection
-    from virtnet.testing.daemon import VirtnetdProcess
+    from tests.kit.daemon import VirtnetdProcess
 
     report = Report(seed=seed, wanted=count, source=os.path.dirname(virtnet.__file__))
     enter_private_mounts()
@@ -1032,13 +1033,14 @@ def run(count: int, seed: int = 1, max_seconds: float = DEFAULT_MAX_SECONDS,
     """The whole run: a child process in new network and mount namespaces does it (root
     only); returns its report."""
     argv = ["unshare", "--net", "--mount", "--propagation", "private", "--",
-            sys.executable, "-m", "virtnet.testing.fuzz_api", "--inner", "--count", str(count),
+            sys.executable, "-m", "tests.kit.fuzz_api", "--inner", "--count", str(count),
             "--seed", str(seed), "--max-seconds", str(max_seconds)]
     if progress:
         argv.append("--progress")
+    # from the repo root, where ``-m tests.kit.fuzz_api`` is found whoever the caller is
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=None if progress else
                           subprocess.PIPE, timeout=max_seconds + 300,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, cwd=REPO_ROOT)
     lines = proc.stdout.decode(errors="replace").strip().splitlines()
     if proc.returncode not in (0, 1) or not lines:
         raise RuntimeError(f"the API fuzz run failed ({proc.returncode}):\n"

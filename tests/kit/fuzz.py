@@ -1,7 +1,7 @@
 """A fuzzing harness for what virtnet reads from users: definitions, net-update snippets and
 command lines (used by bench/fuzz.py and tests/unit/test_fuzz_short.py).
 
-Inputs: definitions drawn by the hypothesis strategies of :mod:`virtnet.testing.strategies`
+Inputs: definitions drawn by the hypothesis strategies of :mod:`tests.kit.strategies`
 (valid and broken ones) form a seed corpus; each input is a seed mutated by a seeded random
 generator: an attribute or text replaced by a hostile value (quotes, newlines, control
 characters, very long, '/', spaces, non-ASCII, numbers at their limits), an element dropped
@@ -108,7 +108,7 @@ def seed_corpus(count: int, seed: int) -> list[str]:
     """COUNT definitions from the strategies (valid and broken ones), reproducibly."""
     from hypothesis import strategies as st
 
-    from virtnet.testing.strategies import broken_network_xml, network_xml
+    from tests.kit.strategies import broken_network_xml, network_xml
 
     rng = random.Random(seed)
     valid = network_xml(newer_features=True)
