@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import HostError
-from virtnet.host.privilege import (
+from virtnet.privilege import (
     CAP_NET_ADMIN,
     check_dnsmasq_dir,
     effective_capabilities,

@@ -89,7 +89,7 @@ class Host(HostReads):
         # The thread's netlink socket and the process's libnftables context for this
         # namespace, kept between operations (opening them is most of a small operation's
         # cost in a long-lived virtnetd).
-        self._rtnl = shared_rtnl()
+        self._rtnl = shared_rtnl()  # also for the reads Netlink does not wrap (neighbours)
         self.netlink = Netlink(self._rtnl)
         self.nftables = shared_nft()
 
@@ -206,7 +206,7 @@ class Host(HostReads):
     def nft(self, script: str, *, what: str = "load firewall rules", handles: bool = False,
             echo: bool = False) -> str:
         """Run SCRIPT as one nft transaction; its output, with rule handles (``-a``) and the
-        rules added echoed back (``-e``) when asked. HostObjectMissing when
+        rules added echoed back (``-e``) when asked. HostObjectMissing (a HostError) when
         what it names is not there."""
         from virtnet.host.nft import OUTPUT_ECHO, OUTPUT_HANDLE
 
