@@ -175,7 +175,7 @@ class Bench:
             proc = lv.virsh("net-define", str(definition))
             if proc.returncode != 0:
                 raise RuntimeError(f"virsh net-define failed: {proc.stderr}")
-        virsh = ["virsh", "-c", "network:///system"]
+        virsh = lv.virsh_argv() if lv is not None else []
         for round_index in range(self.args.rounds + 1):
             counted = round_index > 0  # the first round warms caches and is not counted
             label = (lambda name: name) if counted else (lambda name: None)

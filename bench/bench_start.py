@@ -225,10 +225,6 @@ def virtnet_argv(ns: str, state: Path, *args: str) -> list[str]:
     return [sys.executable, *entry, "--netns", ns, "--state-dir", str(state), *args]
 
 
-def virsh_argv(*args: str) -> list[str]:
-    return ["virsh", "-c", "network:///system", *args]
-
-
 def timed_virtnet(argv: list[str], forwarded: bool) -> tuple[float, float | None]:
     """Run a virtnet command; return its wall time and the daemon's own time (if forwarded).
     Fails if the command did not take the expected path (daemon or in-process)."""
@@ -307,19 +303,19 @@ def main() -> int:
         run(virtnet_argv(ns, state, "net-define", str(definition)))
         results: dict[str, Any] = {}
         with LibvirtdInNetns() as lv:
-            run(virsh_argv("net-define", str(definition)))
-            results["in-process"] = measure(rounds, ns, state, forwarded=False)
+            run(lv.virsh_argv("net-define", str(definition)))
+            results["in-process"] = measure(rounds, ns, state, lv, forwarded=False)
             started = start_daemon(ns, state, tmp / "virtnetd.log")
             if isinstance(started, str):
                 results["daemon skipped"] = started
             else:
                 daemon = started
-                results["daemon"] = measure(rounds, ns, state, forwarded=True)
+                results["daemon"] = measure(rounds, ns, state, lv, forwarded=True)
                 stop_daemon(daemon)
                 daemon = None
             results["netns exec"] = median(
                 [timed_run(["ip", "netns", "exec", lv.netns, "true"]) for _ in range(rounds)])
-            run(virsh_argv("net-undefine", NAME))
+            run(lv.virsh_argv("net-undefine", NAME))
         results.update(attribute(rounds, ns, state))
         run(virtnet_argv(ns, state, "net-undefine", NAME))
     finally:
@@ -331,7 +327,8 @@ def main() -> int:
     return 0
 
 
-def measure(rounds: int, ns: str, state: Path, forwarded: bool) -> dict[str, list[float]]:
+def measure(rounds: int, ns: str, state: Path, lv: LibvirtdInNetns,
+            forwarded: bool) -> dict[str, list[float]]:
     """Whole commands, virtnet and libvirt interleaved so that any drift of the machine hits
     both sides; the first round only warms caches (bytecode, page cache, daemons)."""
     times: dict[str, list[float]] = {key: [] for key in (
@@ -343,7 +340,7 @@ def measure(rounds: int, ns: str, state: Path, forwarded: bool) -> dict[str, lis
             wall, server = timed_virtnet(virtnet_argv(ns, state, f"net-{verb}", NAME), forwarded)
             sample[f"virtnet {verb}"], sample[f"server {verb}"] = wall, server
         for verb in ("start", "destroy"):
-            sample[f"libvirt {verb}"] = timed_run(virsh_argv(f"net-{verb}", NAME))
+            sample[f"libvirt {verb}"] = timed_run(lv.virsh_argv(f"net-{verb}", NAME))
         if round_index:
             for key, value in sample.items():
                 if value is not None:

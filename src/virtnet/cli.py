@@ -14,7 +14,21 @@ from typing import Any, NoReturn
 import click
 
 from virtnet import __version__
-from virtnet.errors import VirtnetError
+from virtnet.errors import (
+    Busy,
+    HostConflict,
+    HostError,
+    InvalidOperationError,
+    NotFoundError,
+    PortError,
+    PortNotFound,
+    StorageError,
+    UpdateError,
+    ValidationError,
+    VirtnetError,
+    XMLParseError,
+)
+from virtnet.host import Host
 
 
 class Context:
@@ -25,10 +39,64 @@ class Context:
         self.state_dir = state_dir
 
 
-def fail(message: str) -> NoReturn:
-    """Print one clear message and exit with status 1."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+# Exit statuses: 0 done, 1 the operation failed or was refused (nothing changed), 2 the command
+# line itself was wrong (click's usage errors). With --json, an error is one JSON object on
+# stderr: {"error": {"code": CODE, "message": TEXT, ...details}}, CODE one of the stable names
+# below, chosen by the error's type (most specific first), never by its text.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+ERROR_CODES: tuple[tuple[type[VirtnetError], str], ...] = (
+    (PortNotFound, "port-not-found"),
+    (NotFoundError, "not-found"),
+    (XMLParseError, "invalid-xml"),
+    (ValidationError, "invalid-definition"),
+    (UpdateError, "update-refused"),
+    (PortError, "port-refused"),
+    (InvalidOperationError, "invalid-operation"),
+    (Busy, "busy"),
+    (StorageError, "storage"),
+    (HostConflict, "host-conflict"),
+    (HostError, "host-error"),
+)
+USAGE_CODE = "usage"
+FAILED_CODE = "failed"  # any other refusal: a file that cannot be read, an editor that failed
+JSON_ERRORS = "virtnet.json_errors"  # ctx.meta key: the command line asked for --json
+
+
+def error_code(exc: VirtnetError) -> str:
+    """The stable code of EXC's kind."""
+    for kind, code in ERROR_CODES:
+        if isinstance(exc, kind):
+            return code
+    return FAILED_CODE
+
+
+def error_details(exc: VirtnetError) -> dict[str, Any]:
+    """What a program may want besides the message: where a definition is wrong, which file."""
+    if isinstance(exc, XMLParseError):
+        return {"source": exc.source, "line": exc.line, "path": exc.path}
+    if isinstance(exc, ValidationError):
+        return {"source": exc.source, "problems": [
+            {"path": p.path, "message": p.message, "value": p.value} for p in exc.problems]}
+    if isinstance(exc, StorageError):
+        return {"path": exc.path, "errno": exc.errno_name}
+    return {}
+
+
+def _json_errors() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(JSON_ERRORS))
+
+
+def fail(message: str, code: str = FAILED_CODE, details: dict[str, Any] | None = None,
+         status: int = EXIT_FAILED) -> NoReturn:
+    """Print one clear message (a JSON object with --json) and exit with STATUS."""
+    if _json_errors():
+        error = {"code": code, "message": message, **(details or {})}
+        click.echo(json.dumps({"error": error}), err=True)
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(status)
 
 
 def emit_json(data: Any) -> None:
@@ -51,13 +119,22 @@ def read_input(path: str) -> tuple[bytes, str]:
 
 
 class VirtnetGroup(click.Group):
-    """Turns every VirtnetError into one message and exit status 1."""
+    """Turns every VirtnetError into one message and exit status 1, and a wrong command line
+    into one message and status 2; both as JSON when the command line asks for --json."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[JSON_ERRORS] = "--json" in args
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except VirtnetError as exc:
-            fail(str(exc))
+            fail(str(exc), error_code(exc), error_details(exc))
+        except click.UsageError as exc:
+            if not ctx.meta[JSON_ERRORS]:
+                raise
+            fail(exc.format_message(), USAGE_CODE, status=EXIT_USAGE)
 
 
 @click.group(cls=VirtnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,9 +158,7 @@ def main(ctx: click.Context, netns: str | None, state_dir: Path | None) -> None:
     ctx.obj = Context(netns=netns, state_dir=state_dir)
     if netns is not None:
         # Before any command runs, so every socket, sysctl and child process lives in there.
-        from virtnet.host.netns import enter_netns
-
-        enter_netns(netns)
+        Host.enter_netns(netns)
 
 
 # --- definitions: validate, format -----------------------------------------------------
@@ -251,6 +326,8 @@ class VirshFailure:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if isinstance(exc, VirtnetError):
+            if _json_errors():  # one object: virsh's first line leads the message
+                fail(f"{self.what}: {exc}", error_code(exc), error_details(exc))
             virsh_fail(f"{self.what}\nerror: {exc}")
         return False
 
@@ -543,8 +620,6 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
     import shlex
     import tempfile
 
-    from virtnet.host import Host
-
     engine = engine_of(ctx)
     record = lookup_network(engine, network)
     original = engine.definition_xml(record.name)
@@ -555,8 +630,7 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
         while True:
             # $EDITOR may carry arguments ("code --wait"): split it as a shell would, but run
             # it without one.
-            with Host() as host:
-                status = host.run_attached([*shlex.split(editor), str(path)])
+            status = Host.run_attached([*shlex.split(editor), str(path)])
             if status != 0:
                 fail(f"{editor} exited with status {status}; "
                      f"network {record.name} left unchanged")
@@ -1087,23 +1161,51 @@ def net_addresses_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
               default="bridge", show_default=True)
 @click.option("--print", "print_only", is_flag=True, help="Print the definition; define "
               "nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
 @click.pass_context
 def net_new_cmd(ctx: click.Context, name: str, mode: str, subnet: str | None,
                 ipv6: str | None, no_dhcp: bool, domain: str | None, dev: str | None,
-                bridge: str | None, macvtap_mode: str, print_only: bool) -> None:
-    """Make a network from a few flags, without writing XML (defines it, or --print)."""
-    from virtnet.netnew import NewNetworkOptions, new_network
+                bridge: str | None, macvtap_mode: str, print_only: bool, as_json: bool) -> None:
+    """Make a network from a few flags, without writing XML (defines it, or --print).
+
+    --subnet auto (and --ipv6 auto) picks a subnet that overlaps no address or route of the
+    host, no other virtnet network and no network libvirt has defined or runs here."""
+    from virtnet.netnew import NewNetworkOptions, new_network, summary
 
     engine = engine_of(ctx)
     options = NewNetworkOptions(name=name, mode=mode, subnet=subnet, ipv6=ipv6,
                                 dhcp=not no_dhcp, domain=domain, dev=dev, bridge=bridge,
                                 macvtap_mode=macvtap_mode)
     with VirshFailure(f"Failed to make network {name}"):
-        xml = new_network(engine, options, define=not print_only)
-    if print_only:
+        net = new_network(engine, options, define=not print_only)
+    made = {**summary(net), "defined": not print_only}
+    if as_json:
+        if print_only:
+            made["xml"] = engine.format(net, inactive=True)
+        emit_json(made)
+    elif print_only:
+        xml = engine.format(net, inactive=True)
         click.echo(xml, nl=not xml.endswith("\n"))
     else:
-        virsh_echo(f"Network {name} defined")
+        fields = [("Name", name), ("UUID", str(made["uuid"])), ("Mode", str(made["mode"]))]
+        if made["bridge"] is not None:
+            fields.append(("Bridge", str(made["bridge"])))
+        if made["dev"] is not None:
+            fields.append(("Device", str(made["dev"])))
+        for ip in net_new_ips(made):
+            fields.append(ip)
+        click.echo(f"Network {name} defined\n")
+        click.echo(virsh_fields(fields), nl=False)
+
+
+def net_new_ips(made: dict[str, Any]) -> list[tuple[str, str]]:
+    """net-new's lines for each subnet: "IPv4: 192.168.124.1/24 (DHCP a - b)"."""
+    lines = []
+    for ip in made["ips"]:
+        label = "IPv4" if ip["family"] == "ipv4" else "IPv6"
+        dhcp = f" (DHCP {', '.join(ip['dhcp'])})" if ip.get("dhcp") else ""
+        lines.append((label, f"{ip['address']}{dhcp}"))
+    return lines
 
 
 # --- new commands are added above this line ------------------------------------------

@@ -12,8 +12,9 @@
 HTTP/1.1 is spoken directly over the unix socket (keep-alive, Content-Length and chunked
 bodies) rather than through http.client, whose imports (email, ssl...) alone cost more than
 the whole answer of a resident daemon on these machines; only socket, json and base64 are
-loaded. Errors the daemon reports become :class:`ApiError` (status, kind, message: the same
-message the CLI prints); a daemon that does not answer at all is :class:`DaemonUnavailable`.
+loaded (and virtnet.host.ipc, which holds the socket's effects). Errors the daemon reports
+become :class:`ApiError` (status, kind, message: the same message the CLI prints); a daemon
+that does not answer at all is :class:`DaemonUnavailable`.
 
 File descriptor hand-over (``pass_fd=True``): the daemon sends the port's opened tap or
 macvtap with SCM_RIGHTS on one NUL byte just before its HTTP response; the client takes it
@@ -29,6 +30,8 @@ import select
 import socket
 from collections.abc import Iterator
 from typing import Any
+
+from virtnet.host import Host  # the socket's effects (host/ipc.py), loaded on first use
 
 DEFAULT_SOCKET = "/run/virtnet/virtnetd.sock"
 MAX_HEAD_BYTES = 64 * 1024
@@ -123,17 +126,11 @@ class Connection:
     # --- the socket --------------------------------------------------------------------------
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(self.timeout)
         try:
-            sock.connect(self.path)
+            sock = Host.connect_unix(self.path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError,
                 PermissionError) as exc:
-            sock.close()
             raise DaemonUnavailable(f"no virtnetd at {self.path}: {exc.strerror}") from None
-        except OSError:
-            sock.close()
-            raise
         self._sock = sock
         self._buffer = b""
 
@@ -205,7 +202,7 @@ class Connection:
         assert self._sock is not None
         if self._buffer:
             return None
-        data, fds, _, _ = socket.recv_fds(self._sock, 1, 4)
+        data, fds = Host.recv_fds(self._sock, 1, 4)
         if not data:
             for fd in fds:
                 os.close(fd)

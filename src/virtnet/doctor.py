@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from virtnet.facts import ProcessInfo  # also named here: HostView's processes
+from virtnet.host import Host
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
                            summary)
@@ -29,8 +30,6 @@ from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_con
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
     from virtnet.facts import HostFacts, KernelFeatures
-    from virtnet.host import Host
-
 OUR_TABLE = ("inet", "virtnet")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 DHCP_SERVER_PROGRAMS = ("dnsmasq", "dhcpd", "udhcpd", "kea-dhcp4")
@@ -464,8 +463,6 @@ def arp_flux_links(links: list[str], addressed: set[str],
     ADDRESSED: the links with an IPv4 address of their own. HOST: the handle to read the
     sysctls through (one of its own if none)."""
     if host is None:
-        from virtnet.host import Host
-
         with Host() as own:
             return arp_flux_links(links, addressed, own)
 
@@ -489,17 +486,12 @@ def arp_flux_links(links: list[str], addressed: set[str],
 
 def read_ruleset() -> dict[str, Any] | None:
     """`nft -j list ruleset` of this namespace, parsed; None when it cannot be read."""
-    from virtnet.host import Host
-
-    with Host() as host:
-        return host.nft_ruleset()
+    return Host.nft_ruleset()
 
 
 def read_host_view(networks: Mapping[str, str] | None = None) -> HostView:
     """Read what the doctor judges, in the namespace this process is in; NETWORKS: the
     bridges of the active virtnet networks (Engine.active_bridges)."""
-    from virtnet.host import Host
-
     with Host() as host:
         facts = host.read_facts(networks)
         forward = host.sysctl_get("net/ipv4/ip_forward")

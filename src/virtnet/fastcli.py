@@ -5,10 +5,12 @@
 When the daemon of the state directory answers on its socket (DIR/run/virtnetd.sock, by
 default /run/virtnet/virtnetd.sock; ``VIRTNET_SOCKET`` overrides), the verb is forwarded to it
 and its output and exit status are this command's. The daemon runs the very same click command
-(virtnet.daemon.invoke), so both ways print the same. On that path only the standard library
-is loaded, and only its C parts (_socket, binascii): no lxml, click, rich or pyroute2 before
+(virtnet.daemon.invoke), so both ways print the same. On that path only the standard library's
+C parts (_socket, binascii) are loaded, with the two small modules of virtnet.host that make
+the connection (virtnet.host, virtnet.host.fastipc): no lxml, click, rich or pyroute2 before
 the answer is printed, and not even json and socket, whose imports cost more than the
-daemon's answer (the request is plain JSON written here, the answer comes framed). With no daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
+daemon's answer (the request is plain JSON written here, the answer comes framed). With no
+daemon, with ``--direct``, for ``net-edit`` (it needs this terminal) and for
 ``--help``/``--version`` (click formats help for this terminal's width), virtnet.cli runs here.
 
 Files named on the command line are read here and their content is sent (the daemon never
@@ -27,6 +29,8 @@ _T_START = time.perf_counter()
 import os  # noqa: E402 - timed above: the imports are part of what is measured
 import sys  # noqa: E402
 
+from virtnet.host import Host  # noqa: E402 - cheap: its effects load on first use
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
@@ -40,7 +44,12 @@ STDIN_VERBS = FILE_VERBS - {"net-update"}
 # Verbs whose output shows paths under the state directory: a relative --state-dir must be
 # spelt the way the user spelt it, which only an in-process run does.
 PATH_SHOWING_VERBS = frozenset({"dnsmasq-conf", "plan"})
-# = virtnet.daemon.invoke.FORWARDED_VERBS (see there why the others run here)
+# The verbs the daemon runs for a client (virtnet.daemon.invoke): checked to read files only
+# through read_input and Path (routed to what the client sent), to write none, and to print
+# without regard to the terminal. Every other verb runs here: net-edit (the user's editor and
+# terminal), doctor and lab (rich output sized to the terminal; lab builds sandboxes and
+# waits), graph (writes the picture where the user is), and any verb added later until it is
+# checked and listed here. The one list: the daemon imports it from here.
 FORWARDED_VERBS = frozenset({
     "validate", "format", "update", "dnsmasq-conf", "plan",
     "net-define", "net-create", "net-undefine", "net-start", "net-destroy", "net-autostart",
@@ -175,16 +184,17 @@ def netns_identity(name: str | None) -> dict[str, Any]:
         if not name or "/" in name or name in (".", ".."):
             raise NotForwardable(name)
         try:
-            st = os.stat(f"/run/netns/{name}")
+            dev, ino = Host.netns_identity(name)
         except OSError:
             raise NotForwardable(name) from None  # the in-process run says what is wrong
-        return {"dev": st.st_dev, "ino": st.st_ino, "name": name}
-    st = os.stat("/proc/self/ns/net")
-    return {"dev": st.st_dev, "ino": st.st_ino}
+        return {"dev": dev, "ino": ino, "name": name}
+    dev, ino = Host.netns_identity()
+    return {"dev": dev, "ino": ino}
 
 
 # --- the wire: a request and its framed answer, without the json and socket modules ------------
-# (each costs more to import than the daemon needs to answer; _socket and binascii are C)
+# (each costs more to import than the daemon needs to answer; binascii is C, and the
+# connection is virtnet.host.fastipc's, made with _socket)
 
 _JSON_ESCAPES = {i: f"\\u{i:04x}" for i in range(32)}
 _JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
@@ -221,22 +231,6 @@ class Answer:
 
 class Lost(Exception):
     """The daemon closed the connection before it answered."""
-
-
-def connect(path: str) -> Any:
-    """A connected unix stream socket, or None when no daemon listens at PATH."""
-    try:
-        import _socket as sockets
-    except ImportError:  # an interpreter without the C module: the public one will do
-        import socket as sockets  # type: ignore[no-redef]
-
-    sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    return sock
 
 
 def exchange(sock: Any, body: bytes) -> Answer:
@@ -307,7 +301,7 @@ def forward(inv: Invocation, timing: dict[str, float]) -> int | None:
             return None
         state_dir = os.path.abspath(state_dir)
     path = socket_path(state_dir)
-    sock = connect(path)
+    sock = Host.connect_stream(path)
     timing["connect"] = time.perf_counter()
     if sock is None:
         return None

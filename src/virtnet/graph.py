@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtnet.errors import StorageError, VirtnetError
+from virtnet.host import Host
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
     Cell,
@@ -255,11 +256,7 @@ def render(dot_text: str, out: Path) -> None:
     dot = shutil.which("dot", path="/usr/bin:/bin:/usr/local/bin")
     if dot is None:
         raise GraphError("Graphviz's dot is not installed (apt-get install graphviz)")
-    from virtnet.host import Host  # the host (sockets, processes) only to render a picture
-
-    with Host() as host:
-        proc = host.run_filter([dot, f"-T{fmt}", "-Gdpi=96"], dot_text.encode(),
-                               RENDER_TIMEOUT_S)
+    proc = Host.run_filter([dot, f"-T{fmt}", "-Gdpi=96"], dot_text.encode(), RENDER_TIMEOUT_S)
     if proc is None:
         raise GraphError(f"dot did not finish within {RENDER_TIMEOUT_S:.0f} s")
     if proc.returncode != 0:

@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtnet.errors import VirtnetError
@@ -100,6 +101,38 @@ def taken_networks(facts: HostFacts, others: Iterable[Network]) -> list[IPNetwor
     for net in others:
         taken += [ip.interface.network for ip in net.ips if ip.interface is not None]
     return taken
+
+
+def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
+    """The subnets of libvirt's networks, from their definition and status files (pure).
+
+    Tolerant on purpose: a file that does not parse, or an <ip> without a usable address, is
+    passed over — the result only steers the choice of a free subnet."""
+    from virtnet.errors import XMLParseError
+    from virtnet.xml.document import parse_document
+
+    subnets: list[IPNetwork] = []
+    for source, data in files:
+        try:
+            root = parse_document(data, source)
+        except XMLParseError:
+            continue
+        # a status file wraps the definition: <networkstatus><network>...</network>...
+        network = root if root.tag == "network" else root.find("network")
+        if network is None:
+            continue
+        for ip in network.findall("ip"):
+            address = ip.get("address")
+            prefix = ip.get("prefix") or ip.get("netmask")
+            if address is None:
+                continue
+            if prefix is None:  # libvirt's default prefix: the address's classful one
+                prefix = "64" if ":" in address else "24"
+            try:
+                subnets.append(ipaddress.ip_interface(f"{address}/{prefix}").network)
+            except ValueError:
+                continue
+    return subnets
 
 
 def _parse_cidr(text: str, version: int, flag: str) -> ipaddress.IPv4Interface | \
@@ -211,9 +244,13 @@ def resolve_addresses(options: NewNetworkOptions, taken: list[IPNetwork]
     return ipv4, ipv6
 
 
-def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = True) -> str:
-    """Build the definition of OPTIONS against this host and the known networks; define it
-    unless DEFINE is false. Returns the definition's XML (as it was defined, when defined)."""
+def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = True,
+                libvirt_dirs: Iterable[Path] | None = None) -> Network:
+    """Build the definition of OPTIONS against this host, the known networks and libvirt's
+    (from the files in LIBVIRT_DIRS, by default libvirt's own); define it unless DEFINE is
+    false. Returns the network (as it was defined, when defined)."""
+    from virtnet.host.libvirt import LIBVIRT_NETWORK_DIRS, read_network_files
+
     with engine.store.lock:
         records = engine.records()
         if any(record.name == options.name for record in records):
@@ -224,10 +261,29 @@ def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = Tr
             with engine.host() as host:
                 facts = engine._facts(host)
             taken = taken_networks(facts, [record.current for record in records])
+            taken += libvirt_subnets(read_network_files(
+                LIBVIRT_NETWORK_DIRS if libvirt_dirs is None else libvirt_dirs))
         ipv4, ipv6 = resolve_addresses(options, taken)
         xml = engine.format(build_network(options, ipv4, ipv6), inactive=True)
-        engine.parse(xml, f"net-new {options.name}")  # the validator a file would meet
+        built = engine.parse(xml, f"net-new {options.name}")  # the validator a file would meet
         if not define:
-            return xml
-    net = engine.define(xml, f"net-new {options.name}")
-    return str(engine.format(net, inactive=True))
+            return built
+    return engine.define(xml, f"net-new {options.name}")
+
+
+def summary(net: Network) -> dict[str, object]:
+    """What net-new made, for people and for --json: name, uuid, mode, bridge, subnets."""
+    ips = []
+    for ip in net.ips:
+        if ip.interface is None:
+            continue
+        entry: dict[str, object] = {"family": f"ipv{ip.interface.version}",
+                                    "address": str(ip.interface)}
+        if ip.ranges:
+            entry["dhcp"] = [f"{r.start} - {r.end}" for r in ip.ranges]
+        ips.append(entry)
+    forward = net.forward
+    mode = "isolated" if forward is None else forward.mode.value
+    return {"name": net.name, "uuid": net.uuid, "mode": mode,
+            "bridge": net.bridge.name if net.bridge is not None else None,
+            "dev": forward.dev if forward is not None else None, "ips": ips}

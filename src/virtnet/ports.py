@@ -429,9 +429,7 @@ def _check_connection_type(net: Network, port: PortDef) -> None:
     if port.plug_type is PlugType.BRIDGE:
         from virtnet.host import Host
 
-        with Host() as host:
-            has_vlan = host.kernel_has("vlan")
-        if not has_vlan:
+        if not Host.kernel_has("vlan"):
             raise HostError(
                 f"interface {port.mac} - a vlan tag on a host bridge port needs bridge VLAN "
                 "filtering (CONFIG_BRIDGE_VLAN_FILTERING), which needs 802.1Q VLAN support "

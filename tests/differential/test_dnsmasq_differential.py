@@ -201,9 +201,10 @@ def test_dnsmasq_files_match_libvirt(key: str, libvirtd: LibvirtdInNetns,
         assert defined.returncode == 0, defined.stderr
         started = libvirtd.virsh("net-start", name)
         assert started.returncode == 0, started.stderr
-        theirs_conf = paths.conf(name).read_text()
-        theirs_hosts = paths.hostsfile(name).read_text()
-        theirs_addn = paths.addnhosts(name).read_text()
+        # libvirtd writes these in its private /var/lib/libvirt; read them from outside
+        theirs_conf = libvirtd.host_path(paths.conf(name)).read_text()
+        theirs_hosts = libvirtd.host_path(paths.hostsfile(name)).read_text()
+        theirs_addn = libvirtd.host_path(paths.addnhosts(name)).read_text()
     finally:
         libvirtd.forget(name)
 

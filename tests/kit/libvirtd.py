@@ -1,18 +1,20 @@
-"""A real libvirtd for differential tests, confined to a network namespace of its own.
+"""A real libvirtd for differential tests, confined to namespaces of its own.
 
     with LibvirtdInNetns() as lv:
         lv.virsh("net-define", path)          # -> subprocess.CompletedProcess
 
-Only one libvirtd may run on a machine (pidfile /run/libvirtd.pid, socket under /run/libvirt),
-so the context manager serialises users with an flock on /run/virtnet-test-libvirtd.lock, then
-also waits for any libvirtd still named by the pidfile to go away. libvirtd runs inside a fresh
-namespace ``vnt-lv-XXXX`` so that whatever it builds (bridges, dnsmasq, firewall rules) never
-reaches the root namespace. It still shares the host's file system: on exit the helper removes
-the definitions and runtime files of exactly the networks it defined, nothing else.
+libvirtd runs inside a fresh network namespace ``vnt-lv-XXXX`` (so whatever it builds —
+bridges, dnsmasq, firewall rules — never reaches the root namespace) and inside a private mount
+namespace in which /run, /etc/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt
+are directories of our own under a temporary folder. So it never meets the host's libvirt: a
+packaged libvirtd may run on the host meanwhile, its definitions are neither loaded nor touched
+(the copy of /etc/libvirt holds no network), and its pidfile and socket are not ours. virsh
+reaches ours through the socket in our /run (``?socket=`` in the URI); what libvirtd writes is
+readable from outside through :meth:`LibvirtdInNetns.host_path`. On exit the daemon is stopped
+by pid, the namespace deleted and the folder removed.
 
-libvirtd loads every definition already under /etc/libvirt/qemu/networks at start. The package
-ships one, ``default``: it is undefined inside the namespace so tests start from an empty list,
-and its original file (and autostart link) is put back on exit, so the host ends as it began.
+Users of this helper are still serialised with an flock on /run/virtnet-test-libvirtd.lock: the
+differential tests are heavy, and two at once would only compete for the machine.
 """
 
 from __future__ import annotations
@@ -22,23 +24,30 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 LIBVIRTD = Path("/usr/sbin/libvirtd")
-PIDFILE = Path("/run/libvirtd.pid")
 LOCKFILE = Path("/run/virtnet-test-libvirtd.lock")
-SOCKET = Path("/run/libvirt/libvirt-sock")
-URI = "network:///system"
 
+# The host's own libvirt directories, which tests check we never wrote to.
 NETWORK_CONFIG_DIR = Path("/etc/libvirt/qemu/networks")
-NETWORK_AUTOSTART_DIR = NETWORK_CONFIG_DIR / "autostart"
-NETWORK_LIB_DIR = Path("/var/lib/libvirt/network")
 NETWORK_RUN_DIR = Path("/run/libvirt/network")
-DNSMASQ_LIB_DIR = Path("/var/lib/libvirt/dnsmasq")
+
+# Directories libvirtd sees replaced by ours (mount point -> name of our folder); /etc/libvirt
+# is a copy of the host's configuration without network definitions.
+PRIVATE_MOUNTS = {
+    "/run": "run",
+    "/etc/libvirt": "etc",
+    "/var/lib/libvirt": "lib",
+    "/var/cache/libvirt": "cache",
+    "/var/log/libvirt": "log",
+}
 
 DEFINED_RE = re.compile(r"^Network (.+) (?:defined|created) from ", re.MULTILINE)
 
@@ -53,7 +62,7 @@ def libvirtd_unavailable_reason() -> str | None:
         return "needs root (network namespaces, libvirtd)"
     if not LIBVIRTD.exists():
         return f"{LIBVIRTD} is not installed"
-    for tool in ("virsh", "ip"):
+    for tool in ("virsh", "ip", "unshare"):
         if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(":")):
             return f"{tool} is not installed"
     return None
@@ -78,14 +87,6 @@ def _comm(pid: int) -> str | None:
         return None
 
 
-def _read_pidfile() -> int | None:
-    try:
-        text = PIDFILE.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
 def _netns_inode(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/net").st_ino
@@ -93,10 +94,25 @@ def _netns_inode(pid: int) -> int | None:
         return None
 
 
-class LibvirtdInNetns:
-    """Start libvirtd inside a new namespace on enter; undo everything on exit.
+# Run by /bin/sh inside the new namespaces: our folders over the host's directories, then
+# libvirtd. "$1" is our folder; each mount point that does not exist on the host is skipped
+# (nothing is created on the host's file system).
+MOUNT_AND_START = """
+set -e
+mount --make-rprivate /
+for pair in {pairs}; do
+    point=${{pair%%=*}}; name=${{pair#*=}}
+    if [ -d "$point" ]; then mount --bind "$1/$name" "$point"; fi
+done
+mkdir -p /run/libvirt
+exec {libvirtd} --daemon --pid-file /run/libvirtd.pid
+"""
 
-    ``lock_timeout`` bounds the wait for another user's libvirtd; ``start_timeout`` the wait
+
+class LibvirtdInNetns:
+    """Start libvirtd inside new namespaces on enter; undo everything on exit.
+
+    ``lock_timeout`` bounds the wait for another test's libvirtd; ``start_timeout`` the wait
     for the daemon's socket to answer.
     """
 
@@ -105,24 +121,44 @@ class LibvirtdInNetns:
         self.start_timeout = start_timeout
         self.netns = f"vnt-lv-{secrets.token_hex(2)}"
         self.pid: int | None = None
+        self.root: Path | None = None  # our folder: run/, etc/, lib/, cache/, log/
         self._lock_fd: int | None = None
         self._netns_created = False
-        self._preexisting_configs: set[str] = set()
         self._created: set[str] = set()
-        self._saved_default: tuple[bytes, bool] | None = None  # file bytes, had autostart link
 
     # --- public -------------------------------------------------------------------------
 
+    @property
+    def uri(self) -> str:
+        """The connection URI of this libvirtd, for a virsh run by hand."""
+        if self.root is None:
+            raise LibvirtdError("libvirtd is not running")
+        return f"network:///system?socket={self.root}/run/libvirt/libvirt-sock"
+
+    def virsh_argv(self, *args: str) -> list[str]:
+        """The argv of ``virsh ARGS`` against this libvirtd."""
+        return ["virsh", "-c", self.uri, *args]
+
     def virsh(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run ``virsh -c network:///system ARGS`` against this libvirtd.
+        """Run ``virsh ARGS`` against this libvirtd.
 
         Networks defined or created through this method are remembered and removed on exit.
         """
-        proc = _run(["virsh", "-c", URI, *args], timeout=timeout)
+        proc = _run(self.virsh_argv(*args), timeout=timeout)
         if proc.returncode == 0 and args and args[0] in ("net-define", "net-create"):
             for name in DEFINED_RE.findall(proc.stdout):
                 self._created.add(name)
         return proc
+
+    def host_path(self, path: Path | str) -> Path:
+        """Where a file libvirtd sees at PATH is on the host (under our folder)."""
+        if self.root is None:
+            raise LibvirtdError("libvirtd is not running")
+        text = str(path)
+        for point, name in sorted(PRIVATE_MOUNTS.items(), key=lambda item: -len(item[0])):
+            if text == point or text.startswith(point + "/"):
+                return self.root / name / text[len(point):].lstrip("/")
+        return Path(text)  # not one of libvirtd's private directories: the host's own file
 
     def network_names(self) -> set[str]:
         """Names of all networks this libvirtd knows (active or not)."""
@@ -135,8 +171,7 @@ class LibvirtdInNetns:
         """Undefine (and destroy) one network now, e.g. between test cases."""
         self.virsh("net-destroy", name)
         self.virsh("net-undefine", name)
-        if name not in self.network_names() and name not in self._preexisting_configs:
-            self._remove_state(name)
+        if name not in self.network_names():
             self._created.discard(name)
 
     # --- context manager ----------------------------------------------------------------
@@ -144,12 +179,9 @@ class LibvirtdInNetns:
     def __enter__(self) -> LibvirtdInNetns:
         self._take_lock()
         try:
-            self._wait_for_other_libvirtd()
-            self._preexisting_configs = {p.stem for p in NETWORK_CONFIG_DIR.glob("*.xml")}
-            self._save_default()
+            self._make_root()
             self._create_netns()
             self._start_libvirtd()
-            self._clear_preloaded_networks()
         except BaseException as failure:
             try:
                 self._teardown()
@@ -184,22 +216,22 @@ class LibvirtdInNetns:
                 time.sleep(0.5)
         self._lock_fd = fd
 
-    def _wait_for_other_libvirtd(self) -> None:
-        # Another engineer's libvirtd (started without the lock) must finish first.
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            pid = _read_pidfile()
-            if pid is None or not _pid_alive(pid) or _comm(pid) != "libvirtd":
-                return
-            if time.monotonic() > deadline:
-                raise LibvirtdError(f"libvirtd pid {pid} ({PIDFILE}) is still running")
-            time.sleep(1)
-
-    def _save_default(self) -> None:
-        config = NETWORK_CONFIG_DIR / "default.xml"
-        if config.is_file():
-            link = NETWORK_AUTOSTART_DIR / "default.xml"
-            self._saved_default = (config.read_bytes(), link.is_symlink())
+    def _make_root(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="vnt-lv-"))
+        self.root.chmod(0o755)
+        for name in PRIVATE_MOUNTS.values():
+            (self.root / name).mkdir(mode=0o755)
+        etc = self.root / "etc"
+        host_etc = Path("/etc/libvirt")
+        if host_etc.is_dir():
+            shutil.copytree(host_etc, etc, symlinks=True, dirs_exist_ok=True)
+        # No network of the host's (the package's 'default' among them) is loaded.
+        networks = etc / "qemu" / "networks"
+        if networks.is_dir():
+            shutil.rmtree(networks)
+        (networks / "autostart").mkdir(parents=True)
+        for sub in ("dnsmasq", "network"):
+            (self.root / "lib" / sub).mkdir()
 
     def _create_netns(self) -> None:
         proc = _run(["ip", "netns", "add", self.netns])
@@ -211,32 +243,30 @@ class LibvirtdInNetns:
             raise LibvirtdError(f"cannot set lo up in {self.netns}: {proc.stderr.strip()}")
 
     def _start_libvirtd(self) -> None:
-        proc = _run(["ip", "netns", "exec", self.netns, str(LIBVIRTD), "-d"], timeout=60)
+        assert self.root is not None
+        pairs = " ".join(f"{point}={name}" for point, name in PRIVATE_MOUNTS.items())
+        script = MOUNT_AND_START.format(pairs=pairs, libvirtd=LIBVIRTD)
+        proc = _run(["ip", "netns", "exec", self.netns, "unshare", "--mount",
+                     "--propagation", "private", "/bin/sh", "-c", script, "sh",
+                     str(self.root)], timeout=60)
         if proc.returncode != 0:
-            raise LibvirtdError(f"libvirtd -d failed: {(proc.stderr or proc.stdout).strip()}")
+            raise LibvirtdError(f"libvirtd --daemon failed: {(proc.stderr or proc.stdout).strip()}")
+        pidfile = self.root / "run" / "libvirtd.pid"
+        socket = self.root / "run" / "libvirt" / "libvirt-sock"
         ns_inode = os.stat(f"/run/netns/{self.netns}").st_ino
         deadline = time.monotonic() + self.start_timeout
         last_error = "no pidfile"
         while time.monotonic() < deadline:
-            pid = _read_pidfile()
+            pid = _read_pid(pidfile)
             if pid is not None and _comm(pid) == "libvirtd" and _netns_inode(pid) == ns_inode:
                 self.pid = pid
-                if SOCKET.exists():
-                    check = _run(["virsh", "-c", URI, "net-list", "--all", "--name"])
+                if socket.exists():
+                    check = _run(self.virsh_argv("net-list", "--all", "--name"))
                     if check.returncode == 0:
                         return
                     last_error = check.stderr.strip()
             time.sleep(0.2)
         raise LibvirtdError(f"libvirtd did not answer within {self.start_timeout:.0f}s: {last_error}")
-
-    def _clear_preloaded_networks(self) -> None:
-        # Whatever libvirtd loaded at start and autostarted now runs in our namespace: stop it,
-        # so nothing (dnsmasq) survives us. 'default' is undefined to give an empty list.
-        active = _run(["virsh", "-c", URI, "net-list", "--name"]).stdout.split()
-        for name in active:
-            self.virsh("net-destroy", name)
-        if "default" in self.network_names():
-            self.virsh("net-undefine", "default")
 
     # --- teardown -----------------------------------------------------------------------
 
@@ -244,7 +274,7 @@ class LibvirtdInNetns:
         # Every step runs even if an earlier one failed, so one stuck virsh cannot leave the
         # namespace, the daemon or the lock behind; the first failure is reported at the end.
         steps = (self._undefine_created, self._stop_libvirtd, self._kill_leftovers,
-                 self._delete_netns, self._remove_created_state, self._restore_default)
+                 self._delete_netns, self._remove_root)
         failures: list[BaseException] = []
         try:
             for step in steps:
@@ -261,15 +291,14 @@ class LibvirtdInNetns:
             raise LibvirtdError(f"libvirtd cleanup incomplete: {failures[0]!r}") from failures[0]
 
     def _undefine_created(self) -> None:
+        # Stop what runs (dnsmasq) the orderly way first; the folder goes with the rest.
         if self.pid is None:
             return
         try:
-            now = self.network_names()
+            names = self.network_names()
         except (LibvirtdError, subprocess.TimeoutExpired):
-            now = set()
-        # Networks defined by other means than virsh() are ours too: nothing else runs here.
-        self._created |= now - self._preexisting_configs
-        for name in sorted(self._created):
+            names = set()
+        for name in sorted(names | self._created):
             self.virsh("net-destroy", name, timeout=30)
             self.virsh("net-undefine", name, timeout=30)
 
@@ -277,8 +306,8 @@ class LibvirtdInNetns:
         pid = self.pid
         if pid is None:
             return
-        # Kill only the libvirtd we started: same pid as the pidfile named, still libvirtd.
-        if _read_pidfile() == pid and _comm(pid) == "libvirtd":
+        # Kill only the libvirtd we started: the pid our pidfile named, still libvirtd.
+        if _comm(pid) == "libvirtd":
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
             while _pid_alive(pid) and _comm(pid) == "libvirtd" and time.monotonic() < deadline:
@@ -294,11 +323,6 @@ class LibvirtdInNetns:
             if proc.returncode != 0:
                 raise LibvirtdError(f"ip netns delete {self.netns}: {proc.stderr.strip()}")
             self._netns_created = False
-
-    def _remove_created_state(self) -> None:
-        for name in self._created:
-            if name not in self._preexisting_configs:
-                self._remove_state(name)
 
     def _kill_leftovers(self) -> None:
         # Processes still inside our namespace were started by our libvirtd (dnsmasq).
@@ -317,37 +341,15 @@ class LibvirtdInNetns:
             while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
                 time.sleep(0.1)
 
-    @staticmethod
-    def _remove_state(name: str) -> None:
-        if not name or "/" in name or name in (".", ".."):
-            return
-        candidates = [
-            NETWORK_CONFIG_DIR / f"{name}.xml",
-            NETWORK_AUTOSTART_DIR / f"{name}.xml",
-            NETWORK_LIB_DIR / f"{name}.xml",
-            NETWORK_RUN_DIR / f"{name}.xml",
-            NETWORK_RUN_DIR / f"{name}.pid",
-        ]
-        candidates += DNSMASQ_LIB_DIR.glob(f"{glob_escape(name)}.*")
-        for path in candidates:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-
-    def _restore_default(self) -> None:
-        if self._saved_default is None:
-            return
-        content, autostart = self._saved_default
-        config = NETWORK_CONFIG_DIR / "default.xml"
-        config.write_bytes(content)
-        os.chmod(config, 0o600)
-        link = NETWORK_AUTOSTART_DIR / "default.xml"
-        if autostart and not link.is_symlink():
-            link.symlink_to(config)
-        self._saved_default = None
+    def _remove_root(self) -> None:
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
 
 
-def glob_escape(text: str) -> str:
-    """Escape glob metacharacters so a network name matches only itself."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        text = pidfile.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

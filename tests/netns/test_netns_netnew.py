@@ -92,3 +92,41 @@ def test_libvirt_accepts_what_net_new_prints(netns_kit: Any, tmp_path: Path) -> 
             # libvirt keeps what net-new wrote (it adds only uuid, bridge name and MAC)
             assert subnets(dumped) == subnets(path.read_text()), dumped
             libvirt.forget(name)
+
+
+def _auto_subnets_beside(state: str, libvirt_dirs: list[str]) -> list[str]:
+    from virtnet.engine import Engine
+    from virtnet.netnew import NewNetworkOptions, new_network
+    from virtnet.paths import StatePaths
+
+    engine = Engine(StatePaths.under(Path(state)))
+    net = new_network(engine, NewNetworkOptions(name="beside", ipv6="auto"), define=False,
+                      libvirt_dirs=[Path(d) for d in libvirt_dirs])
+    return [str(ip.interface.network) for ip in net.ips if ip.interface is not None]
+
+
+@pytest.mark.libvirt
+@pytest.mark.skipif(libvirtd_unavailable_reason() is not None,
+                    reason=f"libvirt check: {libvirtd_unavailable_reason()}")
+def test_auto_subnet_avoids_libvirts_networks(netns_kit: Any, tmp_path: Path) -> None:
+    """libvirt defines one network and runs a transient one; --subnet auto avoids both, and
+    the host's own address and route, and takes the first /24 after them."""
+    host = crowded_host(netns_kit)
+    state = tmp_path / "state"
+    persistent = tmp_path / "lvpersist.xml"
+    persistent.write_text("<network><name>vnt-lv-persist</name><bridge name='vntlvp0'/>"
+                          "<ip address='192.168.123.1' netmask='255.255.255.0'/></network>")
+    transient = tmp_path / "lvtransient.xml"
+    transient.write_text("<network><name>vnt-lv-trans</name><bridge name='vntlvt0'/>"
+                         "<ip address='192.168.124.1' prefix='24'/></network>")
+    with LibvirtdInNetns() as libvirt:
+        assert libvirt.virsh("net-define", str(persistent)).returncode == 0
+        created = libvirt.virsh("net-create", str(transient))
+        assert created.returncode == 0, created.stderr
+        dirs = [str(libvirt.host_path("/etc/libvirt/qemu/networks")),
+                str(libvirt.host_path("/run/libvirt/network"))]
+        chosen = netns_kit.run_in_netns(host, _auto_subnets_beside, str(state), dirs)
+        without_libvirt = netns_kit.run_in_netns(host, _auto_subnets_beside, str(state), [])
+    # 122 is the host's address, 123 libvirt's definition, 124 its running transient network
+    assert chosen[0] == "192.168.125.0/24", chosen
+    assert without_libvirt[0] == "192.168.123.0/24", without_libvirt

@@ -134,3 +134,35 @@ def test_host_bridge_and_macvtap_modes() -> None:
 def test_inconsistent_flags_are_named(options: NewNetworkOptions, message: str) -> None:
     with pytest.raises(NetNewError, match=message):
         build_network(options, None, None)
+
+
+def test_libvirt_subnets_from_definitions_and_status_files() -> None:
+    from virtnet.netnew import libvirt_subnets
+
+    files = [
+        ("/etc/libvirt/qemu/networks/a.xml", b"<network><name>a</name>"
+         b"<ip address='10.7.0.1' netmask='255.255.0.0'/>"
+         b"<ip family='ipv6' address='fd00:7::1' prefix='64'/></network>"),
+        ("/run/libvirt/network/b.xml", b"<networkstatus><class_id bitmap='0'/>"
+         b"<network><name>b</name><ip address='10.8.1.1' prefix='24'/></network>"
+         b"</networkstatus>"),
+        ("/etc/libvirt/qemu/networks/c.xml", b"<network><name>c</name>"
+         b"<ip address='10.9.1.1'/></network>"),  # no prefix: libvirt's /24
+        ("/etc/libvirt/qemu/networks/broken.xml", b"<network><ip address="),
+        ("/etc/libvirt/qemu/networks/odd.xml", b"<network><ip address='nonsense'/></network>"),
+    ]
+    assert [str(n) for n in libvirt_subnets(files)] == [
+        "10.7.0.0/16", "fd00:7::/64", "10.8.1.0/24", "10.9.1.0/24"]
+
+
+def test_summary_names_bridge_and_subnets() -> None:
+    from virtnet.netnew import summary
+
+    options = NewNetworkOptions(name="s", mode="nat", ipv6="fd00:1::/64")
+    net = build_network(options, *resolve_addresses(
+        NewNetworkOptions(name="s", subnet="10.3.3.0/24", ipv6="fd00:1::/64"), []))
+    made = summary(net)
+    assert made["name"] == "s" and made["mode"] == "nat"
+    assert made["ips"] == [
+        {"family": "ipv4", "address": "10.3.3.1/24", "dhcp": ["10.3.3.2 - 10.3.3.254"]},
+        {"family": "ipv6", "address": "fd00:1::1/64"}]

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -45,18 +44,18 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.errors import VirtnetError
+from virtnet.host import Host
+from virtnet.host.ipc import Notifier, Occupied
+from virtnet.host.procs import PidfileLocked
 
 log = logging.getLogger("virtnetd")
 SHUTDOWN_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 256
 LINGERING_S = 0.5
-M_MMAP_THRESHOLD = -3  # mallopt(3) parameter number (glibc's malloc.h)
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own initial value, kept instead of raised
 MEMORY_PROBE_ENV = "VIRTNETD_MEMORY_PROBE"
 TRACEMALLOC_ENV = "VIRTNETD_TRACEMALLOC"
 TRACEMALLOC_FRAMES = 16  # deep enough to see through aiohttp and the engine to the caller
-MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                    "uordblks", "fordblks", "keepcost")
 
 
 class MemoryProbe:
@@ -104,7 +103,7 @@ class MemoryProbe:
             "gc_objects": sum(types.values()),
             "objects_by_type": dict(sorted(types.items(), key=lambda kv: -kv[1])[:200]),
             "threads": sorted(t.name for t in threading.enumerate()),
-            "vmrss_kb": _vmrss_kb(), "mallinfo2": _mallinfo2(), "pymalloc": _pymalloc(),
+            "vmrss_kb": Host.vmrss_kb(), "mallinfo2": _mallinfo2(), "pymalloc": _pymalloc(),
         }
         if self.trace:
             import tracemalloc
@@ -118,13 +117,6 @@ class MemoryProbe:
         partial.rename(target)
         log.info("memory probe %d written to %s", self.count, target)
         return target
-
-
-def _vmrss_kb() -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return None
 
 
 def _pymalloc() -> dict[str, int]:
@@ -153,18 +145,7 @@ def _pymalloc() -> dict[str, int]:
 
 def _mallinfo2() -> dict[str, int] | None:
     """glibc's malloc statistics, summed over all its arenas (None on another libc)."""
-    import ctypes
-
-    class Mallinfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS]
-
-    try:
-        function = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    function.restype = Mallinfo2
-    info = function()
-    return {name: int(getattr(info, name)) for name in MALLINFO2_FIELDS}
+    return Host.mallinfo2()
 
 
 def fix_malloc_thresholds() -> bool:
@@ -174,16 +155,7 @@ def fix_malloc_thresholds() -> bool:
     if "MALLOC_MMAP_THRESHOLD_" in os.environ \
             or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018 - glibc's mallopt, not another libc's
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return Host.set_mmap_threshold(MMAP_THRESHOLD_BYTES)
 
 
 class ClientErrorFilter(logging.Filter):
@@ -246,19 +218,13 @@ def take_pidfile(path: Path) -> int:
     from virtnet.state import ensure_dir
 
     ensure_dir(path.parent, 0o755)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
+        return Host.lock_pidfile(path)
+    except PidfileLocked as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise VirtnetError(f"another virtnetd (pid {holder or '?'}) already serves this "
-                               f"state directory ({path})") from None
+            raise VirtnetError(f"another virtnetd (pid {exc.holder or '?'}) already serves "
+                               f"this state directory ({path})") from None
         raise VirtnetError(f"cannot lock {path}: {exc.strerror}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def bind_socket(path: Path, gid: int | None) -> socket.socket:
@@ -267,27 +233,10 @@ def bind_socket(path: Path, gid: int | None) -> socket.socket:
     from virtnet.state import ensure_dir
 
     ensure_dir(path.parent, 0o755)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # left by a daemon that died: nobody listens there
-        else:
-            raise VirtnetError(f"{path}: another daemon is listening there")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)  # never reachable with broader permissions, even briefly
     try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    if gid is not None:
-        os.chown(path, 0, gid)
-    os.chmod(path, SOCKET_MODE)
-    sock.listen(LISTEN_BACKLOG)
-    return sock
+        return Host.listen_unix(path, gid, SOCKET_MODE, LISTEN_BACKLOG)
+    except Occupied as exc:
+        raise VirtnetError(str(exc)) from None
 
 
 async def serve(args: argparse.Namespace, notifier: object, activated: socket.socket | None,
@@ -295,7 +244,6 @@ async def serve(args: argparse.Namespace, notifier: object, activated: socket.so
     from aiohttp import web
 
     from virtnet.daemon.server import Daemon, DaemonConfig, resolve_group
-    from virtnet.daemon.systemd import Notifier
     from virtnet.paths import StatePaths
 
     assert isinstance(notifier, Notifier)
@@ -364,15 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="virtnetd: %(levelname)s: %(message)s")
     logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())
-    from virtnet.daemon.systemd import Notifier, activation_socket
-
-    notifier = Notifier()
-    activated = activation_socket()
+    notifier = Host.notifier()
+    activated = Host.activation_socket()
     try:
         if args.netns is not None:
-            from virtnet.host.netns import enter_netns
-
-            enter_netns(args.netns)
+            Host.enter_netns(args.netns)
         return asyncio.run(serve(args, notifier, activated, probe))
     except VirtnetError as exc:
         print(f"virtnetd: error: {exc}", file=sys.stderr)

@@ -33,22 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, TextIO
 
+from virtnet.fastcli import FORWARDED_VERBS
+
 log = logging.getLogger("virtnetd")
 
-# The verbs the daemon runs for a client: checked to read files only through read_input and
-# Path (routed to what the client sent), to write none, and to print without regard to the
-# terminal. Every other verb runs in the client: net-edit (the user's editor and terminal),
-# doctor and lab (rich output sized to the terminal; lab builds sandboxes and waits), graph
-# (writes the picture where the user is), and any verb added later until it is checked and
-# listed here. The list is mirrored in virtnet.fastcli (a test keeps them equal).
-FORWARDED_VERBS = frozenset({
-    "validate", "format", "update", "dnsmasq-conf", "plan",
-    "net-define", "net-create", "net-undefine", "net-start", "net-destroy", "net-autostart",
-    "net-list", "net-info", "net-dumpxml", "net-uuid", "net-name", "net-dhcp-leases",
-    "net-update", "net-apply", "net-new", "net-addresses",
-    "net-forward-add", "net-forward-del", "net-forward-list",
-    "port-create", "port-delete", "port-list", "port-dumpxml",
-})
+# The verbs the daemon runs for a client (virtnet.fastcli keeps the one list, with why:
+# the thin client must know them without importing anything of the daemon's).
 # Among them, those that only read: anyone allowed to connect may run them (server.Peer).
 READ_ONLY_VERBS = frozenset({
     "validate", "format", "update", "dnsmasq-conf", "plan",

@@ -22,23 +22,18 @@ SCM_RIGHTS hand-over to a VM manager that runs without root.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from virtnet.errors import HostError, VirtnetError
+from virtnet.host import Host
+from virtnet.host.ipc import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUN_DEVICE, TUNSETIFF
 from virtnet.ports import PORTS_DIR_SUFFIX, PortError, PortManager, PortRecord, read_records
 from virtnet.state import list_dir
 
-TUN_DEVICE = "/dev/net/tun"
-TUNSETIFF = 0x400454CA
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
 
 
 Stamp = tuple[int, int, int]
@@ -213,7 +208,7 @@ def open_port_device(record: PortRecord, vnet_hdr: bool = True) -> int:
         name = b""
     elif record.device and record.port.plug_type.value in ("network", "bridge"):
         try:
-            fd = os.open(TUN_DEVICE, open_flags)
+            fd = Host.open_tun(open_flags)
         except OSError as exc:
             raise PortError(f"cannot open {TUN_DEVICE} for port {record.uuid}: "
                             f"{exc.strerror}") from None
@@ -221,7 +216,7 @@ def open_port_device(record: PortRecord, vnet_hdr: bool = True) -> int:
     else:
         raise PortError(f"port {record.uuid} has no tap or macvtap device to hand over")
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name, flags))
+        Host.attach_tap(fd, name, flags)
         if name and record.ifindex is not None and _index_of(record.device) != record.ifindex:
             os.close(fd)
             raise PortError(f"tap {record.device} is no longer the device of port "
@@ -241,4 +236,5 @@ def _index_of(name: str | None) -> int | None:
         return None
 
 
-__all__ = ["ResidentPortManager", "open_port_device"]
+__all__ = ["IFF_NO_PI", "IFF_TAP", "IFF_VNET_HDR", "TUNSETIFF", "TUN_DEVICE",
+           "ResidentPortManager", "open_port_device"]

@@ -53,6 +53,7 @@ from virtnet.daemon import invoke
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.resident import ResidentPortManager, open_port_device
 from virtnet.daemon.supervise import Supervisor
+from virtnet.host import Host
 from virtnet.errors import (
     Busy,
     HostConflict,
@@ -167,22 +168,10 @@ def socket_groups(sock: socket.socket) -> tuple[int, ...]:
         if exc.errno != errno.ERANGE:
             raise
         # more groups than socket.getsockopt can take a buffer for (1024 bytes)
-        raw = _getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS, NGROUPS_MAX * item)
+        raw = Host.getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS,
+                              NGROUPS_MAX * item)
     count = len(raw) // item
     return struct.unpack(f"{count}{GID_FORMAT}", raw[:count * item])
-
-
-def _getsockopt(fd: int, level: int, option: int, size: int) -> bytes:
-    """getsockopt(2) with a buffer of SIZE bytes (libc's: Python's stops at 1024)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    buffer = ctypes.create_string_buffer(size)
-    length = ctypes.c_uint32(size)
-    if libc.getsockopt(fd, level, option, buffer, ctypes.byref(length)) != 0:
-        number = ctypes.get_errno()
-        raise OSError(number, os.strerror(number))
-    return buffer.raw[:length.value]
 
 
 def peer_of_socket(sock: socket.socket, admin_gid: int | None) -> Peer:
@@ -384,8 +373,7 @@ class Daemon:
                                            thread_name_prefix="virtnetd")
         self.admin_gid = resolve_group(config.group)
         self.peers = Peers(self.admin_gid)  # serve the listener it makes: self.peers.listener
-        st = os.stat("/proc/self/ns/net")
-        self.netns_id = (st.st_dev, st.st_ino)
+        self.netns_id = Host.netns_identity()
         invoke.install(invoke.Resident(self.engine, self.ports))
         self.app = self._make_app()
 
@@ -763,8 +751,8 @@ class Daemon:
         record, fd = await self.call(create)
         summary = record.summary()
         if fd is not None:
-            try:
-                send_fd(request.transport, fd)
+            try:  # right before the HTTP response (docs/api.md, "pass_fd")
+                Host.send_fd(request.transport.get_extra_info("socket"), fd)
             except OSError as exc:
                 await self.call(self._undo_port, record)
                 raise ApiError(500, "HostError", f"cannot hand the descriptor of port "
@@ -1019,21 +1007,6 @@ def frames_of(result: invoke.InvokeResult) -> bytes:
         parts.append(f"{stream} {len(data)}\n".encode())
         parts.append(data)
     return b"".join(parts)
-
-
-def send_fd(transport: Any, fd: int) -> None:
-    """Send ``fd`` over the client's connection (SCM_RIGHTS), with the one NUL byte a stream
-    socket needs to carry it, right before the HTTP response (docs/api.md, "pass_fd")."""
-    sock = transport.get_extra_info("socket")
-    # asyncio's socket wrapper offers no sendmsg; a duplicate of the descriptor is the same
-    # connection (and, like it, non-blocking: one byte into an empty buffer never blocks).
-    duplicate = socket.socket(fileno=os.dup(sock.fileno()))
-    try:
-        sent = socket.send_fds(duplicate, [b"\0"], [fd])
-    finally:
-        duplicate.close()
-    if sent != 1:
-        raise OSError(0, "short write")
 
 
 __all__ = ["ApiError", "Daemon", "DaemonConfig", "Peer", "PeerListener", "Peers",

@@ -46,6 +46,7 @@ from typing import Any
 
 from virtnet.daemon.events import EventBus
 from virtnet.errors import VirtnetError
+from virtnet.host import Host
 from virtnet.ports import PORTS_DIR_SUFFIX
 
 log = logging.getLogger("virtnetd")
@@ -358,10 +359,8 @@ class Supervisor:
 
     def _open_link_watch(self) -> Any:
         if self._link_watch is None:
-            from virtnet.host.rtnl import LinkWatch
-
             try:
-                self._link_watch = LinkWatch()
+                self._link_watch = Host.watch_links()
             except VirtnetError as exc:
                 log.error("ports whose device goes away will not be released: %s", exc)
         return self._link_watch
@@ -411,10 +410,8 @@ class Supervisor:
                 except VirtnetError:
                     continue  # stopped meanwhile
             if candidates:
-                from virtnet.host.rtnl import shared_rtnl
-
                 try:
-                    moved = {link.mac for link in shared_rtnl().peer_links()}
+                    moved = {link.mac for link in Host.peer_links()}
                 except VirtnetError as exc:
                     log.error("cannot look for port devices in other namespaces: %s", exc)
                     return []
@@ -462,9 +459,8 @@ class Supervisor:
     def _watch_pidfd(self, name: str, pid: int) -> None:
         if self._loop is None:
             return
-        try:
-            fd = os.pidfd_open(pid)
-        except (OSError, AttributeError):
+        fd = Host.pidfd_open(pid)
+        if fd is None:
             return  # the tick's check remains
         self._pidfds[name] = (pid, fd)
         try:

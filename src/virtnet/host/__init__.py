@@ -4,85 +4,117 @@ Everything is done in the network namespace the process is in (see
 :func:`virtnet.host.netns.enter_netns`). Each helper does one thing; deletes treat "not
 found" as success so an undo can run twice. Heavy dependencies (libnftables) load on first
 use.
+
+What needs no handle is Host's static surface: the process's unix sockets and descriptors
+(host/ipc.py, host/fastipc.py), its namespace, pid file and watches (host/procs.py). The
+faces and the daemon reach every effect through Host that way; importing this package stays
+as cheap as the thin client needs (its modules load on first use).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import tempfile
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+import sys
 
-from virtnet.errors import HostError, NotInstalled, StorageError, storage_errors
-from virtnet.facts import HostFacts, KernelFeatures, NeighbourInfo, ProcessInfo, TcFeatures
-from virtnet.host import dnsmasq as dnsmasq_process
-from virtnet.host import kernel, procs
-from virtnet.host import sysctl as sysctl_mod
-from virtnet.host.netlink import (
-    AddressInfo,
-    IPAddress,
-    IPInterface,
-    IPNetwork,
-    LinkInfo,
-    Netlink,
-    RouteInfo,
-)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
+
+    from virtnet.facts import HostFacts, NeighbourInfo
+    from virtnet.host.netlink import (
+        AddressInfo,
+        IPAddress,
+        IPInterface,
+        IPNetwork,
+        LinkInfo,
+        RouteInfo,
+    )
 
 RUN_TIMEOUT_S = 60.0
 
 
-class HostReads:
-    """What the host is like, read without changing it: the facts the planners and the doctor
-    get as data (virtnet.facts), never the host itself."""
+def _load_handle_modules() -> None:
+    """Bind what the handle's methods use, when the first Host is made: the thin client
+    imports this package (for virtnet.host.fastipc) and must not pay for pyroute2's rtnl,
+    subprocess or virtnet.errors."""
+    global subprocess, tempfile, Path, HostError, StorageError, storage_errors  # noqa: PLW0603
+    global dnsmasq_process, sysctl_mod, Netlink, json, NotInstalled  # noqa: PLW0603
+    import json, subprocess, tempfile  # noqa: E401 - one deferred load
+    from pathlib import Path
 
-    def kernel_has(self, feature: str) -> bool:
-        return kernel.kernel_has(feature)
-
-    def kernel_features(self) -> KernelFeatures:
-        return kernel.probe_kernel()
-
-    def nft_ruleset(self) -> dict[str, Any] | None:
-        """`nft -j list ruleset`, parsed; None when it cannot be read."""
-        from virtnet.host.nft import read_ruleset  # nft (ctypes) loads on first use
-
-        return read_ruleset()
-
-    def legacy_forward_rules(self) -> list[str]:
-        """`iptables-legacy -S FORWARD` when legacy iptables has a filter table here."""
-        from virtnet.host.nft import read_legacy_forward
-
-        return read_legacy_forward()
-
-    def processes(self, programs: Iterable[str]) -> list[ProcessInfo]:
-        """The processes called PROGRAMS in this network namespace."""
-        return procs.processes_in_netns(programs)
-
-    def has_netns(self) -> bool:
-        return procs.netns_supported()
-
-    def is_our_dnsmasq(self, pid: int, conf_file: Path) -> bool:
-        """Whether PID is a live dnsmasq of CONF_FILE (by its command line)."""
-        return dnsmasq_process.is_our_dnsmasq(pid, conf_file)
-
-    def find_our_dnsmasqs(self, conf_file: Path) -> list[int]:
-        """Every live dnsmasq of CONF_FILE in this network namespace."""
-        return dnsmasq_process.find_our_dnsmasqs(conf_file)
-
-    def read_pid_file(self, pid_file: Path) -> int | None:
-        return dnsmasq_process.read_pid_file(pid_file)
-
-    def tc_features(self, cache_dir: Path | None = None) -> TcFeatures:
-        """What tc can use here (a scratch IFB probe, kept per process and per boot)."""
-        from virtnet.host import tc  # tc only for networks and ports that shape traffic
-
-        return tc.probe_features(cache_dir)
+    from virtnet.errors import HostError, NotInstalled, StorageError, storage_errors
+    from virtnet.host import dnsmasq as dnsmasq_process, sysctl as sysctl_mod
+    from virtnet.host.netlink import Netlink
 
 
-class Host(HostReads):
+class _Elsewhere:
+    """A function of another host/ module offered as a static method of Host, its module
+    imported on first use (so that importing this package stays cheap: see
+    _load_handle_modules). They need no handle: the process's sockets, descriptors and
+    namespace, the daemon's pid file and watches."""
+
+    def __init__(self, module: str, name: str | None = None) -> None:
+        self.module = f"virtnet.host.{module}"
+        self.name = name
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = self.name or name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if self.module not in sys.modules:
+            __import__(self.module)
+        return getattr(sys.modules[self.module], self.name or "")
+
+
+class Host:
+    # --- the process: static, no handle needed -----------------------------------------
+    connect_stream = _Elsewhere("fastipc")  # the thin client's two
+    netns_identity = _Elsewhere("fastipc")
+    connect_unix = _Elsewhere("ipc")
+    recv_fds = _Elsewhere("ipc")
+    send_fd = _Elsewhere("ipc")
+    listen_unix = _Elsewhere("ipc")
+    activation_socket = _Elsewhere("ipc")
+    notifier = _Elsewhere("ipc", "Notifier")
+    open_tun = _Elsewhere("ipc")
+    attach_tap = _Elsewhere("ipc")
+    enter_netns = _Elsewhere("netns")
+    watch_links = _Elsewhere("rtnl", "LinkWatch")
+    lock_pidfile = _Elsewhere("procs")
+    pidfd_open = _Elsewhere("procs")
+    vmrss_kb = _Elsewhere("procs")
+    mallinfo2 = _Elsewhere("procs")
+    set_mmap_threshold = _Elsewhere("procs")
+    getsockopt = _Elsewhere("procs")
+    run_attached = _Elsewhere("procs")  # the user's editor, on the terminal
+    run_filter = _Elsewhere("procs")  # bytes through a tool (Graphviz's dot)
+
+    # --- what the host is like, read without a handle: the planners and the doctor get
+    # these as data (virtnet.facts), never the host itself
+    kernel_has = _Elsewhere("kernel")
+    kernel_features = _Elsewhere("kernel", "probe_kernel")
+    tc_features = _Elsewhere("tc", "probe_features")  # a scratch IFB, once per boot
+    nft_ruleset = _Elsewhere("nft", "read_ruleset")  # `nft -j list ruleset`, or None
+    legacy_forward_rules = _Elsewhere("nft", "read_legacy_forward")
+    processes = _Elsewhere("procs", "processes_in_netns")  # by name, in this namespace
+    has_netns = _Elsewhere("procs", "netns_supported")
+    is_our_dnsmasq = _Elsewhere("dnsmasq")  # by its command line: a recycled pid never is
+    find_our_dnsmasqs = _Elsewhere("dnsmasq")
+    read_pid_file = _Elsewhere("dnsmasq")
+    libvirt_network_files = _Elsewhere("libvirt", "read_network_files")
+
+    @staticmethod
+    def peer_links() -> list[LinkInfo]:
+        """Links of other namespaces whose peers are here (veths moved away)."""
+        from virtnet.host.rtnl import shared_rtnl
+
+        return shared_rtnl().peer_links()
+
     def __init__(self) -> None:
+        _load_handle_modules()
         from virtnet.host.nft import shared_nft
         from virtnet.host.rtnl import shared_rtnl
 
@@ -107,7 +139,7 @@ class Host(HostReads):
 
     def read_facts(self, networks: Mapping[str, str] | None = None) -> HostFacts:
         """Links, addresses, routes and features of this namespace (virtnet.host.facts)."""
-        from virtnet.host.facts import read_facts  # loads libnftables' name (ctypes)
+        from virtnet.host.facts import read_facts
 
         return read_facts(self, networks)
 
@@ -232,16 +264,8 @@ class Host(HostReads):
 
     # --- traffic control ----------------------------------------------------------------
 
-    def tc_batch(self, commands: list[list[str]], *, what: str, missing_ok: bool = False) -> None:
-        """Run tc COMMANDS in one ``tc -batch`` (see virtnet.host.tc.run)."""
-        from virtnet.host import tc
-
-        tc.run(commands, what=what, missing_ok=missing_ok)
-
-    def create_ifb(self, name: str) -> None:
-        from virtnet.host import tc
-
-        tc.create_ifb(name)
+    tc_batch = _Elsewhere("tc", "run")  # (commands, *, what, missing_ok): one `tc -batch`
+    create_ifb = _Elsewhere("tc")
 
     # --- files --------------------------------------------------------------------------
 
@@ -322,15 +346,6 @@ class Host(HostReads):
             raise HostError(f"{' '.join(argv)} failed: {detail}")
         return proc
 
-    def run_attached(self, argv: list[str]) -> int:
-        """Run ARGV on the terminal (the user's editor); its exit status."""
-        return procs.run_attached(argv)
-
-    def run_filter(self, argv: list[str], data: bytes,
-                   timeout: float) -> subprocess.CompletedProcess[bytes] | None:
-        """Pipe DATA through ARGV (bytes in, bytes out); None if it did not finish in time."""
-        return procs.run_filter(argv, data, timeout)
-
     def spawn_dnsmasq(self, argv: list[str], pid_file: Path) -> subprocess.Popen[str]:
         return dnsmasq_process.spawn_dnsmasq(argv, pid_file)
 
@@ -345,4 +360,4 @@ class Host(HostReads):
         return dnsmasq_process.stop_dnsmasq(pid, conf_file)
 
 
-__all__ = ["Host", "HostReads"]
+__all__ = ["Host"]
