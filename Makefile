@@ -8,7 +8,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 nftables dnsm
 	udhcpc dhcpcd-base isc-dhcp-client dpkg-dev xz-utils curl iptables graphviz \
 	libvirt-daemon libvirt-daemon-system libvirt-clients
 
-.PHONY: demo test deps venv corpus bench clean fuzz soak
+.PHONY: demo test deps venv corpus bench clean fuzz soak deb deb-check
 
 deps: .stamp-apt
 .stamp-apt:
@@ -50,6 +50,15 @@ fuzz: venv
 # long runs in a namespace: 500 start/stop and 5000 port cycles, then no leak (bench/soak.py)
 soak: venv
 	$(PY) bench/soak.py --cycles 500 --port-cycles 5000
+
+# the Debian package: dist/virtnet_<version>_<arch>.deb (debhelper; installs its build tools)
+deb:
+	bash scripts/build-deb.sh
+
+# the package in a clean Debian 12 chroot (debootstrap, cached in build/chroot): install with
+# apt from Debian 12 alone, check what it ships, purge, check nothing is left; not in `make test`
+deb-check: deb
+	bash scripts/deb-check.sh
 
 clean:
 	rm -rf $(VENV) .stamp-apt build *.egg-info

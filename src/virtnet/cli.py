@@ -137,6 +137,13 @@ class VirtnetGroup(click.Group):
             fail(exc.format_message(), USAGE_CODE, status=EXIT_USAGE)
 
 
+def complete_network(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of a network argument (virtnet.completion; loaded only at a TAB)."""
+    from virtnet.completion import complete_network as complete
+
+    return complete(ctx, param, incomplete)
+
+
 @click.group(cls=VirtnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--netns",
@@ -172,7 +179,6 @@ def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
 
     Elements and attributes libvirt's schema does not know (a misspelt <forward>, which
     libvirt's parser would silently drop) count as problems, each named with its line."""
-    from virtnet.errors import XMLParseError
     from virtnet.validate import validate
     from virtnet.xml.parse import network_from_tree, parse_document
     from virtnet.xml.schema import unknown_items
@@ -208,7 +214,6 @@ def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
 @click.argument("file")
 def format_cmd(file: str) -> None:
     """Print a definition in libvirt's canonical layout (refused if it does not parse)."""
-    from virtnet.errors import ValidationError
     from virtnet.validate import validate
     from virtnet.xml.format import format_network
     from virtnet.xml.parse import parse_network
@@ -244,7 +249,6 @@ def update_cmd(file: str, command: str, section: str, xml: str, parent_index: in
     XML is the entry itself ('<host .../>'), or @PATH to read it from a file (as in virsh, a
     value not starting with '<' is also read as a path).
     """
-    from virtnet.errors import ValidationError
     from virtnet.update import apply_update
     from virtnet.validate import validate
     from virtnet.xml.format import format_network
@@ -378,7 +382,7 @@ def net_create_cmd(ctx: click.Context, file: str) -> None:
 
 
 @main.command("net-undefine")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_undefine_cmd(ctx: click.Context, network: str) -> None:
     """Forget a persistent network (an active one keeps running, as transient)."""
@@ -390,7 +394,7 @@ def net_undefine_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("net-start")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_start_cmd(ctx: click.Context, network: str) -> None:
     """Start a defined network; for an active one, restart its dnsmasq if it died."""
@@ -405,7 +409,7 @@ def net_start_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("net-destroy")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_destroy_cmd(ctx: click.Context, network: str) -> None:
     """Stop an active network, undoing everything its start did."""
@@ -424,7 +428,7 @@ def net_destroy_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("net-autostart")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--disable", is_flag=True, help="Do not start the network with the host.")
 @click.pass_context
 def net_autostart_cmd(ctx: click.Context, network: str, disable: bool) -> None:
@@ -478,7 +482,7 @@ def net_list_cmd(
 
 
 @main.command("net-info")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
 @click.pass_context
 def net_info_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -506,18 +510,32 @@ def net_info_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
 
 
 @main.command("net-dumpxml")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--inactive", is_flag=True, help="The persistent definition, not the live one.")
+@click.option("--xpath", default=None, metavar="EXPRESSION",
+              help="Print only the nodes the XPath EXPRESSION selects, one per line.")
+@click.option("--wrap", is_flag=True, help="With --xpath: all of them inside one <nodes>.")
 @click.pass_context
-def net_dumpxml_cmd(ctx: click.Context, network: str, inactive: bool) -> None:
+def net_dumpxml_cmd(ctx: click.Context, network: str, inactive: bool, xpath: str | None,
+                    wrap: bool) -> None:
     """Print a network's definition in libvirt's layout."""
     engine = engine_of(ctx)
     record = lookup_network(engine, network)
-    virsh_echo(engine.dumpxml(record.name, inactive=inactive))
+    text = engine.dumpxml(record.name, inactive=inactive)
+    if xpath is not None:
+        from virtnet.xml.document import XPathError, select_nodes
+
+        try:
+            text = select_nodes(text, xpath, record.name, wrap=wrap,
+                                warn=lambda message: click.echo(f"warning: {message}",
+                                                                err=True))
+        except XPathError as exc:
+            virsh_fail(exc.message)
+    virsh_echo(text)
 
 
 @main.command("net-uuid")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the UUID as JSON.")
 @click.pass_context
 def net_uuid_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -548,7 +566,7 @@ def net_name_cmd(ctx: click.Context, uuid: str, as_json: bool) -> None:
 
 
 @main.command("net-dhcp-leases")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--mac", default=None, help="Only the leases of this MAC address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the leases as JSON.")
 @click.pass_context
@@ -567,7 +585,7 @@ def net_dhcp_leases_cmd(ctx: click.Context, network: str, mac: str | None, as_js
 
 
 @main.command("net-update")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("command", metavar="COMMAND")
 @click.argument("section", metavar="SECTION")
 @click.argument("xml", metavar="XML")
@@ -612,7 +630,7 @@ def net_update_cmd(
 
 
 @main.command("net-edit")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.pass_context
 def net_edit_cmd(ctx: click.Context, network: str) -> None:
     """Edit a network's definition in $VISUAL or $EDITOR; it is checked before it is saved."""
@@ -653,7 +671,7 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
 
 
 @main.command("plan")
-@click.argument("target", metavar="NAME|FILE")
+@click.argument("target", metavar="NAME|FILE", shell_complete=complete_network)
 @click.option("--commands", is_flag=True, help="Print the equivalent shell commands.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
@@ -697,7 +715,6 @@ def dnsmasq_conf_cmd(ctx: click.Context, file: str, dnsmasq_dir: Path | None, ho
     from dataclasses import replace
 
     from virtnet.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
-    from virtnet.errors import ValidationError
     from virtnet.paths import StatePaths
     from virtnet.validate import validate
     from virtnet.xml.parse import parse_network
@@ -748,7 +765,7 @@ def port_line(summary: dict[str, Any]) -> str:
 
 
 @main.command("port-create")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--mac", default=None, metavar="MAC", help="The guest interface's MAC address.")
 @click.option("--portgroup", default=None, metavar="NAME", help="Portgroup to take settings from.")
 @click.option("--owner", default=None, metavar="NAME", help="Name of the guest owning the port.")
@@ -768,10 +785,7 @@ def port_create_cmd(ctx: click.Context, network: str, mac: str | None, portgroup
     from virtnet.ports import PortRequest, parse_rate_option
 
     if xml_file is not None:
-        from virtnet.xml.portxml import parse_port
-
-        data, name = read_input(xml_file)
-        request = PortRequest.from_port(parse_port(data, source=name))
+        request = port_request_from_file(xml_file)
         if mac is not None:
             request.mac = mac
     elif mac is None:
@@ -792,10 +806,7 @@ def port_create_cmd(ctx: click.Context, network: str, mac: str | None, portgroup
             request.bandwidth.inbound = parse_rate_option("--inbound", inbound, floor=True)
         if outbound is not None:
             request.bandwidth.outbound = parse_rate_option("--outbound", outbound, floor=False)
-    manager = port_manager_of(ctx)
-    record = lookup_network(manager.engine, network)
-    with VirshFailure(f"Failed to create network port on network {record.name}"):
-        port = manager.create(record.name, request)
+    port = create_port(ctx, network, request)
     summary = port.summary()
     if as_json:
         emit_json(summary)
@@ -803,8 +814,25 @@ def port_create_cmd(ctx: click.Context, network: str, mac: str | None, portgroup
         virsh_echo(f"Network port {port.uuid} created: {port_line(summary)}")
 
 
+def port_request_from_file(path: str) -> Any:
+    """The port request of a <networkport> XML file ('-' for stdin)."""
+    from virtnet.ports import PortRequest
+    from virtnet.xml.portxml import parse_port
+
+    data, name = read_input(path)
+    return PortRequest.from_port(parse_port(data, source=name))
+
+
+def create_port(ctx: click.Context, network: str, request: Any) -> Any:
+    """Create the port REQUEST asks for on NETWORK, failing as virsh does."""
+    manager = port_manager_of(ctx)
+    record = lookup_network(manager.engine, network)
+    with VirshFailure(f"Failed to create network port on network {record.name}"):
+        return manager.create(record.name, request)
+
+
 @main.command("port-delete")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("port")
 @click.pass_context
 def port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
@@ -817,7 +845,7 @@ def port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
 
 
 @main.command("port-list")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the ports as JSON.")
 @click.pass_context
 def port_list_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -837,7 +865,7 @@ def port_list_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
 
 
 @main.command("port-dumpxml")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.argument("port")
 @click.pass_context
 def port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
@@ -847,6 +875,61 @@ def port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
     with VirshFailure(f"failed to get network port '{port}'"):
         text = manager.dumpxml(record.name, port)
     virsh_echo(text)
+
+
+# virsh's own names for the port verbs (virsh net-port-*): its arguments, its output.
+
+
+@main.command("net-port-create")
+@click.argument("network", shell_complete=complete_network)
+@click.argument("file")
+@click.pass_context
+def net_port_create_cmd(ctx: click.Context, network: str, file: str) -> None:
+    """Create a port of NETWORK from a <networkport> XML FILE (virsh's name for port-create)."""
+    port = create_port(ctx, network, port_request_from_file(file))
+    virsh_echo(f"Network port {port.uuid} created from {file}")
+
+
+@main.command("net-port-list")
+@click.argument("network", shell_complete=complete_network)
+@click.option("--uuid", "uuid_only", is_flag=True, help="List the UUIDs only.")
+@click.option("--table", is_flag=True, help="A table (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the ports as JSON.")
+@click.pass_context
+def net_port_list_cmd(ctx: click.Context, network: str, uuid_only: bool, table: bool,
+                      as_json: bool) -> None:
+    """List the ports of NETWORK by UUID, as virsh does (port-list shows more)."""
+    if as_json:
+        ctx.invoke(port_list_cmd, network=network, as_json=True)
+        return
+    if uuid_only and table:
+        virsh_fail("Only one argument from --table and --uuid may be specified.")
+    manager = port_manager_of(ctx)
+    record = lookup_network(manager.engine, network)
+    with VirshFailure(f"Failed to list network ports of {record.name}"):
+        uuids = [port.uuid for port in manager.list(record.name)]
+    if uuid_only:
+        virsh_echo("".join(f"{uuid}\n" for uuid in uuids))
+    else:
+        virsh_echo(virsh_table(["UUID"], [[uuid] for uuid in uuids]))
+
+
+@main.command("net-port-dumpxml")
+@click.argument("network", shell_complete=complete_network)
+@click.argument("port")
+@click.pass_context
+def net_port_dumpxml_cmd(ctx: click.Context, network: str, port: str) -> None:
+    """Print a port in libvirt's <networkport> layout (virsh's name for port-dumpxml)."""
+    ctx.invoke(port_dumpxml_cmd, network=network, port=port)
+
+
+@main.command("net-port-delete")
+@click.argument("network", shell_complete=complete_network)
+@click.argument("port")
+@click.pass_context
+def net_port_delete_cmd(ctx: click.Context, network: str, port: str) -> None:
+    """Delete a port of NETWORK and its device (virsh's name for port-delete)."""
+    ctx.invoke(port_delete_cmd, network=network, port=port)
 
 
 # --- explain and prove reachability: doctor, lab, graph ----------------------------------
@@ -868,7 +951,8 @@ def _network_or_file(engine: Any, target: str) -> tuple[Any, Any]:
 
 
 @main.command("doctor")
-@click.argument("networks", nargs=-1, metavar="[NETWORK|FILE]...")
+@click.argument("networks", nargs=-1, metavar="[NETWORK|FILE]...",
+                shell_complete=complete_network)
 @click.option("--guest-config", is_flag=True,
               help="Also print the guests' DHCP client configuration for each network.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
@@ -990,7 +1074,7 @@ def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: boo
 
 
 @main.command("graph")
-@click.argument("target", metavar="NETWORK|FILE")
+@click.argument("target", metavar="NETWORK|FILE", shell_complete=complete_network)
 @click.option("-o", "--output", "output", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="The picture to write: .svg or .png (.dot writes the Graphviz text).")
@@ -1035,7 +1119,7 @@ def live_config_options(fn: Any) -> Any:
 
 
 @main.command("net-forward-add")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), required=True)
 @click.option("--port", required=True, metavar="P[-Q]", help="Host port or range.")
 @click.option("--to", "to", required=True, metavar="ADDR[:PORT]", help="Guest address (and port).")
@@ -1059,7 +1143,7 @@ def net_forward_add_cmd(ctx: click.Context, network: str, proto: str, port: str,
 
 
 @main.command("net-forward-del")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), required=True)
 @click.option("--port", required=True, metavar="P[-Q]")
 @click.option("--address", default=None, metavar="HOSTADDR")
@@ -1077,7 +1161,7 @@ def net_forward_del_cmd(ctx: click.Context, network: str, proto: str, port: str,
 
 
 @main.command("net-forward-list")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--inactive", is_flag=True, help="The persistent definition's forwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the forwards as JSON.")
 @click.pass_context
@@ -1125,7 +1209,7 @@ def net_apply_cmd(ctx: click.Context, file: str, dry_run: bool, restart: bool,
 
 
 @main.command("net-addresses")
-@click.argument("network")
+@click.argument("network", shell_complete=complete_network)
 @click.option("--json", "as_json", is_flag=True, help="Print the guests as JSON.")
 @click.pass_context
 def net_addresses_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
@@ -1206,6 +1290,22 @@ def net_new_ips(made: dict[str, Any]) -> list[tuple[str, str]]:
         dhcp = f" (DHCP {', '.join(ip['dhcp'])})" if ip.get("dhcp") else ""
         lines.append((label, f"{ip['address']}{dhcp}"))
     return lines
+
+
+@main.command("help")
+@click.argument("verb", required=False)
+@click.pass_context
+def help_cmd(ctx: click.Context, verb: str | None) -> None:
+    """Show the help of VERB (as VERB --help does), or of virtnet."""
+    parent = ctx.parent if ctx.parent is not None else ctx
+    if verb is None:
+        click.echo(parent.get_help())
+        return
+    command = main.get_command(parent, verb)
+    if command is None:
+        raise click.UsageError(f"unknown verb '{verb}' (virtnet help lists them)", ctx=ctx)
+    with click.Context(command, info_name=verb, parent=parent) as sub:
+        click.echo(command.get_help(sub))
 
 
 # --- new commands are added above this line ------------------------------------------

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 GLOBAL_OPTIONS_WITH_VALUE = ("--netns", "--state-dir")
 # Verbs whose arguments name files: they are read here and sent.
 FILE_VERBS = frozenset({"validate", "format", "update", "dnsmasq-conf", "net-define",
-                        "net-create", "plan", "port-create", "net-update", "net-apply"})
+                        "net-create", "plan", "port-create", "net-update", "net-apply",
+                        "net-port-create"})
 # Among them, those that read stdin for '-' (through cli.read_input).
 STDIN_VERBS = FILE_VERBS - {"net-update"}
 # Verbs whose output shows paths under the state directory: a relative --state-dir must be
@@ -57,6 +58,7 @@ FORWARDED_VERBS = frozenset({
     "net-update", "net-apply", "net-new", "net-addresses",
     "net-forward-add", "net-forward-del", "net-forward-list",
     "port-create", "port-delete", "port-list", "port-dumpxml",
+    "net-port-create", "net-port-delete", "net-port-list", "net-port-dumpxml",
 })
 MAX_FILE_BYTES = 10 * 1024 * 1024  # = virtnet.xml.parse.MAX_DOCUMENT_BYTES
 HELP_TOKENS = frozenset({"-h", "--help", "--version"})

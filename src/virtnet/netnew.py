@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virtnet.errors import VirtnetError
+from virtnet.errors import VirtnetError, XMLParseError
 from virtnet.model import (
     Bridge,
     DhcpRange,
@@ -30,6 +30,7 @@ from virtnet.model import (
     IpDef,
     Network,
 )
+from virtnet.xml.document import parse_document
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine
@@ -108,9 +109,6 @@ def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
 
     Tolerant on purpose: a file that does not parse, or an <ip> without a usable address, is
     passed over — the result only steers the choice of a free subnet."""
-    from virtnet.errors import XMLParseError
-    from virtnet.xml.document import parse_document
-
     subnets: list[IPNetwork] = []
     for source, data in files:
         try:
@@ -249,8 +247,6 @@ def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = Tr
     """Build the definition of OPTIONS against this host, the known networks and libvirt's
     (from the files in LIBVIRT_DIRS, by default libvirt's own); define it unless DEFINE is
     false. Returns the network (as it was defined, when defined)."""
-    from virtnet.host.libvirt import LIBVIRT_NETWORK_DIRS, read_network_files
-
     with engine.store.lock:
         records = engine.records()
         if any(record.name == options.name for record in records):
@@ -260,9 +256,10 @@ def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = Tr
                                                          options.ipv6):
             with engine.host() as host:
                 facts = engine._facts(host)
+                libvirt_files = (host.libvirt_network_files() if libvirt_dirs is None
+                                 else host.libvirt_network_files(libvirt_dirs))
             taken = taken_networks(facts, [record.current for record in records])
-            taken += libvirt_subnets(read_network_files(
-                LIBVIRT_NETWORK_DIRS if libvirt_dirs is None else libvirt_dirs))
+            taken += libvirt_subnets(libvirt_files)
         ipv4, ipv6 = resolve_addresses(options, taken)
         xml = engine.format(build_network(options, ipv4, ipv6), inactive=True)
         built = engine.parse(xml, f"net-new {options.name}")  # the validator a file would meet

@@ -43,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from virtnet import __version__
 from virtnet.errors import VirtnetError
 from virtnet.host import Host
 from virtnet.host.ipc import Notifier, Occupied
@@ -210,6 +211,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="do not start autostart networks")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"virtnetd {__version__}")
     return parser.parse_args(argv)
 
 

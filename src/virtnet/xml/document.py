@@ -14,6 +14,7 @@ parser keeps that text, and the formatter writes it back at its indentation.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from lxml import etree
 
@@ -323,4 +324,57 @@ def dump_metadata(metadata: etree._Element, level: int) -> str:
     return "".join(out)
 
 
-__all__ = ["MAX_DOCUMENT_BYTES", "Element", "dump_metadata", "parse_document", "parse_fragment"]
+def dump_node(node: etree._Element, level: int = 0) -> str:
+    """NODE as libxml2's xmlNodeDump writes it (format=1) at indentation LEVEL."""
+    out: list[str] = []
+    _dump_node(node, level, True, out)
+    return "".join(out)
+
+
+class XPathError(XMLParseError):
+    """An XPath expression that is not valid, or does not select nodes."""
+
+
+def select_nodes(text: str, expression: str, source: str, wrap: bool = False,
+                 warn: Callable[[str], None] | None = None) -> str:
+    """What virsh's ``--xpath EXPRESSION [--wrap]`` prints of the XML TEXT: each selected node
+    dumped on a line of its own (an attribute as ` name="value"`), or with WRAP all of them
+    as children (attributes: attributes) of one <nodes> element. Only expressions that select
+    nodes are accepted, as virsh accepts them."""
+    root = parse_document(text, source)
+    if expression.strip() == "/":
+        # the document node itself (lxml gives no node for it): its declaration, then the root
+        document = f'<?xml version="1.0" encoding="UTF-8"?>\n{dump_node(root)}\n'
+        return f"<nodes>\n{document}\n</nodes>\n" if wrap else f"{document}\n"
+    try:
+        found = root.getroottree().xpath(expression)
+    except etree.XPathError as exc:
+        # virsh selects nothing then (libxml2 reports the error and gives no node set)
+        if warn is not None:
+            warn(f"XPath expression '{expression}' is not valid: {exc}")
+        found = []
+    if not isinstance(found, list):  # a number, a string, a boolean: not nodes
+        raise XPathError(f"Incorrect xpath '{expression}'", source=source)
+    lines: list[str] = []
+    wrapper = etree.Element("nodes")
+    for node in found:
+        if isinstance(node, etree._Element):
+            lines.append(dump_node(node))
+            wrapper.append(etree.fromstring(etree.tostring(node, with_tail=False)))
+        elif getattr(node, "is_attribute", False):
+            name = str(node.attrname)
+            lines.append(f' {name}="{_escape_attribute(str(node))}"')
+            wrapper.set(name, str(node))  # the same name twice: the last one stays
+        else:  # a text node
+            lines.append(_escape_text(str(node)))
+            if len(wrapper):
+                wrapper[-1].tail = (wrapper[-1].tail or "") + str(node)
+            else:
+                wrapper.text = (wrapper.text or "") + str(node)
+    if wrap:
+        return dump_node(wrapper) + "\n"
+    return "".join(line + "\n" for line in lines)
+
+
+__all__ = ["MAX_DOCUMENT_BYTES", "Element", "XPathError", "dump_metadata", "dump_node",
+           "parse_document", "parse_fragment", "select_nodes"]
