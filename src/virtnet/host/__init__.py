@@ -101,6 +101,7 @@ class Host:
     legacy_forward_rules = _Elsewhere("nft", "read_legacy_forward")
     processes = _Elsewhere("procs", "processes_in_netns")  # by name, in this namespace
     has_netns = _Elsewhere("procs", "netns_supported")
+    has_net_admin = _Elsewhere("privilege")  # CAP_NET_ADMIN in this process's effective set
     is_our_dnsmasq = _Elsewhere("dnsmasq")  # by its command line: a recycled pid never is
     find_our_dnsmasqs = _Elsewhere("dnsmasq")
     read_pid_file = _Elsewhere("dnsmasq")
