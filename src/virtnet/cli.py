@@ -1292,6 +1292,79 @@ def net_new_ips(made: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+# virsh's lifecycle events, from virtnetd's event stream (docs/api.md "Events")
+LIFECYCLE_EVENTS = {"network-defined": "Defined", "network-undefined": "Undefined",
+                    "network-started": "Started", "network-stopped": "Stopped"}
+EVENT_KINDS = ("lifecycle",)
+
+
+@main.command("net-event")
+@click.argument("network", required=False, shell_complete=complete_network)
+@click.option("--event", "kind", default=None, metavar="TYPE",
+              help="The kind of event to wait for: lifecycle.")
+@click.option("--loop", is_flag=True, help="Go on after the first event.")
+@click.option("--timeout", type=click.IntRange(min=1), default=None, metavar="SECONDS",
+              help="Stop after SECONDS.")
+@click.option("--list", "list_kinds", is_flag=True, help="List the kinds of event.")
+@click.option("--timestamp", is_flag=True, help="Show when each event happened (UTC).")
+@click.pass_context
+def net_event_cmd(ctx: click.Context, network: str | None, kind: str | None, loop: bool,
+                  timeout: int | None, list_kinds: bool, timestamp: bool) -> None:
+    """Wait for networks' lifecycle events and print them, as virsh net-event does.
+
+    The events come from virtnetd, which sees every change, made through it or not."""
+    import time
+
+    from virtnet.client import Client, DaemonUnavailable
+
+    if list_kinds:
+        virsh_echo("".join(f"{name}\n" for name in EVENT_KINDS))
+        return
+    if kind is None:
+        virsh_fail("either --list or --event <type> is required")
+    if kind not in EVENT_KINDS:
+        virsh_fail(f"unknown event type {kind}")
+    state = ctx.obj.state_dir
+    client = Client(state_dir=state, timeout=timeout)
+    if network is not None:
+        try:
+            known = {row["name"] for row in client.networks(all=True)}
+        except (DaemonUnavailable, OSError) as exc:
+            fail(f"net-event needs virtnetd serving {state or '/'}: {exc}")
+        if network not in known:
+            # virsh says so, then listens to every network all the same
+            click.echo(f"error: failed to get network '{network}'", err=True)
+            network = None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    count = 0
+    try:
+        with client.events(network, timeout=timeout) as stream:
+            for event in stream:
+                name = LIFECYCLE_EVENTS.get(event.get("type", ""))
+                if name is None:
+                    continue
+                when = ""
+                if timestamp:
+                    seconds = float(event.get("time", time.time()))
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+                    when = f"{stamp}.{int(seconds * 1000) % 1000:03d}+0000: "
+                click.echo(f"{when}event 'lifecycle' for network {event['network']}: {name}")
+                count += 1
+                if not loop:
+                    break
+                if deadline is not None:
+                    stream.settimeout(max(0.001, deadline - time.monotonic()))
+    except TimeoutError:
+        click.echo("event loop timed out")
+    except (DaemonUnavailable, OSError) as exc:
+        fail(f"net-event needs virtnetd serving {state or '/'}: {exc}")
+    finally:
+        client.close()
+    virsh_echo(f"events received: {count}")
+    if count == 0:
+        sys.exit(EXIT_FAILED)
+
+
 @main.command("help")
 @click.argument("verb", required=False)
 @click.pass_context

@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import secrets
 import select
 import shutil
@@ -1006,3 +1007,73 @@ def test_one_daemon_per_state_directory(fresh: Any) -> None:
     assert f"another virtnetd (pid {first.pid}) already serves this state directory" \
         in second.stderr
     assert first.running
+
+
+def test_the_daemon_logs_each_change_with_who_asked(fresh: Any) -> None:
+    ns, root, daemons = fresh
+    daemon = VirtnetdProcess(ns, root / "state")
+    daemons.append(daemon)
+    daemon.start()
+    definition = root / "logged.xml"
+    definition.write_text(network_xml("logged", "10.94.0"))
+    daemon.virtnet("net-define", str(definition))
+    daemon.virtnet("net-list")  # reads are not changes: not logged
+    from virtnet.client import Connection
+
+    connection = Connection(str(daemon.socket_path), 30.0)
+    try:
+        answer = connection.request("DELETE", "/v1/networks/nosuch%0Aforged")
+    finally:
+        connection.close()
+    assert answer.status == 404
+    daemon.virtnet("net-undefine", "logged")
+    log = daemon.log()
+    changes = [line for line in log.splitlines() if " by uid " in line]
+    assert len(changes) == 3, log
+    assert changes[0].endswith(f"net-define {definition} by uid 0, gid 0, pid "
+                               f"{changes[0].split(' pid ')[1].split(':')[0]}: exit status 0")
+    assert "net-list" not in log
+    # a client's text stays on its line, escaped
+    assert "DELETE '/v1/networks/nosuch\\nforged' by uid 0" in changes[1] and \
+        changes[1].endswith(": 404")
+    assert "net-undefine logged by uid 0" in changes[2]
+
+
+def test_net_event_prints_lifecycle_events_as_virsh_does(fresh: Any) -> None:
+    """The text virsh 9.0 prints for the same four changes (seen from a live libvirtd)."""
+    ns, root, daemons = fresh
+    daemon = VirtnetdProcess(ns, root / "state")
+    daemons.append(daemon)
+    daemon.start()
+    definition = root / "ev.xml"
+    definition.write_text(network_xml("ev", "10.95.0"))
+    base = [*script("virtnet"), "--netns", ns, "--state-dir", str(root / "state"), "net-event"]
+    looping = subprocess.Popen([*base, "--event", "lifecycle", "--loop", "--timeout", "6"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*base, "ev", "--event", "lifecycle", "--timestamp"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # both subscribed
+        daemon.virtnet("net-define", str(definition))
+        daemon.virtnet("net-start", "ev")
+        daemon.virtnet("net-destroy", "ev", direct=True)  # seen too, without the daemon
+        daemon.virtnet("net-undefine", "ev")
+        out, err = looping.communicate(timeout=30)
+        first_out, first_err = first.communicate(timeout=30)
+    finally:
+        for proc in (looping, first):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert looping.returncode == 0, err
+    assert out == ("event 'lifecycle' for network ev: Defined\n"
+                   "event 'lifecycle' for network ev: Started\n"
+                   "event 'lifecycle' for network ev: Stopped\n"
+                   "event 'lifecycle' for network ev: Undefined\n"
+                   "event loop timed out\nevents received: 4\n\n")
+    # a network not defined yet: virsh's error, then the first event of any network
+    assert first_err == "error: failed to get network 'ev'\n"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: event 'lifecycle' for "
+                        r"network ev: Defined\nevents received: 1\n\n", first_out), first_out
+    quiet = daemon.virtnet("net-event", "--event", "lifecycle", "--timeout", "1", check=False)
+    assert (quiet.returncode, quiet.stdout) == (1, "event loop timed out\nevents received: 0\n\n")

@@ -44,6 +44,7 @@ READ_ONLY_VERBS = frozenset({
     "validate", "format", "update", "dnsmasq-conf", "plan",
     "net-list", "net-info", "net-dumpxml", "net-uuid", "net-name", "net-dhcp-leases",
     "net-addresses", "net-forward-list", "port-list", "port-dumpxml",
+    "net-port-list", "net-port-dumpxml",
 })
 STDOUT, STDERR = 1, 2
 

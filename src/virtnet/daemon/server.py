@@ -67,6 +67,18 @@ from virtnet.paths import StatePaths
 
 log = logging.getLogger("virtnetd")
 
+
+def loggable(words: list[str]) -> str:
+    """WORDS for one log line: a client's text cannot start a line of its own or hide in
+    control characters (each is shown escaped), and a long word is cut."""
+    shown = []
+    for word in words:
+        text = word if len(word) <= 200 else word[:200] + "..."
+        if not text.isprintable() or not text or " " in text:
+            text = repr(text)
+        shown.append(text)
+    return " ".join(shown)
+
 # Seconds spent in worker threads on the engine for the request being handled (see
 # Daemon.call), reported with the handler's whole time in a Server-Timing header so that
 # clients and benchmarks can tell the engine's work from the HTTP and thread hand-off cost.
@@ -446,6 +458,10 @@ class Daemon:
         spent: list[float] = []
         _work_seconds.set(spent)
         response = await self._handle(request, handler)
+        if request.method not in ("GET", "HEAD") and request.path != "/v1/cli" \
+                and "peer" in request:  # a change (or an attempt), and who asked for it
+            log.info("%s %s by %s: %d", request.method, loggable([request.path]),
+                     request["peer"].describe(), response.status)
         if not response.prepared:
             handled = (time.perf_counter() - started) * 1000.0
             response.headers["Server-Timing"] = (f"work;dur={sum(spent) * 1000.0:.3f}, "
@@ -857,6 +873,8 @@ class Daemon:
 
         result = await self.call(invoke.invoke, argv, files, shown_state_dir)
         if changes:
+            log.info("%s by %s: exit status %d", loggable(argv[:2]), peer.describe(),
+                     result.status)
             self.scan_after_answer()
         if FRAMES_TYPE in request.headers.get("Accept", ""):
             return web.Response(body=frames_of(result), content_type=FRAMES_TYPE)
