@@ -28,7 +28,7 @@ CEILINGS = {
     "a_modules": (1, 0),          # {apply coexist engine firewall forwards ports}
     "a_dynamic_units": (1, 0),    # importlib names (plan.KIND_MODULES, drivers) join both
     "b_private": (35, 0),
-    "c_local_imports": (225, 20),
+    "c_local_imports": (227, 20),
     "d_modules": (15, 0),
     "d_classes": (7, 0),
     "e_effects": (19, 0),
