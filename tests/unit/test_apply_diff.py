@@ -14,8 +14,7 @@ from virtnet.apply import Step, diff_actions, not_live_changes, run_steps
 from virtnet.drivers.bridged import BridgedDriver
 from virtnet.errors import HostError
 from virtnet.host import Host
-from virtnet.host.facts import HostFacts
-from virtnet.host.netlink import AddressInfo, LinkInfo, RouteInfo
+from virtnet.facts import AddressInfo, HostFacts, LinkInfo, RouteInfo
 from virtnet.model import (
     Bridge,
     DhcpHost,
