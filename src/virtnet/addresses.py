@@ -26,7 +26,7 @@ from virtnet.leases import LeaseRow, normalize_mac
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine
-    from virtnet.host.rtnl import NeighbourInfo
+    from virtnet.facts import NeighbourInfo
     from virtnet.model import Network
 
 SOURCE_LEASE = "lease"
@@ -144,8 +144,6 @@ def merge_guests(net: Network, leases: list[LeaseRow], neighbours: list[Neighbou
 
 def network_addresses(engine: Engine, name: str) -> list[Guest]:
     """The guests of the running network NAME (leases + the bridge's neighbour tables)."""
-    from virtnet.host.rtnl import Rtnl
-
     record = engine.lookup(name)
     if not record.active or record.live is None:
         raise VirtnetError(f"network '{record.name}' is not active")
@@ -155,15 +153,12 @@ def network_addresses(engine: Engine, name: str) -> list[Guest]:
     neighbours: list[NeighbourInfo] = []
     own_macs: set[str] = set()
     if bridge is not None:
-        rtnl = Rtnl()
-        try:
-            info = rtnl.link_info(bridge)
+        with engine.host() as host:
+            info = host.link(bridge)
             if info is not None:  # a network without a bridge of its own (macvtap) has none
-                neighbours = rtnl.neighbours(bridge)
+                neighbours = host.neighbours(bridge)
                 if info.mac:
                     own_macs.add(info.mac)
-        finally:
-            rtnl.close()
     return merge_guests(net, leases, neighbours, own_macs)
 
 

@@ -30,10 +30,11 @@ or a burst above TC_MAX_BURST KiB is refused (BandwidthError) before anything is
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtnet.errors import HostError, InvalidOperationError, PortError, VirtnetError
+from virtnet.facts import TcFeatures
 from virtnet.model import Bandwidth, BandwidthRate, Network, family_of
 from virtnet.plan import RECORDED, Action
 
@@ -58,30 +59,6 @@ TC_MAX_BURST = (2**32 - 1) // 1024
 class BandwidthError(VirtnetError):
     """A bandwidth that tc cannot set (a rate or burst beyond its range): the definition or
     the port request is refused, nothing is shaped."""
-
-
-@dataclass(frozen=True)
-class TcFeatures:
-    """Which traffic-control pieces the kernel has (probed once, see virtnet.host.tc)."""
-
-    htb: bool = True
-    ingress: bool = True
-    u32: bool = True
-    mirred: bool = True
-    ifb: bool = True
-    sfq: bool = False
-    police: bool = False
-
-    def to_dict(self) -> dict[str, bool]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TcFeatures:
-        return cls(**{name: bool(data[name]) for name in cls.__dataclass_fields__ if name in data})
-
-    @property
-    def can_redirect(self) -> bool:
-        return self.ingress and self.u32 and self.mirred and self.ifb
 
 
 # --- pure planning ----------------------------------------------------------------------
@@ -409,22 +386,19 @@ class ApplyShaping(Action):
         return lines + render([tuple(argv) for argv in self.setup])
 
     def apply(self, host: Host) -> None:
-        from virtnet.host import tc
-
         if self.ifb:
-            tc.create_ifb(self.ifb)
+            host.create_ifb(self.ifb)
         try:
-            tc.run(self.setup, what=f"shape {self.what} on {self.device}")
+            host.tc_batch(self.setup, what=f"shape {self.what} on {self.device}")
         except BaseException:
             self.undo(host)
             raise
 
     def undo(self, host: Host) -> None:
-        from virtnet.host import tc
-
-        tc.run(self.teardown, what=f"remove the shaping of {self.device}", missing_ok=True)
+        host.tc_batch(self.teardown, what=f"remove the shaping of {self.device}",
+                      missing_ok=True)
         if self.ifb:
-            tc.delete_link(self.ifb)
+            host.delete_link(self.ifb)
 
 
 @dataclass
@@ -448,20 +422,16 @@ class PlugFloor(Action):
         return render([tuple(argv) for argv in self.setup])
 
     def apply(self, host: Host) -> None:
-        from virtnet.host import tc
-
         try:
-            tc.run(self.setup, what=f"plug the floor of {self.mac} into {self.bridge}")
+            host.tc_batch(self.setup, what=f"plug the floor of {self.mac} into {self.bridge}")
         except BaseException:
             self.undo(host)
             raise
         self.applied = True
 
     def undo(self, host: Host) -> None:
-        from virtnet.host import tc
-
-        tc.run(self.teardown, what=f"unplug the floor of {self.mac} from {self.bridge}",
-               missing_ok=True)
+        host.tc_batch(self.teardown, what=f"unplug the floor of {self.mac} from {self.bridge}",
+                      missing_ok=True)
 
 
 __all__ = [

@@ -637,7 +637,6 @@ def net_update_cmd(
 def net_edit_cmd(ctx: click.Context, network: str) -> None:
     """Edit a network's definition in $VISUAL or $EDITOR; it is checked before it is saved."""
     import shlex
-    import subprocess
     import tempfile
 
     engine = engine_of(ctx)
@@ -650,9 +649,9 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
         while True:
             # $EDITOR may carry arguments ("code --wait"): split it as a shell would, but run
             # it without one.
-            result = subprocess.run([*shlex.split(editor), str(path)], check=False)
-            if result.returncode != 0:
-                fail(f"{editor} exited with status {result.returncode}; "
+            status = Host.run_attached([*shlex.split(editor), str(path)])
+            if status != 0:
+                fail(f"{editor} exited with status {status}; "
                      f"network {record.name} left unchanged")
             edited = path.read_bytes()
             try:

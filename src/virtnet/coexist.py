@@ -22,14 +22,13 @@ ever flushed, moved or changed.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtnet.drivers import driver_for
-from virtnet.errors import HostError
+from virtnet.errors import HostError, HostObjectMissing, NotInstalled
 from virtnet.execute.executor import undoing
 from virtnet.model import ForwardMode, Network
 from virtnet.plan import RECORDED, Action
@@ -165,23 +164,16 @@ def other_tables_ruleset(host: Host) -> dict[str, Any]:
     the tables are listed first and only the others are read (in the usual case there are
     none, or a few small ones): a start or an apply then does not pay for rendering our own
     ruleset as JSON."""
-    from virtnet.host.nft import OUTPUT_JSON
-
-    out = host.nftables.run("list tables\n", what="list the nftables tables",
-                            output_flags=OUTPUT_JSON)
-    listing = json.loads(out) if out.strip() else {}
+    listing = host.nft_json("list tables\n", what="list the nftables tables")
     others = [(t["family"], t["name"]) for item in listing.get("nftables", [])
               if (t := item.get("table")) is not None and (t["family"], t["name"]) != OUR_TABLE]
     if not all(PLAIN_NAME.fullmatch(name) for _, name in others):
         # a table name nft's grammar would need quoted: read everything instead
-        out = host.nftables.run("list ruleset\n", what="list the ruleset",
-                                output_flags=OUTPUT_JSON)
-        return json.loads(out) if out.strip() else {}
+        return host.nft_json("list ruleset\n", what="list the ruleset")
     items: list[Any] = []
     for family, name in others:
-        out = host.nftables.run(f"list table {family} {name}\n",
-                                what=f"list table {family} {name}", output_flags=OUTPUT_JSON)
-        items += (json.loads(out) if out.strip() else {}).get("nftables", [])
+        items += host.nft_json(f"list table {family} {name}\n",
+                               what=f"list table {family} {name}").get("nftables", [])
     return {"nftables": items}
 
 
@@ -270,16 +262,12 @@ class AllowThroughOtherFirewalls(Action):
         return lines
 
     def apply(self, host: Host) -> None:
-        from virtnet.host.nft import OUTPUT_JSON
-
         self.added = []
         # in-process through libnftables when it is installed: no process on the start path
         try:
             ruleset = other_tables_ruleset(host)
-        except HostError as exc:
-            if "not installed" in str(exc):
-                return  # without nftables no other nftables table can be seen
-            raise
+        except NotInstalled:
+            return  # without nftables no other nftables table can be seen
         drop_chains, existing = find_drop_chains(ruleset)
         try:
             for chain in drop_chains:
@@ -311,14 +299,11 @@ class AllowThroughOtherFirewalls(Action):
                     "rule": " ".join(allowance.iptables), "why": chain.reason,
                 })
             return
-        from virtnet.host.nft import OUTPUT_ECHO, OUTPUT_HANDLE
-
         for allowance in reversed(wanted):
             rule = f"{allowance.nft} comment \"{self.comment}\""
-            out = host.nftables.run(
-                f"insert rule {chain.family} {chain.table} {chain.chain} {rule}\n",
-                what=f"open {chain.family} {chain.table} {chain.chain}",
-                output_flags=OUTPUT_ECHO | OUTPUT_HANDLE)
+            out = host.nft(f"insert rule {chain.family} {chain.table} {chain.chain} {rule}\n",
+                           what=f"open {chain.family} {chain.table} {chain.chain}",
+                           handles=True, echo=True)
             match = re.search(r"# handle (\d+)", out)
             if match is None:
                 raise HostError(f"nft did not report the handle of the rule added to "
@@ -352,29 +337,25 @@ class _AddedRule:
 def _remove(host: Host, record: dict[str, Any], comment: str) -> None:
     """Delete one recorded rule; a rule already gone is fine (undo may run twice)."""
     if record["tool"] == "iptables":
-        proc = host.run([record["binary"], "-w", "5", "-t", record["table"], "-D",
-                         record["chain"], *record["spec"]], check=False)
-        if proc.returncode != 0 and "does a matching rule exist" not in proc.stderr \
-                and "No chain/target/match" not in proc.stderr \
-                and "Bad rule" not in proc.stderr:
-            raise HostError(f"cannot remove {record['rule']} from {record['chain']}: "
-                            f"{proc.stderr.strip()}")
+        try:
+            host.iptables_delete([record["binary"], "-w", "5", "-t", record["table"], "-D",
+                                  record["chain"], *record["spec"]],
+                                 what=f"remove {record['rule']} from {record['chain']}")
+        except HostObjectMissing:
+            pass  # removed before (or its chain went)
         return
     family, table, chain = record["family"], record["table"], record["chain"]
-    from virtnet.host.nft import OUTPUT_HANDLE
-
     try:
-        listing = host.nftables.run(f"list chain {family} {table} {chain}\n",
-                                    what=f"list {family} {table} {chain}",
-                                    output_flags=OUTPUT_HANDLE)
+        listing = host.nft(f"list chain {family} {table} {chain}\n",
+                           what=f"list {family} {table} {chain}", handles=True)
     except HostError:
         return  # the chain (or its table) is gone, and our rule with it
     # the handle must still be ours: a table recreated since could reuse it
     ours = re.search(rf'comment "{re.escape(comment)}" # handle {record["handle"]}\b', listing)
     if ours is None:
         return
-    host.nftables.run(f"delete rule {family} {table} {chain} handle {record['handle']}\n",
-                      what=f"remove {record['rule']} from {family} {table} {chain}")
+    host.nft(f"delete rule {family} {table} {chain} handle {record['handle']}\n",
+             what=f"remove {record['rule']} from {family} {table} {chain}")
 
 
 def plan_actions(net: Network) -> list[Action]:

@@ -744,3 +744,14 @@ def render_all(net: Network, paths: DnsmasqPaths | None = None,
         hostsfile=render_hostsfile(net),
         addnhosts=render_addnhosts(net),
     )
+
+
+def dnsmasq_argv(binary: str, conf_file: Path, lease_file: Path, pid_file: Path) -> list[str]:
+    """The command line virtnet runs; ``--conf-file=`` is how a running dnsmasq is recognized
+    (virtnet.host.dnsmasq.is_our_dnsmasq)."""
+    return [
+        binary,
+        f"--conf-file={conf_file}",
+        f"--dhcp-leasefile={lease_file}",
+        f"--pid-file={pid_file}",
+    ]

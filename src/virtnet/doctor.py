@@ -16,41 +16,28 @@ which is pure, so every rule is testable with hand-made facts.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.drivers import driver_for
+from virtnet.facts import ProcessInfo  # also named here: HostView's processes
+from virtnet.host import Host
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
                            summary)
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
-    from virtnet.host.facts import HostFacts
-    from virtnet.host.kernel import KernelFeatures
-
+    from virtnet.facts import HostFacts, KernelFeatures
 OUR_TABLE = ("inet", "virtnet")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 DHCP_SERVER_PROGRAMS = ("dnsmasq", "dhcpd", "udhcpd", "kea-dhcp4")
-CMD_TIMEOUT_S = 10.0
 ALWAYS_NEEDED = ("bridge", "tun", "nftables")
 
 
 # --- what the host shows ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    comm: str
-    argv: tuple[str, ...]
-    conf_text: str = ""  # a dnsmasq's --conf-file, when readable
 
 
 @dataclass
@@ -410,7 +397,7 @@ def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
     for feature, present in view.kernel.to_dict().items():
         if feature in ("vlan", "ifb"):
             continue
-        from virtnet.host.kernel import FEATURE_TEXT
+        from virtnet.facts import FEATURE_TEXT
 
         checks.append(Check(f"kernel: {feature}", present,
                             "present" if present else f"missing: {FEATURE_TEXT[feature]}",
@@ -468,14 +455,18 @@ def diagnose(view: HostView, networks: list[tuple[Network, NetworkRecord | None,
 # --- reading the host ----------------------------------------------------------------------------
 
 
-def arp_flux_links(links: list[str], addressed: set[str]) -> tuple[str, ...]:
+def arp_flux_links(links: list[str], addressed: set[str],
+                   host: Host | None = None) -> tuple[str, ...]:
     """Those of LINKS (up) on which this namespace answers ARP for an address it holds on
     another link, by their arp_ignore, arp_filter and rp_filter (conf/all and the link's);
-    ADDRESSED: the links with an IPv4 address of their own."""
-    from virtnet.host.sysctl import sysctl_get
+    ADDRESSED: the links with an IPv4 address of their own. HOST: the handle to read the
+    sysctls through (one of its own if none)."""
+    if host is None:
+        with Host() as own:
+            return arp_flux_links(links, addressed, own)
 
     def value(scope: str, key: str) -> int:
-        text = sysctl_get(f"net/ipv4/conf/{scope}/{key}")
+        text = host.sysctl_get(f"net/ipv4/conf/{scope}/{key}")
         try:
             return int(text) if text is not None else 0
         except ValueError:
@@ -483,7 +474,7 @@ def arp_flux_links(links: list[str], addressed: set[str]) -> tuple[str, ...]:
 
     found = []
     for link in links:
-        if sysctl_get(f"net/ipv4/conf/{link}/arp_ignore") is None:
+        if host.sysctl_get(f"net/ipv4/conf/{link}/arp_ignore") is None:
             continue  # no IPv4 on it (or no such link)
         ignore, filter_, rp = (max(value("all", k), value(link, k))
                                for k in ("arp_ignore", "arp_filter", "rp_filter"))
@@ -494,92 +485,30 @@ def arp_flux_links(links: list[str], addressed: set[str]) -> tuple[str, ...]:
 
 def read_ruleset() -> dict[str, Any] | None:
     """`nft -j list ruleset` of this namespace, parsed; None when it cannot be read."""
-    nft = shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if nft is None:
-        return None
-    try:
-        proc = subprocess.run([nft, "-j", "list", "ruleset"], capture_output=True, text=True,
-                              timeout=CMD_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        return None
-    try:
-        return json.loads(proc.stdout or '{"nftables": []}')
-    except ValueError:
-        return None
-
-
-def _read_legacy_forward() -> list[str]:
-    try:
-        tables = Path("/proc/net/ip_tables_names").read_text().split()
-    except OSError:
-        return []
-    legacy = shutil.which("iptables-legacy", path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if "filter" not in tables or legacy is None:
-        return []
-    try:
-        proc = subprocess.run([legacy, "-S", "FORWARD"], capture_output=True, text=True,
-                              timeout=CMD_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return proc.stdout.splitlines() if proc.returncode == 0 else []
-
-
-def _read_processes() -> list[ProcessInfo]:
-    """DHCP server processes in the network namespace this process is in."""
-    try:
-        ours = os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return []
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            if comm not in DHCP_SERVER_PROGRAMS or os.stat(entry / "ns" / "net").st_ino != ours:
-                continue
-            argv = tuple(p.decode(errors="replace")
-                         for p in (entry / "cmdline").read_bytes().split(b"\0") if p)
-        except OSError:
-            continue
-        conf = ""
-        for arg in argv:
-            if arg.startswith("--conf-file="):
-                try:
-                    conf = Path(arg.split("=", 1)[1]).read_text(errors="replace")[:100_000]
-                except OSError:
-                    conf = ""
-        found.append(ProcessInfo(int(entry.name), comm, argv, conf))
-    return found
+    return Host.nft_ruleset()
 
 
 def read_host_view(networks: Mapping[str, str] | None = None) -> HostView:
     """Read what the doctor judges, in the namespace this process is in; NETWORKS: the
     bridges of the active virtnet networks (Engine.active_bridges)."""
-    from virtnet.host import Host
-    from virtnet.host.facts import read_facts
-    from virtnet.host.kernel import probe_kernel
-    from virtnet.host.sysctl import sysctl_get
-
     with Host() as host:
-        facts = read_facts(host, networks)
-    forward = sysctl_get("net/ipv4/ip_forward")
-    nf_call = sysctl_get("net/bridge/bridge-nf-call-iptables")
-    return HostView(
-        facts=facts,
-        kernel=probe_kernel(),
-        netns=Path("/proc/self/ns/net").exists(),
-        nft_binary=shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
-        ruleset=read_ruleset(),
-        legacy_forward=_read_legacy_forward(),
-        processes=_read_processes(),
-        ip_forward=None if forward is None else forward.strip() == "1",
-        br_netfilter=nf_call is not None and nf_call.strip() == "1",
-        arp_flux=arp_flux_links([link.name for link in facts.links.values() if link.up],
-                                {a.link for a in facts.addresses if a.interface.version == 4}),
-    )
+        facts = host.read_facts(networks)
+        forward = host.sysctl_get("net/ipv4/ip_forward")
+        nf_call = host.sysctl_get("net/bridge/bridge-nf-call-iptables")
+        return HostView(
+            facts=facts,
+            kernel=host.kernel_features(),
+            netns=host.has_netns(),
+            nft_binary=shutil.which("nft", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+            ruleset=host.nft_ruleset(),
+            legacy_forward=host.legacy_forward_rules(),
+            processes=host.processes(DHCP_SERVER_PROGRAMS),
+            ip_forward=None if forward is None else forward.strip() == "1",
+            br_netfilter=nf_call is not None and nf_call.strip() == "1",
+            arp_flux=arp_flux_links([link.name for link in facts.links.values() if link.up],
+                                    {a.link for a in facts.addresses if a.interface.version == 4},
+                                    host),
+        )
 
 
 def run_doctor(engine: Engine, targets: list[Network | str]) -> DoctorReport:

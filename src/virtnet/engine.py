@@ -36,7 +36,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ from virtnet.state import (
 # records, action kinds of ports) nor leases, and every import is paid by each CLI command.
 if TYPE_CHECKING:
     from virtnet.host import Host
-    from virtnet.host.facts import HostFacts
+    from virtnet.facts import HostFacts
     from virtnet.leases import LeaseRow
     from virtnet.plan import Action, Plan
 
@@ -179,11 +179,11 @@ class Engine:
     def dnsmasq_alive(self, name: str, pid: int | None) -> bool:
         """Whether ``pid`` is the dnsmasq of network ``name`` (a recycled pid never counts)."""
         from virtnet.dnsmasq import DnsmasqPaths
-        from virtnet.host.dnsmasq import is_our_dnsmasq
 
         if pid is None or pid <= 0:
             return False
-        return is_our_dnsmasq(pid, DnsmasqPaths.for_state(self.paths).conf(name))
+        with self.host() as host:
+            return host.is_our_dnsmasq(pid, DnsmasqPaths.for_state(self.paths).conf(name))
 
     @staticmethod
     def parse(data: bytes | str, source: str | None) -> Network:
@@ -531,7 +531,7 @@ class Engine:
         from virtnet.plan import CreateBridge
 
         with self.host() as host:
-            plan = self._plan_start(net, self._facts(host))
+            plan = self._plan_start(net, self._facts(host, net))
             actions = plan.actions
             for action in plan.actions:
                 if not isinstance(action, CreateBridge):
@@ -563,16 +563,19 @@ class Engine:
             if record.status is not None:
                 own_links = _created_links(record.status.actions)
         with self.host() as host:
-            facts = self._facts(host)
+            facts = self._facts(host, net)
         if own_links:
             facts = facts.without_links(own_links)
         self._preflight(net, facts)
         return self._plan_start(net, facts)
 
-    def _facts(self, host: Host) -> HostFacts:
-        from virtnet.host.facts import read_facts
-
-        return read_facts(host, networks=self.active_bridges())
+    def _facts(self, host: Host, net: Network | None = None) -> HostFacts:
+        """The host's facts, read before planning; with the tc features when NET (the network
+        to plan) shapes traffic, so that the planner never probes the host itself."""
+        facts = host.read_facts(networks=self.active_bridges())
+        if net is not None and net.bandwidth is not None:
+            facts = replace(facts, tc=host.tc_features(self.paths.run_dir))
+        return facts
 
     def active_bridges(self) -> Mapping[str, str]:
         """The bridges of the active networks that have one of their own -> network name,
@@ -594,9 +597,12 @@ class Engine:
         plan.actions += _day_two_actions(net)  # port forwards, other firewalls' drop rules
         if net.bandwidth is not None:  # the network's own <bandwidth>, on its bridge
             from virtnet.bandwidth import ApplyShaping, network_shaping
-            from virtnet.host.tc import probe_features
 
-            shaping = network_shaping(net, probe_features(self.paths.run_dir))
+            if facts.tc is None:  # facts read without the network (net-apply's diff)
+                with self.host() as host:
+                    facts = replace(facts, tc=host.tc_features(self.paths.run_dir))
+            assert facts.tc is not None
+            shaping = network_shaping(net, facts.tc)
             if shaping is not None:
                 plan.actions.append(ApplyShaping.of(shaping, f"network {net.name}'s bandwidth"))
         return plan
@@ -615,7 +621,7 @@ class Engine:
             active=False,
         )
         with self.host() as host:
-            facts = self._facts(host)
+            facts = self._facts(host, net)
             self._preflight(net, facts)
             plan = self._plan_start(net, facts)
             _check_dnsmasq_reach(net.name, plan.actions)

@@ -100,6 +100,16 @@ class HostError(VirtnetError):
     """The host refused or lacks something (missing kernel feature, busy name, tool error)."""
 
 
+class HostObjectMissing(HostError):
+    """What a host command names (a firewall table, chain or rule) is not there: an undo
+    that finds it gone is done."""
+
+
+class NotInstalled(HostError):
+    """A program or library virtnet needs is not installed on the host (by type, so callers
+    that can do without it need not read the message)."""
+
+
 class StorageError(VirtnetError):
     """A file could not be read or written: the disk is full (ENOSPC), read-only (EROFS),
     refuses access (EACCES), fails (EIO)...

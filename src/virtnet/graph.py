@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import html
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtnet.drivers import driver_for
 from virtnet.errors import StorageError, VirtnetError
+from virtnet.host import Host
 from virtnet.model import ForwardMode, Network
 from virtnet.reach import (
     Cell,
@@ -245,11 +245,9 @@ def render(dot_text: str, out: Path) -> None:
     dot = shutil.which("dot", path="/usr/bin:/bin:/usr/local/bin")
     if dot is None:
         raise GraphError("Graphviz's dot is not installed (apt-get install graphviz)")
-    try:
-        proc = subprocess.run([dot, f"-T{fmt}", "-Gdpi=96"], input=dot_text.encode(),
-                              capture_output=True, timeout=RENDER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise GraphError(f"dot did not finish within {RENDER_TIMEOUT_S:.0f} s") from None
+    proc = Host.run_filter([dot, f"-T{fmt}", "-Gdpi=96"], dot_text.encode(), RENDER_TIMEOUT_S)
+    if proc is None:
+        raise GraphError(f"dot did not finish within {RENDER_TIMEOUT_S:.0f} s")
     if proc.returncode != 0:
         raise GraphError(f"dot failed: {proc.stderr.decode(errors='replace').strip()}")
     write_output(out, proc.stdout)

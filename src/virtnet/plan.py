@@ -43,7 +43,7 @@ from virtnet.execute.faults import (  # noqa: F401 - the names actions and tests
     crash_in_step,
     crash_point,
 )
-from virtnet.host.sysctl import dotted
+from virtnet.facts import dotted
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -611,7 +611,7 @@ class StartDnsmasq(Action):
     created_lease_file: bool | None = field(default=None, metadata={RECORDED: True})
 
     def argv(self) -> list[str]:
-        from virtnet.host.dnsmasq import dnsmasq_argv
+        from virtnet.dnsmasq import dnsmasq_argv
 
         return dnsmasq_argv(
             self.binary, Path(self.conf_file), Path(self.lease_file), Path(self.pid_file)
@@ -653,8 +653,6 @@ class StartDnsmasq(Action):
             raise
 
     def undo(self, host: Host) -> None:
-        from virtnet.host.dnsmasq import find_our_dnsmasqs, is_our_dnsmasq, read_pid_file
-
         launched, self._launched = self._launched, None
         if launched is not None:
             # launched but not finished: once its first process is gone, the daemon (if
@@ -662,18 +660,18 @@ class StartDnsmasq(Action):
             with contextlib.suppress(Exception):
                 host.settle_dnsmasq(launched)
         conf_file = Path(self.conf_file)
-        if self.pid is not None and is_our_dnsmasq(self.pid, conf_file):
+        if self.pid is not None and host.is_our_dnsmasq(self.pid, conf_file):
             pids = [self.pid]
         else:
             # The pid was never recorded (apply failed, or was killed inside this step) or
             # names a dnsmasq that died (a repair may have started another since). Trust the
             # pid file only if it names our dnsmasq (checked by cmdline, so a recycled pid is
             # never hit); failing that, look for our command line (pid file not written yet).
-            from_file = read_pid_file(Path(self.pid_file))
-            if from_file is not None and is_our_dnsmasq(from_file, conf_file):
+            from_file = host.read_pid_file(Path(self.pid_file))
+            if from_file is not None and host.is_our_dnsmasq(from_file, conf_file):
                 pids = [from_file]
             else:
-                pids = find_our_dnsmasqs(conf_file)
+                pids = host.find_our_dnsmasqs(conf_file)
         for pid in pids:
             host.stop_dnsmasq(pid, conf_file)
         host.remove_file(Path(self.pid_file))

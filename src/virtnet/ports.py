@@ -82,7 +82,7 @@ from virtnet.state import (
 )
 
 if TYPE_CHECKING:
-    from virtnet.bandwidth import TcFeatures
+    from virtnet.facts import TcFeatures
     from virtnet.engine import Engine
     from virtnet.plan import Action, Plan
 
@@ -356,9 +356,9 @@ def _check_connection_type(net: Network, port: PortDef) -> None:
         raise HostError(f"interface {port.mac} - the vlan tag needs Open vSwitch, which this "
                         "host lacks (the kernel has no openvswitch module)")
     if port.plug_type is PlugType.BRIDGE:
-        from virtnet.host.kernel import kernel_has
+        from virtnet.host import Host
 
-        if not kernel_has("vlan"):
+        if not Host.kernel_has("vlan"):
             raise HostError(
                 f"interface {port.mac} - a vlan tag on a host bridge port needs bridge VLAN "
                 "filtering (CONFIG_BRIDGE_VLAN_FILTERING), which needs 802.1Q VLAN support "
@@ -746,10 +746,10 @@ class PortManager:
         return self._names
 
     def features(self) -> TcFeatures:
+        """What tc can use, read through the host handle once (before a port is planned)."""
         if self._features is None:
-            from virtnet.host.tc import probe_features
-
-            self._features = probe_features(self.paths.run_dir)
+            with self.engine.host() as host:
+                self._features = host.tc_features(self.paths.run_dir)
         return self._features
 
     # --- queries ---------------------------------------------------------------------------
@@ -840,46 +840,46 @@ class PortManager:
                  journal: Journal | None = None) -> PortRecord:
         """Plan and apply the port's host changes, picking a free device name (retrying the
         next one if another program takes a name between our check and our create)."""
-        from virtnet.host.rtnl import shared_rtnl
         from virtnet.plan import PlanError
 
-        rtnl = shared_rtnl()
-        taken = self._taken_names()
-        prefix = {PlugType.DIRECT: MACVTAP_PREFIX, PlugType.NETWORK: TAP_PREFIX,
-                  PlugType.BRIDGE: TAP_PREFIX}.get(port.plug_type)
-        start = self._name_floor.get(prefix or "", 0)
-        for _ in range(NAME_RETRIES):
-            device = None
-            if prefix is not None:
-                device = next_device_name(prefix, taken, rtnl.exists, start)
-                if self._session is not None:
-                    self._name_floor[prefix] = int(device[len(prefix):])
-            plan = self.plan(net, port, device)
-            try:
-                with self.engine.host() as host:
+        with self.engine.host() as host:  # the names' checks, the plan, the index
+            if port.bandwidth is not None:
+                self.features()  # read before planning: the plan gets them as data
+            taken = self._taken_names()
+            prefix = {PlugType.DIRECT: MACVTAP_PREFIX, PlugType.NETWORK: TAP_PREFIX,
+                      PlugType.BRIDGE: TAP_PREFIX}.get(port.plug_type)
+            start = self._name_floor.get(prefix or "", 0)
+            for _ in range(NAME_RETRIES):
+                device = None
+                if prefix is not None:
+                    device = next_device_name(prefix, taken, host.link_exists, start)
+                    if self._session is not None:
+                        self._name_floor[prefix] = int(device[len(prefix):])
+                plan = self.plan(net, port, device)
+                try:
                     plan.apply(host, on_step=journal)
-            except PlanError as exc:
-                if journal is not None and not exc.undo_errors:
-                    journal.discard()  # rolled back: nothing to recover
-                if device is not None and _name_taken(exc, device):
-                    start = int(device[len(prefix or ""):]) + 1
-                    continue
-                raise
-            except StorageError:  # the journal could not be written: rolled back
-                if journal is not None:
-                    journal.discard()
-                raise
-            record = PortRecord(network=net.name, port=port, device=device,
-                                actions=[a.to_dict() for a in plan.actions],
-                                created_at=self.engine.store.now())
-            for action in plan.actions:
-                ifindex = getattr(action, "ifindex", None)
-                if ifindex is not None:
-                    record.ifindex = ifindex
-                    record.char_device = getattr(action, "char_device", None)
-            if record.ifindex is None and device is not None:
-                record.ifindex = rtnl.index(device)
-            return record
+                except PlanError as exc:
+                    if journal is not None and not exc.undo_errors:
+                        journal.discard()  # rolled back: nothing to recover
+                    if device is not None and _name_taken(exc, device):
+                        start = int(device[len(prefix or ""):]) + 1
+                        continue
+                    raise
+                except StorageError:  # the journal could not be written: rolled back
+                    if journal is not None:
+                        journal.discard()
+                    raise
+                record = PortRecord(network=net.name, port=port, device=device,
+                                    actions=[a.to_dict() for a in plan.actions],
+                                    created_at=self.engine.store.now())
+                for action in plan.actions:
+                    ifindex = getattr(action, "ifindex", None)
+                    if ifindex is not None:
+                        record.ifindex = ifindex
+                        record.char_device = getattr(action, "char_device", None)
+                if record.ifindex is None and device is not None:
+                    record.ifindex = host.link_index(device)
+                return record
         raise HostError(f"cannot find a free interface name for a port of network "
                         f"'{net.name}' after {NAME_RETRIES} attempts")
 

@@ -25,43 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from virtnet.errors import HostError, StorageError
-
-CAP_NET_ADMIN = 12  # linux/capability.h
-PROC_STATUS = Path("/proc/self/status")
-
+from virtnet.host import Host
+from virtnet.host.privilege import (  # noqa: F401 - the reads, for callers of this module
+    CAP_NET_ADMIN,
+    effective_capabilities,
+    has_net_admin,
+)
 
 class PrivilegeError(HostError):
     """The operation needs a capability this process does not have."""
 
 
-def effective_capabilities(status_text: str | None = None) -> int:
-    """The effective capability set (CapEff of /proc/self/status) as a bit mask."""
-    text = status_text if status_text is not None else PROC_STATUS.read_text()
-    for line in text.splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split(":", 1)[1].strip(), 16)
-    raise HostError(f"{PROC_STATUS} has no CapEff line")
-
-
-# The pid that was last seen holding CAP_NET_ADMIN. virtnet never gives up capabilities, so
-# once seen the answer stays; keyed by pid because a forked child may drop them (tests do),
-# and only the positive answer is kept so a process that gains the capability is not refused.
-_net_admin_seen_in: int | None = None
-
-
-def has_net_admin(status_text: str | None = None) -> bool:
-    global _net_admin_seen_in
-    if status_text is None and _net_admin_seen_in == os.getpid():
-        return True
-    held = bool(effective_capabilities(status_text) >> CAP_NET_ADMIN & 1)
-    if held and status_text is None:
-        _net_admin_seen_in = os.getpid()
-    return held
-
-
 def require_net_admin(operation: str) -> None:
     """Refuse ``operation`` (a verb, e.g. "net-start") unless CAP_NET_ADMIN is effective."""
-    if not has_net_admin():
+    if not Host.has_net_admin():
         raise PrivilegeError(
             f"permission denied: {operation} changes the host's network and needs "
             "CAP_NET_ADMIN (run it as root); nothing was changed"
@@ -73,7 +50,7 @@ def require_net_admin_if(operation: str, changes_host: Callable[[], bool]) -> No
     would change the host's network (for verbs that change it only sometimes: ``--live``, or
     an active network). ``changes_host`` is asked only of an unprivileged process, before any
     lock is taken; a state it may not read (root's state directory) counts as a change."""
-    if has_net_admin():
+    if Host.has_net_admin():
         return
     from virtnet.errors import Busy
     from virtnet.state import StateError

@@ -436,7 +436,7 @@ def test_crash_after_a_step_exits_137_and_the_record_still_undoes(netns_kit, tmp
     assert netns_kit.ns_links(ns) == ["lo", "virbr0"]  # the crash undid nothing
     # recovery: undoing the whole plan (steps never applied are no-ops) cleans up
     from virtnet.drivers import driver_for
-    from virtnet.host.facts import HostFacts
+    from virtnet.facts import HostFacts
 
     plan = driver_for(net).plan_start(net, HostFacts(), StatePaths.under(tmp_path))
     netns_kit.run_in_netns(ns, _destroy, plan.to_dict())

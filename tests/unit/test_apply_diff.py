@@ -15,8 +15,7 @@ from virtnet.execute.steps import ApplyAction, Replace, Step
 from virtnet.drivers.bridged import BridgedDriver
 from virtnet.errors import HostError
 from virtnet.host import Host
-from virtnet.host.facts import HostFacts
-from virtnet.host.netlink import AddressInfo, LinkInfo, RouteInfo
+from virtnet.facts import AddressInfo, HostFacts, LinkInfo, RouteInfo
 from virtnet.model import (
     Bridge,
     DhcpHost,

@@ -21,9 +21,7 @@ from virtnet.doctor import (
     legacy_blockers,
     other_dhcp_servers,
 )
-from virtnet.host.facts import HostFacts
-from virtnet.host.kernel import KernelFeatures
-from virtnet.host.netlink import AddressInfo, LinkInfo, RouteInfo
+from virtnet.facts import AddressInfo, HostFacts, KernelFeatures, LinkInfo, RouteInfo
 from virtnet.xml.parse import parse_network
 
 NAT = ("<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"

@@ -15,8 +15,7 @@ from virtnet.drivers import DRIVER_MODULES, driver_for
 from virtnet.drivers.bridged import BridgedDriver
 from virtnet.drivers.hostbridge import HostBridgeDriver
 from virtnet.errors import HostError
-from virtnet.host.facts import HostFacts
-from virtnet.host.netlink import AddressInfo, LinkInfo, RouteInfo
+from virtnet.facts import AddressInfo, HostFacts, LinkInfo, RouteInfo
 from virtnet.model import (
     Bridge,
     DhcpRange,

@@ -128,7 +128,7 @@ def test_command_lines_quote_every_name() -> None:
     """plan --commands: each name comes back whole from shlex.split."""
     from virtnet.defaults import DefaultSources, assign_defaults
     from virtnet.drivers import driver_for
-    from virtnet.host.facts import HostFacts
+    from virtnet.facts import HostFacts
     from virtnet.paths import StatePaths
 
     net = parse_network(bridge_xml("br-x_1"), source="test")

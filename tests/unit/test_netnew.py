@@ -8,8 +8,7 @@ import ipaddress
 import pytest
 
 from virtnet.engine import Engine
-from virtnet.host.facts import HostFacts
-from virtnet.host.netlink import AddressInfo, RouteInfo
+from virtnet.facts import AddressInfo, HostFacts, RouteInfo
 from virtnet.model import ForwardMode, IpDef, Network
 from virtnet.netnew import (
     NetNewError,

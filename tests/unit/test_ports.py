@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.bandwidth import TcFeatures
+from virtnet.facts import TcFeatures
 from virtnet.errors import HostError, InvalidOperationError
 from virtnet.model import (
     Bandwidth,

@@ -19,9 +19,11 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Mapping
     from pathlib import Path
     from typing import Any
 
+    from virtnet.facts import HostFacts, NeighbourInfo
     from virtnet.host.netlink import (
         AddressInfo,
         IPAddress,
@@ -40,12 +42,12 @@ def _load_handle_modules() -> None:
     imports this package (for virtnet.host.fastipc) and must not pay for pyroute2's rtnl,
     subprocess or virtnet.errors."""
     global subprocess, tempfile, Path, HostError, StorageError, storage_errors  # noqa: PLW0603
-    global dnsmasq_process, sysctl_mod, Netlink  # noqa: PLW0603
+    global dnsmasq_process, sysctl_mod, Netlink, json, NotInstalled  # noqa: PLW0603
     global errno, rtnl_mod, NetlinkFailure  # noqa: PLW0603 - the guest devices' section
-    import errno, subprocess, tempfile  # noqa: E401 - one deferred load
+    import errno, json, subprocess, tempfile  # noqa: E401 - one deferred load
     from pathlib import Path
 
-    from virtnet.errors import HostError, StorageError, storage_errors
+    from virtnet.errors import HostError, NotInstalled, StorageError, storage_errors
     from virtnet.host import dnsmasq as dnsmasq_process, rtnl as rtnl_mod, sysctl as sysctl_mod
     from virtnet.host.netlink import Netlink, NetlinkFailure
 
@@ -69,7 +71,11 @@ class _Elsewhere:
         return getattr(sys.modules[self.module], self.name or "")
 
 
-class Host:
+class HostProcess:
+    """What the process reaches without a handle (Host inherits it all): its sockets,
+    descriptors, children and namespace, the daemon's pid file and watches, and the reads of
+    what the host is like that planners and the doctor get as data."""
+
     # --- the process: static, no handle needed -----------------------------------------
     connect_stream = _Elsewhere("fastipc")  # the thin client's two
     netns_identity = _Elsewhere("fastipc")
@@ -91,6 +97,22 @@ class Host:
     mallinfo2 = _Elsewhere("procs")
     set_mmap_threshold = _Elsewhere("procs")
     getsockopt = _Elsewhere("procs")
+    run_attached = _Elsewhere("procs")  # the user's editor, on the terminal
+    run_filter = _Elsewhere("procs")  # bytes through a tool (Graphviz's dot)
+
+    # --- what the host is like, read without a handle: the planners and the doctor get
+    # these as data (virtnet.facts), never the host itself
+    kernel_has = _Elsewhere("kernel")
+    kernel_features = _Elsewhere("kernel", "probe_kernel")
+    tc_features = _Elsewhere("tc", "probe_features")  # a scratch IFB, once per boot
+    nft_ruleset = _Elsewhere("nft", "read_ruleset")  # `nft -j list ruleset`, or None
+    legacy_forward_rules = _Elsewhere("nft", "read_legacy_forward")
+    processes = _Elsewhere("procs", "processes_in_netns")  # by name, in this namespace
+    has_netns = _Elsewhere("procs", "netns_supported")
+    has_net_admin = _Elsewhere("privilege")  # CAP_NET_ADMIN in this process's effective set
+    is_our_dnsmasq = _Elsewhere("dnsmasq")  # by its command line: a recycled pid never is
+    find_our_dnsmasqs = _Elsewhere("dnsmasq")
+    read_pid_file = _Elsewhere("dnsmasq")
     libvirt_network_files = _Elsewhere("libvirt", "read_network_files")
 
     @staticmethod
@@ -100,6 +122,11 @@ class Host:
 
         return shared_rtnl().peer_links()
 
+
+class Host(HostProcess):
+    """The handle on one network namespace: links, addresses, routes, sysctl, nft, tc,
+    guest devices, files and processes there."""
+
     def __init__(self) -> None:
         _load_handle_modules()
         from virtnet.host.nft import shared_nft
@@ -108,7 +135,8 @@ class Host:
         # The thread's netlink socket and the process's libnftables context for this
         # namespace, kept between operations (opening them is most of a small operation's
         # cost in a long-lived virtnetd).
-        self.netlink = Netlink(shared_rtnl())
+        self._rtnl = shared_rtnl()  # also for the reads Netlink does not wrap (neighbours)
+        self.netlink = Netlink(self._rtnl)
         self.nftables = shared_nft()
 
     def close(self) -> None:
@@ -121,6 +149,14 @@ class Host:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # --- facts: read before planning, so the planners get data, never the host ----------
+
+    def read_facts(self, networks: Mapping[str, str] | None = None) -> HostFacts:
+        """Links, addresses, routes and features of this namespace (virtnet.host.facts)."""
+        from virtnet.host.facts import read_facts
+
+        return read_facts(self, networks)
+
     # --- links --------------------------------------------------------------------------
 
     def link(self, name: str) -> LinkInfo | None:
@@ -131,6 +167,10 @@ class Host:
 
     def links(self) -> list[LinkInfo]:
         return self.netlink.links()
+
+    def neighbours(self, link: str) -> list[NeighbourInfo]:
+        """LINK's neighbour table (a bridge's: the guests it has heard from)."""
+        return self._rtnl.neighbours(link)
 
     def create_bridge(
         self,
@@ -166,6 +206,14 @@ class Host:
 
     # --- guest devices: taps, macvtaps and their nodes, SR-IOV VFs ------------------------
 
+    # Loaded by the networks that use them: a persistent tap owned by root (as libvirt makes
+    # vnetN for a guest), macvtap nodes (path; make: (path, device number); remove), a VF check.
+    create_tap = _Elsewhere("rtnl", "create_persistent_tap")
+    tap_node_path = _Elsewhere("devices")
+    make_tap_node = _Elsewhere("devices")
+    remove_tap_node = _Elsewhere("devices")
+    check_virtual_function = _Elsewhere("sriov")  # HostError unless it is a VF present here
+
     # On the thread's shared socket for this namespace (the one self.netlink holds), as the
     # drivers' actions used it before they went through the handle.
 
@@ -184,10 +232,6 @@ class Host:
     def set_bridge_port_isolated(self, name: str, isolated: bool) -> None:
         rtnl_mod.shared_rtnl().set_bridge_port_isolated(name, isolated)
 
-    def create_tap(self, name: str) -> None:
-        """A persistent tap NAME owned by root, as libvirt makes vnetN for a guest."""
-        rtnl_mod.create_persistent_tap(name)
-
     def create_macvtap(self, name: str, lower: str, mode: str, mac: str) -> int:
         """Macvtap NAME on LOWER in MODE (libvirt's name), with MAC, up; its ifindex. A
         kernel without macvtap is named as such, not as a bare EOPNOTSUPP."""
@@ -200,33 +244,11 @@ class Host:
                 require("macvtap", what=f"create macvtap {name}")
             raise
 
-    def tap_node_path(self, name: str) -> Path:
-        from virtnet.host import devices  # loaded by the networks that use it
-
-        return devices.tap_node_path(name)
-
-    def make_tap_node(self, name: str, ifindex: int) -> tuple[Path, int]:
-        """The character device node of macvtap NAME: (its path, its device number)."""
-        from virtnet.host import devices  # loaded by the networks that use it
-
-        return devices.make_tap_node(name, ifindex)
-
-    def remove_tap_node(self, path: str, rdev: int | None) -> None:
-        from virtnet.host import devices  # loaded by the networks that use it
-
-        devices.remove_tap_node(path, rdev)
-
     def virtual_functions(self, pf: str) -> list[VirtualFunction]:
         """The SR-IOV virtual functions of PF, in VF order (HostError if none)."""
         from virtnet.host import sriov  # loaded by the networks that use it
 
         return sriov.virtual_functions(rtnl_mod.shared_rtnl(), pf)
-
-    def check_virtual_function(self, address: str) -> None:
-        """HostError unless ADDRESS ('0000:01:10.2') is a VF present on this host."""
-        from virtnet.host import sriov  # loaded by the networks that use it
-
-        sriov.check_virtual_function(address)
 
     # --- addresses and routes -----------------------------------------------------------
 
@@ -270,11 +292,37 @@ class Host:
 
     # --- nftables -----------------------------------------------------------------------
 
-    def nft(self, script: str, *, what: str = "load firewall rules") -> str:
-        return self.nftables.run(script, what=what)
+    def nft(self, script: str, *, what: str = "load firewall rules", handles: bool = False,
+            echo: bool = False) -> str:
+        """Run SCRIPT as one nft transaction; its output, with rule handles (``-a``) and the
+        rules added echoed back (``-e``) when asked. HostObjectMissing (a HostError) when
+        what it names is not there."""
+        from virtnet.host.nft import OUTPUT_ECHO, OUTPUT_HANDLE
+
+        flags = (OUTPUT_HANDLE if handles else 0) | (OUTPUT_ECHO if echo else 0)
+        return self.nftables.run(script, what=what, output_flags=flags)
+
+    def nft_json(self, script: str, *, what: str) -> dict[str, Any]:
+        """What the listing SCRIPT shows, as nft's JSON (``-j``), parsed; {} for no output.
+        NotInstalled (a HostError) without libnftables and nft."""
+        from virtnet.host.nft import OUTPUT_JSON
+
+        out = self.nftables.run(script, what=what, output_flags=OUTPUT_JSON)
+        return json.loads(out) if out.strip() else {}
+
+    def iptables_delete(self, argv: list[str], *, what: str) -> None:
+        """Run an ``iptables -D`` ARGV; HostObjectMissing when the rule is not there."""
+        from virtnet.host.nft import iptables_delete
+
+        iptables_delete(self.run, argv, what=what)
 
     def nft_chains(self, family: str, table: str) -> list[str] | None:
         return self.nftables.list_chains(family, table)
+
+    # --- traffic control ----------------------------------------------------------------
+
+    tc_batch = _Elsewhere("tc", "run")  # (commands, *, what, missing_ok): one `tc -batch`
+    create_ifb = _Elsewhere("tc")
 
     # --- files --------------------------------------------------------------------------
 
@@ -347,7 +395,7 @@ class Host:
                 **kwargs,
             )
         except FileNotFoundError:
-            raise HostError(f"cannot run {argv[0]}: not installed") from None
+            raise NotInstalled(f"cannot run {argv[0]}: not installed") from None
         except subprocess.TimeoutExpired:
             raise HostError(f"{argv[0]} did not finish within {timeout:.0f} s") from None
         if check and proc.returncode != 0:

@@ -25,16 +25,6 @@ KILL_TIMEOUT_S = 2.0
 POLL_S = 0.001
 
 
-def dnsmasq_argv(binary: str, conf_file: Path, lease_file: Path, pid_file: Path) -> list[str]:
-    """The command line virtnet runs; ``--conf-file=`` is how a running dnsmasq is recognized."""
-    return [
-        binary,
-        f"--conf-file={conf_file}",
-        f"--dhcp-leasefile={lease_file}",
-        f"--pid-file={pid_file}",
-    ]
-
-
 def _cmdline(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -15,9 +15,8 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from dataclasses import dataclass, fields
-
 from virtnet.errors import HostError
+from virtnet.facts import FEATURE_TEXT, KernelFeatures
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -25,42 +24,6 @@ NFT_MSG_GETGEN = 16
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLMSG_ERROR = 2
-
-# What each feature is called in messages: the kernel's own option names, so the fix is clear.
-FEATURE_TEXT = {
-    "bridge": "bridges (CONFIG_BRIDGE)",
-    "macvlan": "macvlan devices (CONFIG_MACVLAN)",
-    "macvtap": "macvtap devices (CONFIG_MACVTAP)",
-    "tun": "TUN/TAP devices (CONFIG_TUN, and the /dev/net/tun node)",
-    "nftables": "nftables (CONFIG_NF_TABLES)",
-    "vlan": "802.1Q VLAN devices (CONFIG_VLAN_8021Q)",
-    "ifb": "IFB devices (CONFIG_IFB)",
-}
-
-
-@dataclass(frozen=True)
-class KernelFeatures:
-    bridge: bool = True
-    macvlan: bool = True
-    macvtap: bool = True
-    tun: bool = True
-    nftables: bool = True
-    vlan: bool = True
-    ifb: bool = True
-
-    def missing(self, *names: str) -> list[str]:
-        return [name for name in names if not getattr(self, name)]
-
-    def require(self, *names: str, what: str) -> None:
-        """Raise HostError naming every missing feature among NAMES, for WHAT."""
-        missing = self.missing(*names)
-        if missing:
-            lacks = ", ".join(FEATURE_TEXT[name] for name in missing)
-            raise HostError(f"cannot {what}: the kernel lacks {lacks}")
-
-    def to_dict(self) -> dict[str, bool]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 _known: dict[str, bool] = {}
 

@@ -8,13 +8,17 @@ for spawning ``nft``. Without the library the ``nft`` binary is run (never throu
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, HostObjectMissing, NotInstalled
 
 LIBNFTABLES = "libnftables.so.1"
 NFT_TIMEOUT_S = 30.0
@@ -23,6 +27,18 @@ OUTPUT_HANDLE = 1 << 3
 OUTPUT_JSON = 1 << 4
 OUTPUT_ECHO = 1 << 5
 _OUTPUT_OPTIONS = {OUTPUT_HANDLE: "-a", OUTPUT_JSON: "-j", OUTPUT_ECHO: "-e"}
+
+
+# The tools report "not there" only in their messages (libnftables gives no errno): this is
+# the one place those texts are read, so callers decide by the exception's type.
+_NFT_MISSING = "No such file or directory"
+_IPTABLES_MISSING = ("does a matching rule exist", "No chain/target/match", "Bad rule")
+
+
+def _says_missing(tool: str, message: str) -> bool:
+    if tool == "nft":
+        return _NFT_MISSING in message
+    return any(text in message for text in _IPTABLES_MISSING)
 
 
 def _error_lines_only(err: str) -> str:
@@ -93,7 +109,7 @@ class Nft:
     def _run_binary(self, script: str, output_flags: int = 0) -> tuple[int, str, str]:
         binary = shutil.which("nft")
         if binary is None:
-            raise HostError("nftables is not installed (neither libnftables nor the nft binary)")
+            raise NotInstalled("nftables is not installed (neither libnftables nor the nft binary)")
         options = [opt for flag, opt in _OUTPUT_OPTIONS.items() if output_flags & flag]
         try:
             proc = subprocess.run(
@@ -122,17 +138,16 @@ class Nft:
                 rc, out, err = self._run_binary(script, output_flags)
         if rc != 0:
             detail = err.strip() or out.strip() or f"exit status {rc}"
-            raise HostError(f"cannot {what}: nft refused the ruleset:\n{detail}")
+            kind = HostObjectMissing if _says_missing("nft", detail) else HostError
+            raise kind(f"cannot {what}: nft refused the ruleset:\n{detail}")
         return out
 
     def list_chains(self, family: str, table: str) -> list[str] | None:
         """Names of the chains in FAMILY TABLE, or None if the table does not exist."""
         try:
             out = self.run(f"list table {family} {table}\n", what=f"list table {table}")
-        except HostError as exc:
-            if "No such file or directory" in str(exc):
-                return None
-            raise
+        except HostObjectMissing:
+            return None
         return re.findall(r"^\s*chain (\S+) \{", out, flags=re.MULTILINE)
 
     def close(self) -> None:
@@ -140,6 +155,62 @@ class Nft:
             if self._lib is not None and self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
             self._lib, self._ctx = None, None
+
+
+# --- iptables (other firewalls' tables, which nft must not change) --------------------------
+
+
+def iptables_delete(run: Callable[..., subprocess.CompletedProcess[str]], argv: list[str],
+                    *, what: str) -> None:
+    """Run the ``iptables -D`` ARGV through RUN (Host.run); HostObjectMissing when the
+    rule or its chain is not there (an undo that ran before), HostError for anything else."""
+    proc = run(argv, check=False)
+    if proc.returncode == 0:
+        return
+    kind = HostObjectMissing if _says_missing("iptables", proc.stderr) else HostError
+    raise kind(f"cannot {what}: {proc.stderr.strip()}")
+
+
+# --- firewall facts (what the doctor judges) ------------------------------------------------
+
+FACT_SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+FACT_TIMEOUT_S = 10.0
+IPTABLES_NAMES = Path("/proc/net/ip_tables_names")
+
+
+def read_ruleset() -> dict[str, Any] | None:
+    """`nft -j list ruleset` of this namespace, parsed; None when it cannot be read."""
+    nft = shutil.which("nft", path=FACT_SEARCH_PATH)
+    if nft is None:
+        return None
+    try:
+        proc = subprocess.run([nft, "-j", "list", "ruleset"], capture_output=True, text=True,
+                              timeout=FACT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout or '{"nftables": []}')
+    except ValueError:
+        return None
+
+
+def read_legacy_forward() -> list[str]:
+    """`iptables-legacy -S FORWARD` when legacy iptables has a filter table here, else []."""
+    try:
+        tables = IPTABLES_NAMES.read_text().split()
+    except OSError:
+        return []
+    legacy = shutil.which("iptables-legacy", path=FACT_SEARCH_PATH)
+    if "filter" not in tables or legacy is None:
+        return []
+    try:
+        proc = subprocess.run([legacy, "-S", "FORWARD"], capture_output=True, text=True,
+                              timeout=FACT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
 
 
 _shared: dict[tuple[int, int], Nft] = {}

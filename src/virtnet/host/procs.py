@@ -4,6 +4,8 @@
 - A child that dies is noticed the moment it does through a pidfd (readable then).
 - glibc's malloc: its statistics (mallinfo2) and its mmap threshold (mallopt), through
   ctypes; getsockopt(2) with a buffer larger than Python's socket module allows.
+- The DHCP servers of this namespace (for the doctor), and the tools the faces run without a
+  shell (Graphviz's dot, the user's editor).
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
+
+from virtnet.facts import ProcessInfo
 
 M_MMAP_THRESHOLD = -3  # mallopt(3) parameter number (glibc's malloc.h)
 MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
@@ -96,5 +102,63 @@ def getsockopt(fd: int, level: int, option: int, size: int) -> bytes:
     return buffer.raw[:length.value]
 
 
-__all__ = ["PidfileLocked", "getsockopt", "lock_pidfile", "mallinfo2", "pidfd_open",
-           "set_mmap_threshold", "vmrss_kb"]
+# --- other processes ---------------------------------------------------------------------
+
+PROC = Path("/proc")
+OWN_NETNS = PROC / "self" / "ns" / "net"
+
+
+def netns_supported() -> bool:
+    """Whether the kernel has network namespaces (CONFIG_NET_NS)."""
+    return OWN_NETNS.exists()
+
+
+def processes_in_netns(programs: Iterable[str]) -> list[ProcessInfo]:
+    """The processes named PROGRAMS (their comm) in the network namespace this process is in,
+    with a dnsmasq's --conf-file text when it can be read."""
+    wanted = set(programs)
+    try:
+        ours = os.stat(OWN_NETNS).st_ino
+    except OSError:
+        return []
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm not in wanted or os.stat(entry / "ns" / "net").st_ino != ours:
+                continue
+            argv = tuple(p.decode(errors="replace")
+                         for p in (entry / "cmdline").read_bytes().split(b"\0") if p)
+        except OSError:
+            continue
+        conf = ""
+        for arg in argv:
+            if arg.startswith("--conf-file="):
+                try:
+                    conf = Path(arg.split("=", 1)[1]).read_text(errors="replace")[:100_000]
+                except OSError:
+                    conf = ""
+        found.append(ProcessInfo(int(entry.name), comm, argv, conf))
+    return found
+
+
+def run_attached(argv: list[str]) -> int:
+    """Run ARGV on this process's terminal (an editor); its exit status."""
+    return subprocess.run(argv, check=False).returncode
+
+
+def run_filter(argv: list[str], data: bytes,
+               timeout: float) -> subprocess.CompletedProcess[bytes] | None:
+    """Run ARGV with DATA on its stdin, capturing its output as bytes; None when it did not
+    finish within TIMEOUT seconds (it is killed)."""
+    try:
+        return subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+__all__ = ["PidfileLocked", "getsockopt", "lock_pidfile", "mallinfo2", "netns_supported",
+           "pidfd_open", "processes_in_netns", "run_attached", "run_filter", "set_mmap_threshold",
+           "vmrss_kb"]

@@ -29,10 +29,16 @@ import threading
 from dataclasses import dataclass
 
 from virtnet.errors import HostError
+from virtnet.facts import (
+    AddressInfo,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    LinkInfo,
+    NeighbourInfo,
+    RouteInfo,
+)
 
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Constants from include/uapi/linux/{netlink,rtnetlink,if_link,if_addr}.h
 NETLINK_ROUTE = 0
@@ -227,45 +233,6 @@ class LinkBrief:
     @property
     def up(self) -> bool:
         return bool(self.flags & IFF_UP)
-
-
-@dataclass(frozen=True)
-class LinkInfo:
-    name: str
-    index: int
-    kind: str | None  # "bridge", "veth", ... ; None for physical devices and loopback
-    up: bool
-    mac: str | None
-    mtu: int
-    master: int | None  # ifindex of the bridge/bond this link is enslaved to
-    stp: bool | None = None  # bridges only
-    forward_delay: int | None = None  # bridges only, seconds (rounded down)
-
-
-@dataclass(frozen=True)
-class NeighbourInfo:
-    """One entry of a neighbour table; ``state`` is the kernel's NUD_* bit set."""
-
-    link: str
-    address: IPAddress
-    mac: str
-    state: int
-
-
-@dataclass(frozen=True)
-class AddressInfo:
-    link: str
-    interface: IPInterface
-
-
-@dataclass(frozen=True)
-class RouteInfo:
-    destination: IPNetwork
-    link: str | None
-    gateway: IPAddress | None
-    metric: int
-    protocol: int
-    table: int
 
 
 def decode_link(payload: bytes) -> LinkInfo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from virtnet.errors import HostError
+from virtnet.facts import dotted
 
 PROC_SYS = Path("/proc/sys")
 
@@ -17,12 +18,6 @@ def sysctl_path(key: str) -> Path:
     if not key or key.startswith("/") or ".." in key.split("/"):
         raise HostError(f"invalid sysctl key {key!r}")
     return PROC_SYS / key
-
-
-def dotted(key: str) -> str:
-    """The ``sysctl -w`` spelling of KEY: dotted unless a component contains a dot."""
-    parts = key.split("/")
-    return key if any("." in part for part in parts) else ".".join(parts)
 
 
 def sysctl_get(key: str) -> str | None:

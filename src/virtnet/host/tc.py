@@ -19,8 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from virtnet.bandwidth import TcFeatures
 from virtnet.errors import HostError, StorageError
+from virtnet.facts import TcFeatures
 from virtnet.host.netlink import NetlinkFailure
 from virtnet.host.rtnl import shared_rtnl
 
