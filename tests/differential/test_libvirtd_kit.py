@@ -61,13 +61,47 @@ def _definitions() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in NETWORK_CONFIG_DIR.glob("*.xml")}
 
 
+def _snapshot() -> dict[str, tuple[str, bytes | str, int]]:
+    """The host's network definitions and autostart links, exactly (kind, content, mode)."""
+    found: dict[str, tuple[str, bytes | str, int]] = {}
+    for directory in (NETWORK_CONFIG_DIR, NETWORK_CONFIG_DIR / "autostart"):
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if path.is_symlink():
+                found[str(path)] = ("link", os.readlink(path), 0)
+            elif path.is_file():
+                found[str(path)] = ("file", path.read_bytes(), path.stat().st_mode & 0o7777)
+    return found
+
+
+def _restore(snapshot: dict[str, tuple[str, bytes | str, int]]) -> None:
+    """Put the host's definitions back as they were: the stand-in, like any libvirtd, rewrites
+    the definitions it loads (a header comment, a uuid, a MAC)."""
+    for path in set(_snapshot()) - set(snapshot):
+        os.unlink(path)
+    for path, (kind, content, mode) in snapshot.items():
+        target = Path(path)
+        if kind == "link":
+            if not target.is_symlink() or os.readlink(target) != content:
+                target.unlink(missing_ok=True)
+                os.symlink(content, target)
+            continue
+        if target.is_symlink() or not target.is_file() or target.read_bytes() != content:
+            target.unlink(missing_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)  # type: ignore[arg-type]
+        os.chmod(target, mode)
+
+
 def test_kit_libvirtd_runs_beside_the_hosts(tmp_path: Path) -> None:
     if _host_pid() is not None:
         pytest.skip("a libvirtd of the host's runs here: the stand-in would be a second one")
     netns = f"vnt-hl-{secrets.token_hex(2)}"
     assert _run(["ip", "netns", "add", netns]).returncode == 0
     stand_in: int | None = None
-    before = _definitions()
+    original = _snapshot()
     try:
         started = _run(["ip", "netns", "exec", netns, str(LIBVIRTD), "--daemon"], timeout=60)
         assert started.returncode == 0, started.stderr
@@ -83,6 +117,7 @@ def test_kit_libvirtd_runs_beside_the_hosts(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert host_list.returncode == 0, host_list.stderr
+        before = _definitions()  # as the host's daemon keeps them
 
         definition = tmp_path / "kitnet.xml"
         definition.write_text("<network><name>vnt-kit</name><bridge name='vntkit0'/>"
@@ -122,3 +157,5 @@ def test_kit_libvirtd_runs_beside_the_hosts(tmp_path: Path) -> None:
             except ProcessLookupError:
                 pass
         _run(["ip", "netns", "delete", netns])
+        _restore(original)
+    assert _snapshot() == original
