@@ -28,7 +28,7 @@ CEILINGS = {
     "a_modules": (1, 0),          # {apply coexist engine firewall forwards ports}
     "a_dynamic_units": (1, 0),    # importlib names (plan.KIND_MODULES, drivers) join both
     "b_private": (35, 0),
-    "c_local_imports": (209, 20),
+    "c_local_imports": (207, 20),
     "d_modules": (15, 0),
     "d_classes": (6, 0),
     "e_effects": (9, 0),
