@@ -37,16 +37,26 @@ An unprivileged read leaves the journal alone and reports the network as half-ch
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.errors import HostError, StorageError, ValidationError, VirtnetError
+from virtnet.errors import HostError, ValidationError, VirtnetError
+from virtnet.execute import journal as journals
+from virtnet.execute.executor import RunFailed, run
+from virtnet.execute.faults import LIVE
+from virtnet.execute.recover import recover, to_recover
+from virtnet.execute.steps import (
+    ApplyAction,
+    Replace,
+    ReloadDnsmasq,
+    RestartDnsmasq,
+    Step,
+    TuneBridge,
+    UndoAction,
+    bridge_changes,
+)
 from virtnet.model import Network
 from virtnet.plan import (
     Action,
@@ -55,25 +65,13 @@ from virtnet.plan import (
     StartDnsmasq,
     WriteFile,
 )
-from virtnet.state import (
-    BEGUN_KEY,
-    AppendedLines,
-    done_line,
-    failed_line,
-    path_exists,
-    read_file,
-    remove_file,
-)
+from virtnet.state import StateError, path_exists, read_file, remove_file
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine, NetworkRecord
     from virtnet.host import Host
 
 DNSMASQ_CONF_SUFFIX = ".conf"
-STEP_OPS = ("apply", "undo", "replace", "tune-bridge", "restart-dnsmasq", "reload-dnsmasq")
-# ops whose step applies its new action: what that recorded (a new dnsmasq's pid) is
-# journalled with "done", so that a recovery undoes exactly it
-APPLIES_NEW = frozenset({"apply", "replace", "restart-dnsmasq"})
 OPERATION = "net-apply"  # the verb named when it is refused for lack of privilege
 
 
@@ -90,59 +88,9 @@ class StepError(HostError):
         self.rollback_errors = rollback_errors
 
 
-@dataclass
-class Step:
-    """One change of a live apply: ``op`` is apply, undo, replace, tune-bridge, restart-dnsmasq
-    or reload-dnsmasq; ``old``/``new`` the recorded and planned actions it concerns."""
-
-    op: str
-    old: Action | None = None
-    new: Action | None = None
-
-    def describe(self) -> str:
-        if self.op == "apply":
-            assert self.new is not None
-            return self.new.describe()
-        if self.op == "undo":
-            assert self.old is not None
-            return f"undo: {self.old.describe()}"
-        if self.op == "tune-bridge":
-            assert isinstance(self.old, CreateBridge) and isinstance(self.new, CreateBridge)
-            return f"set {_bridge_changes(self.old, self.new)} on bridge {self.new.name} in place"
-        if self.op == "restart-dnsmasq":
-            assert self.new is not None
-            return f"restart dnsmasq of network {getattr(self.new, 'network', '?')} " \
-                   "(its configuration changed; leases are kept)"
-        if self.op == "reload-dnsmasq":
-            assert self.new is not None
-            return f"signal dnsmasq of network {getattr(self.new, 'network', '?')} " \
-                   "to re-read its hosts files (SIGHUP)"
-        assert self.new is not None
-        if isinstance(self.new, LoadFirewall):
-            return f"replace in one nft transaction: {self.new.describe()}"
-        return f"rewrite: {self.new.describe()}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The step as JSON-able data (its actions with what they recorded), as the apply
-        journal keeps it; :meth:`from_dict` reads it back."""
-        return {
-            "op": self.op,
-            "describe": self.describe(),
-            "old": self.old.to_dict() if self.old is not None else None,
-            "new": self.new.to_dict() if self.new is not None else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Step:
-        op = data.get("op")
-        if op not in STEP_OPS:
-            raise ValueError(f"unknown apply step {op!r}")
-        old, new = data.get("old"), data.get("new")
-        return cls(
-            str(op),
-            Action.from_dict(old) if old is not None else None,
-            Action.from_dict(new) if new is not None else None,
-        )
+def step_from_dict(data: dict[str, Any]) -> Step:
+    """A step as the apply journal keeps it (Step.to_dict), its actions read back."""
+    return Step.from_dict(data, Action.from_dict)
 
 
 @dataclass
@@ -156,17 +104,6 @@ class ApplyDiff:
     @property
     def unchanged(self) -> bool:
         return not self.steps and not self.not_live
-
-
-def _bridge_changes(old: CreateBridge, new: CreateBridge) -> str:
-    parts = []
-    if old.mtu != new.mtu:
-        parts.append(f"MTU {new.mtu or 'default'}")
-    if old.stp != new.stp:
-        parts.append(f"STP {'on' if new.stp else 'off'}")
-    if old.delay != new.delay:
-        parts.append(f"forward delay {new.delay} s")
-    return ", ".join(parts)
 
 
 def not_live_changes(old: Network, new: Network) -> list[str]:
@@ -212,8 +149,8 @@ def diff_actions(network: str, old: list[Action], new: list[Action]) -> ApplyDif
             index = find_old(lambda a: isinstance(a, CreateBridge) and a.name == action.name)
             if index is not None:
                 matched_old.add(index)
-                if _bridge_changes(old[index], action):  # type: ignore[arg-type]
-                    pending.append(Step("tune-bridge", old[index], action))
+                if bridge_changes(old[index], action):  # type: ignore[arg-type]
+                    pending.append(TuneBridge(old[index], action))
                 merged.append(action)
                 continue
         if isinstance(action, LoadFirewall):
@@ -221,25 +158,25 @@ def diff_actions(network: str, old: list[Action], new: list[Action]) -> ApplyDif
                              and a.network == action.network)  # type: ignore[attr-defined]
             if index is not None:
                 matched_old.add(index)
-                pending.append(Step("replace", old[index], action))
+                pending.append(Replace(old[index], action))
                 merged.append(action)
                 continue
         if isinstance(action, WriteFile):
             index = find_old(lambda a: isinstance(a, WriteFile) and a.path == action.path)
             if index is not None:
                 matched_old.add(index)
-                pending.append(Step("replace", old[index], action))
+                pending.append(Replace(old[index], action))
                 if action.path.endswith(DNSMASQ_CONF_SUFFIX):
                     dnsmasq_conf_changed = True
                 else:
                     dnsmasq_hosts_changed = True
                 merged.append(action)
                 continue
-        pending.append(Step("apply", None, action))
+        pending.append(ApplyAction(None, action))
         merged.append(action)
 
     # what disappeared goes first, newest first (as a destroy would remove it)
-    undo_steps = [Step("undo", action, None) for index, action in enumerate(old)
+    undo_steps: list[Step] = [UndoAction(action, None) for index, action in enumerate(old)
                   if index not in matched_old]
     undo_steps.reverse()
     steps = undo_steps + pending
@@ -248,10 +185,10 @@ def diff_actions(network: str, old: list[Action], new: list[Action]) -> ApplyDif
         running = merged[dnsmasq_index]
         if dnsmasq_conf_changed:
             fresh = Action.from_dict(running.spec())
-            steps.append(Step("restart-dnsmasq", running, fresh))
+            steps.append(RestartDnsmasq(running, fresh))
             merged[dnsmasq_index] = fresh
         elif dnsmasq_hosts_changed:
-            steps.append(Step("reload-dnsmasq", running, running))
+            steps.append(ReloadDnsmasq(running, running))
     diff.steps = steps
     diff.merged = merged
     diff.old = list(old)
@@ -261,195 +198,24 @@ def diff_actions(network: str, old: list[Action], new: list[Action]) -> ApplyDif
 # --- executing steps ---------------------------------------------------------------------
 
 
-# The kernel checks a bridge's forward delay against STP's range only while STP is on, and
-# reads the delay before the STP state within one request.
-STP_DELAY_RANGE = range(2, 31)  # seconds
-DEFAULT_BRIDGE_MTU = 1500  # what a bridge created without an MTU has (ETH_DATA_LEN)
-
-
-def _tune_bridge(host: Host, target: CreateBridge, current: CreateBridge) -> None:
-    """Set on the bridge what TARGET has and CURRENT (what it should have now) lacks. Also
-    right when the bridge is already partly or wholly at TARGET (a recovery does not know
-    how far a killed step got): STP goes off in a request of its own before a delay that
-    needs it off, and comes on after the delay."""
-    base = ["ip", "link", "set", "dev", target.name]
-    delay_changes = target.delay != current.delay
-    if not target.stp or delay_changes and target.delay not in STP_DELAY_RANGE:
-        host.run([*base, "type", "bridge", "stp_state", "0"])
-    argv = list(base)
-    if target.mtu != current.mtu:
-        argv += ["mtu", str(target.mtu or DEFAULT_BRIDGE_MTU)]
-    settings = ["forward_delay", str(target.delay * 100)] if delay_changes else []
-    if target.stp:
-        settings += ["stp_state", "1"]
-    if settings:
-        argv += ["type", "bridge", *settings]
-    if len(argv) > len(base):
-        host.run(argv)
-
-
-def _signal_dnsmasq(action: Action) -> None:
-    from virtnet.host.dnsmasq import is_our_dnsmasq
-
-    pid = getattr(action, "pid", None)
-    conf = getattr(action, "conf_file", None)
-    if pid is not None and conf is not None and is_our_dnsmasq(pid, Path(conf)):
-        os.kill(pid, signal.SIGHUP)
-
-
-def _run_step(host: Host, step: Step) -> None:
-    if step.op == "apply":
-        assert step.new is not None
-        step.new.apply(host)
-    elif step.op == "undo":
-        assert step.old is not None
-        step.old.undo(host)
-    elif step.op == "tune-bridge":
-        assert isinstance(step.new, CreateBridge)
-        assert isinstance(step.old, CreateBridge)
-        _tune_bridge(host, step.new, step.old)
-    elif step.op == "replace":
-        if isinstance(step.new, LoadFirewall):
-            assert isinstance(step.old, LoadFirewall)
-            host.nft(step.old.teardown + step.new.ruleset,
-                     what=f"replace the rules of network {step.new.network}")
+def run_steps(host: Host, steps: list[Step], journal: journals.Journal | None = None) -> None:
+    """Run STEPS in order through the executor; if one fails, the done ones are reversed
+    newest first and StepError says what happened. ``journal`` hears of each step before
+    and after it ran, and of each one the rollback reversed."""
+    try:
+        run(steps, host, journal, faults=LIVE)
+    except RunFailed as failure:
+        errors = [f"  reverting '{step.describe()}': {error}"
+                  for _, step, error in failure.undo_failures]
+        if failure.settle_error is not None:
+            errors.append(f"  {failure.settle_error}")
+        message = f"step {failure.number} ({failure.step.describe()}) " \
+                  f"{'failed' if failure.begun else 'not done'}: {failure.cause}"
+        if errors:
+            message += "\nrolling back also failed:\n" + "\n".join(errors)
         else:
-            assert step.new is not None
-            step.new.apply(host)
-    elif step.op == "restart-dnsmasq":
-        assert step.old is not None and step.new is not None
-        step.old.undo(host)
-        step.new.apply(host)
-    elif step.op == "reload-dnsmasq":
-        assert step.new is not None
-        _signal_dnsmasq(step.new)
-
-
-def _revert_step(host: Host, step: Step) -> None:
-    if step.op == "apply":
-        assert step.new is not None
-        step.new.undo(host)
-    elif step.op == "undo":
-        assert step.old is not None
-        step.old.apply(host)  # records afresh (e.g. a new pid) on the recorded action
-    elif step.op == "tune-bridge":
-        assert isinstance(step.old, CreateBridge) and isinstance(step.new, CreateBridge)
-        _tune_bridge(host, step.old, step.new)
-    elif step.op == "replace":
-        if isinstance(step.new, LoadFirewall):
-            assert isinstance(step.old, LoadFirewall)
-            host.nft(step.new.teardown + step.old.ruleset,
-                     what=f"restore the rules of network {step.new.network}")
-        else:
-            assert step.old is not None
-            step.old.apply(host)
-    elif step.op == "restart-dnsmasq":
-        assert step.old is not None and step.new is not None
-        step.new.undo(host)
-        step.old.apply(host)
-    elif step.op == "reload-dnsmasq":
-        assert step.old is not None
-        _signal_dnsmasq(step.old)
-
-
-def _restore_dnsmasq(host: Host, step: Step) -> None:
-    """After a restart-dnsmasq step that ran wholly, partly or not at all: stop whichever of
-    the two daemons runs (each undo finds its process by pid, pid file or command line and
-    tolerates none), then start the old one (which records its new pid). Run it after the
-    configuration files are back to their old content: dnsmasq reads them only at start."""
-    assert step.old is not None and step.new is not None
-    step.new.undo(host)
-    step.old.undo(host)
-    step.old.apply(host)
-
-
-class ApplyJournal(AppendedLines):
-    """The progress of one live apply, next to the network's status record (one os.write
-    append per line, so a kill leaves at most one line cut short, ignored when read back).
-
-    The first line holds what the running network had (its recorded actions and live
-    definition) and the steps to run; then, per step k: ``{"begun": k}`` before its first host
-    change, ``{"done": k}`` (with what the new action recorded) once it ran, ``{"failed": k}``
-    when it raised, and ``{"reverted": k}`` once an in-process rollback reversed it. Removed
-    when the status record is written, or after a rollback."""
-
-    def __init__(self, path: Path, header: dict[str, Any]) -> None:
-        super().__init__(path)
-        self._write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
-
-    def begin(self, step: int) -> None:
-        self._write(b'{"%s":%d}\n' % (BEGUN_KEY.encode(), step))
-
-    def done(self, step: int, recorded: dict[str, Any]) -> None:
-        self._write(done_line(step, recorded))
-
-    def failed(self, step: int) -> None:
-        self._write(failed_line(step))
-
-    def reverted(self, step: int) -> None:
-        self._write(b'{"%s":%d}\n' % (REVERTED_KEY.encode(), step))
-
-
-REVERTED_KEY = "reverted"  # an in-process rollback reversed the step (apply journals only)
-
-
-def run_steps(host: Host, steps: list[Step], journal: ApplyJournal | None = None) -> None:
-    """Run STEPS in order; if one fails, reverse the done ones newest first and raise.
-    ``journal`` hears of each step before and after it ran (see :class:`ApplyJournal`)."""
-    from virtnet.plan import CRASH_AFTER_APPLY_STEP_ENV, CRASH_IN_APPLY_STEP_ENV, crash_point
-    from virtnet.plan import run_crashing_in_step
-
-    done: list[tuple[int, Step]] = []
-    for number, step in enumerate(steps, start=1):
-        begun = ran = False
-        try:
-            if journal is not None:
-                journal.begin(number)
-            begun = True
-            if os.environ.get("VIRTNET_APPLY_FAULT_STEP") == str(number):
-                raise HostError(f"injected fault at apply step {number}")
-            run_crashing_in_step(CRASH_IN_APPLY_STEP_ENV, number,
-                                 lambda step=step: _run_step(host, step))  # type: ignore[misc]
-            ran = True
-            if journal is not None:
-                recorded = step.new.recorded() if step.op in APPLIES_NEW and step.new else {}
-                journal.done(number, recorded)
-        except BaseException as exc:
-            errors = []
-            if ran:  # it ran but could not be journalled done: reversed with the others
-                done.append((number, step))
-            elif journal is not None and begun and isinstance(exc, Exception):
-                with contextlib.suppress(StorageError):
-                    journal.failed(number)
-            for earlier_number, earlier in reversed(done):
-                try:
-                    _revert_step(host, earlier)
-                except Exception as revert_exc:  # noqa: BLE001 - report all, go on
-                    errors.append(f"  reverting '{earlier.describe()}': {revert_exc}")
-                    continue
-                if journal is not None:
-                    # unrecorded, it is reverted again by a recovery (every revert is
-                    # idempotent), if the journal is kept at all
-                    with contextlib.suppress(StorageError):
-                        journal.reverted(earlier_number)
-            if step.op == "restart-dnsmasq" and begun and not ran:
-                # it may have stopped the old daemon before failing: the old one runs again,
-                # now that its configuration file is the old one again
-                try:
-                    _restore_dnsmasq(host, step)
-                except Exception as revert_exc:  # noqa: BLE001 - reported with the cause
-                    errors.append(f"  restarting the old dnsmasq: {revert_exc}")
-            if not isinstance(exc, Exception):
-                raise
-            message = f"step {number} ({step.describe()}) {'failed' if begun else 'not done'}: " \
-                      f"{exc}"
-            if errors:
-                message += "\nrolling back also failed:\n" + "\n".join(errors)
-            else:
-                message += "\nthe network runs as before"
-            raise StepError(message, errors) from exc
-        done.append((number, step))
-        crash_point(CRASH_AFTER_APPLY_STEP_ENV, number)
+            message += "\nthe network runs as before"
+        raise StepError(message, errors) from failure.cause
 
 
 # --- the engine side ------------------------------------------------------------------------
@@ -499,12 +265,13 @@ def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff
     _journals_in_use.add(path)
     try:
         if diff.steps:
-            journal = ApplyJournal(path, {
+            # the header lists the steps; then a line as each begins, ends or is reverted
+            journal = journals.Journal(path, {
                 "network": record.name,
                 "live_xml": status.live_xml,
                 "actions": status.actions,
                 "steps": [step.to_dict() for step in diff.steps],
-            })
+            }, numbered=True, eager=True)
         with engine.host() as host:
             try:
                 run_steps(host, diff.steps, journal)
@@ -541,31 +308,6 @@ def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff
 # --- recovery of a killed apply -------------------------------------------------------------
 
 
-def _read_progress(lines: list[bytes], steps: list[Step]) -> dict[int, str]:
-    """Per step number that got as far as beginning: "begun", "done", "failed" or
-    "reverted" (the last word the journal has on it). What a done step's new action
-    recorded is set on it."""
-    from virtnet.state import DONE_KEY, FAILED_KEY, RECORDED_KEY
-
-    progress: dict[int, str] = {}
-    for line in lines:
-        entry = json.loads(line)
-        if BEGUN_KEY in entry:
-            progress[int(entry[BEGUN_KEY])] = "begun"
-        elif DONE_KEY in entry:
-            number = int(entry[DONE_KEY])
-            progress[number] = "done"
-            new = steps[number - 1].new
-            for name, value in (entry.get(RECORDED_KEY) or {}).items():
-                if new is not None:
-                    setattr(new, name, value)
-        elif FAILED_KEY in entry:
-            progress[int(entry[FAILED_KEY])] = "failed"
-        elif REVERTED_KEY in entry:
-            progress[int(entry[REVERTED_KEY])] = "reverted"
-    return progress
-
-
 def _share_old_actions(steps: list[Step], old_actions: list[Action]) -> None:
     """Make each step's old action the very object of the running network's list, so what a
     recovery re-applies (a restarted dnsmasq's pid) lands in the status record."""
@@ -579,21 +321,6 @@ def _share_old_actions(steps: list[Step], old_actions: list[Action]) -> None:
                 used.add(index)
                 step.old = action
                 break
-
-
-def _recover_step(host: Host, step: Step, later: list[Step]) -> None:
-    """Put back what STEP changed, whether it ran wholly, partly or not at all (a begun step
-    is not known to have done anything, a done one may have been reverted already when the
-    kill came during a rollback): every branch is safe to run in each case. dnsmasq is
-    handled last (LATER), once its files are back."""
-    if step.op in ("restart-dnsmasq", "reload-dnsmasq"):
-        later.append(step)
-    elif step.op == "undo":
-        assert step.old is not None
-        step.old.undo(host)  # finishes a partial undo (undos tolerate what is gone already)
-        step.old.apply(host)
-    else:
-        _revert_step(host, step)  # each of these is idempotent (see _revert_step)
 
 
 def recover_interrupted_apply(engine: Engine, name: str) -> bool:
@@ -613,42 +340,22 @@ def recover_interrupted_apply(engine: Engine, name: str) -> bool:
         raw = read_file(path)
         if raw is None:  # the apply we waited for finished
             return False
-        lines = raw.split(b"\n")[:-1]  # a line without its newline was cut by the kill
-        if not lines:  # killed before its first line was whole: no step had begun
-            remove_file(path, durable=False)
-            return True
         try:
-            header = json.loads(lines[0])
+            journal = journals.parse(raw, header=True)
+            if journal is None:  # killed before its first line was whole: nothing began
+                remove_file(path, durable=False)
+                return True
+            header = journal.header
+            assert header is not None
             old_actions = [Action.from_dict(data) for data in header["actions"]]
-            steps = [Step.from_dict(data) for data in header["steps"]]
-            progress = _read_progress(lines[1:], steps)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            from virtnet.state import StateError
-
+            steps = [step_from_dict(data) for data in header["steps"]]
+            wanted = to_recover(steps, journal.steps)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise StateError(f"{path}: unreadable apply journal: {exc}") from exc
         _share_old_actions(steps, old_actions)
-        errors: list[str] = []
-        later: list[Step] = []
         with engine.host() as host:
-            for number in sorted(progress, reverse=True):
-                step, state = steps[number - 1], progress[number]
-                # a failed step left nothing, a reverted one is reversed already; a failed
-                # restart may have stopped the old dnsmasq, so it is restored in any case
-                if state == "reverted" or state == "failed" and step.op != "restart-dnsmasq":
-                    continue
-                try:
-                    _recover_step(host, step, later)
-                except (VirtnetError, OSError) as exc:
-                    errors.append(f"  reverting '{step.describe()}': {exc}")
-            for step in later:
-                try:
-                    if step.op == "restart-dnsmasq":
-                        _restore_dnsmasq(host, step)
-                    else:
-                        assert step.old is not None
-                        _signal_dnsmasq(step.old)  # re-read the old hosts files
-                except (VirtnetError, OSError) as exc:
-                    errors.append(f"  reverting '{step.describe()}': {exc}")
+            failures = recover(wanted, host, catch=(VirtnetError, OSError))
+        errors = [f"  reverting '{step.describe()}': {error}" for _, step, error in failures]
         status = engine.store.read_status(name)
         if status is not None and status.active:
             status.actions = [action.to_dict() for action in old_actions]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtnet.drivers import driver_for
 from virtnet.errors import HostError, HostObjectMissing, NotInstalled
+from virtnet.execute.executor import undoing
 from virtnet.model import ForwardMode, Network
 from virtnet.plan import RECORDED, Action
 
@@ -314,15 +315,23 @@ class AllowThroughOtherFirewalls(Action):
             })
 
     def undo(self, host: Host) -> None:
-        errors = []
-        for record in reversed(self.added):
-            try:
-                _remove(host, record, self.comment)
-            except HostError as exc:
-                errors.append(str(exc))
+        rules = [_AddedRule(record, self.comment) for record in self.added]
+        errors = [str(exc) for _, _, exc in undoing(rules, host, catch=HostError)
+                  if exc is not None]
         self.added = []
         if errors:
             raise HostError("; ".join(errors))
+
+
+@dataclass
+class _AddedRule:
+    """One rule an AllowThroughOtherFirewalls added, as a step the executor undoes."""
+
+    record: dict[str, Any]
+    comment: str
+
+    def undo(self, host: Host) -> None:
+        _remove(host, self.record, self.comment)
 
 
 def _remove(host: Host, record: dict[str, Any], comment: str) -> None:

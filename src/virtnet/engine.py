@@ -52,6 +52,7 @@ from virtnet.errors import (  # NotFoundError, InvalidOperationError: also impor
     VirtnetError,
     XMLParseError,
 )
+from virtnet.execute.executor import undoing
 from virtnet.ids import network_name_problem
 from virtnet.model import Network
 from virtnet.paths import StatePaths
@@ -62,7 +63,6 @@ from virtnet.state import (
     RecordError,
     StateError,
     StateStore,
-    StatusJournal,
     Warn,
     path_exists,
     remove_file,
@@ -631,7 +631,7 @@ class Engine:
             journal = self.store.begin_status(status)
             try:
                 with journal:
-                    plan.apply(host, on_step=_StartJournal(journal))
+                    plan.apply(host, on_step=journal)
             except PlanError as exc:
                 if not exc.undo_errors:
                     self.store.delete_status(net.name)  # the host is as it was
@@ -651,7 +651,8 @@ class Engine:
         return status
 
     def _stop(self, status: NetworkStatus, keep_leases: bool) -> None:
-        from virtnet.plan import CRASH_AFTER_UNDO_STEP_ENV, Action, crash_point
+        from virtnet.execute.faults import CRASH_AFTER_UNDO_STEP_ENV, crash_point
+        from virtnet.plan import Action
         from virtnet.ports import remove_network_ports
 
         if status.active:
@@ -687,19 +688,18 @@ class Engine:
     @staticmethod
     def _undo_all(host: Host, actions: list[Action],
                   on_undone: Callable[[int], None] | None = None) -> list[tuple[Action, str]]:
-        """Undo ``actions`` newest first, going on past failures; return those that failed.
-        ``on_undone(k)`` runs after the k-th undo (1 = the newest action)."""
+        """Undo ``actions`` newest first (the executor's undo), going on past failures;
+        return those that failed, in apply order. ``on_undone(k)`` runs after the k-th undo
+        (1 = the newest action)."""
         failed: list[tuple[Action, str]] = []
-        for count, action in enumerate(reversed(actions), start=1):
-            try:
-                action.undo(host)
-            except VirtnetError as exc:
-                failed.append((action, str(exc)))
-            except OSError as exc:
-                failed.append((action, f"{exc.filename or ''} {exc.strerror or exc}".strip()))
+        for count, (_, action, exc) in enumerate(
+                undoing(actions, host, catch=(VirtnetError, OSError)), start=1):
+            if isinstance(exc, VirtnetError):
+                failed.insert(0, (action, str(exc)))
+            elif isinstance(exc, OSError):
+                failed.insert(0, (action, f"{exc.filename or ''} {exc.strerror or exc}".strip()))
             if on_undone is not None:
                 on_undone(count)
-        failed.reverse()
         return failed
 
     def _remove_leases(self, name: str) -> None:
@@ -940,24 +940,6 @@ class Engine:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-class _StartJournal:
-    """How a start records its progress (a virtnet.plan.StepJournal): each step is journalled
-    before its first host change and again once applied, so a start killed inside a step
-    leaves that step to undo as well (see virtnet.state.journal_steps)."""
-
-    def __init__(self, journal: StatusJournal) -> None:
-        self.journal = journal
-
-    def begin(self, step: int, action: Action) -> None:
-        self.journal.begin(action.to_dict())
-
-    def append(self, step: int, action: Action) -> None:
-        self.journal.done(step, action.recorded())
-
-    def failed(self, step: int, action: Action) -> None:
-        self.journal.failed(step)
 
 
 class _ActiveBridges(Mapping[str, str]):

@@ -6,20 +6,10 @@ Plan; ``net-start`` applies the very same Plan. If step k fails, steps k-1..1 ar
 reverse and the host ends as it began. Applied actions serialize with :meth:`Action.to_dict`
 so a later ``net-destroy`` (another process) can undo exactly what was done.
 
-Fault injection for tests (read at apply time):
-  VIRTNET_FAULT_STEP=k        step k (1-based) raises HostError instead of applying
-  VIRTNET_CRASH_AFTER_STEP=k  the process exits with status 137 right after step k applied
-                              (and after ``on_step`` recorded it), as if killed
-  VIRTNET_CRASH_AFTER_UNDO_STEP=k  the same, after the k-th undo of a net-destroy (counted
-                              newest first; see Engine._stop and crash_point)
-  VIRTNET_CRASH_IN_WRITE=stage  the same, inside the first atomic file write (virtnet.state)
-  VIRTNET_CRASH_AFTER_APPLY_STEP=k, VIRTNET_CRASH_IN_APPLY_STEP=k  the same two for the steps
-                              of a live net-apply (virtnet.apply), once step k is journalled
-                              done, or inside it
-  VIRTNET_CRASH_IN_STEP=k     SIGKILL inside step k: right after the step's first host change
-                              where its action calls :func:`crash_in_step` (a bridge created,
-                              dnsmasq spawned, a tap created but not enslaved...), else once
-                              its apply returned but before ``on_step`` recorded it
+Applying and undoing go through the one executor (:mod:`virtnet.execute.executor`); the
+fault and crash injection of the tests (VIRTNET_FAULT_STEP, VIRTNET_CRASH_*) is in
+:mod:`virtnet.execute.faults` and keeps its names here for the actions that call
+:func:`crash_in_step`.
 
 Crash safety: a :class:`StepJournal` given to :meth:`Plan.apply` is told that step k begins
 before its first host change, so a process killed inside step k leaves a record of it; the
@@ -33,29 +23,31 @@ import abc
 import contextlib
 import dataclasses
 import ipaddress
-import os
 import shlex
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from virtnet.errors import HostError, StorageError
+from virtnet.execute.executor import RunFailed, run, undoing
+from virtnet.execute.recover import recover
+from virtnet.execute.faults import (  # noqa: F401 - the names actions and tests know
+    CRASH_AFTER_APPLY_STEP_ENV,
+    CRASH_AFTER_STEP_ENV,
+    CRASH_AFTER_UNDO_STEP_ENV,
+    CRASH_EXIT_STATUS,
+    CRASH_IN_APPLY_STEP_ENV,
+    CRASH_IN_STEP_ENV,
+    FAULT_STEP_ENV,
+    crash_in_step,
+    crash_point,
+)
 from virtnet.facts import dotted
 
 if TYPE_CHECKING:
     from virtnet.host import Host
 
-FAULT_STEP_ENV = "VIRTNET_FAULT_STEP"
-CRASH_AFTER_STEP_ENV = "VIRTNET_CRASH_AFTER_STEP"
-CRASH_AFTER_UNDO_STEP_ENV = "VIRTNET_CRASH_AFTER_UNDO_STEP"
-CRASH_IN_STEP_ENV = "VIRTNET_CRASH_IN_STEP"
-CRASH_EXIT_STATUS = 137
-# net-apply's steps (virtnet.apply), counted from 1 like a start's: die once step k is
-# journalled done, or inside step k (see run_crashing_in_step)
-CRASH_AFTER_APPLY_STEP_ENV = "VIRTNET_CRASH_AFTER_APPLY_STEP"
-CRASH_IN_APPLY_STEP_ENV = "VIRTNET_CRASH_IN_APPLY_STEP"
 RECORDED = "recorded"  # dataclass field metadata: set by apply, not part of the spec
 
 
@@ -129,6 +121,21 @@ class Action(abc.ABC):
     def undo(self, host: Host) -> None:
         """Reverse the change; safe to run twice and after a partial apply."""
 
+    def replace(self, host: Host, previous: Action, *, restoring: bool = False) -> None:
+        """Take the place of PREVIOUS (the same thing in another version: a file's old
+        content) on a running network; ``restoring``: PREVIOUS is the newer one, being rolled
+        back. By default, apply over it."""
+        self.apply(host)
+
+    def describe_replacing(self) -> str:
+        """One line for a person: what replacing the older version by this one does."""
+        return f"rewrite: {self.describe()}"
+
+    def recover(self, host: Host) -> None:
+        """Reverse what a killed process left of this change, whether it ran wholly, partly
+        or not at all: every undo already holds in the three cases."""
+        self.undo(host)
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -201,52 +208,6 @@ def _import_action_module(kind: str) -> None:
         importlib.import_module(module)
 
 
-def _env_step(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise HostError(f"{name} must be a step number, not {value!r}") from None
-
-
-def crash_point(env_name: str, step: int) -> None:
-    """Die as if killed (status 137, no cleanup) when ``env_name`` names ``step``: the crash
-    tests' way to stop a command between two of its steps."""
-    if _env_step(env_name) == step:
-        os._exit(CRASH_EXIT_STATUS)
-
-
-# True while the step VIRTNET_CRASH_IN_STEP names is applying (set by Plan.apply). A plain
-# flag: only crash tests set the variable, and then one command runs one plan at a time.
-_crash_in_step_armed = False
-
-
-def crash_in_step() -> None:
-    """SIGKILL this process if it is applying the step VIRTNET_CRASH_IN_STEP names. Actions
-    call it right after their first host change, so the crash tests can leave a step half
-    done (a bridge created, dnsmasq spawned but its pid not read, a tap not yet enslaved)."""
-    if _crash_in_step_armed:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def run_crashing_in_step(env_name: str, step: int, run: Callable[[], None]) -> None:
-    """``run()`` (one step of a change), and when ``env_name`` names ``step`` die inside it:
-    SIGKILL at the first crash_in_step() an action reaches, else once ``run`` returned,
-    before the caller recorded that the step is done."""
-    global _crash_in_step_armed
-    if _env_step(env_name) != step:
-        run()
-        return
-    _crash_in_step_armed = True
-    try:
-        run()
-        crash_in_step()
-    finally:
-        _crash_in_step_armed = False
-
-
 class StepJournal(Protocol):
     """Where :meth:`Plan.apply` records its progress, so that whatever a killed process
     leaves behind can be undone by the next one."""
@@ -265,26 +226,14 @@ class StepJournal(Protocol):
 StepCallback = Callable[[int, "Action"], None]
 
 
-def _apply_and_crash(action: Action, host: Host) -> None:
-    """Apply the step VIRTNET_CRASH_IN_STEP names and die inside it: at the action's own
-    crash_in_step() call, or else once it applied (before anything recorded it)."""
-    global _crash_in_step_armed
-    _crash_in_step_armed = True
-    try:
-        action.apply(host)
-        crash_in_step()
-    finally:
-        _crash_in_step_armed = False  # an apply that raised goes on to roll back, alive
-
-
 def _journal_of(on_step: StepCallback | StepJournal | None) -> StepJournal | None:
     """The journal behind ``on_step``: the journal itself, or the journal whose bound
-    ``append`` it is (virtnet.ports passes ``journal.append``). Checked on the type, by
+    ``append`` (or ``done``) it is. Checked on the type, by
     name: isinstance() against the Protocol costs 13-44 us, more than a port's whole plan."""
     if on_step is None:
         return None
     candidate: Any = on_step
-    if getattr(on_step, "__name__", None) == "append":
+    if getattr(on_step, "__name__", None) in ("append", "done"):
         candidate = getattr(on_step, "__self__", on_step)
     kind = type(candidate)
     if hasattr(kind, "begin") and hasattr(kind, "append") and hasattr(kind, "failed"):
@@ -321,81 +270,28 @@ class Plan:
         :class:`StepJournal` (or its bound ``append``) is also told before each step begins and
         when one fails, so that a kill inside a step leaves a record of that step too.
         """
-        fault_step = _env_step(FAULT_STEP_ENV)
-        crash_step = _env_step(CRASH_AFTER_STEP_ENV)
-        in_step_crash = _env_step(CRASH_IN_STEP_ENV)
         journal = _journal_of(on_step)
-        if journal is not None:
-            on_step = journal.append
-        applied: list[Action] = []
-        launched: list[tuple[int, Action]] = []  # overlapping steps, finished at the end
-        for step, action in enumerate(self.actions, start=1):
-            if journal is not None:
-                try:
-                    journal.begin(step, action)
-                except BaseException as exc:
-                    # The step was not tried (the journal cannot be written: a full disk):
-                    # the earlier ones are undone, and then nothing happened but EXC
-                    undo_errors = _undo_all(list(reversed(applied)), host)
-                    if not isinstance(exc, Exception) \
-                            or isinstance(exc, StorageError) and not undo_errors:
-                        raise
-                    raise PlanError(step, action, exc, undo_errors, begun=False) from exc
-            try:
-                if fault_step == step:
-                    raise HostError(f"injected fault at step {step} ({FAULT_STEP_ENV})")
-                if in_step_crash == step:
-                    _apply_and_crash(action, host)
-                elif action.overlaps:
-                    action.launch(host)
-                    launched.append((step, action))
-                else:
-                    action.apply(host)
-            except BaseException as exc:
-                # The failing action is not undone: it may have failed because the thing
-                # already existed (someone else's bridge or address). Each apply leaves
-                # nothing behind when it fails. The journal hears of it before the rollback,
-                # so a kill during the rollback does not make the next command undo it.
-                # (Ctrl-C and SystemExit may cut a step halfway: the journal keeps it begun.)
-                journal_error = None
-                if journal is not None and isinstance(exc, Exception):
-                    try:
-                        journal.failed(step, action)
-                    except Exception as journal_exc:  # noqa: BLE001 - reported with the cause
-                        journal_error = f"cannot record that step {step} failed: {journal_exc}"
-                undo_errors = _undo_all(list(reversed(applied)), host)
-                if not isinstance(exc, Exception):
-                    raise  # rolled back, and propagated as they are
-                if journal_error is not None and undo_errors:
-                    # only a journal kept for the next command (a rollback that failed)
-                    # needs the line; a complete rollback's journal is removed
-                    undo_errors.append(journal_error)
-                raise PlanError(step, action, exc, undo_errors) from exc
-            applied.append(action)
-            if on_step is not None:
-                try:
-                    on_step(step, action)
-                except BaseException as exc:
-                    # not recorded (the journal cannot be written): undone with the others
-                    undo_errors = _undo_all(list(reversed(applied)), host)
-                    if not isinstance(exc, Exception) \
-                            or isinstance(exc, StorageError) and not undo_errors:
-                        raise
-                    raise PlanError(step, action, exc, undo_errors) from exc
-            if crash_step == step:
-                os._exit(CRASH_EXIT_STATUS)
-        # The overlapping steps ran alongside the ones after them; the plan is applied once
-        # they are done too. Their journal line already says "applied" (their undo copes
-        # with a launch that never finished), and what they record now is in the actions,
-        # from which the caller writes the final record.
-        for step, action in launched:
-            try:
-                action.finish(host)
-            except BaseException as exc:
-                undo_errors = _undo_all(list(reversed(applied)), host)
-                if not isinstance(exc, Exception):
-                    raise
-                raise PlanError(step, action, exc, undo_errors) from exc
+        recorder: Any = None
+        if journal is not None:  # a virtnet.execute.journal.Journal is the executor's own
+            recorder = journal if hasattr(type(journal), "done") else \
+                _Recorder(journal.begin, journal.append, journal.failed)
+        elif on_step is not None:
+            recorder = _Recorder(None, on_step, None)  # type: ignore[arg-type]
+        try:
+            run(self.actions, host, recorder)
+        except RunFailed as failure:
+            undo_errors = [f"undo of {action.describe()}: {error}"
+                           for _, action, error in failure.undo_failures]
+            if failure.journal_error is not None and undo_errors:
+                # only a journal kept for the next command (a rollback that failed) needs
+                # the line; a complete rollback's journal is removed
+                undo_errors.append(failure.journal_error)
+            if failure.journal_failed and isinstance(failure.cause, StorageError) \
+                    and not undo_errors:
+                # what failed is the journal, and the rollback went through: nothing happened
+                raise failure.cause from failure.cause.__cause__
+            raise PlanError(failure.number, failure.step, failure.cause, undo_errors,
+                            begun=failure.begun) from failure.cause
 
     def undo(self, host: Host, on_step: Callable[[int, Action], None] | None = None) -> None:
         """Undo every action in reverse order, going on past failures; raise them at the end.
@@ -404,27 +300,45 @@ class Plan:
         position in the plan).
         """
         errors: list[str] = []
-        for step in range(len(self.actions), 0, -1):
-            action = self.actions[step - 1]
-            try:
-                action.undo(host)
-            except Exception as exc:  # noqa: BLE001 - collect and go on; report all at the end
-                errors.append(f"undo of step {step} ({action.describe()}): {exc}")
-                continue
-            if on_step is not None:
+        for step, action, error in undoing(self.actions, host):
+            if error is not None:
+                errors.append(f"undo of step {step} ({action.describe()}): {error}")
+            elif on_step is not None:
                 on_step(step, action)
         if errors:
             raise HostError("\n".join(errors))
 
 
-def _undo_all(actions: list[Action], host: Host) -> list[str]:
-    errors = []
-    for action in actions:
-        try:
-            action.undo(host)
-        except Exception as exc:  # noqa: BLE001 - collected, never masks the original error
-            errors.append(f"undo of {action.describe()}: {exc}")
-    return errors
+    def recover(self, host: Host) -> None:
+        """Undo what a killed process left of this plan (every action's ``recover``), newest
+        first, going on past failures; raise them at the end."""
+        errors = [f"undo of step {step} ({action.describe()}): {error}"
+                  for step, action, error in recover(self.actions, host)]
+        if errors:
+            raise HostError("\n".join(errors))
+
+
+class _Recorder:
+    """What :func:`virtnet.execute.executor.run` tells a plan's StepJournal or ``on_step``
+    callback (each call optional)."""
+
+    __slots__ = ("_begin", "_done", "_failed")
+
+    def __init__(self, begin: StepCallback | None, done: StepCallback | None,
+                 failed: StepCallback | None) -> None:
+        self._begin, self._done, self._failed = begin, done, failed
+
+    def begin(self, step: int, action: Action) -> None:
+        if self._begin is not None:
+            self._begin(step, action)
+
+    def done(self, step: int, action: Action) -> None:
+        if self._done is not None:
+            self._done(step, action)
+
+    def failed(self, step: int, action: Action) -> None:
+        if self._failed is not None:
+            self._failed(step, action)
 
 
 # --- actions ---------------------------------------------------------------------------
@@ -631,6 +545,16 @@ class LoadFirewall(Action):
     def apply(self, host: Host) -> None:
         host.nft(self.ruleset, what=f"load firewall rules of network {self.network}")
         crash_in_step()
+
+    def replace(self, host: Host, previous: Action, *, restoring: bool = False) -> None:
+        # one transaction: no packet sees a half-loaded ruleset
+        assert isinstance(previous, LoadFirewall)
+        host.nft(previous.teardown + self.ruleset,
+                 what=f"{'restore' if restoring else 'replace'} the rules of network "
+                      f"{previous.network if restoring else self.network}")
+
+    def describe_replacing(self) -> str:
+        return f"replace in one nft transaction: {self.describe()}"
 
     def undo(self, host: Host) -> None:
         host.nft(self.teardown, what=f"remove firewall rules of network {self.network}")

@@ -72,11 +72,9 @@ from virtnet.model import (
     Vlan,
 )
 from virtnet.portdef import MacvtapMode, PlugType, PortDef
+from virtnet.execute.journal import Journal
+from virtnet.execute.journal import parse as parse_journal
 from virtnet.state import (
-    AppendedLines,
-    begun_line,
-    done_line,
-    failed_line,
     list_dir,
     path_exists,
     read_file,
@@ -550,24 +548,6 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
     return records
 
 
-class _CreateJournal(AppendedLines):
-    """The steps of one port-create so far, one JSON line each (appended: one write(2) each):
-    a step is journalled before its first host change and again once applied, so a
-    port-create killed inside a step (a tap created but not yet enslaved) leaves that step
-    to undo too (a virtnet.plan.StepJournal; line format: virtnet.state.journal_steps).
-    Created with the first step; removed once the record is written or the plan was rolled
-    back."""
-
-    def begin(self, step: int, action: Action) -> None:
-        self._write(begun_line(action.to_dict()))
-
-    def append(self, step: int, action: Action) -> None:
-        self._write(done_line(step, action.recorded()))
-
-    def failed(self, step: int, action: Action) -> None:
-        self._write(failed_line(step))
-
-
 def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
     """Undo what port-creates killed before writing their record left behind (their
     journals: the steps applied and the one killed inside), finish the port-deletes killed
@@ -595,7 +575,6 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
         port_uuid, suffix = os.path.splitext(entry)
         if not path_exists(record_path(directory, port_uuid)):
             from virtnet.plan import Action, Plan
-            from virtnet.state import journal_steps
 
             raw = read_file(path) or b""
             if suffix == DELETING_SUFFIX:
@@ -603,10 +582,11 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
             else:
                 # a line without its newline was cut by the kill: an "applied" line cut so
                 # still has its step's "begun" line before it
-                steps = journal_steps([json.loads(line) for line in raw.split(b"\n")[:-1]])
+                journal = parse_journal(raw, header=False)
+                steps = journal.actions_to_undo() if journal is not None else []
             actions = [Action.from_dict(data) for data in steps]
             with engine.host() as host:
-                Plan(directory.name, actions).undo(host)
+                Plan(directory.name, actions).recover(host)
             undone.append(port_uuid)
         remove_file(path, durable=False)
     return undone
@@ -832,7 +812,7 @@ class PortManager:
                                 f"'{port_uuid}'")
             port = allocate(net, request, state.usage, port_uuid=port_uuid,
                             pool=self._pool(net), new_uuid=self._new_uuid)
-            journal = _CreateJournal(port_file(self._dir(net.name), port_uuid, JOURNAL_SUFFIX))
+            journal = Journal(port_file(self._dir(net.name), port_uuid, JOURNAL_SUFFIX))
             try:
                 record = self._realize(net, port, journal)
                 from virtnet.state import atomic_write
@@ -857,7 +837,7 @@ class PortManager:
         return driver_for(net).pool(net)
 
     def _realize(self, net: Network, port: PortDef,
-                 journal: _CreateJournal | None = None) -> PortRecord:
+                 journal: Journal | None = None) -> PortRecord:
         """Plan and apply the port's host changes, picking a free device name (retrying the
         next one if another program takes a name between our check and our create)."""
         from virtnet.plan import PlanError
@@ -877,7 +857,7 @@ class PortManager:
                         self._name_floor[prefix] = int(device[len(prefix):])
                 plan = self.plan(net, port, device)
                 try:
-                    plan.apply(host, on_step=journal.append if journal is not None else None)
+                    plan.apply(host, on_step=journal)
                 except PlanError as exc:
                     if journal is not None and not exc.undo_errors:
                         journal.discard()  # rolled back: nothing to recover

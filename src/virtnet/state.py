@@ -10,7 +10,7 @@ Layout (see ``virtnet.paths.StatePaths``):
   connection count and when the network started. A transient network (``net-create``) has a
   status record and no definition.
 - ``status_dir/NAME.journal``: the status of a start in progress, one line per step begun and
-  per step applied (see :class:`StatusJournal`); left behind by an interrupted start, it reads
+  per step applied (a virtnet.execute.journal Journal); left behind by an interrupted start, it reads
   back as an inactive status listing the steps to undo, the one cut halfway included.
 
 Every file is written atomically (temp file in the same directory, then rename), so a concurrent
@@ -34,37 +34,58 @@ directory is one clear error, and a write that fails leaves the old file and no 
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import os
 import stat
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from virtnet.errors import Busy, StorageError, VirtnetError, storage_errors
+from virtnet.errors import StorageError, VirtnetError, storage_errors
+from virtnet.execute import faults  # noqa: F401 - installs the crash hook of atomic writes
+from virtnet.execute.journal import (  # noqa: F401 - the line format, under its old names
+    BEGUN_KEY,
+    DONE_KEY,
+    FAILED_KEY,
+    RECORDED_KEY,
+    Journal,
+    begun_line,
+    done_line,
+    failed_line,
+    journal_steps,
+)
+from virtnet.execute.journal import parse as parse_journal
+from virtnet.host.fs import (  # noqa: F401 - the file effects, under their old names
+    DEFAULT_LOCK_TIMEOUT,
+    DIR_MODE,
+    FILE_MODE,
+    PARENT_DIR_MODE,
+    AppendedLines,
+    Files,
+    StateLock,
+    atomic_write,
+    ensure_dir,
+    fsync_dir,
+    list_dir,
+    path_exists,
+    read_file,
+    remove_file,
+)
 from virtnet.ids import (
     IdentifierError,
     check_network_name,
-    ensure_real_dir,
     network_file,
     network_name_problem,
     read_state_file,
 )
 from virtnet.paths import StatePaths
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
-PARENT_DIR_MODE = 0o755
 STATUS_FORMAT_VERSION = 1
-DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a command waits for another one before giving up
 JOURNAL_SUFFIX = ".journal"
+FILES = Files()  # the files' handle (virtnet.host.fs)
 
 
 class StateError(VirtnetError):
@@ -86,259 +107,6 @@ Warn = Callable[[str], None]
 
 
 # --- atomic files ----------------------------------------------------------------------
-
-
-def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
-    """Create ``path`` with ``mode`` (0700 by default), and missing parents with 0755.
-
-    Parents stay traversable on purpose: dnsmasq drops root and must still reach its hosts
-    files under the state directory; only the directories holding definitions and status are
-    private.
-    """
-    ensure_real_dir(path)
-    missing = []
-    current = path
-    with storage_errors("create directory", path):
-        while not current.is_dir():
-            missing.append(current)
-            if current.parent == current:
-                break
-            current = current.parent
-    for directory in reversed(missing):
-        wanted = mode if directory == path else PARENT_DIR_MODE
-        with storage_errors("create directory", directory):
-            try:
-                directory.mkdir(mode=wanted)
-            except FileExistsError:
-                continue  # another process made it between our check and mkdir
-            os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
-    return path
-
-
-def fsync_dir(path: Path) -> None:
-    with storage_errors("sync", path):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_file(path: Path) -> bytes | None:
-    """PATH's content, or None when there is no such file."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StorageError.of(exc, "read", path) from exc
-
-
-def list_dir(directory: Path) -> list[str]:
-    """DIRECTORY's entries (none if it does not exist)."""
-    try:
-        return os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StorageError.of(exc, "read", directory) from exc
-
-
-def path_exists(path: Path) -> bool:
-    """Whether PATH exists (a dangling symlink counts); a directory on the way that cannot
-    be searched is an error, not a no."""
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as exc:
-        raise StorageError.of(exc, "read", path) from exc
-    return True
-
-
-def atomic_write(path: Path, data: bytes | str, mode: int = FILE_MODE, *,
-                 durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that readers see either the old or the new content.
-
-    ``durable``: also fsync the file and its directory, so the new content survives a power
-    loss. Runtime records in the run directory pass False (see the module's docstring): the
-    rename alone keeps them whole when virtnet itself is killed.
-    """
-    if isinstance(data, str):
-        data = data.encode()
-    crash_stage = _crash_in_write_stage()
-    ensure_dir(path.parent)
-    with storage_errors("write", path):
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                if crash_stage is not None:
-                    _crash_while_writing(crash_stage, handle, data)
-                handle.write(data)
-                if durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            if crash_stage == "before-rename":
-                os._exit(CRASH_EXIT_STATUS)
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
-    if crash_stage == "after-rename":
-        os._exit(CRASH_EXIT_STATUS)
-    if durable:
-        fsync_dir(path.parent)
-
-
-# Crash tests (VIRTNET_CRASH_IN_WRITE=stage): the first atomic write of the process dies, as
-# if killed, at that stage. "empty": the temp file exists, nothing written; "partial": half
-# the data written; "before-rename": all written (and fsynced if durable), not renamed;
-# "after-rename": renamed, directory not fsynced.
-CRASH_IN_WRITE_ENV = "VIRTNET_CRASH_IN_WRITE"
-CRASH_IN_WRITE_STAGES = ("empty", "partial", "before-rename", "after-rename")
-CRASH_EXIT_STATUS = 137  # = virtnet.plan.CRASH_EXIT_STATUS
-
-
-def _crash_in_write_stage() -> str | None:
-    stage = os.environ.get(CRASH_IN_WRITE_ENV)
-    if not stage:
-        return None
-    if stage not in CRASH_IN_WRITE_STAGES:
-        raise StateError(f"{CRASH_IN_WRITE_ENV} must be one of {', '.join(CRASH_IN_WRITE_STAGES)}")
-    return stage
-
-
-def _crash_while_writing(stage: str, handle: Any, data: bytes) -> None:
-    if stage == "empty":
-        os._exit(CRASH_EXIT_STATUS)
-    if stage == "partial":
-        handle.write(data[: len(data) // 2])
-        handle.flush()
-        os._exit(CRASH_EXIT_STATUS)
-
-
-def remove_file(path: Path, *, durable: bool = True) -> bool:
-    """Remove ``path``; a missing file is not an error. Returns whether something was removed.
-    ``durable``: fsync the directory so the removal survives a power loss."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        # A read-only file system refuses even to remove what is not there (EROFS before
-        # ENOENT): that is still nothing to remove.
-        if not path_exists(path):
-            return False
-        raise StorageError.of(exc, "remove", path) from exc
-    if durable:
-        fsync_dir(path.parent)
-    return True
-
-
-# --- the lock --------------------------------------------------------------------------
-
-
-class StateLock:
-    """An exclusive lock over the whole state directory, held by one virtnet process at a time.
-
-    ``flock`` on ``paths.lock_file``: the kernel releases it when the holder dies, so a crashed
-    command never leaves the state locked. Re-entrant within one process (engine operations call
-    each other), and thread-safe for a daemon serving several clients.
-    """
-
-    def __init__(self, path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT, poll: float = 0.05):
-        self.path = path
-        self.timeout = timeout
-        self.poll = poll
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._depth > 0
-
-    def acquire(self) -> None:
-        if not self._thread_lock.acquire(timeout=self.timeout):
-            raise Busy(f"timed out after {self.timeout:g}s waiting for the state lock")
-        try:
-            if self._depth == 0:
-                self._fd = self._lock_file()
-            self._depth += 1
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def release(self) -> None:
-        if self._depth == 0:
-            raise RuntimeError("state lock released more often than acquired")
-        self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            # Closing the descriptor drops the flock; the pid in the file is only informative.
-            os.close(self._fd)
-            self._fd = None
-        self._thread_lock.release()
-
-    def __enter__(self) -> StateLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def _lock_file(self) -> int:
-        ensure_dir(self.path.parent, PARENT_DIR_MODE)  # the run directory, not a private one
-        fd = self._open()
-        deadline = time.monotonic() + self.timeout
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise StateError(f"cannot lock {self.path}: {exc.strerror}") from exc
-                if time.monotonic() >= deadline:
-                    holder = self._holder(fd)
-                    raise Busy(
-                        f"another virtnet command{holder} is still changing the state in "
-                        f"{self.path.parent}; gave up after waiting {self.timeout:g}s"
-                    )
-                time.sleep(self.poll)
-            # Only informative (who holds the lock): written over the old pid, then cut to
-            # length, so that a full disk (the old content's block is reused) or a read-only
-            # one never stops a command that may have nothing to write, or space to free.
-            pid = f"{os.getpid()}\n".encode()
-            with contextlib.suppress(OSError):
-                os.pwrite(fd, pid, 0)
-                os.ftruncate(fd, len(pid))
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
-
-    def _open(self) -> int:
-        try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                           FILE_MODE)
-        except OSError as exc:
-            if exc.errno == errno.EROFS:
-                # flock works on a descriptor open for reading: the commands that only read
-                # still serialise, and those that write fail at their first write, naming it
-                with contextlib.suppress(OSError):
-                    return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            raise StorageError.of(exc, "open the state lock", self.path) from exc
-
-    @staticmethod
-    def _holder(fd: int) -> str:
-        try:
-            text = os.pread(fd, 32, 0).decode().strip()
-        except OSError:
-            return ""
-        return f" (pid {text})" if text.isdigit() else ""
 
 
 # --- status records --------------------------------------------------------------------
@@ -383,150 +151,8 @@ class NetworkStatus:
         )
 
 
-def _json_line(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
-
-
-# Step journals (a start's, virtnet.ports' port-creates') are lines of JSON, per step k:
-# {"begun": action} before its first host change (Action.to_dict() as planned), then
-# {"done": k} once applied, with {"recorded": {...}} when apply recorded something (pids,
-# old values: the fields Action.spec() leaves out), or {"failed": k} when it raised (it left
-# nothing behind, and what it failed on may be someone else's, so it is never undone).
-# A plain action line (Action.to_dict()) is an applied step too. Serialising each action
-# once, before its step, keeps the "done" lines to a few bytes.
-BEGUN_KEY = "begun"
-DONE_KEY = "done"
-RECORDED_KEY = "recorded"
-FAILED_KEY = "failed"
-
-
-def begun_line(action: dict[str, Any]) -> bytes:
-    return _json_line({BEGUN_KEY: action})
-
-
-def done_line(step: int, recorded: dict[str, Any]) -> bytes:
-    if not recorded:
-        return b'{"%s":%d}\n' % (DONE_KEY.encode(), step)
-    return _json_line({DONE_KEY: step, RECORDED_KEY: recorded})
-
-
-def failed_line(step: int) -> bytes:
-    return b'{"%s":%d}\n' % (FAILED_KEY.encode(), step)
-
-
-def journal_steps(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The actions a step journal's entries say to undo, in apply order: every applied one
-    (with what it recorded), and the last one begun if it neither applied nor failed (the
-    process was killed inside it: applied partly, wholly or not at all; every undo tolerates
-    the three)."""
-    actions: list[dict[str, Any]] = []
-    pending: dict[str, Any] | None = None
-    for entry in entries:
-        if BEGUN_KEY in entry:
-            pending = dict(entry[BEGUN_KEY])
-        elif DONE_KEY in entry:
-            if pending is not None:  # (a "done" always follows its "begun")
-                pending.update(entry.get(RECORDED_KEY) or {})
-                actions.append(pending)
-            pending = None
-        elif FAILED_KEY in entry:
-            pending = None
-        else:
-            actions.append(entry)
-            pending = None
-    if pending is not None:
-        actions.append(pending)
-    return actions
-
-
-class AppendedLines:
-    """A file of lines, each appended with one write(2): what the step journals are made of.
-
-    The file is created (0600, emptied) with the first line, preceded by ``first`` when that
-    is given (a journal's header). A kill leaves at most the last line without its newline,
-    which readers ignore.
-    """
-
-    def __init__(self, path: Path, first: bytes = b"") -> None:
-        self.path = path
-        self._first = first
-        self._fd: int | None = None
-
-    def _write(self, data: bytes) -> None:
-        created = self._fd is None
-        if created:
-            ensure_dir(self.path.parent)
-            with storage_errors("write", self.path):
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                             | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
-            self._fd = fd
-            data = self._first + data
-        try:
-            with storage_errors("write", self.path):
-                if created:
-                    os.fchmod(self._fd, FILE_MODE)  # the umask filtered the creation mode
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view):]
-        except StorageError:
-            if created:  # a file without its first line records nothing: it goes
-                with contextlib.suppress(StorageError):
-                    self.discard()
-            raise
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def discard(self) -> None:
-        """Close and remove the file (gone already is fine)."""
-        self.close()
-        remove_file(self.path, durable=False)
-
-
-class StatusJournal(AppendedLines):
-    """The status record of a start in progress, kept as one line per step begun or applied.
-
-    A start records each step right before and right after applying it, so that a kill,
-    between two steps or inside one, leaves a record of what to undo. Rewriting the whole
-    record each time costs a file replacement per step (0.3-0.5 ms on ext4, more than the
-    step itself for most steps); appending a line costs one write(2). The first line is the
-    record without actions, the further lines follow :func:`journal_steps`. A line without
-    its final newline was cut by a crash and is ignored when read back: a cut "done" line
-    leaves its step's "begun" line, so the step is still undone.
-
-    The file is created with the first step, so a start that fails before any step leaves
-    nothing; :meth:`StateStore.write_status` (the completed record) and
-    :meth:`StateStore.delete_status` remove it.
-    """
-
-    def __init__(self, path: Path, status: NetworkStatus) -> None:
-        header = status.to_dict()
-        header.update(actions=[], active=False)
-        super().__init__(path, _json_line(header))
-
-    def begin(self, action: dict[str, Any]) -> None:
-        """Record that a step is about to change the host (its action as planned)."""
-        self._write(begun_line(action))
-
-    def done(self, step: int, recorded: dict[str, Any]) -> None:
-        """Record that the step begun last applied, and what it recorded."""
-        self._write(done_line(step, recorded))
-
-    def failed(self, step: int) -> None:
-        """Record that step ``step`` raised, so it is not undone later."""
-        self._write(failed_line(step))
-
-    def append(self, action: dict[str, Any]) -> None:
-        """Record an applied step as a whole (its action with what it recorded)."""
-        self._write(_json_line(action))
-
-    def __enter__(self) -> StatusJournal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+# The start journal (NAME.journal): the status record without actions as its header, then
+# the lines of virtnet.execute.journal, each step's action on its "begun" line.
 
 
 def read_record_file(path: Path) -> bytes | None:
@@ -557,17 +183,17 @@ def _status_of(data: Any, path: Path, name: str | None) -> NetworkStatus:
 
 
 def read_journal(path: Path, name: str | None = None) -> NetworkStatus | None:
-    """The inactive status a journal records, or None if there is none (or it was cut before
-    its first line was complete: no step had been recorded)."""
+    """The inactive status a start journal records, or None if there is none (or it was cut
+    before its first line was complete: no step had been recorded)."""
     raw = read_record_file(path)
     if raw is None:
         return None
-    lines = raw.split(b"\n")[:-1]  # what follows the last newline is a cut line, or nothing
-    if not lines:
-        return None
     try:
-        status = _status_of(json.loads(lines[0]), path, name)
-        status.actions = journal_steps([json.loads(line) for line in lines[1:]])
+        journal = parse_journal(raw, header=True)
+        if journal is None:
+            return None
+        status = _status_of(journal.header, path, name)
+        status.actions = journal.actions_to_undo()
     except RecordError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, VirtnetError) as exc:
@@ -590,7 +216,7 @@ class StateStore:
     ) -> None:
         self.paths = paths
         self.clock = clock
-        self.lock = StateLock(paths.lock_file, timeout=lock_timeout)
+        self.lock = FILES.lock(paths.lock_file, timeout=lock_timeout)
 
     def now(self) -> float:
         return self.clock()
@@ -608,13 +234,13 @@ class StateStore:
 
     def write_definition(self, name: str, xml: str) -> Path:
         path = self.paths.definition(name)
-        atomic_write(path, xml)
+        FILES.atomic_write(path, xml)
         return path
 
     def delete_definition(self, name: str) -> None:
         """Remove the definition and its autostart link (libvirt drops both on undefine)."""
         self.set_autostart(name, False)
-        remove_file(self.paths.definition(name))
+        FILES.remove_file(self.paths.definition(name))
 
     # --- autostart -----------------------------------------------------------------------
 
@@ -638,24 +264,13 @@ class StateStore:
     def set_autostart(self, name: str, enabled: bool) -> None:
         link = self.paths.autostart_link(name)
         if not enabled:
-            remove_file(link)
+            FILES.remove_file(link)
             return
         target = self.paths.definition(name).absolute()
         with storage_errors("read", link):
             if link.is_symlink() and os.readlink(link) == str(target):
                 return
-        ensure_dir(link.parent)
-        temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-        remove_file(temp, durable=False)
-        with storage_errors("write", link):
-            os.symlink(target, temp)
-            try:
-                os.replace(temp, link)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
-        fsync_dir(link.parent)
+        FILES.atomic_symlink(link, target)
 
     def autostart_names(self) -> list[str]:
         return [name for name in _names_in(self.paths.autostart_dir, ".xml", links=True)
@@ -677,9 +292,14 @@ class StateStore:
     def journal_path(self, name: str) -> Path:
         return network_file(self.paths.status_dir, name, JOURNAL_SUFFIX)
 
-    def begin_status(self, status: NetworkStatus) -> StatusJournal:
-        """The journal a start appends its applied steps to (see :class:`StatusJournal`)."""
-        return StatusJournal(self.journal_path(status.name), status)
+    def begin_status(self, status: NetworkStatus) -> Journal:
+        """The journal a start appends its steps to (virtnet.execute.journal), created with
+        the first step, so a start that fails before any leaves nothing. Its header is the
+        record without actions, inactive; write_status (the completed record) and
+        delete_status remove it."""
+        header = status.to_dict()
+        header.update(actions=[], active=False)
+        return Journal(self.journal_path(status.name), header)
 
     def read_status(self, name: str) -> NetworkStatus | None:
         """NAME's status record; failing that, what the journal of an interrupted start
@@ -700,13 +320,13 @@ class StateStore:
         module's docstring). Compact JSON: the C encoder, several times faster than an
         indented dump, on a record rewritten after every step of a start."""
         path = self.paths.status(status.name)
-        atomic_write(path, json.dumps(status.to_dict(), separators=(",", ":")) + "\n",
+        FILES.atomic_write(path, json.dumps(status.to_dict(), separators=(",", ":")) + "\n",
                      durable=False)
-        remove_file(self.journal_path(status.name), durable=False)  # superseded
+        FILES.remove_file(self.journal_path(status.name), durable=False)  # superseded
 
     def delete_status(self, name: str) -> None:
-        remove_file(self.paths.status(name), durable=False)
-        remove_file(self.journal_path(name), durable=False)
+        FILES.remove_file(self.paths.status(name), durable=False)
+        FILES.remove_file(self.journal_path(name), durable=False)
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Remove the temp files of atomic writes a killed command left behind. Only while
@@ -715,10 +335,10 @@ class StateStore:
         removed = []
         for directory in (self.paths.networks_dir, self.paths.autostart_dir,
                           self.paths.status_dir, self.paths.dnsmasq_dir):
-            entries = list_dir(directory)
+            entries = FILES.list_dir(directory)
             for entry in entries:
                 if entry.startswith(".") and entry.endswith(".tmp"):
-                    if remove_file(directory / entry, durable=False):
+                    if FILES.remove_file(directory / entry, durable=False):
                         removed.append(directory / entry)
         return removed
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.apply import Step, diff_actions, not_live_changes, run_steps
+from virtnet.apply import diff_actions, not_live_changes, run_steps, step_from_dict
+from virtnet.execute.steps import ApplyAction, Replace, Step
 from virtnet.drivers.bridged import BridgedDriver
 from virtnet.errors import HostError
 from virtnet.host import Host
@@ -184,9 +185,9 @@ def test_a_failing_step_reverses_the_done_ones(tmp_path: Path,
     first, second = tmp_path / "a.hostsfile", tmp_path / "b.addnhosts"
     first.write_text("old\n")
     steps = [
-        Step("replace", WriteFile(str(first), "old\n"), WriteFile(str(first), "new\n")),
-        Step("apply", None, WriteFile(str(second), "added\n")),
-        Step("apply", None, WriteFile(str(tmp_path / "never"), "x")),
+        Replace(WriteFile(str(first), "old\n"), WriteFile(str(first), "new\n")),
+        ApplyAction(None, WriteFile(str(second), "added\n")),
+        ApplyAction(None, WriteFile(str(tmp_path / "never"), "x")),
     ]
     monkeypatch.setenv("VIRTNET_APPLY_FAULT_STEP", "3")
     with pytest.raises(HostError, match=r"(?s)step 3 .* failed.*runs as before"):
@@ -218,15 +219,15 @@ def test_steps_survive_their_journal_form() -> None:
     steps += diff_actions("live", recorded(nat_net()), planned(hosts_net)).steps[-1:]
     assert {s.op for s in steps} == {"undo", "replace", "tune-bridge", "restart-dnsmasq",
                                      "reload-dnsmasq"}
-    steps.append(Step("apply", None, AddRoute("virbr7", "10.80.0.0/24", "192.168.79.6")))
+    steps.append(ApplyAction(None, AddRoute("virbr7", "10.80.0.0/24", "192.168.79.6")))
     for step in steps:
-        back = Step.from_dict(json.loads(json.dumps(step.to_dict())))
+        back = step_from_dict(json.loads(json.dumps(step.to_dict())))
         assert back.op == step.op and back.describe() == step.describe()
         for mine, theirs in ((back.old, step.old), (back.new, step.new)):
             assert (mine is None) == (theirs is None)
             if mine is not None:
                 assert type(mine) is type(theirs) and mine.to_dict() == theirs.to_dict()
     restart = next(s for s in steps if s.op == "restart-dnsmasq")
-    assert Step.from_dict(restart.to_dict()).old.pid == 4242  # type: ignore[union-attr]
+    assert step_from_dict(restart.to_dict()).old.pid == 4242  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="unknown apply step"):
-        Step.from_dict({"op": "explode", "old": None, "new": None})
+        step_from_dict({"op": "explode", "old": None, "new": None})

@@ -512,7 +512,7 @@ def test_crash_in_step_without_a_hook_kills_once_the_step_applied_unrecorded() -
 
 
 def test_crash_in_step_is_disarmed_when_the_step_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    from virtnet import plan as plan_module
+    from virtnet.execute import faults as plan_module
 
     monkeypatch.setenv("VIRTNET_CRASH_IN_STEP", "2")
     journal: list[str] = []

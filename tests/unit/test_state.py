@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from virtnet.execute.journal import json_line
 from virtnet.errors import StorageError
 from virtnet.errors import Busy
 from virtnet.paths import StatePaths
@@ -255,8 +256,8 @@ def test_journal_reads_back_as_an_interrupted_start(store: StateStore) -> None:
     status = _status()
     with store.begin_status(status) as journal:
         assert not store.journal_path("n").exists()  # nothing before the first step
-        journal.append({"kind": "a", "n": 1})
-        journal.append({"kind": "b", "text": "line\nbreak"})  # JSON escapes the newline
+        journal.write(json_line({"kind": "a", "n": 1}))
+        journal.write(json_line({"kind": "b", "text": "line\nbreak"}))  # JSON escapes the newline
     assert mode_of(store.journal_path("n")) == 0o600
     read = store.read_status("n")
     assert read is not None and read.active is False
@@ -268,7 +269,7 @@ def test_journal_reads_back_as_an_interrupted_start(store: StateStore) -> None:
 
 def test_journal_line_cut_by_a_crash_is_ignored(store: StateStore) -> None:
     with store.begin_status(_status()) as journal:
-        journal.append({"kind": "a"})
+        journal.write(json_line({"kind": "a"}))
     with open(store.journal_path("n"), "ab") as handle:
         handle.write(b'{"kind": "b", "cut')  # killed in the middle of the second record
     read = store.read_status("n")
@@ -277,11 +278,11 @@ def test_journal_line_cut_by_a_crash_is_ignored(store: StateStore) -> None:
 
 def test_journal_keeps_the_step_a_kill_cut_inside(store: StateStore) -> None:
     with store.begin_status(_status()) as journal:
-        journal.begin({"kind": "a", "pid": None})
-        journal.done(1, {"pid": 42})  # what apply recorded completes the planned action
-        journal.begin({"kind": "b"})
-        journal.done(2, {})
-        journal.begin({"kind": "c", "pid": None})  # killed inside step 3
+        journal.begun({"kind": "a", "pid": None})
+        journal.completed(1, {"pid": 42})  # what apply recorded completes the planned action
+        journal.begun({"kind": "b"})
+        journal.completed(2, {})
+        journal.begun({"kind": "c", "pid": None})  # killed inside step 3
     read = store.read_status("n")
     assert read is not None and read.active is False
     assert read.actions == [{"kind": "a", "pid": 42}, {"kind": "b"}, {"kind": "c", "pid": None}]
@@ -290,9 +291,9 @@ def test_journal_keeps_the_step_a_kill_cut_inside(store: StateStore) -> None:
 def test_journal_forgets_a_step_that_failed(store: StateStore) -> None:
     # a failed step left nothing (and may have failed on something someone else owns)
     with store.begin_status(_status()) as journal:
-        journal.begin({"kind": "a"})
-        journal.done(1, {})
-        journal.begin({"kind": "b"})
+        journal.begun({"kind": "a"})
+        journal.completed(1, {})
+        journal.begun({"kind": "b"})
         journal.failed(2)
     read = store.read_status("n")
     assert read is not None and read.actions == [{"kind": "a"}]
@@ -300,7 +301,7 @@ def test_journal_forgets_a_step_that_failed(store: StateStore) -> None:
 
 def test_journal_done_line_cut_by_a_crash_leaves_its_step_begun(store: StateStore) -> None:
     with store.begin_status(_status()) as journal:
-        journal.begin({"kind": "a", "pid": None})
+        journal.begun({"kind": "a", "pid": None})
     with open(store.journal_path("n"), "ab") as handle:
         handle.write(b'{"done":1,"recor')  # killed while recording the applied step
     read = store.read_status("n")
@@ -328,7 +329,7 @@ def test_journal_cut_before_its_first_line_holds_nothing(store: StateStore) -> N
 
 def test_corrupt_journal_is_a_clear_error(store: StateStore) -> None:
     with store.begin_status(_status()) as journal:
-        journal.append({"kind": "a"})
+        journal.write(json_line({"kind": "a"}))
     with open(store.journal_path("n"), "ab") as handle:
         handle.write(b"not json\n")
     with pytest.raises(StateError, match="unreadable status journal"):
@@ -338,7 +339,7 @@ def test_corrupt_journal_is_a_clear_error(store: StateStore) -> None:
 def test_completed_record_supersedes_and_removes_the_journal(store: StateStore) -> None:
     status = _status()
     with store.begin_status(status) as journal:
-        journal.append({"kind": "a"})
+        journal.write(json_line({"kind": "a"}))
     status.actions = [{"kind": "a"}]
     status.active = True
     store.write_status(status)
@@ -348,10 +349,10 @@ def test_completed_record_supersedes_and_removes_the_journal(store: StateStore) 
 
 def test_delete_status_removes_record_and_journal(store: StateStore) -> None:
     with store.begin_status(_status()) as journal:
-        journal.append({"kind": "a"})
+        journal.write(json_line({"kind": "a"}))
     store.write_status(_status())
     with store.begin_status(_status()) as journal:  # a leftover next to the record
-        journal.append({"kind": "b"})
+        journal.write(json_line({"kind": "b"}))
     assert store.read_status("n") == _status()  # the record wins over a journal
     store.delete_status("n")
     assert os.listdir(store.paths.status_dir) == []
@@ -402,7 +403,7 @@ def test_a_journal_whose_first_line_cannot_be_written_leaves_no_file(
                                                live_xml="<network/>"))
     monkeypatch.setattr(os, "write", failing(errno.ENOSPC, os.write))
     with pytest.raises(StorageError, match=r"cannot write .*/n\.journal: .* \(ENOSPC\)$"):
-        journal.begin({"kind": "link-up"})
+        journal.begun({"kind": "link-up"})
     assert not journal.path.exists()
     assert store.read_status("n") is None
 

@@ -85,6 +85,8 @@ class HostProcess:
     listen_unix = _Elsewhere("ipc")
     activation_socket = _Elsewhere("ipc")
     notifier = _Elsewhere("ipc", "Notifier")
+    reload_dnsmasq = _Elsewhere("dnsmasq")  # SIGHUP: our dnsmasq re-reads its hosts files
+    step_hook = staticmethod(lambda: None)  # the crash tests' (execute/faults.inject)
     open_tun = _Elsewhere("ipc")
     attach_tap = _Elsewhere("ipc")
     enter_netns = _Elsewhere("netns")
@@ -407,7 +409,7 @@ class Host(HostProcess):
 
     def await_dnsmasq(self, proc: subprocess.Popen[str], conf_file: Path,
                       pid_file: Path) -> int:
-        return dnsmasq_process.await_dnsmasq(proc, conf_file, pid_file)
+        return dnsmasq_process.await_dnsmasq(proc, conf_file, pid_file, self.step_hook)
 
     def settle_dnsmasq(self, proc: subprocess.Popen[str]) -> None:
         dnsmasq_process.settle_dnsmasq(proc)

@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from virtnet.errors import HostError, StorageError
@@ -117,16 +118,17 @@ def settle_dnsmasq(proc: subprocess.Popen[str]) -> tuple[str, str]:
         raise HostError(f"dnsmasq did not start within {START_TIMEOUT_S:.0f} s") from None
 
 
-def await_dnsmasq(proc: subprocess.Popen[str], conf_file: Path, pid_file: Path) -> int:
+def await_dnsmasq(proc: subprocess.Popen[str], conf_file: Path, pid_file: Path,
+                  running: Callable[[], None] | None = None) -> int:
     """The daemon's pid, once the dnsmasq :func:`spawn_dnsmasq` launched is up (HostError
-    with dnsmasq's own message if it refused to start)."""
+    with dnsmasq's own message if it refused to start). ``running`` is called once the
+    daemon runs, before its pid is read (the crash tests' hook, given by the Host)."""
     stdout, stderr = settle_dnsmasq(proc)
     if proc.returncode != 0:
         message = (stderr or stdout).strip() or f"exit status {proc.returncode}"
         raise HostError(f"dnsmasq failed to start: {message}")
-    from virtnet.plan import crash_in_step
-
-    crash_in_step()  # crash tests: the daemon runs, its pid is not known to virtnet yet
+    if running is not None:
+        running()  # crash tests: the daemon runs, its pid is not known to virtnet yet
     deadline = time.monotonic() + PIDFILE_WAIT_S
     while True:
         pid = read_pid_file(pid_file)
@@ -135,6 +137,15 @@ def await_dnsmasq(proc: subprocess.Popen[str], conf_file: Path, pid_file: Path) 
         if time.monotonic() > deadline:
             raise HostError(f"dnsmasq started but wrote no usable pid file at {pid_file}")
         time.sleep(POLL_S)
+
+
+def reload_dnsmasq(pid: int, conf_file: Path) -> bool:
+    """Have our dnsmasq PID of CONF_FILE re-read its hosts files (SIGHUP); False when PID
+    is not that dnsmasq (gone, or recycled by another process)."""
+    if not is_our_dnsmasq(pid, conf_file):
+        return False
+    os.kill(pid, signal.SIGHUP)
+    return True
 
 
 def _pidfd(pid: int) -> int | None:

@@ -134,7 +134,7 @@ def _read_cache(path: Path) -> TcFeatures | None:
 
 
 def _write_cache(path: Path, features: TcFeatures) -> None:
-    from virtnet.state import atomic_write
+    from virtnet.host.fs import atomic_write
 
     try:
         atomic_write(path, json.dumps({"boot_id": _boot_id(),
