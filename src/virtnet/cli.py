@@ -1123,9 +1123,13 @@ def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guest
     if drawn is None:
         drawn = hypothetical_guests(net, guests)
     active = record is not None and record.active
-    # the host as the doctor reads it: the uplink's name, its addresses, other firewalls
-    topo = drawn_topology(net, read_host_view(engine.active_bridges()), active, len(drawn),
-                          hairpin == "on")
+    # the host as the doctor reads it: the uplink's name, its addresses, other firewalls;
+    # a host that cannot be read (no privilege) is drawn as a plain one
+    try:
+        view = read_host_view(engine.active_bridges())
+    except (HostError, OSError):
+        view = None
+    topo = drawn_topology(net, view, active, len(drawn), hairpin == "on")
     text = to_dot(net, drawn, topo, active=record.active if record is not None else None)
     if output.suffix.lower() == ".dot":
         write_output(output, text)
