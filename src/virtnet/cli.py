@@ -349,6 +349,20 @@ def warn_user(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
+PIPED_WIDTH = 4096  # columns of rich's output to a pipe or file: wider than any table row
+
+
+def output_console() -> Any:
+    """rich's console for stdout: sized to the terminal on one; piped or redirected, so wide
+    that no table row or line wraps (``| grep`` and ``> file`` see one row per line, and a
+    table is only as wide as its content)."""
+    from rich.console import Console  # lazy: rich is heavy, and only doctor and lab print so
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPED_WIDTH, soft_wrap=True)
+
+
 def yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
@@ -973,10 +987,9 @@ def doctor_cmd(ctx: click.Context, networks: tuple[str, ...], guest_config: bool
     if as_json:
         emit_json(report.to_dict())
         sys.exit(0 if report.healthy else 1)
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = output_console()
     host = Table(title="host", show_lines=False, title_justify="left")
     for column in ("check", "", "detail"):
         host.add_column(column)
@@ -1009,6 +1022,8 @@ def doctor_cmd(ctx: click.Context, networks: tuple[str, ...], guest_config: bool
             click.echo(f"  fix {number} (on the {fix.where}): {fix.command}")
         for problem in diagnosis.problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False)
+        for warning in diagnosis.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         for note in diagnosis.notes:
             console.print(f"[dim]{note}[/]", highlight=False)
         if guest_config and diagnosis.guest_config:
@@ -1019,6 +1034,11 @@ def doctor_cmd(ctx: click.Context, networks: tuple[str, ...], guest_config: bool
                     console.print(f"    {line}", highlight=False, markup=False)
     console.print("[green]healthy[/]" if report.healthy else "[red]problems found[/]")
     sys.exit(0 if report.healthy else 1)
+
+
+def lab_progress_line(message: str) -> None:
+    """One stage of a lab run as a line on stderr (when not on a terminal)."""
+    click.echo(f"lab: {message}", err=True)
 
 
 @main.command("lab")
@@ -1044,11 +1064,12 @@ def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: boo
             report = run_lab(xml, options)
             emit_json(report.to_dict())
             sys.exit(0 if report.all_match else 1)
-        from rich.console import Console
-
-        console = Console(stderr=False)
-        with console.status("building the lab") as status:
-            report = run_lab(xml, options, progress=lambda message: status.update(message))
+        console = output_console()
+        if sys.stdout.isatty():  # the spinner is drawn on stdout
+            with console.status("building the lab") as status:
+                report = run_lab(xml, options, progress=lambda message: status.update(message))
+        else:  # rich's spinner shows nothing off a terminal: a plain line per stage instead
+            report = run_lab(xml, options, progress=lab_progress_line)
     except KeyboardInterrupt:
         click.echo("interrupted: the lab was removed", err=True)
         sys.exit(130)
@@ -1087,8 +1108,9 @@ def lab_cmd(file: str, guests: int, hairpin: str, dhcp_client: str, as_json: boo
 def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guests: int) -> None:
     """Draw a network's topology (uplinks, bridge or macvtap devices, ports, guests) with the
     pairs that cannot reach each other marked."""
-    from virtnet.graph import guests_of_ports, hypothetical_guests, render, to_dot, write_output
-    from virtnet.reach import Topology
+    from virtnet.doctor import read_host_view
+    from virtnet.graph import (drawn_topology, guests_of_ports, hypothetical_guests, render,
+                               to_dot, write_output)
 
     engine = engine_of(ctx)
     net, record = _network_or_file(engine, target)
@@ -1100,7 +1122,14 @@ def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guest
         drawn = guests_of_ports(ports) if ports else None
     if drawn is None:
         drawn = hypothetical_guests(net, guests)
-    topo = Topology(guests=len(drawn), hairpin=hairpin == "on")
+    active = record is not None and record.active
+    # the host as the doctor reads it: the uplink's name, its addresses, other firewalls;
+    # a host that cannot be read (no privilege) is drawn as a plain one
+    try:
+        view = read_host_view(engine.active_bridges())
+    except (HostError, OSError):
+        view = None
+    topo = drawn_topology(net, view, active, len(drawn), hairpin == "on")
     text = to_dot(net, drawn, topo, active=record.active if record is not None else None)
     if output.suffix.lower() == ".dot":
         write_output(output, text)

@@ -5,7 +5,8 @@ What libvirt fills in at define time, and so what ``net-dumpxml --inactive`` sho
 - for the modes with a bridge of our own (isolated, nat, route, open):
   - a bridge name when none was given, or when the given name is a template with one ``%d``:
     the first ``virbrN`` (or template with N) for N = 0..256 that no *other* network uses (its
-    persistent or its live definition) and that is not an existing link on the host;
+    persistent or its live definition) and that is not an existing link on the host; in the
+    namespace a packaged libvirt runs in, not one of libvirt's networks' bridges either;
   - a bridge MAC when no ``<mac>`` was given: 52:54:00 followed by three random bytes;
   - ``stp='on' delay='0'`` appear because ``<bridge>`` now exists with the model's defaults.
 - an explicit bridge name that another network already uses is refused.
@@ -17,11 +18,13 @@ Randomness comes from injectable sources so tests are deterministic.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from virtnet.errors import VirtnetError
+from virtnet.host import HostProcess
 from virtnet.model import Bridge, Network
 
 BRIDGE_TEMPLATE = "virbr%d"
@@ -73,13 +76,22 @@ def link_exists(name: str) -> bool:
     ``if_nametoindex`` asks the kernel through a socket, which follows ``setns`` (unlike
     ``/sys/class/net``, which shows the namespace sysfs was mounted in).
     """
-    import socket
-
     try:
         socket.if_nametoindex(name)
     except OSError:
         return False
     return True
+
+
+def libvirt_bridges_here(host: type[HostProcess] = HostProcess) -> list[str]:
+    """The bridge names of a packaged libvirt's networks (defined or running), when this
+    process is in the namespace libvirtd runs in (the init one): there its bridges and ours
+    meet. Elsewhere (a --netns namespace) none."""
+    if not host.in_libvirt_netns():
+        return []
+    from virtnet.netnew import libvirt_bridges  # lazy: the XML parser (lxml) is heavy
+
+    return libvirt_bridges(host.libvirt_network_files())
 
 
 def assign_defaults(
@@ -88,12 +100,14 @@ def assign_defaults(
     other_bridges: Iterable[str],
     link_in_use: Callable[[str], bool] = link_exists,
     sources: DefaultSources | None = None,
+    reserved: Callable[[], Iterable[str]] = tuple,
 ) -> Network:
     """Fill in ``net``'s define-time defaults in place and return it.
 
     ``other_bridges``: bridge names of every *other* network, persistent and live definitions.
     ``link_in_use``: whether a link of that name exists on the host (only consulted when a name
     is allocated, as libvirt does; an explicit name may be an existing bridge of ours).
+    ``reserved``: more names an allocated one avoids (libvirt's bridges, read only then).
     """
     sources = sources or DefaultSources()
     taken = set(other_bridges)
@@ -108,8 +122,9 @@ def assign_defaults(
         if net.bridge.name in taken:
             raise VirtnetError(f"bridge name '{net.bridge.name}' already in use.")
     else:
+        held = taken | set(reserved())
         net.bridge.name = find_free_bridge(
-            template, lambda name: name in taken or link_in_use(name)
+            template, lambda name: name in held or link_in_use(name)
         )
     if net.mac is None:
         net.mac = generate_mac(sources.random_bytes)

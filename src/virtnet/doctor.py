@@ -17,14 +17,17 @@ which is pure, so every rule is testable with hand-made facts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.drivers import driver_for
 from virtnet.facts import ProcessInfo  # also named here: HostView's processes
 from virtnet.host import Host
+from virtnet.host.libvirt import LIBVIRT_NETWORK_DIRS
 from virtnet.model import ForwardMode, Network
+from virtnet.netnew import LibvirtNetwork, libvirt_networks
 from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
                            summary)
 
@@ -56,6 +59,8 @@ class HostView:
     # the links that answer ARP for the host's addresses on other links (arp_flux_links);
     # None: not read (the kernel's defaults are assumed)
     arp_flux: tuple[str, ...] | None = None
+    # the networks a packaged libvirt defines or runs (its files in /etc and /run)
+    libvirt: list[LibvirtNetwork] = field(default_factory=list)
 
 
 # --- findings ------------------------------------------------------------------------------------
@@ -83,10 +88,11 @@ class NetworkDiagnosis:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     guest_config: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # worth knowing, not a problem (yet)
 
     def to_dict(self) -> dict[str, Any]:
         return {"network": self.name, "mode": self.mode, "active": self.active,
-                "problems": self.problems, "notes": self.notes,
+                "problems": self.problems, "warnings": self.warnings, "notes": self.notes,
                 "reachability": [row.to_dict() for row in self.rows],
                 "guest_dhcp_config": self.guest_config}
 
@@ -384,7 +390,26 @@ def diagnose_network(net: Network, view: HostView, record: NetworkRecord | None 
         problems.append("another firewall drops forwarded traffic: "
                         + ", ".join(topo.forward_blockers) + " (see the fixes below)")
     return NetworkDiagnosis(net.name, driver_for(net).topology(net).label, active,
-                            summary(net, topo), problems, notes, guest_dhcp_config(net))
+                            summary(net, topo), problems, notes, guest_dhcp_config(net),
+                            libvirt_overlaps(net, view.libvirt))
+
+
+def libvirt_overlaps(net: Network, libvirt: Iterable[LibvirtNetwork]) -> list[str]:
+    """Warnings for each of libvirt's networks whose subnet overlaps one of NET's, naming
+    that network and the files that show it (its definition, its status when running)."""
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for other in libvirt:
+        for ip in net.ips:
+            if ip.interface is None:
+                continue
+            ours = ip.interface.network
+            for theirs in other.subnets:
+                if theirs.version == ours.version and theirs.overlaps(ours):
+                    found.setdefault((str(ours), other.name, str(theirs)), []).append(
+                        other.source)
+    return [f"{ours} overlaps libvirt's network '{name or '?'}' ({theirs}, "
+            f"{' and '.join(sources)}): where both run, their routes and DHCP collide"
+            for (ours, name, theirs), sources in found.items()]
 
 
 def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
@@ -488,9 +513,11 @@ def read_ruleset() -> dict[str, Any] | None:
     return Host.nft_ruleset()
 
 
-def read_host_view(networks: Mapping[str, str] | None = None) -> HostView:
+def read_host_view(networks: Mapping[str, str] | None = None,
+                   libvirt_dirs: Iterable[Path] = LIBVIRT_NETWORK_DIRS) -> HostView:
     """Read what the doctor judges, in the namespace this process is in; NETWORKS: the
-    bridges of the active virtnet networks (Engine.active_bridges)."""
+    bridges of the active virtnet networks (Engine.active_bridges); LIBVIRT_DIRS: where a
+    packaged libvirt keeps its network definitions and status files."""
     with Host() as host:
         facts = host.read_facts(networks)
         forward = host.sysctl_get("net/ipv4/ip_forward")
@@ -508,12 +535,15 @@ def read_host_view(networks: Mapping[str, str] | None = None) -> HostView:
             arp_flux=arp_flux_links([link.name for link in facts.links.values() if link.up],
                                     {a.link for a in facts.addresses if a.interface.version == 4},
                                     host),
+            libvirt=libvirt_networks(host.libvirt_network_files(libvirt_dirs)),
         )
 
 
-def run_doctor(engine: Engine, targets: list[Network | str]) -> DoctorReport:
-    """Doctor the networks named (by name, or parsed from files); all defined ones if none."""
-    view = read_host_view(engine.active_bridges())
+def run_doctor(engine: Engine, targets: list[Network | str],
+               libvirt_dirs: Iterable[Path] = LIBVIRT_NETWORK_DIRS) -> DoctorReport:
+    """Doctor the networks named (by name, or parsed from files); all defined ones if none.
+    LIBVIRT_DIRS: where libvirt's network files are (its own directories by default)."""
+    view = read_host_view(engine.active_bridges(), libvirt_dirs)
     items: list[tuple[Network, NetworkRecord | None, list[str]]] = []
     if not targets:
         targets = [record.name for record in engine.records()]
@@ -538,6 +568,7 @@ __all__ = [
     "host_checks",
     "host_topology",
     "legacy_blockers",
+    "libvirt_overlaps",
     "network_forward_blockers",
     "other_dhcp_servers",
     "read_host_view",

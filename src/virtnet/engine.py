@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.defaults import DefaultSources, assign_defaults, link_exists
+from virtnet.defaults import DefaultSources, assign_defaults, libvirt_bridges_here, link_exists
 from virtnet.errors import (  # NotFoundError, InvalidOperationError: also importable from here
     HostConflict,
     HostError,
@@ -375,7 +375,8 @@ class Engine:
                 if definition is not None and definition.bridge_name:
                     others.add(definition.bridge_name)
         return assign_defaults(
-            net, other_bridges=others, link_in_use=self.link_in_use, sources=self.sources
+            net, other_bridges=others, link_in_use=self.link_in_use, sources=self.sources,
+            reserved=libvirt_bridges_here,  # skipped where libvirtd's bridges are (init netns)
         )
 
     # --- start / create / destroy ---------------------------------------------------------

@@ -15,9 +15,10 @@ from __future__ import annotations
 import errno
 import html
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from virtnet.doctor import HostView, host_topology
 from virtnet.drivers import driver_for
 from virtnet.errors import StorageError, VirtnetError
 from virtnet.host import Host
@@ -42,6 +43,13 @@ COLOR_YES = "#2e7d32"
 FILL_HOST = "#eef3fa"
 FILL_GUEST = "#fff8e1"
 FILL_OUTSIDE = "#f1f1f1"
+# the picture fits a page (about 1000 px at 96 dpi): drawn top to bottom, its table's reasons
+# and its node labels wrapped
+WRAP_REASON = 44
+WRAP_LEGEND = 70
+WRAP_LABEL = 40
+LEGEND_KEY = ("red dashed line: cannot reach; the bar marks the one not reached (bars at both "
+              "ends: neither reaches the other)")
 
 
 class GraphError(VirtnetError):
@@ -59,8 +67,10 @@ class GuestPort:
     owner: str | None = None  # the VM that owns the port
 
 
-def _q(text: str) -> str:
-    """A DOT double-quoted string."""
+def _q(text: str, width: int = WRAP_LABEL) -> str:
+    """A DOT double-quoted string; lines longer than WIDTH (0: any) broken between words."""
+    if width:
+        text = "\n".join(_split_words(line, width) for line in text.split("\n"))
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
@@ -73,31 +83,44 @@ def hypothetical_guests(net: Network, count: int = 2) -> list[GuestPort]:
     return [GuestPort(guest_name(i), None, None, uplinks[i - 1]) for i in range(1, count + 1)]
 
 
+def _lines(text: str, width: int) -> list[str]:
+    """TEXT in lines of at most WIDTH characters, broken between words (a longer word keeps
+    a line of its own)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _split_words(line: str, width: int) -> str:
+    return line if len(line) <= width else "\n".join(_lines(line, width))
+
+
+def _wrap(text: str, width: int = WRAP_REASON) -> str:
+    """TEXT as an HTML label's left-aligned lines of at most WIDTH characters."""
+    lines = _lines(text, width)
+    if len(lines) <= 1:
+        return _h(text)
+    return "".join(_h(line) + "<br align='left'/>" for line in lines)
+
+
 def _reach_table(net: Network, topo: Topology) -> str:
     rows = []
     for number, row in enumerate(summary(net, topo), start=1):
         verdict = ("<font color='%s'><b>yes</b></font>" % COLOR_YES if row.cell.predicted
                    else "<font color='%s'><b>no</b></font>" % COLOR_NO)
-        reason = _h(row.cell.reason)
-        if len(reason) > 70:  # wrap long reasons at a word boundary
-            words, lines, line = reason.split(" "), [], ""
-            for word in words:
-                if line and len(line) + len(word) > 70:
-                    lines.append(line)
-                    line = word
-                else:
-                    line = f"{line} {word}".strip()
-            lines.append(line)
-            reason = "<br align='left'/>".join(lines) + "<br align='left'/>"
+        reason = _wrap(row.cell.reason)
         rows.append(f"<tr><td align='left'>{_h(row.label)}</td><td>{verdict}</td>"
                     f"<td align='left' balign='left'>{reason}</td></tr>")
     return ("<<table border='0' cellborder='1' cellspacing='0' cellpadding='4'>"
             "<tr><td colspan='3' bgcolor='#e0e0e0'><b>predicted reachability</b></td></tr>"
             "<tr><td><b>pair</b></td><td><b>?</b></td><td><b>why</b></td></tr>"
             + "".join(rows)
-            + f"<tr><td colspan='3' align='left'><font color='{COLOR_NO}'>- - -|</font> "
-            "red dashed line: cannot reach; the bar marks the one not reached "
-            "(bars at both ends: neither reaches the other)</td></tr></table>>")
+            + f"<tr><td colspan='3' align='left' balign='left'><font color='{COLOR_NO}'>- - -|"
+            "</font> " + _wrap(LEGEND_KEY, WRAP_LEGEND) + "</td></tr></table>>")
 
 
 def _unreachable(cells: list[Cell]) -> list[tuple[str, str, str]]:
@@ -125,17 +148,15 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
     shape = driver_for(net).topology(net)
     on_bridge = shape.own_bridge or shape.host_bridge is not None  # guests on taps
     if shape.macvtap and topo.guest_uplinks is None:
-        from dataclasses import replace
-
         topo = replace(topo, guest_uplinks=tuple(g.uplink for g in guests))
     cells = predict(net, topo)
     mode = net.forward_mode
     state = "" if active is None else (" — running" if active else " — not running")
     lines = [
         "digraph virtnet {",
-        f'  graph [rankdir=LR, fontname="{FONT}", fontsize=18, labelloc=t, nodesep=0.35, '
+        f'  graph [rankdir=TB, fontname="{FONT}", fontsize=18, labelloc=t, nodesep=0.35, '
         f'ranksep=0.7, bgcolor=white, pad=0.3, newrank=true, '
-        f'label={_q(f"network {net.name} — forward mode {shape.title}{state}")}];',
+        f'label={_q(f"network {net.name} — forward mode {shape.title}{state}", 0)}];',
         f'  node [fontname="{FONT}", fontsize=11, shape=box, style="rounded,filled", '
         f'fillcolor="{FILL_HOST}", color="{COLOR_HOST}"];',
         f'  edge [fontname="{FONT}", fontsize=10, arrowhead=none, color="#555555"];',
@@ -163,7 +184,13 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
             bridge_lines.append("ports isolated")
         lines.append(f"    bridge [label={_q(chr(10).join(bridge_lines))}, penwidth=2];")
         lines.append("    host -> bridge;")
-        out = f"uplink {uplinks[0]}" if uplinks else "uplink\n(of the default route)"
+        if uplinks:
+            out = f"uplink {uplinks[0]}"
+        elif topo.outside_dev is not None:  # from the host's facts, as the doctor reads them
+            out = f"uplink {topo.outside_dev}\n(of the default route)"
+        else:
+            out = ("uplink\n(of the default route)" if topo.has_default_route
+                   else "uplink\n(none: no default route)")
         lines.append(f"    uplink [label={_q(out)}];")
         if shape.uplink_via is not None:
             lines.append(f"    bridge -> uplink [label={_q(shape.uplink_via)}, style=bold];")
@@ -173,7 +200,8 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
     elif shape.host_bridge is not None:
         lines.append(f"    bridge [label={_q(f'host bridge {shape.host_bridge}')}, penwidth=2];")
         lines.append("    host -> bridge;")
-        port_label = f"LAN interface (a port of {shape.host_bridge})"
+        port = f" {topo.host_uplink_port}" if topo.host_uplink_port else ""
+        port_label = f"LAN interface{port} (a port of {shape.host_bridge})"
         lines.append(f"    uplink [label={_q(port_label)}];")
         lines.append("    bridge -> uplink;")
     else:
@@ -233,8 +261,20 @@ def to_dot(net: Network, guests: list[GuestPort] | None = None, topo: Topology |
                      f'constraint=false, label="✗", fontsize=13];')
     lines.append(f"  legend [shape=plain, fillcolor=white, label={_reach_table(net, topo)}];")
     lines.append("  { rank=sink; legend; }")
+    lines.append("  upstream -> legend [style=invis];  # below the picture, not beside it")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def drawn_topology(net: Network, view: HostView | None, active: bool, guests: int,
+                   hairpin: bool) -> Topology:
+    """The topology to draw NET in: the doctor's reading of the host (VIEW: its default
+    route's device, addresses, firewalls), with the guests and switch drawn; without a VIEW,
+    a plain host's."""
+    if view is None:
+        return Topology(guests=guests, hairpin=hairpin)
+    topo, _notes = host_topology(net, view, active)
+    return replace(topo, guests=guests, hairpin=hairpin)
 
 
 def render(dot_text: str, out: Path) -> None:
@@ -275,5 +315,6 @@ def guests_of_ports(summaries: list[dict[str, object]]) -> list[GuestPort]:
     return guests
 
 
-__all__ = ["FORMATS", "GraphError", "GuestPort", "guests_of_ports", "hypothetical_guests",
+__all__ = ["FORMATS", "GraphError", "GuestPort", "drawn_topology", "guests_of_ports",
+           "hypothetical_guests",
            "render", "to_dot", "write_output"]

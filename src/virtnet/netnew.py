@@ -104,12 +104,22 @@ def taken_networks(facts: HostFacts, others: Iterable[Network]) -> list[IPNetwor
     return taken
 
 
-def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
-    """The subnets of libvirt's networks, from their definition and status files (pure).
+@dataclass(frozen=True)
+class LibvirtNetwork:
+    """One network libvirt defines or runs, as its file shows it."""
+
+    name: str  # "" when the file names none
+    source: str  # the file
+    bridge: str | None
+    subnets: tuple[IPNetwork, ...]
+
+
+def libvirt_networks(files: Iterable[tuple[str, bytes]]) -> list[LibvirtNetwork]:
+    """libvirt's networks from their definition and status files (pure).
 
     Tolerant on purpose: a file that does not parse, or an <ip> without a usable address, is
-    passed over — the result only steers the choice of a free subnet."""
-    subnets: list[IPNetwork] = []
+    passed over — the result only informs choices and warnings, it never decides one."""
+    found: list[LibvirtNetwork] = []
     for source, data in files:
         try:
             root = parse_document(data, source)
@@ -119,6 +129,7 @@ def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
         network = root if root.tag == "network" else root.find("network")
         if network is None:
             continue
+        subnets: list[IPNetwork] = []
         for ip in network.findall("ip"):
             address = ip.get("address")
             prefix = ip.get("prefix") or ip.get("netmask")
@@ -130,7 +141,22 @@ def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
                 subnets.append(ipaddress.ip_interface(f"{address}/{prefix}").network)
             except ValueError:
                 continue
-    return subnets
+        bridge = network.find("bridge")
+        name = bridge.get("name") if bridge is not None else None
+        found.append(LibvirtNetwork((network.findtext("name") or "").strip(), source,
+                                    name.strip() if name and name.strip() else None,
+                                    tuple(subnets)))
+    return found
+
+
+def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
+    """The subnets of libvirt's networks, from their definition and status files (pure)."""
+    return [subnet for net in libvirt_networks(files) for subnet in net.subnets]
+
+
+def libvirt_bridges(files: Iterable[tuple[str, bytes]]) -> list[str]:
+    """The bridge names libvirt's networks use or will use (pure), each once."""
+    return list(dict.fromkeys(net.bridge for net in libvirt_networks(files) if net.bridge))
 
 
 def _parse_cidr(text: str, version: int, flag: str) -> ipaddress.IPv4Interface | \

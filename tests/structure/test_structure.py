@@ -28,7 +28,7 @@ CEILINGS = {
     "a_modules": (1, 0),          # {apply coexist engine firewall forwards ports}
     "a_dynamic_units": (1, 0),    # importlib names (plan.KIND_MODULES, drivers) join both
     "b_private": (27, 0),
-    "c_local_imports": (203, 20),
+    "c_local_imports": (201, 20),
     "d_modules": (13, 0),
     "d_classes": (6, 0),
     "e_effects": (3, 0),

@@ -114,6 +114,7 @@ class HostProcess:
     find_our_dnsmasqs = _Elsewhere("dnsmasq")
     read_pid_file = _Elsewhere("dnsmasq")
     libvirt_network_files = _Elsewhere("libvirt", "read_network_files")
+    in_libvirt_netns = _Elsewhere("libvirt", "shares_init_netns")  # where libvirtd runs
 
     @staticmethod
     def peer_links() -> list[LinkInfo]:

@@ -47,3 +47,14 @@ def read_network_files(dirs: Iterable[Path] = LIBVIRT_NETWORK_DIRS) -> list[tupl
             if data is not None:
                 found.append((str(directory / name), data))
     return found
+
+
+def shares_init_netns() -> bool:
+    """Whether this process is in the network namespace of the init process, the one a
+    packaged libvirtd runs in and makes its bridges in. False when that cannot be told
+    (/proc/1 hidden from us): then libvirt's names are not avoided, as inside a --netns."""
+    try:
+        ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (init.st_dev, init.st_ino)
