@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from virtnet.daemon.events import EventBus
-from virtnet.errors import VirtnetError
+from virtnet.errors import StorageError, VirtnetError
 from virtnet.host import Host
 from virtnet.ports import PORTS_DIR_SUFFIX
 
@@ -65,6 +65,8 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:  # a state directory it may not read now: the tick logs one line
+        raise StorageError.of(exc, "read", path) from None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
@@ -283,6 +285,8 @@ class Supervisor:
             entries = os.listdir(directory)
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise StorageError.of(exc, "list", directory) from None
         ports: dict[str, PortView] = {}
         for entry in entries:
             if not entry.endswith(".json") or entry.startswith("."):
