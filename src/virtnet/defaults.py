@@ -89,7 +89,7 @@ def libvirt_bridges_here(host: type[HostProcess] = HostProcess) -> list[str]:
     meet. Elsewhere (a --netns namespace) none."""
     if not host.in_libvirt_netns():
         return []
-    from virtnet.netnew import libvirt_bridges  # lazy: the XML parser (lxml) is heavy
+    from virtnet.libvirtnets import libvirt_bridges  # lazy: the XML parser (lxml) is heavy
 
     return libvirt_bridges(host.libvirt_network_files())
 

@@ -27,7 +27,7 @@ from virtnet.facts import ProcessInfo  # also named here: HostView's processes
 from virtnet.host import Host
 from virtnet.host.libvirt import LIBVIRT_NETWORK_DIRS
 from virtnet.model import ForwardMode, Network
-from virtnet.netnew import LibvirtNetwork, libvirt_networks
+from virtnet.libvirtnets import LibvirtNetwork, libvirt_networks
 from virtnet.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
                            summary)
 

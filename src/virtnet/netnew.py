@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virtnet.errors import VirtnetError, XMLParseError
+from virtnet.errors import VirtnetError
+from virtnet.host.libvirt import LIBVIRT_NETWORK_DIRS
+from virtnet.libvirtnets import libvirt_subnets
 from virtnet.model import (
     Bridge,
     DhcpRange,
@@ -30,7 +32,6 @@ from virtnet.model import (
     IpDef,
     Network,
 )
-from virtnet.xml.document import parse_document
 
 if TYPE_CHECKING:
     from virtnet.engine import Engine
@@ -102,61 +103,6 @@ def taken_networks(facts: HostFacts, others: Iterable[Network]) -> list[IPNetwor
     for net in others:
         taken += [ip.interface.network for ip in net.ips if ip.interface is not None]
     return taken
-
-
-@dataclass(frozen=True)
-class LibvirtNetwork:
-    """One network libvirt defines or runs, as its file shows it."""
-
-    name: str  # "" when the file names none
-    source: str  # the file
-    bridge: str | None
-    subnets: tuple[IPNetwork, ...]
-
-
-def libvirt_networks(files: Iterable[tuple[str, bytes]]) -> list[LibvirtNetwork]:
-    """libvirt's networks from their definition and status files (pure).
-
-    Tolerant on purpose: a file that does not parse, or an <ip> without a usable address, is
-    passed over — the result only informs choices and warnings, it never decides one."""
-    found: list[LibvirtNetwork] = []
-    for source, data in files:
-        try:
-            root = parse_document(data, source)
-        except XMLParseError:
-            continue
-        # a status file wraps the definition: <networkstatus><network>...</network>...
-        network = root if root.tag == "network" else root.find("network")
-        if network is None:
-            continue
-        subnets: list[IPNetwork] = []
-        for ip in network.findall("ip"):
-            address = ip.get("address")
-            prefix = ip.get("prefix") or ip.get("netmask")
-            if address is None:
-                continue
-            if prefix is None:  # libvirt's default prefix: the address's classful one
-                prefix = "64" if ":" in address else "24"
-            try:
-                subnets.append(ipaddress.ip_interface(f"{address}/{prefix}").network)
-            except ValueError:
-                continue
-        bridge = network.find("bridge")
-        name = bridge.get("name") if bridge is not None else None
-        found.append(LibvirtNetwork((network.findtext("name") or "").strip(), source,
-                                    name.strip() if name and name.strip() else None,
-                                    tuple(subnets)))
-    return found
-
-
-def libvirt_subnets(files: Iterable[tuple[str, bytes]]) -> list[IPNetwork]:
-    """The subnets of libvirt's networks, from their definition and status files (pure)."""
-    return [subnet for net in libvirt_networks(files) for subnet in net.subnets]
-
-
-def libvirt_bridges(files: Iterable[tuple[str, bytes]]) -> list[str]:
-    """The bridge names libvirt's networks use or will use (pure), each once."""
-    return list(dict.fromkeys(net.bridge for net in libvirt_networks(files) if net.bridge))
 
 
 def _parse_cidr(text: str, version: int, flag: str) -> ipaddress.IPv4Interface | \
@@ -269,7 +215,7 @@ def resolve_addresses(options: NewNetworkOptions, taken: list[IPNetwork]
 
 
 def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = True,
-                libvirt_dirs: Iterable[Path] | None = None) -> Network:
+                libvirt_dirs: Iterable[Path] = LIBVIRT_NETWORK_DIRS) -> Network:
     """Build the definition of OPTIONS against this host, the known networks and libvirt's
     (from the files in LIBVIRT_DIRS, by default libvirt's own); define it unless DEFINE is
     false. Returns the network (as it was defined, when defined)."""
@@ -282,8 +228,7 @@ def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = Tr
                                                          options.ipv6):
             with engine.host() as host:
                 facts = engine._facts(host)
-                libvirt_files = (host.libvirt_network_files() if libvirt_dirs is None
-                                 else host.libvirt_network_files(libvirt_dirs))
+                libvirt_files = host.libvirt_network_files(libvirt_dirs)
             taken = taken_networks(facts, [record.current for record in records])
             taken += libvirt_subnets(libvirt_files)
         ipv4, ipv6 = resolve_addresses(options, taken)

@@ -137,7 +137,7 @@ def test_inconsistent_flags_are_named(options: NewNetworkOptions, message: str) 
 
 
 def test_libvirt_subnets_from_definitions_and_status_files() -> None:
-    from virtnet.netnew import libvirt_subnets
+    from virtnet.libvirtnets import libvirt_subnets
 
     files = [
         ("/etc/libvirt/qemu/networks/a.xml", b"<network><name>a</name>"

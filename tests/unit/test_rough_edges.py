@@ -22,7 +22,7 @@ from virtnet.facts import AddressInfo, HostFacts, KernelFeatures, LinkInfo, Rout
 from virtnet.graph import drawn_topology, render, to_dot
 from virtnet.host import HostProcess
 from virtnet.host.libvirt import shares_init_netns
-from virtnet.netnew import LibvirtNetwork, libvirt_bridges, libvirt_networks
+from virtnet.libvirtnets import LibvirtNetwork, libvirt_bridges, libvirt_networks
 from virtnet.paths import StatePaths
 from virtnet.reach import Topology
 from virtnet.xml.parse import parse_network
