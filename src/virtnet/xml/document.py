@@ -13,6 +13,7 @@ parser keeps that text, and the formatter writes it back at its indentation.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 
@@ -360,7 +361,9 @@ def select_nodes(text: str, expression: str, source: str, wrap: bool = False,
     for node in found:
         if isinstance(node, etree._Element):
             lines.append(dump_node(node))
-            wrapper.append(etree.fromstring(etree.tostring(node, with_tail=False)))
+            copied = copy.deepcopy(node)
+            copied.tail = None
+            wrapper.append(copied)
         elif getattr(node, "is_attribute", False):
             name = str(node.attrname)
             lines.append(f' {name}="{_escape_attribute(str(node))}"')
