@@ -297,7 +297,7 @@ class Bench:
             print(f"  {label:28} {whole:7.1f} {interpreter:7.1f} {load:7.1f} "
                   f"{parts['connect']:8.2f} {parts['prepared']:8.2f} {parts['answered']:7.2f} "
                   f"{server:7.2f} {parts['printed']:6.2f}")
-        print("  python: the interpreter's start and exit; load: loading virtnet.fastcli and "
+        print("  python: the interpreter's start and exit; load: loading virtnet.face.fastcli and "
               "the rest of exit;\n  connect: to the socket; request: reading files, encoding; "
               "answer: until the answer is in\n  (daemon: of which the command's own work in "
               "the daemon); print: writing the output")

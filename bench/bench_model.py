@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 
 from tests.kit.corpus import corpus_root  # noqa: E402
 from virtnet.errors import XMLParseError  # noqa: E402
-from virtnet.validate import validate  # noqa: E402
-from virtnet.xml.format import format_network  # noqa: E402
-from virtnet.xml.parse import parse_network  # noqa: E402
+from virtnet.spec.validate import validate  # noqa: E402
+from virtnet.spec.xml.format import format_network  # noqa: E402
+from virtnet.spec.xml.parse import parse_network  # noqa: E402
 
 INPUT_DIRS = (
     "tests/networkxml2xmlin",

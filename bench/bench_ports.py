@@ -66,10 +66,10 @@ def stats(samples: list[float]) -> dict[str, float]:
 
 def bench_in_namespace(ns: str, ports: int, state: Path) -> dict[str, dict[str, float]]:
     """Runs inside NS (a forked child)."""
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from tests.kit.pyroute2_light import load_pyroute2
     from virtnet.paths import StatePaths
-    from virtnet.ports import PortManager, PortRequest
+    from virtnet.service.ports import PortManager, PortRequest
 
     load_pyroute2()  # imports first: the budget is per port, after imports
     results: dict[str, dict[str, float]] = {}

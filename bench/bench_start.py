@@ -78,10 +78,10 @@ for module in sys.argv[5:]:
         importlib.import_module(module)
     except ImportError:
         pass
-from virtnet.engine import Engine
+from virtnet.service.engine import Engine
 from virtnet.paths import StatePaths
-from virtnet.plan import KIND_MODULES, Action
-import virtnet.host.facts, virtnet.drivers, virtnet.firewall, virtnet.dnsmasq
+from virtnet.plan.actions import KIND_MODULES, Action
+import virtnet.host.facts, virtnet.plan.drivers, virtnet.render.nft, virtnet.render.dnsmasq
 for module in sorted(set(KIND_MODULES.values())):  # every action kind, registered
     importlib.import_module(module)
 spent = defaultdict(float)
@@ -101,7 +101,7 @@ for kind, cls in Action._registry.items():
         cls.finish = timed(f"finish {kind} (waiting, others ran meanwhile)", cls.finish)
 Engine._facts = timed("read host facts", Engine._facts)
 Engine._plan_start = timed("plan", Engine._plan_start)
-from virtnet.state import StateStore
+from virtnet.store.store import StateStore
 StateStore.write_status = timed("write status", StateStore.write_status)
 engine = Engine(StatePaths.from_option(state))
 # the first of each in this process: first netlink socket, libnftables context, caches
@@ -219,9 +219,9 @@ def heaviest(rows: list[tuple[int, int, int, str]], count: int = 8) -> list[tupl
 
 def virtnet_argv(ns: str, state: Path, *args: str) -> list[str]:
     """``virtnet --netns NS --state-dir STATE ARGS`` through the installed ``virtnet`` script
-    (virtnet.fastcli: forwarded to virtnetd when one serves STATE, else in-process)."""
+    (virtnet.face.fastcli: forwarded to virtnetd when one serves STATE, else in-process)."""
     script = Path(sys.executable).with_name("virtnet")
-    entry = [str(script)] if script.exists() else ["-m", "virtnet.fastcli"]
+    entry = [str(script)] if script.exists() else ["-m", "virtnet.face.fastcli"]
     return [sys.executable, *entry, "--netns", ns, "--state-dir", str(state), *args]
 
 
@@ -358,7 +358,7 @@ def attribute(rounds: int, ns: str, state: Path) -> dict[str, Any]:
         argv = virtnet_argv(ns, state, "--direct", f"net-{verb}", NAME)
         rows[verb] = importtime(argv[1:])
         modules = [module for _, _, _, module in rows[verb] if module != "__main__"]
-        # the script itself imports virtnet.fastcli, which runs virtnet.cli: both are listed
+        # the script itself imports virtnet.face.fastcli, which runs virtnet.face.cli: both are listed
         imports[verb] = import_seconds(modules, rounds)
     modules = sorted({module for verb in rows for _, _, _, module in rows[verb]
                       if module != "__main__" and not module.startswith("pyroute2")})

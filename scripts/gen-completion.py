@@ -4,7 +4,7 @@
 
 The scripts are click's own: at each TAB they run ``virtnet`` with _VIRTNET_COMPLETE set, and
 the CLI answers from its definitions (verbs, options, choices) and, for network arguments,
-from the state directory (virtnet.cli.complete_network). Nothing here can drift from the CLI.
+from the state directory (virtnet.face.cli.complete_network). Nothing here can drift from the CLI.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> int:
     args = parser.parse_args()
     from click.shell_completion import get_completion_class
 
-    from virtnet.cli import main as cli
+    from virtnet.face.cli import main as cli
 
     args.out.mkdir(parents=True, exist_ok=True)
     for shell, filename in SHELLS.items():

@@ -2,7 +2,7 @@
 
     python scripts/gen-manpages.py --out DIR      # DIR/virtnet.1, DIR/virtnetd.8
 
-virtnet(1) is read from the click group (virtnet.cli.main: every verb, its arguments, options
+virtnet(1) is read from the click group (virtnet.face.cli.main: every verb, its arguments, options
 and help), virtnetd(8) from its argparse parser: a page cannot say what the code does not,
 since the Debian package runs this at build time against the code it ships.
 """
@@ -63,7 +63,7 @@ dnsmasq configuration, hosts files and leases
 def virtnet_page(version: str) -> str:
     import click
 
-    from virtnet.cli import main
+    from virtnet.face.cli import main
 
     root = click.Context(main, info_name="virtnet")
     page = [header("virtnet", 1, version, "User Commands"), ".SH NAME\n",

@@ -114,7 +114,7 @@ class StorageError(VirtnetError):
     """A file could not be read or written: the disk is full (ENOSPC), read-only (EROFS),
     refuses access (EACCES), fails (EIO)...
 
-    Raised in place of the OSError by the functions that touch virtnet's files (virtnet.state,
+    Raised in place of the OSError by the functions that touch virtnet's files (virtnet.store.store,
     the file helpers of virtnet.host), so every face reports it like any other error, on one
     line naming the file and the errno, and virtnetd answers it by its type (docs/api.md):
 

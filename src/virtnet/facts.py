@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from virtnet.errors import HostError, Problem
 
 if TYPE_CHECKING:
-    from virtnet.model import Network
+    from virtnet.spec.model import Network
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -64,7 +64,7 @@ class StatePaths:
         return network_file(self.status_dir, name, ".json")
 
     def apply_journal(self, name: str) -> Path:
-        """The journal of a net-apply in progress (virtnet.apply): present only while one
+        """The journal of a net-apply in progress (virtnet.service.live): present only while one
         runs, or after one was killed midway until the next privileged command reverts it."""
         return network_file(self.status_dir, name, ".apply-journal")
 

@@ -23,13 +23,13 @@ import pytest
 from lxml import etree
 
 from virtnet.errors import XMLParseError
-from virtnet.model import Network, PciAddress
-from virtnet.portdef import MacvtapMode, PlugType, PortDef
-from virtnet.ports import PoolUsage, PortError, PortRequest, allocate
+from virtnet.spec.model import Network, PciAddress
+from virtnet.spec.portdef import MacvtapMode, PlugType, PortDef
+from virtnet.service.ports import PoolUsage, PortError, PortRequest, allocate
 from tests.kit.corpus import corpus_root
-from virtnet.validate import validate
-from virtnet.xml.parse import parse_network
-from virtnet.xml.portxml import format_port, parse_port
+from virtnet.spec.validate import validate
+from virtnet.spec.xml.parse import parse_network
+from virtnet.spec.xml.portxml import format_port, parse_port
 
 DATA_DIR = "tests/virnetworkportxml2xmldata"
 NETWORKS_DIR = "tests/networkxml2xmlin"
@@ -201,7 +201,7 @@ def test_network_bandwidth_is_not_a_ports_bandwidth() -> None:
     net = _network("bandwidth-network")
     port = _allocate(net, PortRequest(mac=MAC))
     assert port.bandwidth is None
-    from virtnet.model import Bandwidth, BandwidthRate
+    from virtnet.spec.model import Bandwidth, BandwidthRate
 
     floored = _allocate(net, PortRequest(mac=MAC, bandwidth=Bandwidth(
         inbound=BandwidthRate(floor=500))))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.dnsmasq import (
+from virtnet.render.dnsmasq import (
     LIBVIRT_DNSMASQ_DIR,
     DnsmasqCaps,
     DnsmasqPaths,
@@ -29,7 +29,7 @@ from virtnet.dnsmasq import (
 )
 from tests.kit.corpus import corpus_root
 from tests.kit.dnsmasqcaps import caps_from_version_output
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.parse import parse_network
 
 TEST_DRIVER = "tests/networkxml2conftest.c"
 DATA_DIR = "tests/networkxml2confdata"

@@ -23,10 +23,10 @@ import pytest
 from lxml import etree
 
 from virtnet.errors import XMLParseError
-from virtnet.model import DNSMASQ_NAMESPACE
+from virtnet.spec.model import DNSMASQ_NAMESPACE
 from tests.kit.corpus import corpus_root
-from virtnet.xml.format import format_network
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.format import format_network
+from virtnet.spec.xml.parse import parse_network
 
 TEST_DRIVER = "tests/networkxml2xmltest.c"
 IN_DIR = "tests/networkxml2xmlin"
@@ -130,7 +130,7 @@ def test_case_list_is_complete() -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_networkxml2xml(case: XmlCase | Exception) -> None:
-    from virtnet.validate import validate
+    from virtnet.spec.validate import validate
 
     if isinstance(case, Exception):
         pytest.fail(f"cannot read libvirt's test corpus: {case}")

@@ -1,11 +1,11 @@
-"""virtnet's table of Network XML elements and attributes (virtnet.xml.schema) against libvirt
+"""virtnet's table of Network XML elements and attributes (virtnet.spec.xml.schema) against libvirt
 9.0's own schema, read at test time from the fetched source (src/conf/schemas/network.rng and
 the networkcommon.rng and basictypes.rng it includes).
 
 The schema is a RELAX NG grammar. Walking it from its start pattern, through every ref,
 choice, group and interleave, gives what the table states: for each element path from
 <network>, the attributes and child elements it may have. Both must be the same set of facts,
-apart from the newer libvirt additions virtnet accepts (virtnet.xml.schema.NEWER). And none of
+apart from the newer libvirt additions virtnet accepts (virtnet.spec.xml.schema.NEWER). And none of
 libvirt's own test definitions may have an element or attribute the table does not know.
 """
 
@@ -18,8 +18,8 @@ import pytest
 from lxml import etree
 
 from tests.kit.corpus import corpus_root
-from virtnet.xml.parse import parse_document
-from virtnet.xml.schema import NEWER, known_names, unknown_items
+from virtnet.spec.xml.parse import parse_document
+from virtnet.spec.xml.schema import NEWER, known_names, unknown_items
 
 RNG = "{http://relaxng.org/ns/structure/1.0}"
 SCHEMA_DIR = "src/conf/schemas"

@@ -25,9 +25,9 @@ import pytest
 
 from virtnet.errors import UpdateError
 from tests.kit.corpus import corpus_root
-from virtnet.update import apply_update
-from virtnet.xml.format import format_network
-from virtnet.xml.parse import parse_network
+from virtnet.spec.update import apply_update
+from virtnet.spec.xml.format import format_network
+from virtnet.spec.xml.parse import parse_network
 
 TEST_DRIVER = "tests/networkxml2xmlupdatetest.c"
 VIR_NETWORK_XML_INACTIVE = 1  # libvirt's format flag: leave out runtime state

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
-from virtnet.cli import main as virtnet_cli
+from virtnet.face.cli import main as virtnet_cli
 from tests.kit.libvirtd import (
     NETWORK_CONFIG_DIR,
     NETWORK_RUN_DIR,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
+from virtnet.render.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
 from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.parse import parse_network
 
 pytestmark = [
     pytest.mark.libvirt,

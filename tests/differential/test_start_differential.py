@@ -167,7 +167,7 @@ def our_netns() -> Iterator[str]:
 
 def virtnet(ns: str, state: Path, *args: str, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state),
+    return run([sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state),
                 *args], check=check)
 
 

@@ -66,7 +66,7 @@ class Sides:
         return proc.stdout, proc.returncode
 
     def ours(self, *args: str) -> tuple[str, int]:
-        proc = subprocess.run([sys.executable, "-m", "virtnet.cli", "--netns", self.ns,
+        proc = subprocess.run([sys.executable, "-m", "virtnet.face.cli", "--netns", self.ns,
                                "--state-dir", str(self.state), *args],
                               capture_output=True, text=True, timeout=60, check=False)
         return proc.stdout, proc.returncode

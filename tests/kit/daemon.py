@@ -40,7 +40,7 @@ def script(name: str) -> list[str]:
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
         return [str(candidate)]
-    module = {"virtnet": "virtnet.fastcli", "virtnetd": "virtnet.daemon"}[name]
+    module = {"virtnet": "virtnet.face.fastcli", "virtnetd": "virtnet.daemon"}[name]
     return [sys.executable, "-m", module]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from virtnet.dnsmasq import DnsmasqCaps
+from virtnet.render.dnsmasq import DnsmasqCaps
 from virtnet.errors import VirtnetError
 
 

@@ -10,7 +10,7 @@ or duplicated, or the bytes cut, flipped or spliced. Each input goes through
     parse -> validate -> (if valid) format, dnsmasq conf/hostsfile/addnhosts, nft ruleset
           -> net-update with a hostile snippet -> validate -> renderers again
 
-and command lines through the client's splitter (virtnet.fastcli.split_command_line) and the
+and command lines through the client's splitter (virtnet.face.fastcli.split_command_line) and the
 click CLI for verbs that read only (never one that changes the host).
 
 Findings are: an exception that is not a VirtnetError (or click's usage errors for the CLI),
@@ -199,7 +199,7 @@ def check_dnsmasq(net: Any) -> None:
     """Every line of dnsmasq's files is one line as dnsmasq reads it: no control character
     (a newline inside a value would start a new directive), and each conf line is a
     directive (``key`` or ``key=value``) or a comment."""
-    from virtnet.dnsmasq import render_addnhosts, render_conf, render_hostsfile, needs_dnsmasq
+    from virtnet.render.dnsmasq import render_addnhosts, render_conf, render_hostsfile, needs_dnsmasq
 
     if not needs_dnsmasq(net):
         return
@@ -221,7 +221,7 @@ IFNAME_IN_RULE = re.compile(r'[io]ifname "([^"]*)"')
 def check_nft(net: Any) -> None:
     """The ruleset has no control character, balanced quotes on every line, and every
     interface name in it is one the kernel could have."""
-    from virtnet.firewall import firewall_needed, render_ruleset
+    from virtnet.render.nft import firewall_needed, render_ruleset
 
     if not firewall_needed(net):
         return
@@ -237,7 +237,7 @@ def check_nft(net: Any) -> None:
 
 
 def check_renderers(net: Any) -> None:
-    from virtnet.xml.format import format_network
+    from virtnet.spec.xml.format import format_network
 
     format_network(net, inactive=True)
     format_network(net, inactive=False)
@@ -254,11 +254,11 @@ def _alarm(signum: int, frame: Any) -> None:
 
 def run_definition(data: str | bytes, rng: random.Random) -> str:
     """One definition through every stage; returns the outcome. Raises on a finding."""
-    from virtnet.update import apply_update
-    from virtnet.validate import validate
-    from virtnet.xml.parse import parse_network
+    from virtnet.spec.update import apply_update
+    from virtnet.spec.validate import validate
+    from virtnet.spec.xml.parse import parse_network
 
-    from virtnet.defaults import DefaultSources, assign_defaults
+    from virtnet.spec.defaults import DefaultSources, assign_defaults
 
     try:
         net = parse_network(data, source="fuzz")
@@ -302,8 +302,8 @@ def run_command_line(argv: list[str], state_dir: str) -> str:
     """A command line through the client's splitter, then click (read-only verbs only)."""
     import click
 
-    from virtnet.cli import main
-    from virtnet.fastcli import split_command_line
+    from virtnet.face.cli import main
+    from virtnet.face.fastcli import split_command_line
 
     split_command_line(argv)
     if not argv or argv[0] not in CLI_READ_ONLY_VERBS:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from virtnet.lab import Lab, LabError
-from virtnet.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
+from virtnet.insight.lab import Lab, LabError
+from virtnet.insight.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
 
 
 def apply_fix(lab: Lab, fix: Fix) -> None:

@@ -60,7 +60,7 @@ class Lab:
     def forget(self, *guests: str) -> None:
         """A clean state for the next probe: what earlier traffic taught the lab's namespaces
         and GUESTS (neighbour caches, the switch's learned MACs) is forgotten."""
-        from virtnet.lab import clean_namespaces
+        from virtnet.insight.lab import clean_namespaces
 
         namespaces = {ns: [] for ns in (self.host, self.lan, *guests)}
         clean_namespaces({self.switch: ["lan"], **namespaces})

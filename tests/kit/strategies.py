@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from virtnet.model import DNSMASQ_NAMESPACE
+from virtnet.spec.model import DNSMASQ_NAMESPACE
 
 ET.register_namespace("dnsmasq", DNSMASQ_NAMESPACE)
 

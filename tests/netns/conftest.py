@@ -478,7 +478,7 @@ class NetnsKit:
 @pytest.fixture
 def root() -> Iterator[Path]:
     """A work directory dnsmasq can still read once it dropped root (pytest's tmp_path is
-    private to root, and a start with reservations refuses it: virtnet.privilege)."""
+    private to root, and a start with reservations refuses it: virtnet.service.privilege)."""
     path = Path(tempfile.mkdtemp(prefix="vnt-root-"))
     path.chmod(0o755)
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import HostError
-from virtnet.model import (
+from virtnet.spec.model import (
     Bridge,
     DhcpRange,
     Forward,
@@ -31,7 +31,7 @@ from virtnet.model import (
     Route,
 )
 from virtnet.paths import StatePaths
-from virtnet.plan import (
+from virtnet.plan.actions import (
     Action,
     AddAddress,
     AddRoute,
@@ -116,7 +116,7 @@ def _undo(data: dict) -> None:
 
 
 def _start(net: Network, state_root: str) -> dict:
-    from virtnet.drivers import driver_for
+    from virtnet.plan.drivers import driver_for
     from virtnet.host import Host
     from virtnet.host.facts import read_facts
 
@@ -142,7 +142,7 @@ def _start_failing(net: Network, state_root: str) -> tuple[int, list[str]]:
 
 
 def _plan_length(net: Network, state_root: str) -> int:
-    from virtnet.drivers import driver_for
+    from virtnet.plan.drivers import driver_for
     from virtnet.host import Host
     from virtnet.host.facts import read_facts
 
@@ -292,7 +292,7 @@ def test_set_sysctl_action_restores_or_keeps(netns_kit):
 
 def test_load_firewall_action_touches_only_its_own_table(netns_kit):
     netns_kit.require_tools("nft")
-    from virtnet import firewall
+    from virtnet.render import nft as firewall
 
     ns = netns_kit.make_netns()
     foreign = with_foreign_table(netns_kit, ns)
@@ -435,7 +435,7 @@ def test_crash_after_a_step_exits_137_and_the_record_still_undoes(netns_kit, tmp
     assert status == 137
     assert netns_kit.ns_links(ns) == ["lo", "virbr0"]  # the crash undid nothing
     # recovery: undoing the whole plan (steps never applied are no-ops) cleans up
-    from virtnet.drivers import driver_for
+    from virtnet.plan.drivers import driver_for
     from virtnet.facts import HostFacts
 
     plan = driver_for(net).plan_start(net, HostFacts(), StatePaths.under(tmp_path))

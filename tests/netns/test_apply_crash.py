@@ -70,7 +70,7 @@ def _tools(netns_kit: Any) -> None:
 def virtnet(ns: str, state: Path, *args: str, env: dict[str, str] | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VIRTNET_")}
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
                           env={**clean, **(env or {})})
     if check and proc.returncode != 0:
@@ -251,7 +251,7 @@ def test_an_unprivileged_read_leaves_the_journal(netns_kit: Any, root: Path) -> 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VIRTNET_")}
     read = subprocess.run(
         ["ip", "netns", "exec", ns, setpriv, "--bounding-set", "-net_admin", "--inh-caps",
-         "-net_admin", sys.executable, "-m", "virtnet.cli", "--state-dir", str(state),
+         "-net_admin", sys.executable, "-m", "virtnet.face.cli", "--state-dir", str(state),
          "net-info", NAME, "--json"],
         capture_output=True, text=True, timeout=60, env=clean)
     assert read.returncode == 0, read.stderr

@@ -29,7 +29,7 @@ def virtnet(
     ns: str, state: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``virtnet --netns NS --state-dir STATE ARGS`` as a user types it."""
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
         env={**os.environ, **(env or {})},
@@ -280,8 +280,8 @@ def test_autostart_plan_and_dumpxml(netns_kit: Any, tmp_path: Path) -> None:
     assert [a["kind"] for a in from_file["actions"]] == [a["kind"] for a in plan["actions"]]
     # The plan printed is the plan applied: the recorded actions have the same specs.
     virtnet(ns, state, "net-start", "p")
-    from virtnet.plan import Action
-    from virtnet import coexist, forwards  # noqa: F401 - kinds a start also records
+    from virtnet.plan.actions import Action
+    from virtnet.plan import coexist, forwards  # noqa: F401 - kinds a start also records
 
     recorded = json.loads((state / "run" / "network" / "p.json").read_text())["actions"]
     assert [Action.from_dict(a).spec() for a in recorded] == [
@@ -318,13 +318,13 @@ def test_start_list_destroy_never_import_pyroute2(netns_kit: Any, tmp_path: Path
     virtnet(ns, state, "net-define", str(write(tmp_path, "n", bridged_xml("n", "nat", "10.78.0"))))
     for args in (("net-start", "n"), ("net-list", "--all"), ("net-info", "n"),
                  ("net-destroy", "n")):
-        argv = [sys.executable, "-X", "importtime", "-m", "virtnet.cli", "--netns", ns,
+        argv = [sys.executable, "-X", "importtime", "-m", "virtnet.face.cli", "--netns", ns,
                 "--state-dir", str(state), *args]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
         assert proc.returncode == 0, proc.stderr[-2000:]
         imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                     if line.startswith("import time:")]
-        assert "virtnet.engine" in imported, args  # the listing is real, not empty
+        assert "virtnet.service.engine" in imported, args  # the listing is real, not empty
         assert not [name for name in imported if name.startswith("pyroute2")], args
 
 

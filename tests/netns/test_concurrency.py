@@ -47,7 +47,7 @@ class Lab:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTNET_")}
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "virtnet.fastcli", "--direct", "--netns", self.ns,
+        return [sys.executable, "-m", "virtnet.face.fastcli", "--direct", "--netns", self.ns,
                 "--state-dir", str(self.state), *args]
 
     def cli(self, *args: str) -> str:

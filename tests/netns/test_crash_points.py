@@ -98,7 +98,7 @@ def _tools() -> None:
 
 
 def _argv(ns: str, state: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    return [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:

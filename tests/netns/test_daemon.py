@@ -597,7 +597,7 @@ def other_user_cli(argv: list[str]) -> tuple[int | None, str, str]:
     executable for other users); None: it would have run in-process."""
     import io
 
-    from virtnet import fastcli
+    from virtnet.face import fastcli
 
     out, err = io.StringIO(), io.StringIO()
     sys.stdout, sys.stderr = out, err
@@ -636,7 +636,7 @@ def test_others_may_only_read(lab: Lab) -> None:
 # --- the thin client --------------------------------------------------------------------------
 
 
-HEAVY_MODULES = ("lxml", "click", "rich", "pyroute2", "aiohttp", "virtnet.engine", "virtnet.cli",
+HEAVY_MODULES = ("lxml", "click", "rich", "pyroute2", "aiohttp", "virtnet.service.engine", "virtnet.face.cli",
                  "json", "socket", "http")
 
 
@@ -649,7 +649,7 @@ def test_the_fast_path_loads_no_heavy_module(lab: Lab) -> None:
     assert proc.returncode == 0, proc.stderr
     imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:") and "|" in line]
-    assert "virtnet.fastcli" in imported
+    assert "virtnet.face.fastcli" in imported
     heavy = [m for m in imported if m.split(".")[0] in HEAVY_MODULES or m in HEAVY_MODULES]
     assert heavy == []
     assert proc.stdout == lab.virtnet("net-list", "--all", direct=True).stdout

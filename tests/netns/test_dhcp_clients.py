@@ -103,7 +103,7 @@ class Lab:
     bridge: str
 
     def virtnet(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "virtnet.cli", "--netns", self.ns,
+        argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", self.ns,
                 "--state-dir", str(self.state), *args]
         return run(argv, check=check, timeout=CLI_TIMEOUT_S)
 

@@ -1,4 +1,4 @@
-"""The real dnsmasq accepts what virtnet.dnsmasq writes, and reads back what we meant.
+"""The real dnsmasq accepts what virtnet.render.dnsmasq writes, and reads back what we meant.
 
 1. ``dnsmasq --test`` on the conf of every case of libvirt's networkxml2confdata (the list read
    from networkxml2conftest.c at collection time), with our three files in a temp directory and
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.dnsmasq import DnsmasqPaths, render_all
-from virtnet.model import (
+from virtnet.render.dnsmasq import DnsmasqPaths, render_all
+from virtnet.spec.model import (
     Bridge,
     DhcpHost,
     DhcpRange,
@@ -47,7 +47,7 @@ from virtnet.model import (
     Network,
 )
 from tests.kit.corpus import corpus_root
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.parse import parse_network
 
 v4 = ipaddress.IPv4Address
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"

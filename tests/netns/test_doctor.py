@@ -49,7 +49,7 @@ class Host:
     root: Path
 
     def virtnet(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run([sys.executable, "-m", "virtnet.cli", "--netns", self.ns, "--state-dir",
+        return run([sys.executable, "-m", "virtnet.face.cli", "--netns", self.ns, "--state-dir",
                     str(self.root / "state"), *args], check=check)
 
     def start(self, xml: str) -> None:

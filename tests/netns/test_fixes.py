@@ -14,9 +14,9 @@ import shutil
 import pytest
 
 from tests.kit.labfix import apply_fix
-from virtnet.lab import Lab, LabCell, LabOptions
-from virtnet.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
-from virtnet.xml.parse import parse_network
+from virtnet.insight.lab import Lab, LabCell, LabOptions
+from virtnet.insight.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
+from virtnet.spec.xml.parse import parse_network
 
 pytestmark = pytest.mark.netns
 
@@ -130,7 +130,7 @@ def test_a_forward_drop_firewall_then_the_lan_route_for_an_open_network() -> Non
 
 
 def test_nat_needs_no_fix_behind_the_same_firewall() -> None:
-    """net-start lets a NAT network through the drop chain itself (virtnet.coexist), as the
+    """net-start lets a NAT network through the drop chain itself (virtnet.plan.coexist), as the
     prediction says."""
     xml = NAT
     with Lab(parse_network(xml), xml, LabOptions(guests=1)) as lab:

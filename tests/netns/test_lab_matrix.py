@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from virtnet.lab import Lab, LabOptions, ns_pids
-from virtnet.model import ForwardMode
-from virtnet.xml.parse import parse_network
+from virtnet.insight.lab import Lab, LabOptions, ns_pids
+from virtnet.spec.model import ForwardMode
+from virtnet.spec.xml.parse import parse_network
 
 pytestmark = pytest.mark.netns
 
@@ -260,7 +260,7 @@ def test_the_cli_lab_tears_down_when_interrupted(signum: int, tmp_path: Path) ->
     before = set(Path("/run/netns").iterdir()) if Path("/run/netns").exists() else set()
     # as from a terminal: SIGINT at its default even when pytest runs as a background job
     # (whose SIGINT the shell ignores, and children would inherit that)
-    proc = subprocess.Popen([sys.executable, "-m", "virtnet.cli", "lab", str(definition)],
+    proc = subprocess.Popen([sys.executable, "-m", "virtnet.face.cli", "lab", str(definition)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:

@@ -38,7 +38,7 @@ def network_xml(mode: str, devices: list[str]) -> str:
 
 
 def start_network(state: Path, xml: str) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     engine = Engine(StatePaths.under(state))
@@ -47,24 +47,24 @@ def start_network(state: Path, xml: str) -> None:
 
 
 def create_port(state: Path, mac: str, **request: Any) -> dict[str, Any]:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
-    from virtnet.ports import PortManager, PortRequest
+    from virtnet.service.ports import PortManager, PortRequest
 
     manager = PortManager(Engine(StatePaths.under(state)))
     return manager.create("lan", PortRequest(mac=mac, **request)).summary()
 
 
 def delete_port(state: Path, ref: str) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
-    from virtnet.ports import PortManager
+    from virtnet.service.ports import PortManager
 
     PortManager(Engine(StatePaths.under(state))).delete("lan", ref)
 
 
 def destroy_network(state: Path) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     Engine(StatePaths.under(state)).destroy("lan")
@@ -149,7 +149,7 @@ def test_passthrough_gives_the_interface_to_one_guest(netns_kit: Any, tmp_path: 
     details = ip(lab.host, "-d", "link", "show", "dev", port1["device"]).stdout
     assert "macvtap mode passthru" in details
 
-    from virtnet.ports import PortError
+    from virtnet.service.ports import PortError
 
     with pytest.raises(PortError, match="requires exclusive access to interfaces, but none "
                                         "are available"):

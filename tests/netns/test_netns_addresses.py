@@ -49,7 +49,7 @@ def state() -> Iterator[Path]:
 
 
 def virtnet(ns: str, state: Path, *args: str) -> str:
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"virtnet {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
     return proc.stdout
@@ -132,7 +132,7 @@ def test_an_inactive_network_is_an_error(netns_kit: Any, state: Path) -> None:
     host = netns_kit.make_netns()
     state.parent.joinpath("addrs.xml").write_text(NETWORK)
     virtnet(host, state, "net-define", str(state.parent / "addrs.xml"))
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", host, "--state-dir", str(state),
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", host, "--state-dir", str(state),
             "net-addresses", "addrs"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
                           env=dict(os.environ))

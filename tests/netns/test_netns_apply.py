@@ -44,7 +44,7 @@ ROUTE = "\n  <route address='10.79.0.0' prefix='24' gateway='192.168.79.5'/>"
 
 def virtnet(ns: str, state: Path, *args: str, check: bool = True,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:

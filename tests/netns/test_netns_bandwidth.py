@@ -53,7 +53,7 @@ def isolated_xml(bandwidth: str = "") -> str:
 
 
 def start_network(state: Path, xml: str) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     engine = Engine(StatePaths.under(state))
@@ -63,10 +63,10 @@ def start_network(state: Path, xml: str) -> None:
 
 def create_port(state: Path, mac: str, inbound: dict[str, int] | None = None,
                 outbound: dict[str, int] | None = None) -> dict[str, Any]:
-    from virtnet.engine import Engine
-    from virtnet.model import Bandwidth, BandwidthRate
+    from virtnet.service.engine import Engine
+    from virtnet.spec.model import Bandwidth, BandwidthRate
     from virtnet.paths import StatePaths
-    from virtnet.ports import PortManager, PortRequest
+    from virtnet.service.ports import PortManager, PortRequest
 
     bandwidth = None
     if inbound or outbound:
@@ -79,15 +79,15 @@ def create_port(state: Path, mac: str, inbound: dict[str, int] | None = None,
 
 
 def delete_port(state: Path, ref: str) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
-    from virtnet.ports import PortManager
+    from virtnet.service.ports import PortManager
 
     PortManager(Engine(StatePaths.under(state))).delete("lan", ref)
 
 
 def destroy_network(state: Path) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     Engine(StatePaths.under(state)).destroy("lan")

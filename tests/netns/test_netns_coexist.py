@@ -26,7 +26,7 @@ XML = """<network>
 
 
 def virtnet(ns: str, state: Path, *args: str) -> str:
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"virtnet {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
     return proc.stdout

@@ -29,7 +29,7 @@ ANSWER = b"hello from guest 1"
 
 
 def virtnet(ns: str, state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"virtnet {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
@@ -156,8 +156,8 @@ def test_bad_forwards_are_refused_and_change_nothing(
 
 @pytest.mark.libvirt
 def test_definition_with_forwards_defines_in_libvirt(tmp_path: Path) -> None:
-    from virtnet.engine import Engine
-    from virtnet.forwards import make_forward, read_forwards, write_forwards
+    from virtnet.service.engine import Engine
+    from virtnet.spec.forwards import make_forward, read_forwards, write_forwards
     from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 
     reason = libvirtd_unavailable_reason()

@@ -22,7 +22,7 @@ TAKEN = [ipaddress.ip_network("192.168.122.0/24"), ipaddress.ip_network("192.168
 
 
 def virtnet(ns: str, state: Path, *args: str) -> str:
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"virtnet {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
     return proc.stdout
@@ -41,7 +41,7 @@ def crowded_host(kit: Any) -> str:
 
 
 def subnets(xml: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
 
     net = Engine.parse(xml, "net-new output")
     return [ip.interface.network for ip in net.ips if ip.interface is not None]
@@ -95,8 +95,8 @@ def test_libvirt_accepts_what_net_new_prints(netns_kit: Any, tmp_path: Path) -> 
 
 
 def _auto_subnets_beside(state: str, libvirt_dirs: list[str]) -> list[str]:
-    from virtnet.engine import Engine
-    from virtnet.netnew import NewNetworkOptions, new_network
+    from virtnet.service.engine import Engine
+    from virtnet.insight.netnew import NewNetworkOptions, new_network
     from virtnet.paths import StatePaths
 
     engine = Engine(StatePaths.under(Path(state)))

@@ -33,7 +33,7 @@ def mac(index: int) -> str:
 
 
 def engine(state: Path) -> Any:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     return Engine(StatePaths.under(state))
@@ -47,7 +47,7 @@ def start_network(state: Path, xml: str, name: str = "lan") -> None:
 
 def create_ports(state: Path, macs: list[str], network: str = "lan",
                  **request: Any) -> list[dict[str, Any]]:
-    from virtnet.ports import PortManager, PortRequest
+    from virtnet.service.ports import PortManager, PortRequest
 
     manager = PortManager(engine(state))
     with manager.session():
@@ -55,7 +55,7 @@ def create_ports(state: Path, macs: list[str], network: str = "lan",
 
 
 def delete_ports(state: Path, refs: list[str], network: str = "lan") -> None:
-    from virtnet.ports import PortManager
+    from virtnet.service.ports import PortManager
 
     manager = PortManager(engine(state))
     for ref in refs:
@@ -63,7 +63,7 @@ def delete_ports(state: Path, refs: list[str], network: str = "lan") -> None:
 
 
 def port_record(state: Path, ref: str, network: str = "lan") -> Any:
-    from virtnet.ports import PortManager
+    from virtnet.service.ports import PortManager
 
     return PortManager(engine(state)).get(network, ref)
 
@@ -100,7 +100,7 @@ def sysfs_rdev(ns: str, device: str, ifindex: int) -> int:
 
 def cli(ns: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args],
+        [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args],
         capture_output=True, text=True, timeout=60,
     )
 
@@ -261,8 +261,8 @@ def test_tap_ports_on_a_bridge_of_the_network(netns_kit: Any, tmp_path: Path) ->
 
 
 def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
-    from virtnet.model import Bandwidth, BandwidthRate
-    from virtnet.plan import PlanError
+    from virtnet.spec.model import Bandwidth, BandwidthRate
+    from virtnet.plan.actions import PlanError
 
     lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"
@@ -430,7 +430,7 @@ def test_a_node_that_is_not_the_port_s_device_is_never_handed_over(netns_kit: An
     node.unlink()
     os.mknod(node, stat.S_IFCHR | 0o600, os.stat("/dev/null").st_rdev)
     try:
-        from virtnet.ports import PortError
+        from virtnet.service.ports import PortError
 
         with pytest.raises(PortError, match=f"{node} is not the character device of macvtap "
                                             f"{port['device']}"):

@@ -1,4 +1,4 @@
-"""virtnet.privilege on a running network: without CAP_NET_ADMIN every verb that would change
+"""virtnet.service.privilege on a running network: without CAP_NET_ADMIN every verb that would change
 the host refuses with one message and changes nothing, neither the namespace nor the state.
 
 A NAT network with a port forward and a guest port is started as root inside a namespace of
@@ -91,7 +91,7 @@ class Running:
     def cli(self, *args: str, privileged: bool = True,
             check: bool = False) -> subprocess.CompletedProcess[str]:
         prefix = [] if privileged else (_drop_net_admin_argv() or [])
-        argv = [*prefix, sys.executable, "-m", "virtnet.cli", "--netns", self.ns,
+        argv = [*prefix, sys.executable, "-m", "virtnet.face.cli", "--netns", self.ns,
                 "--state-dir", str(self.state), *args]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                               env=_env(), cwd=self.root)
@@ -176,7 +176,7 @@ def test_reads_work_without_net_admin_and_leave_recovery_to_root(running: Runnin
     # a port-create killed inside its tap step left a tap and its journal: a read without
     # the capability lists the ports without trying (and failing) to undo it
     killed = subprocess.run(
-        [sys.executable, "-m", "virtnet.cli", "--netns", running.ns, "--state-dir",
+        [sys.executable, "-m", "virtnet.face.cli", "--netns", running.ns, "--state-dir",
          str(running.state), "port-create", NAME, "--mac", "52:54:00:92:00:21"],
         capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
         env={**_env(), "VIRTNET_CRASH_IN_STEP": "1"})

@@ -35,7 +35,7 @@ LONG_REASON = "NAT: only replies come in; for inbound connections use forward mo
 def piped(*argv: str, ns: str | None = None, state: Path | None = None
           ) -> subprocess.CompletedProcess[str]:
     """virtnet ARGV with stdout and stderr pipes, as `| cat` runs it (no COLUMNS either)."""
-    head = [sys.executable, "-m", "virtnet.cli"]
+    head = [sys.executable, "-m", "virtnet.face.cli"]
     if ns is not None:
         head += ["--netns", ns, "--state-dir", str(state)]
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
@@ -93,8 +93,8 @@ def test_graph_names_the_default_routes_uplink_and_fits_a_page(netns_kit: Any,
 
 
 def _doctor_json(state: str, xml: str, libvirt_dirs: list[str]) -> dict[str, Any]:
-    from virtnet.doctor import run_doctor
-    from virtnet.engine import Engine
+    from virtnet.insight.doctor import run_doctor
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     engine = Engine(StatePaths.under(Path(state)))
@@ -104,7 +104,7 @@ def _doctor_json(state: str, xml: str, libvirt_dirs: list[str]) -> dict[str, Any
 
 
 def _shares_and_allocates(state: str) -> tuple[bool, str | None]:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.host import HostProcess
     from virtnet.paths import StatePaths
 

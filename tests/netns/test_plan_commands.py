@@ -140,7 +140,7 @@ def kernel_state(ns: str, bridge: str) -> dict[str, Any]:
 
 
 def virtnet(ns: str, state: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state),
+    return run([sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state),
                 *args]).stdout
 
 
@@ -202,7 +202,7 @@ def compare(fresh_ns: Any, xml: str, skip_kinds: tuple[str, ...] = ()) -> None:
 
 
 def plan_of(data: dict[str, Any]) -> Any:
-    from virtnet.plan import Plan
+    from virtnet.plan.actions import Plan
 
     return Plan.from_dict(data)
 

@@ -51,7 +51,7 @@ def virtnet(
     ns: str, state: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``virtnet --netns NS --state-dir STATE ARGS`` as a user types it (never checked here)."""
-    argv = [sys.executable, "-m", "virtnet.cli", "--netns", ns, "--state-dir", str(state), *args]
+    argv = [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state), *args]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VIRTNET_")}
     return subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                           env={**clean, **(env or {})})

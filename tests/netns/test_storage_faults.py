@@ -449,7 +449,7 @@ def build(scenario: Scenario) -> None:
 
 
 def run_ops(scenario: Scenario, direct: bool) -> dict[str, list[str]]:
-    from virtnet.fastcli import FORWARDED_VERBS
+    from virtnet.face.fastcli import FORWARDED_VERBS
 
     found: dict[str, list[str]] = {}
     for one in OPS:

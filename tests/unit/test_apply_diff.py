@@ -1,4 +1,4 @@
-"""virtnet.apply: the diff between a running network's recorded actions and a new start plan
+"""virtnet.service.live: the diff between a running network's recorded actions and a new start plan
 (pure: plans come from the real bridged driver with hand-made host facts), what cannot change
 live, and the rollback of steps (with real files in tmp_path)."""
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.apply import diff_actions, not_live_changes, run_steps, step_from_dict
+from virtnet.service.live import diff_actions, not_live_changes, run_steps, step_from_dict
 from virtnet.execute.steps import ApplyAction, Replace, Step
-from virtnet.drivers.bridged import BridgedDriver
+from virtnet.plan.drivers.bridged import BridgedDriver
 from virtnet.errors import HostError
 from virtnet.host import Host
 from virtnet.facts import AddressInfo, HostFacts, LinkInfo, RouteInfo
-from virtnet.model import (
+from virtnet.spec.model import (
     Bridge,
     DhcpHost,
     DhcpRange,
@@ -28,7 +28,7 @@ from virtnet.model import (
     Route,
 )
 from virtnet.paths import StatePaths
-from virtnet.plan import Action, AddRoute, CreateBridge, LoadFirewall, StartDnsmasq, WriteFile
+from virtnet.plan.actions import Action, AddRoute, CreateBridge, LoadFirewall, StartDnsmasq, WriteFile
 
 A = ipaddress.ip_address
 N = ipaddress.ip_network

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from virtnet.bandwidth import (
+from virtnet.plan.shaping import (
     ApplyShaping,
     BandwidthError,
     PlugFloor,
@@ -19,8 +19,8 @@ from virtnet.bandwidth import (
     quantum,
 )
 from virtnet.errors import HostError, InvalidOperationError, PortError
-from virtnet.model import Bandwidth, BandwidthRate, Bridge, Forward, ForwardMode, Network
-from virtnet.plan import Action
+from virtnet.spec.model import Bandwidth, BandwidthRate, Bridge, Forward, ForwardMode, Network
+from virtnet.plan.actions import Action
 
 HERE = TcFeatures()  # what this kernel has: no sfq, no police
 FULL = TcFeatures(sfq=True, police=True)

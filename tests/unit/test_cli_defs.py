@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from virtnet.cli import main, virsh_fields, virsh_table
+from virtnet.face.cli import main, virsh_fields, virsh_table
 
 FIXED = [
     # name, uuid, bridge, mac, subnet: given in full so libvirt and virtnet assign nothing.
@@ -215,7 +215,7 @@ def ours(state: Path, *args: str, netns: str | None = None) -> tuple[str, str, i
         result = cli(state, *args)
         return result.stdout, result.stderr, result.exit_code
     proc = subprocess.run(
-        [sys.executable, "-m", "virtnet.cli", "--netns", netns, "--state-dir", str(state), *args],
+        [sys.executable, "-m", "virtnet.face.cli", "--netns", netns, "--state-dir", str(state), *args],
         capture_output=True, text=True, timeout=60,
     )
     return proc.stdout, proc.stderr, proc.returncode
@@ -237,7 +237,7 @@ def test_outputs_match_virsh(
 ) -> None:
     lv = libvirt
     # dnsmasq drops root and reads its hosts files as nobody: a start refuses a state
-    # directory under pytest's private tmp_path (virtnet.privilege.check_dnsmasq_dir)
+    # directory under pytest's private tmp_path (virtnet.service.privilege.check_dnsmasq_dir)
     import shutil
     import tempfile
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from virtnet.cli import ERROR_CODES, error_code, main
+from virtnet.face.cli import ERROR_CODES, error_code, main
 from virtnet.errors import (
     Busy,
     HostConflict,

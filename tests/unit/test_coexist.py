@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from virtnet import coexist
-from virtnet.engine import Engine
+from virtnet.plan import coexist
+from virtnet.service.engine import Engine
 
 NAT = Engine.parse("""<network><name>n</name><forward mode='nat' dev='eth1'/>
 <bridge name='virbr7'/><ip address='192.168.60.1' prefix='24'/>

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.bandwidth import BandwidthError
+from virtnet.plan.shaping import BandwidthError
 from virtnet.daemon.server import ApiError, engine_error_status, parse_body, peer_of_socket
 from virtnet.errors import (
     Busy,
@@ -31,8 +31,8 @@ from virtnet.errors import (
     VirtnetError,
     XMLParseError,
 )
-from virtnet.plan import LinkUp, PlanError
-from virtnet.state import StateError, StateLock
+from virtnet.plan.actions import LinkUp, PlanError
+from virtnet.store.store import StateError, StateLock
 
 ADMIN_GID = 4242
 MEMBER_UID = 4243

@@ -18,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import virtnet.cli
+import virtnet.face.cli
 
-CLI_SOURCE = Path(virtnet.cli.__file__)
+CLI_SOURCE = Path(virtnet.face.cli.__file__)
 FILES = {
     "good.xml": "<network><name>good</name><uuid>5bde3cfc-22ab-4b3f-9c5e-6d4a1f0b7e21</uuid>"
                 "<forward mode='nat'/><bridge name='virbr0'/><mac address='52:54:00:94:00:01'/>"
@@ -71,16 +71,16 @@ def test_cli_reads_files_only_through_what_invoke_routes() -> None:
             if is_path_call and function.name != "net_edit_cmd":
                 assert node.attr in ("read_text", "is_file"), (function.name, node.attr)
     for name in ("read_input", "engine_of", "port_manager_of", "Path"):
-        assert hasattr(virtnet.cli, name)
+        assert hasattr(virtnet.face.cli, name)
 
 
 INVOKER = """
 import base64, json, os, sys
 from pathlib import Path
 from virtnet.daemon import invoke
-from virtnet.engine import Engine
+from virtnet.service.engine import Engine
 from virtnet.paths import StatePaths
-from virtnet.ports import PortManager
+from virtnet.service.ports import PortManager
 
 state, workdir, script = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 engine = Engine(StatePaths.under(Path(state)))
@@ -118,7 +118,7 @@ def test_read_only_verbs_print_the_same_through_invoke(tmp_path: Path) -> None:
     through = json.loads(proc.stdout)
     for (argv, stdin), (status, output) in zip(SCRIPT, through):
         direct = subprocess.run(
-            [sys.executable, "-m", "virtnet.fastcli", "--direct", "--state-dir", state, *argv],
+            [sys.executable, "-m", "virtnet.face.fastcli", "--direct", "--state-dir", state, *argv],
             cwd=workdir, input=stdin, capture_output=True, text=True, timeout=120, env=env)
         stdout = "".join(text for stream, text in output if stream == 1)
         stderr = "".join(text for stream, text in output if stream == 2)

@@ -1,4 +1,4 @@
-"""virtnet.defaults: what define assigns (uuid, bridge name, bridge MAC), as libvirt does."""
+"""virtnet.spec.defaults: what define assigns (uuid, bridge name, bridge MAC), as libvirt does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from virtnet.defaults import (
+from virtnet.spec.defaults import (
     MAX_BRIDGE_ID,
     DefaultSources,
     assign_defaults,
@@ -21,7 +21,7 @@ from virtnet.defaults import (
     link_exists,
 )
 from virtnet.errors import VirtnetError
-from virtnet.model import Bridge, Forward, ForwardMode, Network
+from virtnet.spec.model import Bridge, Forward, ForwardMode, Network
 
 
 def fixed_sources(seed: int = 7) -> DefaultSources:
@@ -165,7 +165,7 @@ def libvirt() -> Iterator[Any]:
 @pytest.mark.netns
 @pytest.mark.parametrize("case", list(DEFINE_CASES))
 def test_define_adds_what_libvirt_adds(libvirt: Any, tmp_path: Path, case: str) -> None:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     xml = DEFINE_CASES[case]

@@ -1,4 +1,4 @@
-"""Unit tests of virtnet.dnsmasq beyond libvirt's own cases (those are in
+"""Unit tests of virtnet.render.dnsmasq beyond libvirt's own cases (those are in
 tests/conformance/test_networkxml2conf.py): paths, capabilities, helpers, the newer-libvirt
 additions, and every refusal."""
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from virtnet.dnsmasq import (
+from virtnet.render.dnsmasq import (
     DEFAULT_DNSMASQ_DIR,
     HEADER,
     DnsmasqCaps,
@@ -28,7 +28,7 @@ from virtnet.dnsmasq import (
 )
 from tests.kit.dnsmasqcaps import caps_from_version_output
 from virtnet.errors import VirtnetError
-from virtnet.model import (
+from virtnet.spec.model import (
     Bridge,
     DhcpHost,
     DhcpRange,
@@ -409,7 +409,7 @@ DEFINITION = """<network>
 def run_cli(tmp_path: Path, *args: str, definition: str = DEFINITION) -> Result:
     from click.testing import CliRunner
 
-    from virtnet.cli import main
+    from virtnet.face.cli import main
 
     path = tmp_path / "net.xml"
     path.write_text(definition)
@@ -418,7 +418,7 @@ def run_cli(tmp_path: Path, *args: str, definition: str = DEFINITION) -> Result:
 
 
 def test_cli_prints_the_conf_net_start_would_write(tmp_path: Path) -> None:
-    from virtnet.xml.parse import parse_network
+    from virtnet.spec.xml.parse import parse_network
 
     result = run_cli(tmp_path)
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""No value of a definition can add a dnsmasq option or split a field (virtnet.dnsmasq).
+"""No value of a definition can add a dnsmasq option or split a field (virtnet.render.dnsmasq).
 
 Each hostile value either round-trips (dnsmasq reads back exactly the value, in exactly the one
 field of the one option it belongs to) or is refused with a DnsmasqConfigError naming the element
@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtnet.dnsmasq import (
+from virtnet.render.dnsmasq import (
     MAX_LINE_BYTES,
     DnsmasqConfigError,
     DnsmasqPaths,
@@ -35,7 +35,7 @@ from virtnet.dnsmasq import (
     render_hostsfile,
 )
 from virtnet.errors import VirtnetError
-from virtnet.model import (
+from virtnet.spec.model import (
     Bootp,
     Bridge,
     DhcpHost,

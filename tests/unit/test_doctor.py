@@ -1,4 +1,4 @@
-"""virtnet.doctor's judgements, fed with hand-made host views (no host is read here).
+"""virtnet.insight.doctor's judgements, fed with hand-made host views (no host is read here).
 
 The nftables input is the JSON ``nft -j list ruleset`` prints (its shape as nft 1.0.6 writes
 it for iptables-nft rules: `iptables-nft -P FORWARD DROP`, `-A FORWARD -j REJECT`). The real
@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from virtnet.doctor import (
+from virtnet.insight.doctor import (
     HostView,
     ProcessInfo,
     diagnose,
@@ -22,7 +22,7 @@ from virtnet.doctor import (
     other_dhcp_servers,
 )
 from virtnet.facts import AddressInfo, HostFacts, KernelFeatures, LinkInfo, RouteInfo
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.parse import parse_network
 
 NAT = ("<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
        "<ip address='192.168.122.1' prefix='24'><dhcp><range start='192.168.122.2' "
@@ -178,7 +178,7 @@ def test_missing_dnsmasq_is_a_problem_and_a_forward_blocker_a_note_for_nat() -> 
     assert {c.name for c in report.checks if c.problem} == {"dnsmasq"}
     firewall = next(c for c in report.checks if c.name == "firewall")
     assert not firewall.ok and "ip filter (iptables-nft) chain FORWARD" in firewall.detail
-    # net-start lets a NAT network through such a chain itself (virtnet.coexist)
+    # net-start lets a NAT network through such a chain itself (virtnet.plan.coexist)
     nat = report.networks[0]
     assert nat.problems == ["cannot start: dnsmasq is not installed; it serves DHCP and DNS here"]
     assert next(r for r in nat.rows if r.label == "guest→LAN").cell.predicted
@@ -230,7 +230,7 @@ def test_doctor_names_the_collision_start_refuses() -> None:
                           .replace("prefix='24'", "prefix='25'")
                           .replace("192.168.122.1'", "192.168.122.129'")
                           .replace("192.168.122.2'", "192.168.122.130'"))
-    from virtnet.drivers import driver_for
+    from virtnet.plan.drivers import driver_for
 
     start_says = [p.message for p in driver_for(net_b).preflight(net_b, overlapping)]
     assert start_says == ["subnet 192.168.122.128/25 overlaps 192.168.122.0/24 of active "

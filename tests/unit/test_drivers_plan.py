@@ -1,4 +1,4 @@
-"""virtnet.drivers: which driver runs a network, its start-time checks against host facts,
+"""virtnet.plan.drivers: which driver runs a network, its start-time checks against host facts,
 and the start Plan it builds (pure: hand-made HostFacts, no host touched)."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.drivers import DRIVER_MODULES, driver_for
-from virtnet.drivers.bridged import BridgedDriver
-from virtnet.drivers.hostbridge import HostBridgeDriver
+from virtnet.plan.drivers import DRIVER_MODULES, driver_for
+from virtnet.plan.drivers.bridged import BridgedDriver
+from virtnet.plan.drivers.hostbridge import HostBridgeDriver
 from virtnet.errors import HostError
 from virtnet.facts import AddressInfo, HostFacts, LinkInfo, RouteInfo
-from virtnet.model import (
+from virtnet.spec.model import (
     Bridge,
     DhcpRange,
     Dns,
@@ -30,7 +30,7 @@ from virtnet.model import (
     family_of,
 )
 from virtnet.paths import StatePaths
-from virtnet.plan import (
+from virtnet.plan.actions import (
     AddAddress,
     AddRoute,
     AttachHostBridge,
@@ -134,14 +134,14 @@ def test_the_registry_follows_the_one_classification(mode: ForwardMode, bridge: 
 
 def test_planning_an_isolated_network_imports_no_other_driver() -> None:
     code = ("import sys\n"
-            "from virtnet.model import Bridge, Network\n"
-            "from virtnet.drivers import driver_for\n"
+            "from virtnet.spec.model import Bridge, Network\n"
+            "from virtnet.plan.drivers import driver_for\n"
             "net = Network(name='iso', bridge=Bridge(name='virbr9'))\n"
             "driver_for(net).plug\n"
-            "print(sorted(m for m in sys.modules if m.startswith('virtnet.drivers.')))\n")
+            "print(sorted(m for m in sys.modules if m.startswith('virtnet.plan.drivers.')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "['virtnet.drivers.base', 'virtnet.drivers.bridged']"
+    assert out.strip() == "['virtnet.plan.drivers.base', 'virtnet.plan.drivers.bridged']"
 
 
 # --- preflight ---------------------------------------------------------------------------------

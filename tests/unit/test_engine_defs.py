@@ -1,4 +1,4 @@
-"""virtnet.engine without touching the host: definitions, lookups, listing, reconciliation of
+"""virtnet.service.engine without touching the host: definitions, lookups, listing, reconciliation of
 status records with the kernel, net-update of the persistent config, edit and DHCP leases.
 
 Starting and stopping networks needs a namespace: see tests/netns/test_cli_network.py.
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.defaults import DefaultSources
-from virtnet.engine import Engine, InvalidOperationError, NotFoundError
+from virtnet.spec.defaults import DefaultSources
+from virtnet.service.engine import Engine, InvalidOperationError, NotFoundError
 from virtnet.errors import ValidationError, VirtnetError
-from virtnet.leases import lease_file
+from virtnet.store.leases import lease_file
 from virtnet.paths import StatePaths
-from virtnet.state import NetworkStatus
-from virtnet.xml.parse import parse_network
+from virtnet.store.store import NetworkStatus
+from virtnet.spec.xml.parse import parse_network
 
 NOW = 1_800_000_000.0
 
@@ -347,7 +347,7 @@ end='10.77.0.20'/></dhcp></ip></network>"""
 
 
 def test_a_parsed_definition_is_kept_but_each_caller_gets_its_own_copy() -> None:
-    import virtnet.engine as engine_module
+    import virtnet.service.engine as engine_module
 
     first = Engine.parse(CACHED_XML, "cached.xml")
     key = (CACHED_XML, "cached.xml")
@@ -362,7 +362,7 @@ def test_a_parsed_definition_is_kept_but_each_caller_gets_its_own_copy() -> None
 
 
 def test_refused_and_huge_definitions_are_not_kept() -> None:
-    import virtnet.engine as engine_module
+    import virtnet.service.engine as engine_module
 
     bad = CACHED_XML.replace("10.77.0.20", "10.78.0.20")  # a range outside the subnet
     for _ in range(2):  # refused each time, with the same message
@@ -376,7 +376,7 @@ def test_refused_and_huge_definitions_are_not_kept() -> None:
 
 
 def test_the_cache_keeps_the_most_recently_used() -> None:
-    import virtnet.engine as engine_module
+    import virtnet.service.engine as engine_module
 
     cache = engine_module._ParsedCache(2)
     cache.put(("a", None), b"1")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtnet import fastcli
+from virtnet.face import fastcli
 
 
 @pytest.mark.parametrize("argv, netns, state_dir, direct, verb_args, forwardable", [
@@ -77,7 +77,7 @@ def test_constants_agree_with_the_modules_they_mirror() -> None:
     from virtnet.client import DEFAULT_SOCKET
     from virtnet.daemon.invoke import FORWARDED_VERBS, READ_ONLY_VERBS
     from virtnet.daemon.server import FRAMES_TYPE
-    from virtnet.xml.parse import MAX_DOCUMENT_BYTES
+    from virtnet.spec.xml.parse import MAX_DOCUMENT_BYTES
 
     assert fastcli.MAX_FILE_BYTES == MAX_DOCUMENT_BYTES
     assert fastcli.FORWARDED_VERBS == FORWARDED_VERBS
@@ -87,7 +87,7 @@ def test_constants_agree_with_the_modules_they_mirror() -> None:
 
 
 def test_forwarded_verbs_are_verbs_of_the_cli() -> None:
-    from virtnet.cli import main
+    from virtnet.face.cli import main
 
     assert fastcli.FILE_VERBS <= fastcli.FORWARDED_VERBS <= set(main.commands)
     assert "net-edit" in main.commands and "net-edit" not in fastcli.FORWARDED_VERBS

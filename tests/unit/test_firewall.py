@@ -1,4 +1,4 @@
-"""virtnet.firewall: pure rendering of a network's nftables rules.
+"""virtnet.render.nft: pure rendering of a network's nftables rules.
 
 The conformance part reads libvirt 9.0's networkxml2firewalldata: for every case, each
 iptables rule libvirt installs (the *-linux.args files) is translated into the nft rule
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from virtnet import firewall
+from virtnet.render import nft as firewall
 from virtnet.errors import ValidationError
-from virtnet.model import (
+from virtnet.spec.model import (
     Bridge,
     DhcpRange,
     Forward,
@@ -185,7 +185,7 @@ def firewall_data(libvirt_corpus: Path) -> Path:
 
 @pytest.mark.parametrize("case", FIREWALL_CASES)
 def test_libvirt_firewall_conformance(case: str, firewall_data: Path) -> None:
-    from virtnet.xml.parse import parse_network
+    from virtnet.spec.xml.parse import parse_network
 
     # stage: parse
     net = parse_network((firewall_data / f"{case}.xml").read_bytes(), source=f"{case}.xml")

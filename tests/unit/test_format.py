@@ -1,4 +1,4 @@
-"""virtnet.xml.format: libvirt 9.0's exact layout, rule by rule, and against libvirt itself.
+"""virtnet.spec.xml.format: libvirt 9.0's exact layout, rule by rule, and against libvirt itself.
 
 The last tests feed documents (hand-written and generated) to the installed libvirt through
 virsh's test driver (``test:///default``: libvirt's own parser and formatter in the virsh process, no daemon, no
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from virtnet.model import (
+from virtnet.spec.model import (
     Bridge,
     Dns,
     DnsHost,
@@ -39,8 +39,8 @@ from virtnet.model import (
     VlanTag,
 )
 from tests.kit.strategies import network_xml
-from virtnet.xml.format import escape, format_ip_address, format_network
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.format import escape, format_ip_address, format_network
+from virtnet.spec.xml.parse import parse_network
 
 
 def lines(net: Network, inactive: bool = True) -> list[str]:

@@ -6,8 +6,10 @@ import ipaddress
 
 import pytest
 
-from virtnet import firewall, forwards
-from virtnet.engine import Engine
+from virtnet.render import nft as firewall
+from virtnet.plan import forwards as planned
+from virtnet.spec import forwards
+from virtnet.service.engine import Engine
 from virtnet.errors import ValidationError
 
 NAT_XML = """<network>
@@ -74,7 +76,7 @@ def test_bad_metadata_is_a_validation_error() -> None:
 
 def test_checks_name_each_problem() -> None:
     net = nat()
-    problems = forwards.check_forwards(net, [
+    problems = planned.check_forwards(net, [
         forwards.make_forward("tcp", "80", "10.9.9.9"),
         forwards.make_forward("tcp", "100-110", "192.168.50.3:7000"),
         forwards.make_forward("tcp", "8000", "192.168.50.4"),
@@ -88,7 +90,7 @@ def test_checks_name_each_problem() -> None:
     assert "already forwarded" in reasons[2]
     isolated = Engine.parse("<network><name>i</name><bridge name='virbr8'/>"
                             "<ip address='192.168.51.1' prefix='24'/></network>", "i.xml")
-    assert "nat or route" in forwards.check_forwards(
+    assert "nat or route" in planned.check_forwards(
         isolated, [forwards.make_forward("tcp", "1", "192.168.51.2")])[0].message
 
 
@@ -96,8 +98,8 @@ def test_ruleset_dnats_prerouting_and_output_and_hairpins() -> None:
     net = nat()
     fwd = [forwards.make_forward("tcp", "8080", "192.168.50.10:80"),
            forwards.make_forward("tcp", "443", "[fd00:50::10]:8443", "2001:db8::1")]
-    text = forwards.render_ruleset(net, fwd)
-    chains = forwards.forward_chains("web")
+    text = firewall.render_forwards(net, fwd)
+    chains = firewall.forward_chains("web")
     assert f"add chain inet virtnet {chains.pre} {{ type nat hook prerouting" in text
     assert f"add chain inet virtnet {chains.out} {{ type nat hook output" in text
     assert (f"add rule inet virtnet {chains.pre} meta nfproto ipv4 fib daddr type local "
@@ -108,7 +110,7 @@ def test_ruleset_dnats_prerouting_and_output_and_hairpins() -> None:
             "dnat ip6 to [fd00:50::10]:8443") in text
     assert (f'add rule inet virtnet {chains.post} oifname "virbr9" ip saddr 192.168.50.0/24 '
             "ip daddr 192.168.50.10 tcp dport 80 ct status dnat masquerade") in text
-    teardown = forwards.render_teardown(net)
+    teardown = firewall.render_forwards_teardown(net)
     for chain in chains.all():
         assert f"delete chain inet virtnet {chain}" in teardown
 
@@ -128,10 +130,10 @@ def test_firewall_accepts_exactly_the_forwarded_connections() -> None:
 
 def test_plan_step_only_with_forwards_and_refuses_bad_ones() -> None:
     net = nat()
-    assert forwards.plan_actions(net) == []
+    assert planned.plan_actions(net) == []
     forwards.write_forwards(net, [forwards.make_forward("tcp", "22", "192.168.50.2")])
-    (action,) = forwards.plan_actions(net)
+    (action,) = planned.plan_actions(net)
     assert action.kind == "load-forwards" and "1 port forward(s)" in action.describe()
     forwards.write_forwards(net, [forwards.make_forward("tcp", "22", "10.0.0.2")])
     with pytest.raises(ValidationError):
-        forwards.plan_actions(net)
+        planned.plan_actions(net)

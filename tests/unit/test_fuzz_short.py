@@ -29,14 +29,14 @@ def test_short_fuzz_run_has_no_finding() -> None:
 
 
 def test_oracles_catch_a_line_break(monkeypatch: pytest.MonkeyPatch) -> None:
-    import virtnet.dnsmasq
+    import virtnet.render.dnsmasq
 
-    from virtnet.xml.parse import parse_network
+    from virtnet.spec.xml.parse import parse_network
 
     net = parse_network("<network><name>n</name><forward mode='nat'/><bridge name='br0'/>"
                         "<ip address='10.5.0.1' prefix='24'/></network>", source="test")
     harness.check_dnsmasq(net)
-    monkeypatch.setattr(virtnet.dnsmasq, "render_conf",
+    monkeypatch.setattr(virtnet.render.dnsmasq, "render_conf",
                         lambda net, paths=None: "interface=br0\ndhcp-range=1\x0b2\n")
     with pytest.raises(AssertionError, match="control character"):
         harness.check_dnsmasq(net)

@@ -1,4 +1,4 @@
-"""virtnet.graph: the DOT text (pure) and its rendering with Graphviz's dot."""
+"""virtnet.insight.graph: the DOT text (pure) and its rendering with Graphviz's dot."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.graph import GraphError, GuestPort, guests_of_ports, render, to_dot
-from virtnet.reach import Topology
-from virtnet.xml.parse import parse_network
+from virtnet.insight.graph import GraphError, GuestPort, guests_of_ports, render, to_dot
+from virtnet.insight.reach import Topology
+from virtnet.spec.xml.parse import parse_network
 
 NAT = ("<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
        "<ip address='192.168.122.1' prefix='24'><dhcp><range start='192.168.122.2' "

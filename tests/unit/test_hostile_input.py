@@ -23,8 +23,8 @@ import pytest
 
 from virtnet.errors import VirtnetError
 from tests.kit.fuzz import check_dnsmasq, check_nft
-from virtnet.validate import validate
-from virtnet.xml.parse import parse_network
+from virtnet.spec.validate import validate
+from virtnet.spec.xml.parse import parse_network
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "virtnet"
 
@@ -126,8 +126,8 @@ def test_names_and_txt_with_quotes_and_newlines_are_safe_or_refused(where: str,
 
 def test_command_lines_quote_every_name() -> None:
     """plan --commands: each name comes back whole from shlex.split."""
-    from virtnet.defaults import DefaultSources, assign_defaults
-    from virtnet.drivers import driver_for
+    from virtnet.spec.defaults import DefaultSources, assign_defaults
+    from virtnet.plan.drivers import driver_for
     from virtnet.facts import HostFacts
     from virtnet.paths import StatePaths
 

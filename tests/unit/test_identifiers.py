@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from virtnet.defaults import DefaultSources
-from virtnet.engine import Engine, NotFoundError
+from virtnet.spec.defaults import DefaultSources
+from virtnet.service.engine import Engine, NotFoundError
 from virtnet.errors import HostError, VirtnetError, XMLParseError
 from virtnet.ids import (
     IdentifierError,
@@ -36,10 +36,10 @@ from virtnet.ids import (
     read_state_file,
 )
 from virtnet.paths import StatePaths
-from virtnet.ports import PortManager, PortRequest, read_records
-from virtnet.state import NetworkStatus
-from virtnet.xml.parse import parse_network
-from virtnet.xml.portxml import parse_port
+from virtnet.service.ports import PortManager, PortRequest, read_records
+from virtnet.store.store import NetworkStatus
+from virtnet.spec.xml.parse import parse_network
+from virtnet.spec.xml.portxml import parse_port
 
 MAC = "52:54:00:16:00:01"
 PORT_UUID = "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"
@@ -337,7 +337,7 @@ def engine_on(root: Path, host: RecordingHost) -> Engine:
 
 def started(engine: Engine, name: str) -> NetworkStatus:
     """The status record a start of NAME leaves, with two real actions (no host touched)."""
-    from virtnet.plan import AddAddress, CreateBridge
+    from virtnet.plan.actions import AddAddress, CreateBridge
 
     engine.define(xml(name, "<bridge name='vnt16z'/>"))
     actions = [CreateBridge(name="vnt16z").to_dict(),
@@ -364,7 +364,7 @@ def test_destroy_trusts_the_actions_of_a_record_whose_other_fields_are_broken(
 
 
 def test_destroy_follows_the_start_journal_when_the_record_is_garbage(tmp_path: Path) -> None:
-    from virtnet.state import begun_line, done_line
+    from virtnet.store.store import begun_line, done_line
 
     host = RecordingHost()
     engine = engine_on(tmp_path, host)

@@ -1,4 +1,4 @@
-"""virtnet.netnew: the model net-new builds from its flags and how it picks free subnets (pure;
+"""virtnet.insight.netnew: the model net-new builds from its flags and how it picks free subnets (pure;
 hand-made host facts). Each built model must also survive format → parse → validate."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import ipaddress
 
 import pytest
 
-from virtnet.engine import Engine
+from virtnet.service.engine import Engine
 from virtnet.facts import AddressInfo, HostFacts, RouteInfo
-from virtnet.model import ForwardMode, IpDef, Network
-from virtnet.netnew import (
+from virtnet.spec.model import ForwardMode, IpDef, Network
+from virtnet.insight.netnew import (
     NetNewError,
     NewNetworkOptions,
     build_network,
@@ -137,7 +137,7 @@ def test_inconsistent_flags_are_named(options: NewNetworkOptions, message: str) 
 
 
 def test_libvirt_subnets_from_definitions_and_status_files() -> None:
-    from virtnet.libvirtnets import libvirt_subnets
+    from virtnet.spec.libvirtnets import libvirt_subnets
 
     files = [
         ("/etc/libvirt/qemu/networks/a.xml", b"<network><name>a</name>"
@@ -156,7 +156,7 @@ def test_libvirt_subnets_from_definitions_and_status_files() -> None:
 
 
 def test_summary_names_bridge_and_subnets() -> None:
-    from virtnet.netnew import summary
+    from virtnet.insight.netnew import summary
 
     options = NewNetworkOptions(name="s", mode="nat", ipv6="fd00:1::/64")
     net = build_network(options, *resolve_addresses(

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from virtnet import __version__
-from virtnet.cli import main as cli
-from virtnet.completion import complete_network
+from virtnet.face.cli import main as cli
+from virtnet.face.completion import complete_network
 
 ROOT = Path(__file__).resolve().parents[2]
 

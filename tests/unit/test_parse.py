@@ -1,4 +1,4 @@
-"""virtnet.xml.parse: hardening, normalization as libvirt 9.0 does it, and precise errors."""
+"""virtnet.spec.xml.parse: hardening, normalization as libvirt 9.0 does it, and precise errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from virtnet.errors import XMLParseError
-from virtnet.model import (
+from virtnet.spec.model import (
     DNSMASQ_NAMESPACE,
     ForwardMode,
     LeaseUnit,
@@ -16,7 +16,7 @@ from virtnet.model import (
     Network,
     VirtualPortType,
 )
-from virtnet.xml.parse import (
+from virtnet.spec.xml.parse import (
     MAX_DOCUMENT_BYTES,
     parse_dhcp_host,
     parse_dhcp_range,
@@ -206,7 +206,7 @@ def test_dns_records_and_newer_attributes() -> None:
 
 
 def test_open_mode_without_ip_is_not_a_parse_error() -> None:
-    # newer libvirt allows it; whether 9.0's rule applies is virtnet.validate's business
+    # newer libvirt allows it; whether 9.0's rule applies is virtnet.spec.validate's business
     net = parse_network("<network><name>o</name><forward mode='open'/></network>")
     assert net.forward_mode is ForwardMode.OPEN and not net.ips
 

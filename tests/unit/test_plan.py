@@ -1,4 +1,4 @@
-"""virtnet.plan: Action serialization and commands, and Plan's apply/rollback machinery.
+"""virtnet.plan.actions: Action serialization and commands, and Plan's apply/rollback machinery.
 
 The machinery is exercised with a small recording Action (the real Plan code runs; only the
 host is left out). The real actions against a kernel are in tests/netns/test_apply.py.
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from virtnet.errors import HostError, StorageError
-from virtnet.plan import (
+from virtnet.plan.actions import (
     Action,
     AddAddress,
     AddRoute,
@@ -98,9 +98,9 @@ def _no_fault_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_action_kind_has_an_example() -> None:
     # Other modules (ports, tc) register kinds of their own; their tests cover those.
     plan_kinds = sorted(
-        kind for kind, cls in Action._registry.items() if cls.__module__ == "virtnet.plan"
+        kind for kind, cls in Action._registry.items() if cls.__module__ == "virtnet.plan.actions"
     )
-    assert plan_kinds, "no action kind registered by virtnet.plan"
+    assert plan_kinds, "no action kind registered by virtnet.plan.actions"
     assert sorted({a.kind for a in EXAMPLES}) == plan_kinds
     assert "" not in Action.registered_kinds()  # the test's Step stays out of the registry
 
@@ -345,7 +345,7 @@ def test_interrupt_rolls_back_and_propagates_unwrapped() -> None:
 
 
 class RecordingJournal:
-    """A StepJournal (virtnet.plan) that notes what Plan.apply tells it."""
+    """A StepJournal (virtnet.plan.actions) that notes what Plan.apply tells it."""
 
     def __init__(self, events: list[str]) -> None:
         self.events = events
@@ -449,7 +449,7 @@ class HalfStep(Step):
     write_fd: int = -1
 
     def apply(self, host: Any) -> None:
-        from virtnet.plan import crash_in_step
+        from virtnet.plan.actions import crash_in_step
 
         os.write(self.write_fd, f"first {self.label};".encode())
         crash_in_step()
@@ -546,17 +546,17 @@ def test_plan_error_pickles() -> None:
 
 
 def test_action_modules_define_every_recorded_kind() -> None:
-    # Every Action subclass outside virtnet.plan lives in a module from_dict knows to import.
+    # Every Action subclass outside virtnet.plan.actions lives in a module from_dict knows to import.
     import importlib
     import pkgutil
 
     import virtnet
-    from virtnet.plan import KIND_MODULES
+    from virtnet.plan.actions import KIND_MODULES
 
     for info in pkgutil.walk_packages(virtnet.__path__, "virtnet."):
         if info.name.startswith(("virtnet.daemon",)):
             continue
         importlib.import_module(info.name)
     outside = {kind: cls.__module__ for kind, cls in Action._registry.items()
-               if cls.__module__ != "virtnet.plan"}
+               if cls.__module__ != "virtnet.plan.actions"}
     assert outside == KIND_MODULES

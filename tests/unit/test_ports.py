@@ -8,7 +8,7 @@ import pytest
 
 from virtnet.facts import TcFeatures
 from virtnet.errors import HostError, InvalidOperationError
-from virtnet.model import (
+from virtnet.spec.model import (
     Bandwidth,
     BandwidthRate,
     Bridge,
@@ -25,8 +25,8 @@ from virtnet.model import (
     Vlan,
     VlanTag,
 )
-from virtnet.portdef import MacvtapMode, PlugType, PortDef
-from virtnet.ports import (
+from virtnet.spec.portdef import MacvtapMode, PlugType, PortDef
+from virtnet.service.ports import (
     PoolUsage,
     PortManager,
     PortError,
@@ -300,7 +300,7 @@ def test_device_names_skip_what_is_taken() -> None:
 
 @pytest.fixture
 def manager(tmp_path: Path) -> PortManager:
-    from virtnet.engine import Engine
+    from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
 
     return PortManager(Engine(StatePaths.under(tmp_path)), features=TcFeatures())

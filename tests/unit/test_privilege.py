@@ -1,4 +1,4 @@
-"""virtnet.privilege, and the CLI as an unprivileged user.
+"""virtnet.service.privilege, and the CLI as an unprivileged user.
 
 Read-only commands work as ``nobody`` (run through ``setpriv``); commands that change the host
 refuse without CAP_NET_ADMIN with one message, before touching anything (the state directory
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import HostError
-from virtnet.privilege import (
+from virtnet.service.privilege import (
     CAP_NET_ADMIN,
     check_dnsmasq_dir,
     effective_capabilities,
@@ -115,7 +115,7 @@ def workdir() -> Iterator[Path]:
 
 def as_nobody(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-            sys.executable, "-m", "virtnet.cli", *args]
+            sys.executable, "-m", "virtnet.face.cli", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTNET_")}
     env["HOME"] = str(cwd)
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=TIMEOUT_S,

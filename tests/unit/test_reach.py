@@ -1,4 +1,4 @@
-"""virtnet.reach: the predicted reachability matrix, its reasons and fixes (pure).
+"""virtnet.insight.reach: the predicted reachability matrix, its reasons and fixes (pure).
 
 The expected values are the kernel's behaviour measured on these machines (design.md: macvlan
 modes against a switch port with hairpin off/on) and libvirt's documented forward modes; the
@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from virtnet.model import ForwardMode
-from virtnet.reach import (
+from virtnet.spec.model import ForwardMode
+from virtnet.insight.reach import (
     ON_HOST,
     ON_LAN_ROUTER,
     ON_SWITCH,
@@ -26,7 +26,7 @@ from virtnet.reach import (
     shim_name,
     summary,
 )
-from virtnet.xml.parse import parse_network
+from virtnet.spec.xml.parse import parse_network
 
 
 def net_of(xml: str):

@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from virtnet.defaults import assign_defaults, libvirt_bridges_here
-from virtnet.doctor import HostView, diagnose, libvirt_overlaps
-from virtnet.engine import Engine
+from virtnet.spec.defaults import assign_defaults, libvirt_bridges_here
+from virtnet.insight.doctor import HostView, diagnose, libvirt_overlaps
+from virtnet.service.engine import Engine
 from virtnet.facts import AddressInfo, HostFacts, KernelFeatures, LinkInfo, RouteInfo
-from virtnet.graph import drawn_topology, render, to_dot
+from virtnet.insight.graph import drawn_topology, render, to_dot
 from virtnet.host import HostProcess
 from virtnet.host.libvirt import shares_init_netns
-from virtnet.libvirtnets import LibvirtNetwork, libvirt_bridges, libvirt_networks
+from virtnet.spec.libvirtnets import LibvirtNetwork, libvirt_bridges, libvirt_networks
 from virtnet.paths import StatePaths
-from virtnet.reach import Topology
-from virtnet.xml.parse import parse_network
+from virtnet.insight.reach import Topology
+from virtnet.spec.xml.parse import parse_network
 
 ROOT = Path(__file__).resolve().parents[2]
 NAT = ("<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
@@ -172,7 +172,7 @@ def test_the_default_networks_picture_fits_a_page(tmp_path: Path) -> None:
 
 
 def test_piped_console_is_wide_enough_for_any_row() -> None:
-    code = ("from virtnet.cli import output_console; from rich.table import Table\n"
+    code = ("from virtnet.face.cli import output_console; from rich.table import Table\n"
             "t = Table(); t.add_column('a'); t.add_column('b')\n"
             "t.add_row('x' * 30, 'y ' * 200)\n"
             "output_console().print(t)\n")

@@ -1,4 +1,4 @@
-"""Elements and attributes libvirt's schema does not know (virtnet.xml.schema): named with
+"""Elements and attributes libvirt's schema does not know (virtnet.spec.xml.schema): named with
 file, line and path by `virtnet validate` (exit 1), refused by `net-define --validate` (nothing
 written), warned about line by line by a plain `net-define`, which still defines the network
 as libvirt's lenient parser would. The table itself is checked against libvirt's schema in
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from virtnet.cli import main
-from virtnet.xml.parse import parse_document
-from virtnet.xml.schema import SchemaError, check_document, unknown_items
+from virtnet.face.cli import main
+from virtnet.spec.xml.parse import parse_document
+from virtnet.spec.xml.schema import SchemaError, check_document, unknown_items
 
 MISSPELT = """<network>
   <name>typo</name>

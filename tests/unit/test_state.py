@@ -1,4 +1,4 @@
-"""virtnet.state: atomic files, modes, autostart links, status records and the state lock."""
+"""virtnet.store.store: atomic files, modes, autostart links, status records and the state lock."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from virtnet.errors import StorageError
 from virtnet.errors import Busy
 from virtnet.paths import StatePaths
 from virtnet.ids import IdentifierError
-from virtnet.state import (
+from virtnet.store.store import (
     NetworkStatus,
     StateError,
     StateLock,
@@ -170,7 +170,7 @@ def test_lock_is_reentrant_in_one_process(tmp_path: Path) -> None:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from virtnet.state import StateLock
+from virtnet.store.store import StateLock
 lock = StateLock(Path(sys.argv[1]), timeout=5)
 with lock:
     print("locked", flush=True)
@@ -309,7 +309,7 @@ def test_journal_done_line_cut_by_a_crash_leaves_its_step_begun(store: StateStor
 
 
 def test_journal_steps_reads_every_line_kind() -> None:
-    from virtnet.state import begun_line, done_line, failed_line, journal_steps
+    from virtnet.store.store import begun_line, done_line, failed_line, journal_steps
 
     lines = [begun_line({"kind": "a"}), done_line(1, {}), {"kind": "legacy"},
              begun_line({"kind": "b", "old": None}), done_line(3, {"old": "0"}),

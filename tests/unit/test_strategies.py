@@ -24,8 +24,8 @@ from tests.kit.strategies import (
     network_trees,
     network_xml,
 )
-from virtnet.validate import validate
-from virtnet.xml.parse import parse_network
+from virtnet.spec.validate import validate
+from virtnet.spec.xml.parse import parse_network
 
 _SETTINGS = settings(derandomize=True, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.too_slow])

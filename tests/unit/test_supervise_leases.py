@@ -18,8 +18,8 @@ import pytest
 
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.supervise import LEASE_REREAD_S, Supervisor
-from virtnet.engine import Engine
-from virtnet.leases import lease_file
+from virtnet.service.engine import Engine
+from virtnet.store.leases import lease_file
 from virtnet.paths import StatePaths
 
 NAME = "leasy"

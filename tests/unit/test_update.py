@@ -1,4 +1,4 @@
-"""Unit tests of virtnet.update: each command and section, and each refusal."""
+"""Unit tests of virtnet.spec.update: each command and section, and each refusal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import UpdateError
-from virtnet.model import (
+from virtnet.spec.model import (
     DhcpHost,
     DhcpRange,
     Dns,
@@ -23,7 +23,7 @@ from virtnet.model import (
     Network,
     PortGroup,
 )
-from virtnet.update import apply_update
+from virtnet.spec.update import apply_update
 
 ip = ipaddress.ip_address
 
@@ -607,7 +607,7 @@ def test_dns_srv_cannot_be_modified() -> None:
 def run_cli(*args: str) -> tuple[int, str, str]:
     from click.testing import CliRunner
 
-    from virtnet.cli import main
+    from virtnet.face.cli import main
 
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr

@@ -1,4 +1,4 @@
-"""Unit tests of virtnet.validate: each rule once accepted and once refused, with the element
+"""Unit tests of virtnet.spec.validate: each rule once accepted and once refused, with the element
 path of the problem and the offending value named in its message.
 
 Most cases build model objects directly (many of these values the parser already refuses on
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.errors import Problem, ValidationError, XMLParseError
-from virtnet.model import (
+from virtnet.spec.model import (
     Bandwidth,
     BandwidthRate,
     Bootp,
@@ -49,8 +49,8 @@ from virtnet.model import (
     Vlan,
     VlanTag,
 )
-from virtnet.validate import check, ifname_problem, libvirt_prefix, mac_problem, validate
-from virtnet.xml.parse import parse_network
+from virtnet.spec.validate import check, ifname_problem, libvirt_prefix, mac_problem, validate
+from virtnet.spec.xml.parse import parse_network
 
 ip = ipaddress.ip_address
 

@@ -217,7 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def take_pidfile(path: Path) -> int:
     """Hold an flock on PATH for the daemon's life: one daemon per state directory."""
-    from virtnet.state import ensure_dir
+    from virtnet.store.store import ensure_dir
 
     ensure_dir(path.parent, 0o755)
     try:
@@ -232,7 +232,7 @@ def take_pidfile(path: Path) -> int:
 def bind_socket(path: Path, gid: int | None) -> socket.socket:
     """A listening unix socket at PATH, mode 0660, group GID (when there is one)."""
     from virtnet.daemon.server import SOCKET_MODE
-    from virtnet.state import ensure_dir
+    from virtnet.store.store import ensure_dir
 
     ensure_dir(path.parent, 0o755)
     try:

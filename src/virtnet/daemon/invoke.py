@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, TextIO
 
-from virtnet.fastcli import FORWARDED_VERBS
+from virtnet.face.fastcli import FORWARDED_VERBS
 
 log = logging.getLogger("virtnetd")
 
-# The verbs the daemon runs for a client (virtnet.fastcli keeps the one list, with why:
+# The verbs the daemon runs for a client (virtnet.face.fastcli keeps the one list, with why:
 # the thin client must know them without importing anything of the daemon's).
 # Among them, those that only read: anyone allowed to connect may run them (server.Peer).
 READ_ONLY_VERBS = frozenset({
@@ -187,7 +187,7 @@ def install(resident: Resident) -> None:
         if _installed is not None:
             _installed = resident
             return
-        import virtnet.cli as cli
+        import virtnet.face.cli as cli
 
         original_read_input = cli.read_input
         original_path = cli.Path
@@ -198,7 +198,7 @@ def install(resident: Resident) -> None:
             files = _files.get()
             if files is None:
                 return original_read_input(path)
-            from virtnet.xml.parse import MAX_DOCUMENT_BYTES
+            from virtnet.spec.xml.parse import MAX_DOCUMENT_BYTES
 
             if path == "-":
                 return (files.stdin or b"")[: MAX_DOCUMENT_BYTES + 1], "<stdin>"
@@ -262,7 +262,7 @@ def invoke(argv: list[str], files: ClientFiles, state_dir: str | None) -> Invoke
     """Run ``virtnet [--state-dir DIR] ARGV`` here, as the client would have run it."""
     if _installed is None:
         raise RuntimeError("invoke.install() was not called")
-    import virtnet.cli as cli
+    import virtnet.face.cli as cli
 
     capture = Capture()
     args = (["--state-dir", state_dir] if state_dir is not None else []) + list(argv)

@@ -1,6 +1,6 @@
 """What the daemon keeps in memory between requests, and the port devices it hands over.
 
-:class:`ResidentPortManager` is a :class:`~virtnet.ports.PortManager` that keeps the networks
+:class:`ResidentPortManager` is a :class:`~virtnet.service.ports.PortManager` that keeps the networks
 and port records a session read for the next session, so a VM manager creating ports one
 request at a time pays for reading the state once, not once per port (re-reading every port
 record of a network per request would make the n-th port cost O(n)). What is kept is checked
@@ -31,8 +31,8 @@ from typing import Any
 from virtnet.errors import HostError, VirtnetError
 from virtnet.host import Host
 from virtnet.host.ipc import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUN_DEVICE, TUNSETIFF
-from virtnet.ports import PORTS_DIR_SUFFIX, PortError, PortManager, PortRecord, read_records
-from virtnet.state import list_dir
+from virtnet.service.ports import PORTS_DIR_SUFFIX, PortError, PortManager, PortRecord, read_records
+from virtnet.store.store import list_dir
 
 
 
@@ -191,13 +191,13 @@ def open_port_device(record: PortRecord, vnet_hdr: bool = True) -> int:
 
     A device is trusted by its number, never by its name: a macvtap's node is opened and the
     descriptor's device number checked against the one this namespace's sysfs gives the
-    port's macvtap (:func:`virtnet.drivers.direct.open_tap_node`); a tap, once attached, must
+    port's macvtap (:func:`virtnet.plan.drivers.direct.open_tap_node`); a tap, once attached, must
     still be the port's (its recorded ifindex). The caller owns the returned descriptor
     (opened close-on-exec)."""
     flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
     open_flags = os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK
     if record.char_device:
-        from virtnet.drivers.direct import open_tap_node
+        from virtnet.plan.drivers.direct import open_tap_node
 
         if record.device is None or record.ifindex is None:
             raise PortError(f"port {record.uuid} has no macvtap device to hand over")

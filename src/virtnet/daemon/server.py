@@ -89,7 +89,7 @@ API_VERSION = 1
 DEFAULT_GROUP = "virtnet"
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 DEFAULT_WORKERS = 8
-# A definition may be 10 MiB (virtnet.xml.parse.MAX_DOCUMENT_BYTES); the CLI endpoint carries
+# A definition may be 10 MiB (virtnet.spec.xml.parse.MAX_DOCUMENT_BYTES); the CLI endpoint carries
 # files base64-encoded, so a little more than 4/3 of that, plus the rest of the request.
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 SOCKET_MODE = 0o660
@@ -373,7 +373,7 @@ class Daemon:
     """The engine, the supervisor, the event bus and the HTTP application around them."""
 
     def __init__(self, config: DaemonConfig, loop: asyncio.AbstractEventLoop) -> None:
-        from virtnet.engine import Engine
+        from virtnet.service.engine import Engine
 
         self.config = config
         self.loop = loop
@@ -557,7 +557,7 @@ class Daemon:
             raise ApiError(400, "BadRequest", "a transient network cannot autostart")
 
         def define() -> dict[str, Any]:
-            from virtnet.xml.schema import check_document
+            from virtnet.spec.xml.schema import check_document
 
             # unknown elements and attributes: refused with validate, else reported and ignored
             unknown = check_document(xml, "request", refuse=validate)
@@ -803,7 +803,7 @@ class Daemon:
         names = request.query.getall("network", [])
 
         def run() -> dict[str, Any]:
-            from virtnet.doctor import run_doctor
+            from virtnet.insight.doctor import run_doctor
 
             return run_doctor(self.engine, list(names)).to_dict()
 
@@ -924,7 +924,7 @@ def doctor_available() -> bool:
     """Whether this virtnet has a doctor (a later addition: the endpoint answers 501 without)."""
     import importlib.util
 
-    return importlib.util.find_spec("virtnet.doctor") is not None
+    return importlib.util.find_spec("virtnet.insight.doctor") is not None
 
 
 # --- request bodies -----------------------------------------------------------------------------
@@ -963,8 +963,8 @@ RATE_FIELDS = ("average", "peak", "burst", "floor")
 
 
 def rate_of(value: Any, where: str, floor: bool) -> Any:
-    from virtnet.model import BandwidthRate
-    from virtnet.ports import parse_rate_option
+    from virtnet.spec.model import BandwidthRate
+    from virtnet.service.ports import parse_rate_option
 
     if isinstance(value, str):
         return parse_rate_option(where, value, floor=floor)
@@ -984,13 +984,13 @@ def rate_of(value: Any, where: str, floor: bool) -> Any:
 
 def port_request_of(fields: Fields) -> Any:
     """A PortRequest from a port-create body (the same choices as virtnet port-create)."""
-    from virtnet.model import Bandwidth
-    from virtnet.ports import PortRequest
+    from virtnet.spec.model import Bandwidth
+    from virtnet.service.ports import PortRequest
 
     xml = fields.get("xml", str, None)
     mac = fields.get("mac", str, None)
     if xml is not None:
-        from virtnet.xml.portxml import parse_port
+        from virtnet.spec.xml.portxml import parse_port
 
         request = PortRequest.from_port(parse_port(xml, source="request"))
         if mac is not None:

@@ -47,7 +47,7 @@ from typing import Any
 from virtnet.daemon.events import EventBus
 from virtnet.errors import StorageError, VirtnetError
 from virtnet.host import Host
-from virtnet.ports import PORTS_DIR_SUFFIX
+from virtnet.service.ports import PORTS_DIR_SUFFIX
 
 log = logging.getLogger("virtnetd")
 
@@ -126,14 +126,14 @@ class Supervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._link_watch: Any = None  # virtnet.host.rtnl.LinkWatch, from reconcile on
-        self._ports: Any = None  # a virtnet.ports.PortManager, made on first use
+        self._ports: Any = None  # a virtnet.service.ports.PortManager, made on first use
 
     # --- start ------------------------------------------------------------------------------
 
     def reconcile(self) -> dict[str, str]:
         """Adopt, repair or clean every network with a status record; returns what was done
         per network: adopted, repaired, cleaned, degraded: ..., or failed: ..."""
-        from virtnet.engine import NotFoundError
+        from virtnet.service.engine import NotFoundError
 
         outcome: dict[str, str] = {}
         with self.store.lock:
@@ -200,7 +200,7 @@ class Supervisor:
                     continue
                 started.append(name)
                 log.info("network %s: autostarted", name)
-            from virtnet.state import atomic_write
+            from virtnet.store.store import atomic_write
 
             atomic_write(marker, f"{os.getpid()}\n", mode=0o644)
         self.scan()
@@ -371,7 +371,7 @@ class Supervisor:
 
     def _port_manager(self) -> Any:
         if self._ports is None:
-            from virtnet.ports import PortManager
+            from virtnet.service.ports import PortManager
 
             self._ports = PortManager(self.engine)
         return self._ports
@@ -509,7 +509,7 @@ class Supervisor:
 
     def handle_dead_dnsmasq(self, name: str, pid: int) -> None:
         """Restart the dnsmasq of ``name`` if its status still names the dead ``pid``."""
-        from virtnet.engine import NotFoundError
+        from virtnet.service.engine import NotFoundError
 
         with self._state_lock:
             if name in self._repairing:
@@ -570,7 +570,7 @@ class Supervisor:
             self._observe_leases_locked(name, publish and name in self._leases)
 
     def _observe_leases_locked(self, name: str, publish: bool) -> None:
-        from virtnet.leases import lease_file
+        from virtnet.store.leases import lease_file
 
         path = lease_file(self.paths, name)
         stamp = _stamp(path)

@@ -20,7 +20,7 @@ from virtnet.errors import HostError
 
 if TYPE_CHECKING:
     from virtnet.host import Host
-    from virtnet.plan import Action, CreateBridge
+    from virtnet.plan.actions import Action, CreateBridge
 
 # The kernel checks a bridge's forward delay against STP's range only while STP is on, and
 # reads the delay before the STP state within one request.
@@ -82,7 +82,7 @@ class Step:
     def from_dict(cls, data: dict[str, Any],
                   read_action: Callable[[dict[str, Any]], Action]) -> Step:
         """The step :meth:`to_dict` wrote; READ_ACTION reads its actions back
-        (virtnet.plan.Action.from_dict)."""
+        (virtnet.plan.actions.Action.from_dict)."""
         kind = Step._kinds.get(data.get("op"))  # type: ignore[arg-type]
         if kind is None:
             raise ValueError(f"unknown apply step {data.get('op')!r}")

@@ -328,14 +328,14 @@ class Host(HostProcess):
     # --- files --------------------------------------------------------------------------
 
     # Files (dnsmasq's configuration and hosts files, its pid and lease files) fail with a
-    # StorageError naming the file and the errno, as virtnet.state's do.
+    # StorageError naming the file and the errno, as virtnet.store.store's do.
 
     def write_file(self, path: Path, content: str, mode: int = 0o600) -> None:
         """Write PATH atomically (temp file + rename), creating its directory."""
         path = Path(path)
         self.ensure_dir(path.parent)
         with storage_errors("write", path):
-            # named like virtnet.state's temp files, which a command holding the lock
+            # named like virtnet.store.store's temp files, which a command holding the lock
             # sweeps away when a kill left one (StateStore.remove_stale_temp_files)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             try:

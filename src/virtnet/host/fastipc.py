@@ -2,7 +2,7 @@
 virtnetd and the identity of a network namespace.
 
 ``virtnet`` forwards a verb to the daemon before it has imported anything of weight (see
-virtnet.fastcli): the ``socket`` module alone costs more to import than the daemon needs to
+virtnet.face.fastcli): the ``socket`` module alone costs more to import than the daemon needs to
 answer, so the connection is made with ``_socket``.
 """
 

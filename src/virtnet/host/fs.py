@@ -1,7 +1,7 @@
 """Files: atomic writes, durable removal, private directories and appended-line files.
 
 The only code of virtnet's state that touches files (the record formats are in
-:mod:`virtnet.state`, the journals' lines in :mod:`virtnet.execute.journal`). Every function
+:mod:`virtnet.store.store`, the journals' lines in :mod:`virtnet.execute.journal`). Every function
 raises :class:`virtnet.errors.StorageError` (naming the file and the errno) where the OSError
 would have escaped.
 """

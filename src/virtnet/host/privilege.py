@@ -1,4 +1,4 @@
-"""This process's capabilities, read from /proc/self/status (virtnet.privilege says which
+"""This process's capabilities, read from /proc/self/status (virtnet.service.privilege says which
 commands need which)."""
 
 from __future__ import annotations

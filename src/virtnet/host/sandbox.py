@@ -1,6 +1,6 @@
 """The lab's sandbox: the network namespaces it makes, the bridges and veths that wire them,
 what runs inside them (steps in forked children, DHCP clients, fix commands) and the ICMP
-probes between them. :mod:`virtnet.lab` decides what to build and what to measure; this
+probes between them. :mod:`virtnet.insight.lab` decides what to build and what to measure; this
 module does it, with iproute2 and a raw socket, only inside namespaces it made (named
 ``PREFIX<role>``), and removes them again: processes left in them are killed by pid.
 """
