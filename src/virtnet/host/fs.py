@@ -352,6 +352,3 @@ class Files:
     def lock(path: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> StateLock:
         """The process-wide exclusive lock on PATH (see :class:`StateLock`)."""
         return StateLock(path, timeout=timeout)
-
-
-FILES = Files()  # the one files handle of the process; the Host handle offers it as Host.files
