@@ -1,0 +1,160 @@
+"""Real guests on virtnet networks: QEMU boots Debian 12's kernel with a busybox initramfs
+(tests/kit/vm.py builds both from Debian packages, cached) and the guest's own DHCP client
+(busybox udhcpc) asks for its lease; then it pings the network's gateway.
+
+Each guest runs inside a network namespace the test made (the virtnet network lives there
+too), and is ended by its pid. QEMU emulates the CPU (TCG): about 8 s to init, 12-15 s to
+the lease.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kit import vm
+from tests.kit.daemon import VirtnetdProcess
+from virtnet.client import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_XML = ROOT / "examples" / "default.xml"
+GATEWAY = "192.168.122.1"
+SUBNET = ipaddress.ip_network("192.168.122.0/24")
+ADMIN_GID = 4252  # the daemon's group here (no /etc/group entry needed)
+MEMBER_UID = 4253
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or vm.available() is not None,
+    reason=vm.available() or "needs root (network namespaces, taps)")
+
+
+@pytest.fixture(scope="module")
+def kit() -> vm.GuestKit:
+    try:
+        return vm.build_kit()
+    except vm.GuestKitError as exc:
+        pytest.skip(f"cannot build the guest kernel and initramfs: {exc}")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = "vnt-" + secrets.token_hex(4)
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=20)
+        yield name
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
+                              timeout=20).stdout.split()
+        for pid in pids:  # dnsmasq and any QEMU left by a failure: ours, in our namespace
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "delete", name], timeout=20)
+
+
+def virtnet(ns: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "virtnet.face.cli", "--netns", ns, "--state-dir", str(state),
+         *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"virtnet {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def leases(ns: str, state: Path) -> dict[str, str]:
+    shown = json.loads(virtnet(ns, state, "net-dhcp-leases", "default", "--json").stdout)
+    return {lease["mac"]: lease["ip"] for lease in shown}
+
+
+def check_guest(result: vm.Result, mac: str, ns: str, state: Path) -> str:
+    assert result.done, f"the guest did not finish:\n{result.console[-2000:]}"
+    address = result.leases.get("eth0")
+    assert address is not None, f"no lease:\n{result.console[-2000:]}"
+    assert ipaddress.ip_address(address) in SUBNET
+    assert result.pings == {GATEWAY: True}, result.console[-2000:]
+    assert leases(ns, state).get(mac) == address  # the lease virtnet shows is the guest's
+    return address
+
+
+def test_a_root_qemu_guest_on_a_nat_network_through_a_tap_port(
+        kit: vm.GuestKit, netns: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    virtnet(netns, state, "net-define", str(DEFAULT_XML))
+    virtnet(netns, state, "net-start", "default")
+    mac = "52:54:00:7a:00:01"
+    port = json.loads(virtnet(netns, state, "port-create", "default", "--mac", mac,
+                              "--json").stdout)
+    nic = vm.Nic(f"tap,ifname={port['device']},script=no,downscript=no,vhost=off", mac)
+    guest = vm.start(kit, [nic], netns=netns, ping=[GATEWAY], hold=3)
+    try:
+        listed = virtnet(netns, state, "net-port-list", "default", "--json").stdout
+        assert port["uuid"] in listed  # the port is listed while the VM runs
+        result = guest.wait()
+    finally:
+        guest.stop()
+    check_guest(result, mac, netns, state)
+    print(f"boot to lease {result.first_lease_s:.1f} s (root QEMU, tap port)")
+    virtnet(netns, state, "port-delete", "default", port["uuid"])
+    virtnet(netns, state, "net-destroy", "default")
+
+
+HANDOVER = r"""
+import os, sys
+from virtnet.client import Client
+socket_path, network, mac, *qemu = sys.argv[1:]
+with Client(socket_path, timeout=30) as api:
+    port = api.create_port(network, mac, owner="vm-unprivileged", pass_fd=True)
+fd = port["fd"]
+os.set_inheritable(fd, True)
+print(f"VT-PORT {port['uuid']} {fd} uid={os.getuid()}", flush=True)
+os.execvp(qemu[0], [arg.replace("{fd}", str(fd)) for arg in qemu])
+"""
+
+
+def test_an_unprivileged_qemu_gets_its_tap_from_the_daemon(
+        kit: vm.GuestKit, netns: str) -> None:
+    # a root directory others may traverse: the member reaches the socket and the guest kit
+    root = Path(tempfile.mkdtemp(prefix="vnt-vm-"))
+    root.chmod(0o755)
+    daemon = VirtnetdProcess(netns, root / "state", args=("--group", str(ADMIN_GID)))
+    try:
+        shutil.copyfile(kit.kernel, root / "vmlinuz")
+        shutil.copyfile(kit.initramfs, root / "initramfs.gz")
+        for name in ("vmlinuz", "initramfs.gz"):
+            (root / name).chmod(0o644)
+        local = vm.GuestKit(root / "vmlinuz", root / "initramfs.gz", kit.version)
+        (root / "handover.py").write_text(HANDOVER)
+        daemon.start()
+        with Client(str(daemon.socket_path), timeout=30) as api:
+            api.define(DEFAULT_XML.read_text(), start=True)
+        mac = "52:54:00:7a:00:02"
+        qemu = vm.qemu_argv(local, [vm.Nic("tap,fd={fd},vhost=off", mac)], ping=[GATEWAY])
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "PYTHONPATH": os.pathsep.join(sys.path)}
+        guest = vm.Guest([sys.executable, str(root / "handover.py"), str(daemon.socket_path),
+                          "default", mac, *qemu],
+                         prefix=["ip", "netns", "exec", netns, "setpriv",
+                                 f"--reuid={MEMBER_UID}", f"--regid={MEMBER_UID}",
+                                 f"--groups={ADMIN_GID}"], env=env)
+        try:
+            result = guest.wait()
+        finally:
+            guest.stop()
+        assert f"uid={MEMBER_UID}" in result.console, result.console[-2000:]
+        check_guest(result, mac, netns, root / "state")
+        print(f"boot to lease {result.first_lease_s:.1f} s (unprivileged QEMU, fd hand-over)")
+    finally:
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
