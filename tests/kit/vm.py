@@ -24,6 +24,7 @@ the CPU (TCG: about 8 s from power-on to init here) unless VIRTNET_VM_ACCEL=kvm.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -60,9 +61,13 @@ for path in /sys/class/net/eth*; do
   ip link set $dev up
   udhcpc -i $dev -n -q -f -t 20 -T 2 -A 1 -s /udhcpc.sh >/dev/null 2>&1 || echo "VT-NOLEASE $dev"
 done
+tries=$(arg tries)
 for target in $(arg ping | tr ',' ' '); do
-  if ping -c 3 -W 3 $target >/dev/null 2>&1; then echo "VT-PING $target ok"
-  else echo "VT-PING $target fail"; fi
+  verdict=fail
+  for try in $(seq ${tries:-1}); do
+    if ping -c 3 -W 3 $target >/dev/null 2>&1; then verdict=ok; break; fi
+  done
+  echo "VT-PING $target $verdict"
 done
 hold=$(arg hold)
 [ -n "$hold" ] && sleep $hold
@@ -179,7 +184,9 @@ def build_kit(cache: Path = CACHE) -> GuestKit:
     cache.mkdir(parents=True, exist_ok=True)
     package = _kernel_package()
     version = package.removeprefix("linux-image-")
-    kernel, initramfs = cache / f"vmlinuz-{version}", cache / f"initramfs-{version}.gz"
+    recipe = hashlib.sha256((INIT + UDHCPC + repr(ROOT_MODULES)).encode()).hexdigest()[:12]
+    kernel = cache / f"vmlinuz-{version}"
+    initramfs = cache / f"initramfs-{version}-{recipe}.gz"  # a new init makes a new one
     if kernel.exists() and initramfs.exists():
         return GuestKit(kernel, initramfs, version)
     debs = cache / "debs"
@@ -253,8 +260,8 @@ class Result:
 
 
 def qemu_argv(kit: GuestKit, nics: Sequence[Nic], *, ping: Sequence[str] = (),
-              hold: int = 0, memory_mb: int = 256, smp: int = 1) -> list[str]:
-    append = "console=ttyS0 panic=-1 quiet loglevel=3"
+              hold: int = 0, tries: int = 1, memory_mb: int = 256, smp: int = 1) -> list[str]:
+    append = f"console=ttyS0 panic=-1 quiet loglevel=3 vt.tries={tries}"
     if ping:
         append += " vt.ping=" + ",".join(ping)
     if hold:
@@ -338,7 +345,8 @@ class Guest:
 def start(kit: GuestKit, nics: Sequence[Nic], *, netns: str | None = None,
           ping: Sequence[str] = (), hold: int = 0, pass_fds: Sequence[int] = (),
           user: int | None = None, **kwargs: int) -> Guest:
-    """Start a guest with NICS inside NETNS (as uid USER when given)."""
+    """Start a guest with NICS inside NETNS (as uid USER when given); PASS_FDS are inherited
+    (a macvtap's or a handed-over tap's descriptor for ``tap,fd=N``)."""
     prefix: list[str] = ["ip", "netns", "exec", netns] if netns else []
     if user is not None:
         prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]

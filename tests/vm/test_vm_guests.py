@@ -17,12 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.kit import vm
+from tests.kit import macvtaplab
 from tests.kit.daemon import VirtnetdProcess
 from virtnet.client import Client
 
@@ -46,22 +47,39 @@ def kit() -> vm.GuestKit:
         pytest.skip(f"cannot build the guest kernel and initramfs: {exc}")
 
 
+def _delete_netns(name: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
+                          timeout=20).stdout.split()
+    for pid in pids:  # dnsmasq and any QEMU left by a failure: ours, in our namespace
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass
+    subprocess.run(["ip", "netns", "delete", name], timeout=20)
+
+
 @pytest.fixture
-def netns() -> Iterator[str]:
-    name = "vnt-" + secrets.token_hex(4)
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
-    try:
+def make_netns() -> Iterator[Callable[[], str]]:
+    """Fresh namespaces, each deleted afterwards with whatever still runs inside it."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = "vnt-" + secrets.token_hex(4)
+        subprocess.run(["ip", "netns", "add", name], check=True, timeout=20)
+        created.append(name)
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=20)
-        yield name
+        return name
+
+    try:
+        yield make
     finally:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
-                              timeout=20).stdout.split()
-        for pid in pids:  # dnsmasq and any QEMU left by a failure: ours, in our namespace
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        subprocess.run(["ip", "netns", "delete", name], timeout=20)
+        for name in reversed(created):
+            _delete_netns(name)
+
+
+@pytest.fixture
+def netns(make_netns: Callable[[], str]) -> str:
+    return make_netns()
 
 
 def virtnet(ns: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -158,3 +176,51 @@ def test_an_unprivileged_qemu_gets_its_tap_from_the_daemon(
         daemon.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+
+
+MACVTAP_XML = ROOT / "examples" / "macvtap-bridge.xml"  # mode bridge on the uplink eth1
+
+
+def test_two_guests_on_a_macvtap_bridge_network_reach_each_other_and_the_lan(
+        kit: vm.GuestKit, make_netns: Callable[[], str], tmp_path: Path) -> None:
+    """Two VMs on macvtap ports of one uplink (mode bridge): their leases come from the LAN's
+    DHCP server (virtnet serves none on a direct network), they ping the LAN host and each
+    other (bridge mode switches between them inside the host)."""
+    lab = macvtaplab.build_lab(make_netns, uplinks=1, host_address=False)
+    macs = {"52:54:00:7a:01:01": "10.77.0.51", "52:54:00:7a:01:02": "10.77.0.52"}
+    lan_dhcp = subprocess.Popen(
+        ["ip", "netns", "exec", lab.lan, "dnsmasq", "--keep-in-foreground", "--no-resolv",
+         "--no-hosts", "--port=0", "--interface=eth0", "--bind-interfaces", "--user=root",
+         "--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0",
+         f"--dhcp-leasefile={tmp_path / 'lan.leases'}", "--pid-file=",
+         *[f"--dhcp-host={mac},{address}" for mac, address in macs.items()]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state, fds, guests = tmp_path / "state", [], []
+    try:
+        virtnet(lab.host, state, "net-define", str(MACVTAP_XML))
+        virtnet(lab.host, state, "net-start", "macvtap-eth1")
+        for mac, address in macs.items():
+            port = json.loads(virtnet(lab.host, state, "port-create", "macvtap-eth1",
+                                      "--mac", mac, "--json").stdout)
+            assert port["mode"] == "bridge" and port["uplink"] == "eth1"
+            fd = os.open(port["char_device"], os.O_RDWR | os.O_CLOEXEC)
+            fds.append(fd)
+            other = next(a for a in macs.values() if a != address)
+            guests.append(vm.start(
+                kit, [vm.Nic(f"tap,fd={fd},vhost=off", mac)], netns=lab.host,
+                ping=[macvtaplab.LAN_IP, other], tries=8, hold=20, pass_fds=[fd]))
+        results = [guest.wait() for guest in guests]
+    finally:
+        for guest in guests:
+            guest.stop()
+        for fd in fds:
+            os.close(fd)
+        lan_dhcp.terminate()
+        lan_dhcp.wait(timeout=10)
+    for result, (mac, address) in zip(results, macs.items()):
+        assert result.done, result.console[-2000:]
+        assert result.leases.get("eth0") == address, result.console[-2000:]
+        other = next(a for a in macs.values() if a != address)
+        assert result.pings == {macvtaplab.LAN_IP: True, other: True}, result.console[-2000:]
+        print(f"boot to lease {result.first_lease_s:.1f} s (macvtap bridge, {mac})")
+    virtnet(lab.host, state, "net-destroy", "macvtap-eth1")
