@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 from tests.kit import vm
 from tests.kit import macvtaplab
 from tests.kit.daemon import VirtnetdProcess
+from tests.kit.libvirtd import LibvirtdError, LibvirtdInNetns
 from virtnet.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,3 +226,98 @@ def test_two_guests_on_a_macvtap_bridge_network_reach_each_other_and_the_lan(
         assert result.pings == {macvtaplab.LAN_IP: True, other: True}, result.console[-2000:]
         print(f"boot to lease {result.first_lease_s:.1f} s (macvtap bridge, {mac})")
     virtnet(lab.host, state, "net-destroy", "macvtap-eth1")
+
+
+class _LibvirtdForDomains(LibvirtdInNetns):
+    """The tests' libvirtd (its own network and mount namespaces), with a qemu.conf for a
+    sandbox: QEMU's output to files (no virtlogd here), QEMU as root, no security driver,
+    cgroups or per-domain mount namespaces (a container has none of them to give)."""
+
+    def _make_root(self) -> None:
+        super()._make_root()
+        assert self.root is not None
+        conf = self.root / "etc" / "qemu.conf"
+        conf.write_text((conf.read_text() if conf.exists() else "") + QEMU_CONF)
+
+
+QEMU_CONF = """
+stdio_handler = "file"
+user = "root"
+group = "root"
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+remember_owner = 0
+"""
+
+DOMAIN = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{images}/vmlinuz</kernel>
+    <initrd>{images}/initramfs.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet loglevel=3 vt.ping={gateway}</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <interface type='bridge'>
+      <source bridge='{bridge}'/>
+      <mac address='{mac}'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'><source path='{console}'/></serial>
+  </devices>
+</domain>
+"""
+
+
+def test_a_libvirt_domain_joins_a_virtnet_network(kit: vm.GuestKit, tmp_path: Path) -> None:
+    """libvirtd (in namespaces of its own, TCG) defines and boots a domain whose <interface>
+    is the bridge of a network virtnet runs in the same namespace: the guest's lease comes
+    from virtnet's dnsmasq, and virtnet lists it."""
+    try:
+        lv = _LibvirtdForDomains()
+        lv.__enter__()
+    except LibvirtdError as exc:
+        pytest.skip(f"no libvirtd for domains here: {exc}")
+    uri = lv.uri.replace("network:///", "qemu:///")
+    name, mac = "vnt-guest", "52:54:00:7a:02:01"
+    state = tmp_path / "state"
+    try:
+        assert lv.root is not None
+        virtnet(lv.netns, state, "net-define", str(DEFAULT_XML))
+        virtnet(lv.netns, state, "net-start", "default")
+        images = lv.root / "lib" / "images"  # /var/lib/libvirt/images inside its namespace
+        images.mkdir(exist_ok=True)
+        shutil.copyfile(kit.kernel, images / "vmlinuz")
+        shutil.copyfile(kit.initramfs, images / "initramfs.gz")
+        domain = tmp_path / "domain.xml"
+        domain.write_text(DOMAIN.format(name=name, images="/var/lib/libvirt/images",
+                                        gateway=GATEWAY, bridge="virbr0", mac=mac,
+                                        console=f"/var/log/libvirt/{name}.console"))
+        started = time.monotonic()
+        for args in (["define", str(domain)], ["start", name]):
+            proc = subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
+                                  timeout=60)
+            assert proc.returncode == 0, f"virsh {' '.join(args)}: {proc.stderr}"
+        console = lv.root / "log" / f"{name}.console"
+        text, first_lease = "", None
+        deadline = started + vm.BOOT_TIMEOUT_S
+        while time.monotonic() < deadline and "VT-DONE" not in text:
+            time.sleep(0.5)
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if first_lease is None and "VT-LEASE" in text:
+                first_lease = time.monotonic() - started
+        result = vm.Result(console=text, elapsed=time.monotonic() - started, returncode=None)
+        vm.parse_console(text, result)
+        check_guest(result, mac, lv.netns, state)
+        print(f"boot to lease {first_lease:.1f} s (libvirt domain, virsh start to lease)")
+    finally:
+        for args in (["destroy", name], ["undefine", name]):
+            subprocess.run(["virsh", "-c", uri, *args], capture_output=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "virtnet.face.cli", "--netns", lv.netns,
+                        "--state-dir", str(state), "net-destroy", "default"],
+                       capture_output=True, timeout=60)
+        lv.__exit__(None, None, None)
