@@ -13,7 +13,7 @@ the serial console as ``VT-`` lines, which :func:`boot` parses:
 
     VT-BOOTED
     VT-QUEUES eth0 rx=4 tx=4
-    VT-LEASE eth0 192.168.122.57 24 router=192.168.122.1 mtu=
+    VT-LEASE eth0 192.168.122.57 24 router=192.168.122.1 mtu= up=9.81
     VT-PING 192.168.122.1 ok
     VT-DONE
 
@@ -82,7 +82,8 @@ case "$1" in
     ip addr add $ip/${mask:-24} dev $interface
     [ -n "$mtu" ] && ip link set $interface mtu $mtu
     for r in $router; do ip route add default via $r dev $interface; break; done
-    echo "VT-LEASE $interface $ip ${mask:-24} router=$router mtu=$mtu" > /dev/console ;;
+    read up idle < /proc/uptime
+    echo "VT-LEASE $interface $ip ${mask:-24} router=$router mtu=$mtu up=$up" > /dev/console ;;
 esac
 exit 0
 """
@@ -282,6 +283,9 @@ def parse_console(text: str, result: Result) -> None:
             continue
         if words[0] == "VT-LEASE" and len(words) >= 3:
             result.leases[words[1]] = words[2]
+            up = [w.split("=", 1)[1] for w in words if w.startswith("up=")]
+            if up and result.first_lease_s is None:
+                result.first_lease_s = float(up[0])  # the guest's own clock: kernel start
         elif words[0] == "VT-PING" and len(words) >= 3:
             result.pings[words[1]] = words[2] == "ok"
         elif words[0] == "VT-QUEUES" and len(words) >= 4:
@@ -325,8 +329,6 @@ class Guest:
         result = Result(console=text, elapsed=time.monotonic() - self.started,
                         returncode=self.proc.returncode)
         parse_console(text, result)
-        result.first_lease_s = next((t for t, line in self.lines
-                                     if line.startswith("VT-LEASE")), None)
         return result
 
     def stop(self) -> None:
