@@ -180,6 +180,65 @@ def test_an_unprivileged_qemu_gets_its_tap_from_the_daemon(
 
 
 
+HELPER = """#!/bin/sh
+exec {python} -m virtnet.face.qemuhelper "$@"
+"""
+
+
+def test_an_unprivileged_qemu_gets_its_port_from_the_qemu_helper(
+        kit: vm.GuestKit, netns: str) -> None:
+    """QEMU's own -netdev bridge,helper= protocol: the helper asks the daemon for a port on
+    the network named by br= and hands the tap to QEMU; no setuid, no root QEMU."""
+    root = Path(tempfile.mkdtemp(prefix="vnt-vm-"))
+    root.chmod(0o755)
+    daemon = VirtnetdProcess(netns, root / "state", args=("--group", str(ADMIN_GID)))
+    try:
+        shutil.copyfile(kit.kernel, root / "vmlinuz")
+        shutil.copyfile(kit.initramfs, root / "initramfs.gz")
+        for name in ("vmlinuz", "initramfs.gz"):
+            (root / name).chmod(0o644)
+        local = vm.GuestKit(root / "vmlinuz", root / "initramfs.gz", kit.version)
+        helper = root / "virtnet-qemu-helper"
+        # QEMU runs the helper as the member, with no capability left: an interpreter the
+        # member may execute (a venv's may link into root's home)
+        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        helper.write_text(HELPER.format(python=python))
+        helper.chmod(0o755)
+        daemon.start()
+        with Client(str(daemon.socket_path), timeout=30) as api:
+            api.define(DEFAULT_XML.read_text(), start=True)
+        mac = "52:54:00:7a:00:05"
+        # br= is the network's name here (its bridge, virbr0, would do as well)
+        qemu = vm.qemu_argv(local, [vm.Nic(f"bridge,br=default,helper={helper}", mac)],
+                            ping=[GATEWAY], hold=3)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "PYTHONPATH": os.pathsep.join(sys.path),
+               "VIRTNET_SOCKET": str(daemon.socket_path), "VIRTNET_PORT_MAC": mac}
+        guest = vm.Guest(qemu, prefix=["ip", "netns", "exec", netns, "setpriv",
+                                       f"--reuid={MEMBER_UID}", f"--regid={MEMBER_UID}",
+                                       f"--groups={ADMIN_GID}"], env=env)
+        try:
+            with Client(str(daemon.socket_path), timeout=30) as api:
+                deadline = time.monotonic() + 20
+                ports: list = []
+                while not ports and time.monotonic() < deadline:
+                    ports = api.call("GET", "/v1/networks/default/ports")
+                    time.sleep(0.2)
+            if not ports:
+                pytest.fail("no port while the VM runs:\n" + guest.wait(timeout=10).console[-3000:])
+            assert [p["mac"] for p in ports] == [mac]  # listed while the VM runs
+            assert ports[0]["owner"].startswith("qemu-")
+            result = guest.wait()
+        finally:
+            guest.stop()
+        assert "virtnet-qemu-helper: port" in result.console, result.console[-2000:]
+        check_guest(result, mac, netns, root / "state")
+        print(f"boot to lease {result.first_lease_s:.1f} s (unprivileged QEMU, virtnet-qemu-helper)")
+    finally:
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 MACVTAP_XML = ROOT / "examples" / "macvtap-bridge.xml"  # mode bridge on the uplink eth1
 
 

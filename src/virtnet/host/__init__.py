@@ -82,6 +82,7 @@ class HostProcess:
     connect_unix = _Elsewhere("ipc")
     recv_fds = _Elsewhere("ipc")
     send_fd = _Elsewhere("ipc")
+    send_fd_on = _Elsewhere("ipc")  # the QEMU helper's answer on its inherited socket
     listen_unix = _Elsewhere("ipc")
     activation_socket = _Elsewhere("ipc")
     notifier = _Elsewhere("ipc", "Notifier")

@@ -19,8 +19,10 @@ The Host handle gives these out (``Host.listen_unix`` ...); the thin client impo
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,6 +94,18 @@ def send_fd(sock: socket.socket, fd: int) -> None:
         duplicate.close()
     if sent != 1:
         raise OSError(0, "short write")
+
+
+def send_fd_on(descriptor: int, fd: int) -> None:
+    """Send FD over the stream socket at DESCRIPTOR, one this process inherited (QEMU hands
+    its bridge helper one end of a socketpair by number). The descriptor stays open."""
+    if not stat.S_ISSOCK(os.fstat(descriptor).st_mode):
+        raise OSError(errno.ENOTSOCK, f"descriptor {descriptor} is not a socket")
+    sock = socket.socket(fileno=os.dup(descriptor))
+    try:
+        send_fd(sock, fd)
+    finally:
+        sock.close()
 
 
 def recv_fds(sock: socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int]]:
