@@ -100,6 +100,36 @@ class HostError(VirtnetError):
     """The host refused or lacks something (missing kernel feature, busy name, tool error)."""
 
 
+_NETLINK_ERRNO_TEXT = {
+    errno_module.EEXIST: "already exists",
+    errno_module.ENODEV: "no such device",
+    errno_module.ENOENT: "not found",
+    errno_module.ESRCH: "not found",
+    errno_module.EADDRNOTAVAIL: "address not available",
+    errno_module.ENETUNREACH:
+        "network unreachable (is the gateway on a directly connected subnet?)",
+    errno_module.EPERM: "operation not permitted (needs root / CAP_NET_ADMIN)",
+    errno_module.EOPNOTSUPP: "not supported by this kernel",
+    errno_module.EINVAL: "invalid argument",
+    errno_module.ERANGE: "value out of range",
+    errno_module.EBUSY: "device or resource busy",
+}
+
+
+class NetlinkFailure(HostError):
+    """A netlink request the kernel refused; ``code`` is the errno (raised by host/rtnl;
+    kept here so that the layers above catch it by type without importing host/)."""
+
+    def __init__(self, what: str, code: int) -> None:
+        self.what = what
+        self.code = code
+        text = _NETLINK_ERRNO_TEXT.get(code) or errno_module.errorcode.get(code, f"error {code}")
+        super().__init__(f"cannot {what}: {text}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (NetlinkFailure, (self.what, self.code))
+
+
 class HostObjectMissing(HostError):
     """What a host command names (a firewall table, chain or rule) is not there: an undo
     that finds it gone is done."""

@@ -191,18 +191,16 @@ def open_port_device(record: PortRecord, vnet_hdr: bool = True) -> int:
 
     A device is trusted by its number, never by its name: a macvtap's node is opened and the
     descriptor's device number checked against the one this namespace's sysfs gives the
-    port's macvtap (:func:`virtnet.plan.drivers.direct.open_tap_node`); a tap, once attached, must
+    port's macvtap (:func:`virtnet.host.devices.open_tap_node`); a tap, once attached, must
     still be the port's (its recorded ifindex). The caller owns the returned descriptor
     (opened close-on-exec)."""
     flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
     open_flags = os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK
     if record.char_device:
-        from virtnet.plan.drivers.direct import open_tap_node
-
         if record.device is None or record.ifindex is None:
             raise PortError(f"port {record.uuid} has no macvtap device to hand over")
         try:
-            fd = open_tap_node(record.char_device, record.device, record.ifindex, open_flags)
+            fd = Host.open_tap_node(record.char_device, record.device, record.ifindex, open_flags)
         except HostError as exc:
             raise PortError(f"port {record.uuid}: {exc}") from None
         name = b""

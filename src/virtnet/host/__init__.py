@@ -217,6 +217,7 @@ class Host(HostProcess):
     tap_node_path = _Elsewhere("devices")
     make_tap_node = _Elsewhere("devices")
     remove_tap_node = _Elsewhere("devices")
+    open_tap_node = _Elsewhere("devices")  # by device number: the daemon's fd hand-over
     check_virtual_function = _Elsewhere("sriov")  # HostError unless it is a VF present here
 
     # On the thread's shared socket for this namespace (the one self.netlink holds), as the

@@ -28,7 +28,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from virtnet.errors import HostError
+from virtnet.errors import HostError, NetlinkFailure
 from virtnet.facts import (
     AddressInfo,
     IPAddress,
@@ -121,34 +121,6 @@ RECV_BUFFER = 65536
 # What a link watch lets the kernel queue before it overflows (ENOBUFS): a thousand ports
 # deleted at once send a thousand notifications of about 1 KiB each, twice
 WATCH_BUFFER = 4 << 20
-
-_ERRNO_TEXT = {
-    errno.EEXIST: "already exists",
-    errno.ENODEV: "no such device",
-    errno.ENOENT: "not found",
-    errno.ESRCH: "not found",
-    errno.EADDRNOTAVAIL: "address not available",
-    errno.ENETUNREACH: "network unreachable (is the gateway on a directly connected subnet?)",
-    errno.EPERM: "operation not permitted (needs root / CAP_NET_ADMIN)",
-    errno.EOPNOTSUPP: "not supported by this kernel",
-    errno.EINVAL: "invalid argument",
-    errno.ERANGE: "value out of range",
-    errno.EBUSY: "device or resource busy",
-}
-
-
-class NetlinkFailure(HostError):
-    """A netlink request the kernel refused; ``code`` is the errno."""
-
-    def __init__(self, what: str, code: int) -> None:
-        self.what = what
-        self.code = code
-        text = _ERRNO_TEXT.get(code) or (errno.errorcode.get(code, f"error {code}"))
-        super().__init__(f"cannot {what}: {text}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (NetlinkFailure, (self.what, self.code))
-
 
 # The kernel's macvlan modes (include/uapi/linux/if_link.h), keyed by libvirt's names.
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthrough": 8}

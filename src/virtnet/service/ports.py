@@ -834,7 +834,8 @@ class PortManager:
             return record
 
     def _pool(self, net: Network) -> list[str] | list[PciAddress] | None:
-        return driver_for(net).pool(net)
+        with self.engine.host() as host:  # the VFs a PF has now (the other pools: the XML)
+            return driver_for(net).pool(net, host)
 
     def _realize(self, net: Network, port: PortDef,
                  journal: Journal | None = None) -> PortRecord:

@@ -26,6 +26,7 @@ from virtnet.spec.model import (
 
 if TYPE_CHECKING:
     from virtnet.errors import Problem
+    from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.plan.actions import Plan
@@ -89,8 +90,8 @@ class Driver(abc.ABC):
         """Fill in how PORT connects to NET (libvirt's networkAllocatePort switch): its plug
         type and device, from POOL and what USAGE says is taken; PortError if it cannot."""
 
-    def pool(self, net: Network) -> Pool:
-        """The devices ports are given from, as found on the host; None: ports need none."""
+    def pool(self, net: Network, host: Host) -> Pool:
+        """The devices ports are given from, as HOST lists them now; None: ports need none."""
         return None
 
     def capabilities(self, net: Network) -> Capabilities:

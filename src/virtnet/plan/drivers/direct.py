@@ -24,23 +24,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from virtnet.plan.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
-from virtnet.errors import HostError, PortError, Problem
-from virtnet.host import Host
-from virtnet.host.devices import (  # the daemon opens port nodes through these names
-    NODE_DIR,
-    make_tap_node,
-    open_tap_node,
-    remove_tap_node,
-    tap_device_numbers,
-    tap_node_path,
-)
-from virtnet.host.kernel import FEATURE_TEXT
-from virtnet.host.netlink import NetlinkFailure
+from virtnet.errors import HostError, NetlinkFailure, PortError, Problem
+from virtnet.facts import FEATURE_TEXT
 from virtnet.spec.model import ForwardMode, Network, NetworkFamily, VirtualPortType
 from virtnet.plan.actions import RECORDED, Action, Plan, crash_in_step
 from virtnet.spec.portdef import MacvtapMode, PlugType
 
 if TYPE_CHECKING:
+    from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
@@ -201,7 +192,7 @@ class DirectDriver(Driver):
             actions.append(UseVfPool(network=net.name, pf=forward.pfs[0].dev))
         return Plan(net.name, actions)
 
-    def pool(self, net: Network) -> list[str]:
+    def pool(self, net: Network, host: Host) -> list[str]:
         """The interfaces a port may use, in the network's order."""
         forward = net.forward
         if forward is None:
@@ -209,9 +200,8 @@ class DirectDriver(Driver):
         if forward.interfaces:
             return [interface.dev for interface in forward.interfaces]
         if forward.pfs:
-            # the VFs are what the host lists now (pool() runs outside any plan: a handle
-            # of its own)
-            names = [vf.netdev for vf in Host().virtual_functions(forward.pfs[0].dev)]
+            # the VFs are what the host lists now
+            names = [vf.netdev for vf in host.virtual_functions(forward.pfs[0].dev)]
             if not all(names):
                 raise HostError(f"some virtual functions of {forward.pfs[0].dev} have no "
                                 "network interface (bound to vfio?)")
@@ -262,14 +252,8 @@ DRIVER = DirectDriver()
 
 __all__ = [
     "DRIVER",
-    "NODE_DIR",
     "CreateMacvtap",
     "DirectDriver",
     "SetUplinkMac",
     "UseUplink",
-    "make_tap_node",
-    "open_tap_node",
-    "remove_tap_node",
-    "tap_device_numbers",
-    "tap_node_path",
 ]

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, ClassVar
 from virtnet.plan.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import HostError, PortError, Problem
 from virtnet.spec.model import Network, NetworkFamily, PciAddress, VirtualPortType
-from virtnet.host import Host
 from virtnet.plan.actions import Action, Plan
 from virtnet.spec.portdef import PlugType
 
 if TYPE_CHECKING:
+    from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
@@ -137,17 +137,16 @@ class HostdevDriver(Driver):
         )
         return Plan(net.name, [action])
 
-    def pool(self, net: Network) -> list[PciAddress]:
+    def pool(self, net: Network, host: Host) -> list[PciAddress]:
         """The VFs a port may get, in the order libvirt tries them."""
         forward = net.forward
         assert forward is not None
         if forward.addresses:
             return list(forward.addresses)
         if forward.pfs:
-            # the VFs are what the host lists now (pool() runs outside any plan: a handle
-            # of its own)
+            # the VFs are what the host lists now
             return [parse_pci_address(vf.address)
-                    for vf in Host().virtual_functions(forward.pfs[0].dev)]
+                    for vf in host.virtual_functions(forward.pfs[0].dev)]
         return []
 
 
