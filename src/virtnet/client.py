@@ -406,9 +406,11 @@ class Client:
                     owner: str | None = None, owner_uuid: str | None = None,
                     uuid: str | None = None, inbound: dict[str, int] | str | None = None,
                     outbound: dict[str, int] | str | None = None, xml: str | None = None,
-                    pass_fd: bool = False, vnet_hdr: bool = True) -> dict[str, Any]:
+                    pass_fd: bool = False, vnet_hdr: bool = True,
+                    release_on_close: bool = False) -> dict[str, Any]:
         """Create a port; with ``pass_fd`` the result's "fd" is the opened device (yours to
-        close)."""
+        close). With ``release_on_close`` too, a tap port goes when its last descriptor is
+        closed (the VM's exit)."""
         body = {key: value for key, value in {
             "mac": mac, "portgroup": portgroup, "owner": owner, "owner_uuid": owner_uuid,
             "uuid": uuid, "inbound": inbound, "outbound": outbound, "xml": xml}.items()
@@ -416,6 +418,8 @@ class Client:
         if pass_fd:
             body["pass_fd"] = True
             body["vnet_hdr"] = vnet_hdr
+            if release_on_close:
+                body["release_on_close"] = True
         response = self.call("POST", self._net(network, "ports"), body, receive_fd=pass_fd,
                              raw=True)
         port = response.json()

@@ -515,6 +515,33 @@ def test_a_port_whose_tap_went_with_its_holder_is_released(lab: Lab) -> None:
         api.delete_port(NETWORK, again["uuid"])
 
 
+def member_closes_a_port_released_on_close(socket_path: str, mac: str) -> dict[str, Any]:
+    """Runs as an unprivileged member: a port that goes with its descriptor, which it
+    receives and closes (as a VM does when it exits), doing nothing to the tap itself."""
+    with Client(socket_path, timeout=30) as api:
+        port = api.create_port(NETWORK, mac, owner="vm", pass_fd=True, release_on_close=True)
+    os.close(port.pop("fd"))
+    return port
+
+
+def test_a_port_released_on_close_goes_with_its_last_descriptor(lab: Lab) -> None:
+    mac = "52:54:00:91:02:07"
+    with lab.api() as api, api.events(NETWORK, timeout=10) as stream:
+        seen: list[dict[str, Any]] = []
+        port = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_closes_a_port_released_on_close,
+                      str(lab.daemon.socket_path), mac)
+        gone = wait_event(stream, lambda e: e["type"] == "port-deleted", 5, seen)
+        assert (gone["uuid"], gone["reason"]) == (port["uuid"], "device-gone")
+        assert api.ports(NETWORK) == []
+        assert port["device"] not in links(lab.ns)
+        # without a descriptor to go with, the request is refused and nothing is made
+        with pytest.raises(ApiError) as refused:
+            api.call("POST", f"/v1/networks/{NETWORK}/ports",
+                     {"mac": mac, "release_on_close": True})
+        assert refused.value.status == 400 and "needs pass_fd" in refused.value.message
+        assert api.ports(NETWORK) == []
+
+
 def test_a_mac_is_given_to_one_port_of_a_network_at_a_time(lab: Lab) -> None:
     with lab.api() as api:
         first = api.create_port(NETWORK, "52:54:00:91:02:03")

@@ -233,6 +233,12 @@ def test_an_unprivileged_qemu_gets_its_port_from_the_qemu_helper(
             guest.stop()
         assert "virtnet-qemu-helper: port" in result.console, result.console[-2000:]
         check_guest(result, mac, netns, root / "state")
+        # QEMU is gone, and with it the tap's last descriptor: the daemon releases the port
+        with Client(str(daemon.socket_path), timeout=30) as api:
+            deadline = time.monotonic() + 20
+            while api.ports("default") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert api.ports("default") == []
         print(f"boot to lease {result.first_lease_s:.1f} s (unprivileged QEMU, virtnet-qemu-helper)")
     finally:
         daemon.stop()

@@ -234,5 +234,21 @@ def _index_of(name: str | None) -> int | None:
         return None
 
 
+
+def release_with_descriptor(record: PortRecord, fd: int) -> None:
+    """Make the port go with the last descriptor on its device: its tap stops being
+    persistent, so the kernel deletes it when the holder of FD (and of any copy) closes it,
+    and the supervisor's link watch then releases the port (``reason: device-gone``).
+    PortError for a port whose device outlives its descriptors (a macvtap, a VF)."""
+    if record.char_device or record.port.plug_type.value not in ("network", "bridge"):
+        raise PortError(f"port {record.uuid}: only a tap port can be released with its "
+                        "descriptor (a macvtap stays until port-delete)")
+    try:
+        Host.set_tap_persistent(fd, False)
+    except OSError as exc:
+        raise PortError(f"port {record.uuid}: cannot make tap {record.device} go with its "
+                        f"descriptor: {exc.strerror}") from None
+
 __all__ = ["IFF_NO_PI", "IFF_TAP", "IFF_VNET_HDR", "TUNSETIFF", "TUN_DEVICE",
-           "ResidentPortManager", "open_port_device"]
+           "ResidentPortManager", "open_port_device",
+           "release_with_descriptor"]

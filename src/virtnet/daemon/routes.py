@@ -31,7 +31,7 @@ from virtnet.daemon.request import (
     port_request_of,
     query_flag,
 )
-from virtnet.daemon.resident import open_port_device
+from virtnet.daemon.resident import open_port_device, release_with_descriptor
 from virtnet.errors import VirtnetError
 from virtnet.host import Host
 from virtnet.spec.xml.schema import check_document
@@ -302,7 +302,10 @@ class PortRoutes:
         port_request = port_request_of(fields)
         pass_fd = fields.get("pass_fd", bool, False)
         vnet_hdr = fields.get("vnet_hdr", bool, True)
+        release_on_close = fields.get("release_on_close", bool, False)
         fields.done()
+        if release_on_close and not pass_fd:
+            raise ApiError(400, "BadRequest", "release_on_close needs pass_fd")
         if pass_fd:
             self._check_fd_passing(request)
 
@@ -313,6 +316,8 @@ class PortRoutes:
                 if pass_fd:
                     try:
                         fd = open_port_device(record, vnet_hdr=vnet_hdr)
+                        if release_on_close:
+                            release_with_descriptor(record, fd)
                     except BaseException:
                         self.ports.delete(record.network, record.uuid)
                         raise

@@ -7,6 +7,9 @@ for a port on the network NAME names (a network's name, or the bridge of one), r
 port's opened device (tap or macvtap) from the daemon, passes it to QEMU and exits. QEMU
 needs no privilege and no access to /dev/net/tun; the helper needs no setuid bit: the daemon
 decides by the caller's uid and groups (its API group, a network's allow-list) whether it may.
+On a network of taps the port goes when QEMU does: the daemon makes the tap non-persistent,
+the kernel deletes it with QEMU's last descriptor, and the daemon then releases the port. A
+macvtap port stays until ``port-delete`` (a macvtap outlives its descriptors).
 
 The guest's MAC is the port's: give it with ``--mac=`` (in a helper command with arguments,
 ``helper="virtnet-qemu-helper --mac=52:54:00:..."``) or ``VIRTNET_PORT_MAC`` in QEMU's
@@ -68,6 +71,12 @@ def find_network(networks: list[dict[str, Any]], name: str) -> str:
     raise HelperError(f"no virtnet network is named {name!r} or has it as its bridge")
 
 
+def release_on_close(api: Client, network: str) -> bool:
+    """Whether the port can go with QEMU's descriptor: a tap can (it is deleted with its last
+    descriptor, and virtnetd then releases the port); a macvtap outlives its descriptors."""
+    return bool(api.network(network).get("bridge"))  # a bridge's guests are on taps
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     """Create the port, hand its device to QEMU; the port's summary."""
     args = parse_args(argv)
@@ -76,7 +85,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         with Client(socket_path, timeout=30) as api:
             network = find_network(api.networks(all=True), args["br"])
             port = api.create_port(network, args["mac"], owner=f"qemu-{os.getppid()}",
-                                   pass_fd=True, vnet_hdr=args["use_vnet"])
+                                   pass_fd=True, vnet_hdr=args["use_vnet"],
+                                   release_on_close=release_on_close(api, network))
     except ApiError as exc:
         raise HelperError(str(exc)) from None
     except (ConnectionLost, OSError) as exc:

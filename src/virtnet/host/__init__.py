@@ -90,6 +90,7 @@ class HostProcess:
     step_hook = staticmethod(lambda: None)  # the crash tests' (execute/faults.inject)
     open_tun = _Elsewhere("ipc")
     attach_tap = _Elsewhere("ipc")
+    set_tap_persistent = _Elsewhere("ipc")
     enter_netns = _Elsewhere("netns")
     watch_links = _Elsewhere("rtnl", "LinkWatch")
     lock_pidfile = _Elsewhere("procs")

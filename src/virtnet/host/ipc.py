@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 TUN_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -126,6 +127,14 @@ def attach_tap(fd: int, name: bytes, flags: int) -> None:
     """TUNSETIFF on FD: attach it to the tap NAME (b"" for a macvtap's own node) with FLAGS."""
     import fcntl, struct  # noqa: E401 - the daemon's alone: virtnet.client loads this module
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name, flags))
+
+
+def set_tap_persistent(fd: int, persistent: bool) -> None:
+    """TUNSETPERSIST on FD, a descriptor attached to a tap: a tap that is not persistent goes
+    away with the last descriptor on it (its holder's exit)."""
+    import fcntl  # the daemon's alone, as attach_tap's
+
+    fcntl.ioctl(fd, TUNSETPERSIST, 1 if persistent else 0)
 
 
 # --- systemd -------------------------------------------------------------------------------
