@@ -15,6 +15,9 @@ from pathlib import Path
 
 from virtnet.ids import network_file
 
+# macvtap ports' character devices (virtnet.host.devices makes them)
+NODE_DIR = Path("/dev/virtnet")  # under /dev: device nodes open there (/run is often nodev)
+
 
 @dataclass(frozen=True)
 class StatePaths:

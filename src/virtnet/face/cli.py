@@ -1412,6 +1412,8 @@ def help_cmd(ctx: click.Context, verb: str | None) -> None:
 
 # --- new commands are added above this line ------------------------------------------
 
+from virtnet.face import migrate_cmds  # noqa: E402,F401 - registers import and export
+
 
 if __name__ == "__main__":
     main()

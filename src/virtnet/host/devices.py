@@ -18,10 +18,10 @@ import stat
 from pathlib import Path
 
 from virtnet.errors import HostError
+from virtnet.paths import NODE_DIR
 from virtnet.host.netns import current_netns_inode
 from virtnet.host.sysfs import read_netns_sysfs
 
-NODE_DIR = Path("/dev/virtnet")  # under /dev: device nodes open there (/run is often nodev)
 NODE_RETRIES = 3  # the directory removed by another port's removal between our mkdir and mknod
 
 

@@ -19,10 +19,12 @@ The Host handle gives these out (``Host.listen_unix`` ...); the thin client impo
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import errno
 import os
 import socket
 import stat
+import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -125,15 +127,12 @@ def open_tun(flags: int) -> int:
 
 def attach_tap(fd: int, name: bytes, flags: int) -> None:
     """TUNSETIFF on FD: attach it to the tap NAME (b"" for a macvtap's own node) with FLAGS."""
-    import fcntl, struct  # noqa: E401 - the daemon's alone: virtnet.client loads this module
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name, flags))
 
 
 def set_tap_persistent(fd: int, persistent: bool) -> None:
     """TUNSETPERSIST on FD, a descriptor attached to a tap: a tap that is not persistent goes
     away with the last descriptor on it (its holder's exit)."""
-    import fcntl  # the daemon's alone, as attach_tap's
-
     fcntl.ioctl(fd, TUNSETPERSIST, 1 if persistent else 0)
 
 

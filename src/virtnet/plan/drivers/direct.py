@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 from virtnet.plan.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import HostError, NetlinkFailure, PortError, Problem
 from virtnet.facts import FEATURE_TEXT
+from virtnet.paths import NODE_DIR
 from virtnet.spec.model import ForwardMode, Network, NetworkFamily, VirtualPortType
 from virtnet.plan.actions import RECORDED, Action, Plan, crash_in_step
 from virtnet.spec.portdef import MacvtapMode, PlugType
