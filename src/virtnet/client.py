@@ -358,6 +358,11 @@ class Client:
     def network(self, name: str) -> dict[str, Any]:
         return self.call("GET", self._net(name))
 
+    def ports_are_taps(self, name: str) -> bool:
+        """Whether network NAME's ports are taps (on a bridge): a tap port can go with its
+        last descriptor (``release_on_close``); a macvtap or VF port cannot."""
+        return bool(self.network(name).get("bridge"))
+
     def undefine(self, name: str) -> dict[str, Any]:
         return self.call("DELETE", self._net(name))
 

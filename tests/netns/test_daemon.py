@@ -427,7 +427,7 @@ def member_uses_a_handed_over_tap(socket_path: str, mac: str, tun: int) -> dict[
     show that the tap could not be attached otherwise, even with /dev/net/tun open (TUN is
     opened by root before the fork, so the node's mode does not matter: 0600 on a fresh
     Debian, 0666 elsewhere), then ask ARP through it."""
-    from virtnet.daemon.resident import IFF_NO_PI, IFF_TAP, TUNSETIFF
+    from virtnet.host.ipc import IFF_NO_PI, IFF_TAP, TUNSETIFF
     import fcntl
 
     with Client(socket_path, timeout=30) as api:
@@ -540,6 +540,38 @@ def test_a_port_released_on_close_goes_with_its_last_descriptor(lab: Lab) -> Non
                      {"mac": mac, "release_on_close": True})
         assert refused.value.status == 400 and "needs pass_fd" in refused.value.message
         assert api.ports(NETWORK) == []
+
+
+def member_runs_port_exec(state_dir: str, mac: str, script: str) -> tuple[int, str]:
+    """Runs as an unprivileged member: virtnet port-exec, its command a shell SCRIPT whose
+    output goes to a file (the status and that output come back)."""
+    from virtnet.face.fastcli import main as virtnet_main
+
+    out = Path(tempfile.mkdtemp(prefix="vnt-port-exec-")) / "out"  # the member's own
+    try:
+        status = virtnet_main(["--state-dir", state_dir, "port-exec", NETWORK, "--mac", mac,
+                               "--", "sh", "-c", f"exec >{out} 2>&1; {script}"])
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    try:
+        return status, out.read_text() if out.exists() else "(the command did not run)"
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def test_port_exec_runs_a_command_with_the_ports_descriptor_then_deletes_it(lab: Lab) -> None:
+    mac = "52:54:00:91:02:08"
+    # the command sees its descriptor (a tap, by {fd} and the environment) and the port
+    script = ("test {fd} = $VIRTNET_PORT_FD && readlink /proc/self/fd/{fd} && "
+              "echo mac=$VIRTNET_PORT_MAC dev={device} && exit 7")
+    (lab.root / "state").chmod(0o755)
+    status, output = run_as(MEMBER_UID, [MEMBER_UID, ADMIN_GID], member_runs_port_exec,
+                            str(lab.root / "state"), mac, script)
+    assert status == 7, output
+    assert "/dev/net/tun" in output and f"mac={mac} dev=vnet" in output
+    with lab.api() as api:
+        assert api.ports(NETWORK) == []  # deleted when the command ended
+        assert api.network(NETWORK)["connections"] == 0
 
 
 def test_a_mac_is_given_to_one_port_of_a_network_at_a_time(lab: Lab) -> None:

@@ -236,6 +236,27 @@ def test_the_node_is_our_own_whatever_dev_tapN_is(netns_kit: Any, tmp_path: Path
     assert not node.exists()
 
 
+def test_port_exec_without_a_daemon_hands_its_command_the_macvtap(netns_kit: Any,
+                                                                 tmp_path: Path) -> None:
+    """With no virtnetd, port-exec makes the port in its own process (root), opens the
+    macvtap's node, runs the command with it and deletes the port when the command exits."""
+    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA1)
+    ran = cli(lab.host, state, "port-exec", "lan", "--mac", mac(7), "--",
+              "sh", "-c", "readlink /proc/self/fd/{fd}; echo dev={device} mac={mac}; exit 3")
+    assert ran.returncode == 3, ran.stderr
+    node, said = ran.stdout.splitlines()
+    assert node.startswith("/dev/virtnet/net") and said == f"dev=macvtap0 mac={mac(7)}"
+    assert not os.path.lexists(node) and macvtaps(netns_kit, lab.host) == []
+    assert netns_kit.run_in_netns(lab.host, info, state)["connections"] == 0
+    missing = cli(lab.host, state, "port-exec", "lan", "--mac", mac(8), "--",
+                  str(tmp_path / "no-such-program"))
+    assert missing.returncode == 1 and "cannot run" in missing.stderr
+    assert macvtaps(netns_kit, lab.host) == []
+    netns_kit.run_in_netns(lab.host, destroy, state)
+
+
 def test_tap_ports_on_a_bridge_of_the_network(netns_kit: Any, tmp_path: Path) -> None:
     host = netns_kit.make_netns()
     state = tmp_path / "state"
@@ -418,7 +439,7 @@ def test_a_node_that_is_not_the_port_s_device_is_never_handed_over(netns_kit: An
     rdev = node.stat().st_rdev
 
     def hand_over(uuid: str) -> int:
-        from virtnet.daemon.resident import open_port_device
+        from virtnet.service.handover import open_port_device
 
         record = port_record(state, uuid)
         fd = open_port_device(record)

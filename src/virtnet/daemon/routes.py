@@ -31,7 +31,7 @@ from virtnet.daemon.request import (
     port_request_of,
     query_flag,
 )
-from virtnet.daemon.resident import open_port_device, release_with_descriptor
+from virtnet.service.handover import open_port_device, release_with_descriptor
 from virtnet.errors import VirtnetError
 from virtnet.host import Host
 from virtnet.spec.xml.schema import check_document

@@ -1412,7 +1412,7 @@ def help_cmd(ctx: click.Context, verb: str | None) -> None:
 
 # --- new commands are added above this line ------------------------------------------
 
-from virtnet.face import migrate_cmds  # noqa: E402,F401 - registers import and export
+from virtnet.face import migrate_cmds, port_exec  # noqa: E402,F401 - register their verbs
 
 
 if __name__ == "__main__":

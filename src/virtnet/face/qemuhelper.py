@@ -71,12 +71,6 @@ def find_network(networks: list[dict[str, Any]], name: str) -> str:
     raise HelperError(f"no virtnet network is named {name!r} or has it as its bridge")
 
 
-def release_on_close(api: Client, network: str) -> bool:
-    """Whether the port can go with QEMU's descriptor: a tap can (it is deleted with its last
-    descriptor, and virtnetd then releases the port); a macvtap outlives its descriptors."""
-    return bool(api.network(network).get("bridge"))  # a bridge's guests are on taps
-
-
 def run(argv: list[str]) -> dict[str, Any]:
     """Create the port, hand its device to QEMU; the port's summary."""
     args = parse_args(argv)
@@ -86,7 +80,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             network = find_network(api.networks(all=True), args["br"])
             port = api.create_port(network, args["mac"], owner=f"qemu-{os.getppid()}",
                                    pass_fd=True, vnet_hdr=args["use_vnet"],
-                                   release_on_close=release_on_close(api, network))
+                                   release_on_close=api.ports_are_taps(network))
     except ApiError as exc:
         raise HelperError(str(exc)) from None
     except (ConnectionLost, OSError) as exc:

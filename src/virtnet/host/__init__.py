@@ -100,6 +100,7 @@ class HostProcess:
     set_mmap_threshold = _Elsewhere("procs")
     getsockopt = _Elsewhere("procs")
     run_attached = _Elsewhere("procs")  # the user's editor, on the terminal
+    run_with_fds = _Elsewhere("procs")  # port-exec's command, handed the port's descriptor
     run_filter = _Elsewhere("procs")  # bytes through a tool (Graphviz's dot)
     files = _Elsewhere("fs", "Files")  # the state store's files: atomic writes, the lock
     exit_now = _Elsewhere("crash")  # the crash tests' deaths (execute/faults decides when)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import signal
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -159,6 +160,25 @@ def run_filter(argv: list[str], data: bytes,
         return None
 
 
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def run_with_fds(argv: list[str], fds: Iterable[int], env: dict[str, str]) -> int:
+    """Run ARGV on this terminal with FDS inherited (at their numbers) and ENV added to the
+    environment; the signals a user sends to stop it are passed on to it, and this waits for
+    its end whatever they are. Its exit status; 128 + N when signal N ended it (as a shell
+    says)."""
+    child = subprocess.Popen(argv, pass_fds=tuple(fds), env={**os.environ, **env})
+    previous = {number: signal.signal(number, lambda got, _frame: child.send_signal(got))
+                for number in FORWARDED_SIGNALS}
+    try:
+        status = child.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 128 - status if status < 0 else status
+
+
 __all__ = ["PidfileLocked", "getsockopt", "lock_pidfile", "mallinfo2", "netns_supported",
-           "pidfd_open", "processes_in_netns", "run_attached", "run_filter", "set_mmap_threshold",
-           "vmrss_kb"]
+           "pidfd_open", "processes_in_netns", "run_attached", "run_filter", "run_with_fds",
+           "set_mmap_threshold", "vmrss_kb"]
