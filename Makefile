@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export VIRTNET_LIBVIRT_SRC_CACHE ?= $(HOME)/.cache/virtnet/libvirt-src
 APT_PACKAGES := python3 python3-venv python3-dev gcc make iproute2 nftables dnsmasq-base \
 	udhcpc dhcpcd-base isc-dhcp-client dpkg-dev xz-utils curl iptables graphviz \
-	libvirt-daemon libvirt-daemon-system libvirt-clients
+	libvirt-daemon libvirt-daemon-system libvirt-clients qemu-system-x86
 
 .PHONY: demo test deps venv corpus bench clean fuzz soak deb deb-check
 

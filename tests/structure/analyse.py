@@ -721,6 +721,7 @@ TITLES = {
     "k_undo_loops": "functions with a reverse-undo loop",
     "l_op_dispatch": "functions comparing .op with two strings or more",
     "l2_op_tests": "comparisons of .op with strings",
+    "m_layers": "imports against the allowed direction between folders (architecture.md section 4)",
 }
 
 
@@ -731,10 +732,48 @@ def _tally(offenders: list[str]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+# (m) the line in the folders (architecture.md section 4): which units a unit may import.
+# The bottom (errors, ids, facts, paths) is open to every unit; a unit always reaches itself.
+BOTTOM = {"errors", "ids", "facts", "paths", "(package)"}
+LAYERS: dict[str, set[str]] = {
+    "face/": {"service/", "insight/", "store/", "plan/", "render/", "spec/", "execute/",
+              "host/", "client", "daemon/"},
+    "daemon/": {"service/", "insight/", "store/", "plan/", "spec/", "host/", "face/", "client"},
+    "client": {"host/"},
+    "insight/": {"service/", "store/", "plan/", "render/", "spec/", "host/"},
+    "service/": {"store/", "plan/", "execute/", "host/", "spec/", "render/"},
+    "execute/": {"plan/", "host/"},
+    "store/": {"spec/", "host/", "execute/"},
+    "plan/": {"render/", "spec/", "execute/"},
+    "render/": {"spec/"},
+    "spec/": set(),
+    "host/": set(),
+    "errors": set(), "ids": {"errors"}, "facts": {"errors"}, "paths": {"errors", "ids"},
+    "(package)": set(),
+}
+NEVER = {("daemon/", "virtnet.face.cli")}  # the daemon calls the verbs, never the click CLI
+
+
+def m_layers(t: Tree) -> dict:
+    found = []
+    for a, b, where, _, tc in t.edges:
+        if tc or a not in t.modules or b not in t.modules:
+            continue
+        ua, ub = t.modules[a].unit, t.modules[b].unit
+        allowed = LAYERS.get(ua)
+        if ua == ub or allowed is None:
+            continue
+        bottom = set() if ua in BOTTOM else BOTTOM
+        if (ub not in allowed and ub not in bottom) or (ua, b) in NEVER:
+            found.append(f"{where} {ua.rstrip('/')} -> {_short(b)}")
+    return {"m_layers": sorted(set(found))}
+
+
 def run(tree: Tree) -> dict[str, dict]:
     """Every measure: {key: {title, figure, offenders, ...}}, plus _summary."""
     got: dict = {}
-    for part in (m_cycles, m_private, m_local_imports, m_sizes, m_effects, m_reach, m_decisions):
+    for part in (m_cycles, m_private, m_local_imports, m_sizes, m_effects, m_reach, m_decisions,
+                 m_layers):
         got.update(part(tree))
     res: dict[str, dict] = {}
     for key, title in TITLES.items():

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from virtnet.plan.shaping import BandwidthError
-from virtnet.daemon.server import ApiError, engine_error_status, parse_body, peer_of_socket
+from virtnet.daemon.peers import peer_of_socket
+from virtnet.daemon.request import ApiError, engine_error_status, parse_body
 from virtnet.errors import (
     Busy,
     HostConflict,

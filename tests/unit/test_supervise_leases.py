@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from virtnet.daemon.events import EventBus
-from virtnet.daemon.supervise import LEASE_REREAD_S, Supervisor
+from virtnet.daemon.leasewatch import LEASE_REREAD_S
+from virtnet.daemon.supervise import Supervisor
 from virtnet.service.engine import Engine
 from virtnet.store.leases import lease_file
 from virtnet.paths import StatePaths

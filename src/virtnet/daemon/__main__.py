@@ -34,12 +34,16 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
+import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,11 @@ from virtnet.errors import VirtnetError
 from virtnet.host import Host
 from virtnet.host.ipc import Notifier, Occupied
 from virtnet.host.procs import PidfileLocked
+
+# aiohttp and the daemon's own modules (virtnet.daemon.server and what it imports: the
+# engine, the store, the paths) are imported inside the functions that use them, on purpose:
+# main() starts tracemalloc (VIRTNETD_TRACEMALLOC) before they load, so that their
+# allocations are traced too, and ``virtnetd --version`` does not pay for them.
 
 log = logging.getLogger("virtnetd")
 SHUTDOWN_TIMEOUT_S = 30.0
@@ -75,8 +84,6 @@ class MemoryProbe:
         self.trace = trace
         self.count = 0
         if trace:
-            import tracemalloc
-
             tracemalloc.start(TRACEMALLOC_FRAMES)
 
     @classmethod
@@ -89,9 +96,6 @@ class MemoryProbe:
 
     def dump(self) -> Path:
         """Write the next ``PREFIX.N.json`` (and snapshot); the JSON appears last, complete."""
-        import gc
-        import threading
-
         self.count += 1
         base = f"{self.prefix}.{self.count}"
         gc.collect()
@@ -107,8 +111,6 @@ class MemoryProbe:
             "vmrss_kb": Host.vmrss_kb(), "mallinfo2": _mallinfo2(), "pymalloc": _pymalloc(),
         }
         if self.trace:
-            import tracemalloc
-
             figures["traced_bytes"], figures["traced_peak_bytes"] = \
                 tracemalloc.get_traced_memory()
             tracemalloc.take_snapshot().dump(base + ".snapshot")
@@ -123,8 +125,6 @@ class MemoryProbe:
 def _pymalloc() -> dict[str, int]:
     """Python's small-object allocator: its arenas (now, at most ever) and the bytes in them
     (``sys._debugmallocstats``, which only writes to the C-level stderr: caught in a file)."""
-    import tempfile
-
     figures: dict[str, int] = {}
     with tempfile.TemporaryFile() as caught:
         sys.stderr.flush()

@@ -16,13 +16,13 @@ anywhere leaves a record of what to undo (:mod:`virtnet.execute.journal`,
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from virtnet.errors import HostError, StorageError
 from virtnet.execute import faults as fault_hooks
 from virtnet.execute.faults import CRASH_EXIT_STATUS, PLAN, Profile
+from virtnet.host import HostProcess
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -139,7 +139,7 @@ def run(steps: Sequence[Any], host: Host, journal: Progress | None = None, *,
             except BaseException as exc:  # not recorded: undone with the others
                 _fail(host, journal, applied, number, step, exc, journal_failed=True)
         if crash_after == number:
-            os._exit(CRASH_EXIT_STATUS)
+            HostProcess.exit_now(CRASH_EXIT_STATUS)
     # The overlapping steps ran alongside the ones after them; the run is done once they
     # are too. Their journal line already says "done" (their undo copes with a launch that
     # never finished); what they record now is on the steps, for the caller's record.

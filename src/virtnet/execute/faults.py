@@ -24,13 +24,14 @@ Host it runs on (:func:`inject`), and :mod:`virtnet.host.fs` asks the hook insta
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from virtnet.errors import HostError
 from virtnet.host import fs
+from virtnet.host import HostProcess
+from virtnet.host.crash import CRASH_EXIT_STATUS
 
 FAULT_STEP_ENV = "VIRTNET_FAULT_STEP"
 CRASH_AFTER_STEP_ENV = "VIRTNET_CRASH_AFTER_STEP"
@@ -41,7 +42,6 @@ CRASH_AFTER_APPLY_STEP_ENV = "VIRTNET_CRASH_AFTER_APPLY_STEP"
 CRASH_IN_APPLY_STEP_ENV = "VIRTNET_CRASH_IN_APPLY_STEP"
 CRASH_IN_WRITE_ENV = "VIRTNET_CRASH_IN_WRITE"
 CRASH_IN_WRITE_STAGES = ("empty", "partial", "before-rename", "after-rename")
-CRASH_EXIT_STATUS = 137
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def crash_point(env_name: str, step: int) -> None:
     """Die as if killed (status 137, no cleanup) when ``env_name`` names ``step``: the crash
     tests' way to stop a command between two of its steps."""
     if env_step(env_name) == step:
-        os._exit(CRASH_EXIT_STATUS)
+        HostProcess.exit_now(CRASH_EXIT_STATUS)
 
 
 # True while the step a CRASH_IN variable names is applying. A plain flag: only crash tests
@@ -97,7 +97,7 @@ def crash_in_step() -> None:
     (and, through the hook :func:`inject` sets, the Host) call it right after their first
     host change, so the crash tests can leave a step half done."""
     if _crash_in_step_armed:
-        os.kill(os.getpid(), signal.SIGKILL)
+        HostProcess.kill_self()
 
 
 def run_crashing_in_step(run: Callable[[], None]) -> None:

@@ -99,6 +99,9 @@ class HostProcess:
     getsockopt = _Elsewhere("procs")
     run_attached = _Elsewhere("procs")  # the user's editor, on the terminal
     run_filter = _Elsewhere("procs")  # bytes through a tool (Graphviz's dot)
+    files = _Elsewhere("fs", "Files")  # the state store's files: atomic writes, the lock
+    exit_now = _Elsewhere("crash")  # the crash tests' deaths (execute/faults decides when)
+    kill_self = _Elsewhere("crash")
 
     # --- what the host is like, read without a handle: the planners and the doctor get
     # these as data (virtnet.facts), never the host itself

@@ -29,7 +29,6 @@ interface added to an isolated network (libvirt drops it silently when it writes
 from __future__ import annotations
 
 import copy
-import enum
 import ipaddress
 import re
 from collections.abc import Callable
@@ -40,73 +39,37 @@ from virtnet.errors import UpdateError, XMLParseError
 from virtnet.spec.model import (
     DhcpHost,
     DhcpRange,
-    DnsHost,
-    DnsSrv,
-    DnsTxt,
     ForwardInterface,
     IPAddress,
     IpDef,
     Network,
     PortGroup,
 )
+from virtnet.spec import update_dns
+from virtnet.spec.update_request import (
+    COMMAND_ALIASES,
+    SECTION_ELEMENT,
+    UNSUPPORTED_SECTIONS,
+    PendingUpdate,
+    UpdateCommand,
+    UpdateSection,
+)
 from virtnet.spec.validate import libvirt_prefix
 from virtnet.spec.xml import parse as xml_parse
 
-
-class UpdateCommand(enum.Enum):
-    """virsh net-update's commands; values are the names virsh accepts."""
-
-    ADD_FIRST = "add-first"
-    ADD_LAST = "add-last"
-    DELETE = "delete"
-    MODIFY = "modify"
-
-    @property
-    def is_add(self) -> bool:
-        return self in (UpdateCommand.ADD_FIRST, UpdateCommand.ADD_LAST)
-
-
-class UpdateSection(enum.Enum):
-    """virsh net-update's sections; values are the names virsh accepts."""
-
-    BRIDGE = "bridge"
-    DOMAIN = "domain"
-    IP = "ip"
-    IP_DHCP_HOST = "ip-dhcp-host"
-    IP_DHCP_RANGE = "ip-dhcp-range"
-    FORWARD = "forward"
-    FORWARD_INTERFACE = "forward-interface"
-    FORWARD_PF = "forward-pf"
-    PORTGROUP = "portgroup"
-    DNS_HOST = "dns-host"
-    DNS_TXT = "dns-txt"
-    DNS_SRV = "dns-srv"
+# The request types live in update_request; they stay importable from here.
+__all__ = [
+    "COMMAND_ALIASES",
+    "SECTION_ELEMENT",
+    "UNSUPPORTED_SECTIONS",
+    "UpdateCommand",
+    "UpdateSection",
+    "apply_update",
+    "parse_command",
+    "parse_section",
+]
 
 
-# virsh's "add" is add-last.
-COMMAND_ALIASES = {"add": UpdateCommand.ADD_LAST}
-
-# Sections libvirt 9.0 names but refuses to update.
-UNSUPPORTED_SECTIONS = frozenset(
-    {
-        UpdateSection.BRIDGE,
-        UpdateSection.DOMAIN,
-        UpdateSection.IP,
-        UpdateSection.FORWARD,
-        UpdateSection.FORWARD_PF,
-    }
-)
-
-# The element each updatable section's snippet must be.
-SECTION_ELEMENT = {
-    UpdateSection.IP_DHCP_HOST: "host",
-    UpdateSection.IP_DHCP_RANGE: "range",
-    UpdateSection.FORWARD_INTERFACE: "interface",
-    UpdateSection.PORTGROUP: "portgroup",
-    UpdateSection.DNS_HOST: "host",
-    UpdateSection.DNS_TXT: "txt",
-    UpdateSection.DNS_SRV: "srv",
-}
 
 _MAC_OCTET = re.compile(r"[0-9a-fA-F]{1,2}")
 
@@ -157,7 +120,7 @@ def apply_update(
         )
     updated = copy.deepcopy(net)
     _HANDLERS[update_section](
-        _Update(updated, update_command, update_section, element), parent_index
+        PendingUpdate(updated, update_command, update_section, element), parent_index
     )
     return updated
 
@@ -165,60 +128,11 @@ def apply_update(
 # --- plumbing --------------------------------------------------------------------------
 
 
-class _Update:
-    """One update in progress: the network copy being changed and the request."""
-
-    def __init__(
-        self,
-        net: Network,
-        command: UpdateCommand,
-        section: UpdateSection,
-        element: etree._Element,
-    ) -> None:
-        self.net = net
-        self.command = command
-        self.section = section
-        self.element = element
-        self.expected_element = SECTION_ELEMENT[section]
-
-    def error(self, message: str) -> UpdateError:
-        return UpdateError(f"{self.section.value}: {message} in network '{self.net.name}'")
-
-    def check_element_name(self) -> None:
-        tag = self.element.tag
-        name = etree.QName(tag).localname if isinstance(tag, str) else str(tag)
-        if name != self.expected_element:
-            raise self.error(
-                f"unexpected element <{name}>, expected <{self.expected_element}>"
-            )
-
-    def refuse_modify(self, what: str) -> None:
-        if self.command is UpdateCommand.MODIFY:
-            raise self.error(f"{what} cannot be modified, only added or deleted")
-
-    def parse(self, parser: Callable[..., object], path: str, *args: object) -> object:
-        """Run one of the definition parsers on the snippet, reporting its errors as refusals."""
-        try:
-            return parser(self.element, path, *args)
-        except XMLParseError as exc:
-            raise self.error(f"invalid {_describe_element(self.element)}: {exc.message}") from None
-
-    def insert_position(self, entries: list) -> int:
-        return 0 if self.command is UpdateCommand.ADD_FIRST else len(entries)
-
-
 def _read_snippet(xml: str, section: UpdateSection) -> etree._Element:
     try:
         return xml_parse.parse_fragment(xml, source=f"{section.value} snippet")
     except XMLParseError as exc:
         raise UpdateError(f"{section.value}: invalid XML snippet: {exc}") from None
-
-
-def _describe_element(element: etree._Element) -> str:
-    """The snippet's start tag, attributes in document order, for messages."""
-    attrs = "".join(f" {key}='{value}'" for key, value in element.attrib.items())
-    name = etree.QName(element.tag).localname if isinstance(element.tag, str) else "?"
-    return f"<{name}{attrs}>"
 
 
 def _mac_octets(text: str) -> bytes | None:
@@ -245,7 +159,7 @@ def _family_name(ipv6: bool) -> str:
 # --- which <ip> a dhcp update works on -----------------------------------------------
 
 
-def _select_ip(update: _Update, parent_index: int) -> IpDef:
+def _select_ip(update: PendingUpdate, parent_index: int) -> IpDef:
     """The <ip> whose <dhcp> the update works on (see the module docstring)."""
     ips = update.net.ips
     if parent_index >= 0:
@@ -271,7 +185,7 @@ def _ip_position(net: Network, ipdef: IpDef) -> int:
     return next(i for i, ip in enumerate(net.ips) if ip is ipdef)
 
 
-def _check_single_dhcp(update: _Update, ipdef: IpDef) -> None:
+def _check_single_dhcp(update: PendingUpdate, ipdef: IpDef) -> None:
     """DHCP may be served on only one <ip> of each family; adding to a second one is refused."""
     for ip in update.net.ips:
         if ip is not ipdef and ip.is_ipv6 == ipdef.is_ipv6 and (ip.ranges or ip.hosts):
@@ -313,7 +227,7 @@ def _host_text(mac: str | None, name: str | None, ip: object, host_id: str | Non
     return "<host " + " ".join(parts) + "/>" if parts else "<host/>"
 
 
-def _update_dhcp_host(update: _Update, parent_index: int) -> None:
+def _update_dhcp_host(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     ipdef = _select_ip(update, parent_index)
     hosts = ipdef.hosts
@@ -405,7 +319,7 @@ def _range_problem(ipdef: IpDef, start: IPAddress, end: IPAddress) -> str | None
     return None
 
 
-def _update_dhcp_range(update: _Update, parent_index: int) -> None:
+def _update_dhcp_range(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     ipdef = _select_ip(update, parent_index)
     update.refuse_modify("DHCP ranges")
@@ -435,7 +349,7 @@ def _update_dhcp_range(update: _Update, parent_index: int) -> None:
 # --- forward-interface -----------------------------------------------------------------
 
 
-def _update_forward_interface(update: _Update, parent_index: int) -> None:
+def _update_forward_interface(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     update.refuse_modify("forward interfaces")
     new = update.parse(xml_parse.parse_forward_interface, "/network/forward/interface")
@@ -473,7 +387,7 @@ def _update_forward_interface(update: _Update, parent_index: int) -> None:
 # --- portgroup -------------------------------------------------------------------------
 
 
-def _update_portgroup(update: _Update, parent_index: int) -> None:
+def _update_portgroup(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     new = update.parse(xml_parse.parse_portgroup, "/network/portgroup")
     assert isinstance(new, PortGroup)
@@ -508,123 +422,12 @@ def _update_portgroup(update: _Update, parent_index: int) -> None:
         groups.insert(update.insert_position(groups), new)
 
 
-# --- dns-host --------------------------------------------------------------------------
-
-
-def _dns_host_text(ip: IPAddress | None, names: list[str]) -> str:
-    attrs = f" ip='{ip}'" if ip is not None else ""
-    return f"<host{attrs}>" + "".join(f"<hostname>{n}</hostname>" for n in names) + "</host>"
-
-
-def _update_dns_host(update: _Update, parent_index: int) -> None:
-    update.refuse_modify("DNS host records")
-    update.check_element_name()
-    hosts = update.net.dns.hosts
-    if update.command.is_add:
-        new = update.parse(xml_parse.parse_dns_host, "/network/dns/host")
-        assert isinstance(new, DnsHost)
-        # Several records may share a hostname; only the address must be new.
-        existing = next((h for h in hosts if h.ip == new.ip), None)
-        if existing is not None:
-            raise update.error(
-                f"{_dns_host_text(new.ip, new.hostnames)} duplicates the existing record "
-                f"{_dns_host_text(existing.ip, existing.hostnames)}"
-            )
-        hosts.insert(update.insert_position(hosts), new)
-        return
-
-    # A delete's snippet is a search pattern: an ip, hostnames, or both.
-    pattern = update.parse(xml_parse.parse_dns_host, "/network/dns/host", True)
-    assert isinstance(pattern, DnsHost)
-    ip, names = pattern.ip, pattern.hostnames
-    matching = [
-        i
-        for i, host in enumerate(hosts)
-        if (ip is not None and host.ip == ip) or any(n in host.hostnames for n in names)
-    ]
-    described = _dns_host_text(ip, names)
-    if not matching:
-        raise update.error(f"no DNS host record matches {described}")
-    if len(matching) > 1:
-        raise update.error(
-            f"{len(matching)} DNS host records match {described}; give enough to pick one"
-        )
-    del hosts[matching[0]]
-
-
-# --- dns-txt ---------------------------------------------------------------------------
-
-
-def _update_dns_txt(update: _Update, parent_index: int) -> None:
-    update.refuse_modify("DNS TXT records")
-    update.check_element_name()
-    txts = update.net.dns.txts
-    # A delete's snippet needs only the name.
-    new = update.parse(xml_parse.parse_dns_txt, "/network/dns/txt", not update.command.is_add)
-    assert isinstance(new, DnsTxt)
-    name = new.name
-    found = next((i for i, txt in enumerate(txts) if txt.name == name), None)
-    if update.command.is_add:
-        if found is not None:
-            raise update.error(f"a DNS TXT record named '{name}' already exists")
-        txts.insert(update.insert_position(txts), new)
-        return
-    if found is None:
-        raise update.error(f"no DNS TXT record is named '{name}'")
-    del txts[found]
-
-
-# --- dns-srv ---------------------------------------------------------------------------
-
-
-def _srv_text(srv: DnsSrv) -> str:
-    attrs = "".join(
-        f" {attr}='{getattr(srv, attr)}'"
-        for attr in ("service", "protocol", "domain", "target", "port", "priority", "weight")
-        if getattr(srv, attr) is not None
-    )
-    return f"<srv{attrs}/>"
-
-
-def _update_dns_srv(update: _Update, parent_index: int) -> None:
-    update.refuse_modify("DNS SRV records")
-    update.check_element_name()
-    srvs = update.net.dns.srvs
-    # A delete's snippet is a search pattern: any of its attributes.
-    srv = update.parse(xml_parse.parse_dns_srv, "/network/dns/srv", not update.command.is_add)
-    assert isinstance(srv, DnsSrv)
-
-    # Only domain, service, protocol and target take part; each one given must be equal.
-    def matches(existing: DnsSrv) -> bool:
-        return all(
-            getattr(srv, attr) is None or getattr(srv, attr) == getattr(existing, attr)
-            for attr in ("domain", "service", "protocol", "target")
-        )
-
-    matching = [i for i, existing in enumerate(srvs) if matches(existing)]
-    described = _srv_text(srv)
-    if update.command.is_add:
-        if matching:
-            raise update.error(
-                f"{described} duplicates the existing record {_srv_text(srvs[matching[0]])}"
-            )
-        srvs.insert(update.insert_position(srvs), srv)
-        return
-    if not matching:
-        raise update.error(f"no DNS SRV record matches {described}")
-    if len(matching) > 1:
-        raise update.error(
-            f"{len(matching)} DNS SRV records match {described}; give enough fields to pick one"
-        )
-    del srvs[matching[0]]
-
-
-_HANDLERS: dict[UpdateSection, Callable[[_Update, int], None]] = {
+_HANDLERS: dict[UpdateSection, Callable[[PendingUpdate, int], None]] = {
     UpdateSection.IP_DHCP_HOST: _update_dhcp_host,
     UpdateSection.IP_DHCP_RANGE: _update_dhcp_range,
     UpdateSection.FORWARD_INTERFACE: _update_forward_interface,
     UpdateSection.PORTGROUP: _update_portgroup,
-    UpdateSection.DNS_HOST: _update_dns_host,
-    UpdateSection.DNS_TXT: _update_dns_txt,
-    UpdateSection.DNS_SRV: _update_dns_srv,
+    UpdateSection.DNS_HOST: update_dns.update_dns_host,
+    UpdateSection.DNS_TXT: update_dns.update_dns_txt,
+    UpdateSection.DNS_SRV: update_dns.update_dns_srv,
 }

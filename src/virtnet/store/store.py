@@ -58,6 +58,7 @@ from virtnet.execute.journal import (  # noqa: F401 - the line format, under its
     journal_steps,
 )
 from virtnet.execute.journal import parse as parse_journal
+from virtnet.host import HostProcess
 from virtnet.host.fs import (  # noqa: F401 - the file effects, under their old names
     DEFAULT_LOCK_TIMEOUT,
     DIR_MODE,
@@ -85,7 +86,7 @@ from virtnet.paths import StatePaths
 
 STATUS_FORMAT_VERSION = 1
 JOURNAL_SUFFIX = ".journal"
-FILES = Files()  # the files' handle (virtnet.host.fs)
+FILES = HostProcess.files  # the files' half of the host handle (virtnet.host.fs)
 
 
 class StateError(VirtnetError):
