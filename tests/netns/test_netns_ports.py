@@ -257,6 +257,40 @@ def test_port_exec_without_a_daemon_hands_its_command_the_macvtap(netns_kit: Any
     netns_kit.run_in_netns(lab.host, destroy, state)
 
 
+def test_domif_xml_and_the_fragments_of_a_port_with_a_made_up_mac(netns_kit: Any,
+                                                                  tmp_path: Path) -> None:
+    """domif-xml gives the <interface> with which libvirt makes its own macvtap where a port
+    would go; a port created without a MAC gets one made up (52:54:00:...), and its JSON
+    carries the fragments to use it (libvirt's element for its own device, QEMU's by
+    descriptor), the same element domif-xml --port prints."""
+    lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
+    state = tmp_path / "state"
+    netns_kit.run_in_netns(lab.host, start_network, state, VEPA1)
+    own = cli(lab.host, state, "domif-xml", "lan", "--mac", mac(9))
+    assert own.returncode == 0, own.stderr
+    assert own.stdout == ("<interface type='direct'>\n  <source dev='eth1' mode='vepa'/>\n"
+                          f"  <mac address='{mac(9)}'/>\n  <model type='virtio'/>\n"
+                          "</interface>\n\n")
+    assert macvtaps(netns_kit, lab.host) == []  # nothing was made for it
+    created = cli(lab.host, state, "port-create", "lan", "--json")
+    assert created.returncode == 0, created.stderr
+    port = json.loads(created.stdout)
+    assert port["mac"].startswith("52:54:00:") and port["mac"] != "52:54:00:00:00:00"
+    attach = port["attach"]
+    assert attach["libvirt"] == ("<interface type='ethernet'>\n  <target dev='macvtap0' "
+                                 f"managed='no'/>\n  <mac address='{port['mac']}'/>\n"
+                                 "  <model type='virtio'/>\n</interface>\n")
+    assert "tap,id=net0,fd={fd}" in " ".join(attach["qemu"])
+    assert attach["firecracker"] is None and "tap" in attach["firecracker_unavailable"]
+    by_port = cli(lab.host, state, "domif-xml", "lan", "--port", port["uuid"])
+    assert by_port.returncode == 0 and by_port.stdout == attach["libvirt"] + "\n"
+    second = cli(lab.host, state, "port-create", "lan", "--json")
+    assert json.loads(second.stdout)["mac"] != port["mac"]
+    missing = cli(lab.host, state, "domif-xml", "nope")
+    assert missing.returncode == 1 and "nope" in missing.stderr
+    netns_kit.run_in_netns(lab.host, destroy, state)
+
+
 def test_tap_ports_on_a_bridge_of_the_network(netns_kit: Any, tmp_path: Path) -> None:
     host = netns_kit.make_netns()
     state = tmp_path / "state"

@@ -1,17 +1,18 @@
-"""Running CLI verbs inside the daemon (virtnet.daemon.invoke), without root.
+"""Running CLI verbs inside the daemon (virtnet.face.verbs), without root.
 
-- cli.py reads files only in the two ways invoke routes to what a client sent (``read_input``
-  and ``Path(x).is_file()/.read_text()``); a new way would let a forwarded command read files
-  on the daemon's side, so this test fails first.
+- A forwarded verb reads files only through its session (``read_input`` and ``file_path``),
+  which inside the daemon is what the client sent; a new way would let a forwarded command
+  read files on the daemon's side, so this test fails first.
 - The verbs that only read files and the state (validate, format, update, dnsmasq-conf,
   net-list, net-info of a missing network, usage errors) print exactly the same through
-  ``invoke`` (files given as content, from another working directory) as ``virtnet --direct``
+  ``verbs.invoke`` (files given as content, from another working directory) as ``virtnet --direct``
   does, run in a separate interpreter so the stream routing never touches pytest's.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,38 +54,71 @@ SCRIPT = [
 ]
 
 
-def test_cli_reads_files_only_through_what_invoke_routes() -> None:
+def _verb_name(function: ast.FunctionDef) -> str | None:
+    """The verb a function is the command of (``@command("name")``), if any."""
+    for deco in function.decorator_list:
+        if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Name)
+                and deco.func.id == "command" and deco.args
+                and isinstance(deco.args[0], ast.Constant)):
+            return str(deco.args[0].value)
+    return None
+
+
+def test_forwarded_verbs_read_files_only_through_their_session() -> None:
+    """A verb the daemon runs reads what the client sent (the session's files), never a path
+    of the daemon's side: no open(), no stdin, no Path() of its own, in the modules of
+    forwarded verbs (all their functions when every verb of the module is forwarded, else
+    the forwarded verbs' own functions)."""
+    from virtnet.face.cli import VERB_GROUPS
+    from virtnet.face.fastcli import FORWARDED_VERBS
+
+    checked = 0
+    for module_name, names in VERB_GROUPS.items():
+        forwarded = set(names) & FORWARDED_VERBS
+        if not forwarded:
+            continue
+        source = Path(importlib.util.find_spec(module_name).origin)
+        tree = ast.parse(source.read_text())
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+        if forwarded != set(names):
+            functions = [f for f in functions if _verb_name(f) in forwarded]
+        for function in functions:
+            checked += 1
+            for node in ast.walk(function):
+                where = (module_name, function.name)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                    assert node.func.id not in ("open", "Path"), where
+                if isinstance(node, ast.Attribute) and node.attr in (
+                        "stdin", "read_bytes", "read_text", "open", "is_file"):
+                    # only of a path of the session: file_path(x).read_text(), .is_file()
+                    value = node.value
+                    assert (node.attr != "stdin" and isinstance(value, ast.Call)
+                            and isinstance(value.func, ast.Name)
+                            and value.func.id == "file_path"), where
+    assert checked > 30
+    # in this process's own files (cli.LocalFiles) only read_input opens, and net-edit (never
+    # forwarded) asks whether stdin is a terminal
     tree = ast.parse(CLI_SOURCE.read_text())
-    functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
-    opens = [f.name for f in functions.values() for n in ast.walk(f)
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    opens = [f.name for f in functions for n in ast.walk(f)
              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open"]
     assert opens == ["read_input"]
-    stdin_reads = [f.name for f in functions.values() for n in ast.walk(f)
-                   if isinstance(n, ast.Attribute) and n.attr == "stdin"]
-    # read_input reads '-'; net_edit (never forwarded) asks whether stdin is a terminal.
-    assert sorted(set(stdin_reads)) == ["net_edit_cmd", "read_input"]
-    for function in functions.values():
-        for node in ast.walk(function):
-            is_path_call = (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call)
-                            and isinstance(node.value.func, ast.Name)
-                            and node.value.func.id == "Path")
-            if is_path_call and function.name != "net_edit_cmd":
-                assert node.attr in ("read_text", "is_file"), (function.name, node.attr)
-    for name in ("read_input", "engine_of", "port_manager_of", "Path"):
-        assert hasattr(virtnet.face.cli, name)
+    stdin_reads = {f.name for f in functions for n in ast.walk(f)
+                   if isinstance(n, ast.Attribute) and n.attr == "stdin"}
+    assert stdin_reads == {"net_edit_cmd", "read_input"}
 
 
 INVOKER = """
 import base64, json, os, sys
 from pathlib import Path
-from virtnet.daemon import invoke
+from virtnet.face import verbs
 from virtnet.service.engine import Engine
 from virtnet.paths import StatePaths
 from virtnet.service.ports import PortManager
 
 state, workdir, script = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 engine = Engine(StatePaths.under(Path(state)))
-invoke.install(invoke.Resident(engine, PortManager(engine)))
+services = verbs.ResidentServices(engine, PortManager(engine))
 os.chdir("/")  # the daemon's working directory is not the client's
 results = []
 for argv, stdin in script:
@@ -96,8 +130,8 @@ for argv, stdin in script:
                 files[name] = open(path, "rb").read()
             elif os.path.isdir(path):
                 files[name] = 21
-    result = invoke.invoke(argv, invoke.ClientFiles(files, stdin.encode() if stdin else None),
-                           state)
+    result = verbs.invoke(argv, verbs.ClientFiles(files, stdin.encode() if stdin else None),
+                          state, services)
     results.append([result.status, result.output])
 sys.__stdout__.write(json.dumps(results))
 """

@@ -75,7 +75,7 @@ def test_files_are_sent_with_their_content_or_the_error_reading_them(
 
 def test_constants_agree_with_the_modules_they_mirror() -> None:
     from virtnet.client import DEFAULT_SOCKET
-    from virtnet.daemon.invoke import FORWARDED_VERBS, READ_ONLY_VERBS
+    from virtnet.face.verbs import FORWARDED_VERBS, READ_ONLY_VERBS
     from virtnet.daemon.server import FRAMES_TYPE
     from virtnet.spec.xml.parse import MAX_DOCUMENT_BYTES
 
@@ -109,7 +109,8 @@ def test_the_hand_written_json_is_json(value: object) -> None:
 @given(st.integers(0, 255), st.lists(st.tuples(st.sampled_from([1, 2]), st.text(min_size=1)),
                                     max_size=6))
 def test_framed_answers_round_trip(status: int, output: list[tuple[int, str]]) -> None:
-    from virtnet.daemon.invoke import Capture, InvokeResult
+    from virtnet.face.output import Capture
+    from virtnet.face.verbs import InvokeResult
     from virtnet.daemon.server import frames_of
 
     capture = Capture()

@@ -234,11 +234,8 @@ def port_request_of(fields: Fields) -> Any:
         request = PortRequest.from_port(parse_port(xml, source="request"))
         if mac is not None:
             request.mac = mac
-    elif mac is None:
-        raise ApiError(400, "BadRequest", "the body: field 'mac' is required (or give a "
-                       "<networkport> as 'xml')")
     else:
-        request = PortRequest(mac=mac)
+        request = PortRequest(mac=mac)  # None: one is made up
     for field_name, attribute in (("portgroup", "portgroup"), ("owner", "owner_name"),
                                   ("owner_uuid", "owner_uuid"), ("uuid", "uuid")):
         value = fields.get(field_name, str, None)

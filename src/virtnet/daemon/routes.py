@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 
 from virtnet import __version__
-from virtnet.daemon import invoke
 from virtnet.daemon.peers import Peer
 from virtnet.daemon.request import (
     UINT64_MAX,
@@ -33,6 +32,7 @@ from virtnet.daemon.request import (
 )
 from virtnet.service.handover import open_port_device, release_with_descriptor
 from virtnet.errors import VirtnetError
+from virtnet.face import verbs
 from virtnet.host import Host
 from virtnet.spec.xml.schema import check_document
 
@@ -394,7 +394,7 @@ class EventRoutes:
 
 
 class VerbRoutes:
-    """The CLI's verbs run in the daemon for the thin client (virtnet.daemon.invoke)."""
+    """The CLI's verbs run in the daemon for the thin client (virtnet.face.verbs)."""
 
     async def cli(self, request: web.Request) -> web.Response:
         fields = Fields(await self.body(request))
@@ -407,19 +407,19 @@ class VerbRoutes:
         if not argv or not all(isinstance(arg, str) for arg in argv):
             raise ApiError(400, "BadRequest", "argv must be a non-empty array of strings")
         verb = argv[0]
-        if verb not in invoke.FORWARDED_VERBS:
+        if verb not in verbs.FORWARDED_VERBS:
             raise ApiError(400, "BadRequest", f"'{verb}' runs in the client, not in the daemon "
                            "(it needs the user's terminal or files, or is not a verb)")
         self._check_netns(netns)
         peer: Peer = request["peer"]
-        if verb not in invoke.READ_ONLY_VERBS and not peer.privileged:
+        if verb not in verbs.READ_ONLY_VERBS and not peer.privileged:
             raise ApiError(403, "PermissionDenied", self.permission_message(peer))
-        files = invoke.ClientFiles(entries=decode_files(files_in),
-                                   stdin=decode_b64(stdin_b64, "stdin"))
+        files = verbs.ClientFiles(entries=decode_files(files_in),
+                                  stdin=decode_b64(stdin_b64, "stdin"))
         shown_state_dir = self._state_dir_for(state_dir)
-        changes = verb not in invoke.READ_ONLY_VERBS
+        changes = verb not in verbs.READ_ONLY_VERBS
 
-        result = await self.call(invoke.invoke, argv, files, shown_state_dir)
+        result = await self.call(verbs.invoke, argv, files, shown_state_dir, self.services)
         if changes:
             log.info("%s by %s: exit status %d", loggable(argv[:2]), peer.describe(),
                      result.status)
@@ -464,7 +464,7 @@ def doctor_available() -> bool:
     return importlib.util.find_spec("virtnet.insight.doctor") is not None
 
 
-def frames_of(result: invoke.InvokeResult) -> bytes:
+def frames_of(result: verbs.InvokeResult) -> bytes:
     """The thin CLI's answer format (docs/api.md): cheaper to read than JSON for a client
     that must not even import json."""
     parts = [f"status={result.status} elapsed_ms={result.elapsed * 1000.0:.3f}\n".encode()]

@@ -40,7 +40,6 @@ from typing import Any
 
 from aiohttp import web
 
-from virtnet.daemon import invoke
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.peers import Peer, PeerListener, Peers, peer_of_socket, resolve_group
 from virtnet.daemon.request import (
@@ -65,6 +64,7 @@ from virtnet.daemon.routes import (
 )
 from virtnet.daemon.supervise import Supervisor
 from virtnet.errors import VirtnetError
+from virtnet.face.verbs import ResidentServices
 from virtnet.host import Host
 from virtnet.paths import StatePaths
 from virtnet.service.engine import Engine
@@ -118,7 +118,7 @@ class Daemon(NetworkRoutes, PortRoutes, EventRoutes, VerbRoutes):
         self.admin_gid = resolve_group(config.group)
         self.peers = Peers(self.admin_gid)  # serve the listener it makes: self.peers.listener
         self.netns_id = Host.netns_identity()
-        invoke.install(invoke.Resident(self.engine, self.ports))
+        self.services = ResidentServices(self.engine, self.ports)  # for the CLI's verbs
         self.app = self._make_app()
 
     # --- plumbing ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 When the daemon of the state directory answers on its socket (DIR/run/virtnetd.sock, by
 default /run/virtnet/virtnetd.sock; ``VIRTNET_SOCKET`` overrides), the verb is forwarded to it
 and its output and exit status are this command's. The daemon runs the very same click command
-(virtnet.daemon.invoke), so both ways print the same. On that path only the standard library's
+(virtnet.face.verbs), so both ways print the same. On that path only the standard library's
 C parts (_socket, binascii) are loaded, with the two small modules of virtnet.host that make
 the connection (virtnet.host, virtnet.host.fastipc): no lxml, click, rich or pyroute2 before
 the answer is printed, and not even json and socket, whose imports cost more than the
@@ -45,9 +45,9 @@ STDIN_VERBS = FILE_VERBS - {"net-update"}
 # Verbs whose output shows paths under the state directory: a relative --state-dir must be
 # spelt the way the user spelt it, which only an in-process run does.
 PATH_SHOWING_VERBS = frozenset({"dnsmasq-conf", "plan"})
-# The verbs the daemon runs for a client (virtnet.daemon.invoke): checked to read files only
-# through read_input and Path (routed to what the client sent), to write none, and to print
-# without regard to the terminal. Every other verb runs here: net-edit (the user's editor and
+# The verbs the daemon runs for a client (virtnet.face.verbs): checked to read files only
+# through their session (what the client sent), to write none, and to print without regard
+# to the terminal. Every other verb runs here: net-edit (the user's editor and
 # terminal), doctor and lab (rich output sized to the terminal; lab builds sandboxes and
 # waits), graph (writes the picture where the user is), and any verb added later until it is
 # checked and listed here. The one list: the daemon imports it from here.
@@ -58,7 +58,14 @@ FORWARDED_VERBS = frozenset({
     "net-update", "net-apply", "net-new", "net-addresses",
     "net-forward-add", "net-forward-del", "net-forward-list",
     "port-create", "port-delete", "port-list", "port-dumpxml",
-    "net-port-create", "net-port-delete", "net-port-list", "net-port-dumpxml",
+    "net-port-create", "net-port-delete", "net-port-list", "net-port-dumpxml", "domif-xml",
+})
+# Among them, those that only read: anyone allowed to connect may run them (daemon.peers).
+READ_ONLY_VERBS = frozenset({
+    "validate", "format", "update", "dnsmasq-conf", "plan",
+    "net-list", "net-info", "net-dumpxml", "net-uuid", "net-name", "net-dhcp-leases",
+    "net-addresses", "net-forward-list", "port-list", "port-dumpxml",
+    "net-port-list", "net-port-dumpxml", "domif-xml",
 })
 MAX_FILE_BYTES = 10 * 1024 * 1024  # = virtnet.spec.xml.parse.MAX_DOCUMENT_BYTES
 HELP_TOKENS = frozenset({"-h", "--help", "--version"})

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from virtnet.face.cli import EXIT_FAILED, emit_json, engine_of, main
+from virtnet.face.common import EXIT_FAILED, command, echo, emit_json, engine_of
 from virtnet.service.migrate import export_networks, import_networks, libvirt_network_files
 
 
@@ -21,19 +21,19 @@ def _report(outcomes: list[Any], verb: str, dry_run: bool, as_json: bool) -> Non
         for outcome in outcomes:
             if outcome.done:
                 extra = " (autostart)" if outcome.autostart else ""
-                click.echo(f"Network {outcome.name} {would}{verb}{extra}: {outcome.path}")
+                echo(f"Network {outcome.name} {would}{verb}{extra}: {outcome.path}")
                 for step in outcome.next_steps:
-                    click.echo(f"  then: {step}")
+                    echo(f"  then: {step}")
             else:
-                click.echo(f"Network {outcome.name} not {verb}: {outcome.reason}", err=True)
+                echo(f"Network {outcome.name} not {verb}: {outcome.reason}", err=True)
         if not outcomes:
-            click.echo("No network to " + ("import" if verb == "imported" else "export"))
-        click.echo("")
+            echo("No network to " + ("import" if verb == "imported" else "export"))
+        echo("")
     if any(not outcome.done for outcome in outcomes):
         raise SystemExit(EXIT_FAILED)
 
 
-@main.command("import")
+@command("import")
 @click.argument("networks", nargs=-1)
 @click.option("--from", "config_dir", type=click.Path(file_okay=False, path_type=Path),
               default="/etc/libvirt/qemu/networks", show_default=True,
@@ -55,7 +55,7 @@ def import_cmd(ctx: click.Context, networks: tuple[str, ...], config_dir: Path,
             as_json)
 
 
-@main.command("export")
+@command("export")
 @click.argument("networks", nargs=-1)
 @click.option("--to", "target", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="Where to write NAME.xml (libvirt's own directory is "
@@ -70,3 +70,6 @@ def export_cmd(ctx: click.Context, networks: tuple[str, ...], target: Path, dry_
     you undefine them, and the output says how to hand each to a running libvirtd."""
     _report(export_networks(engine_of(ctx), networks, target, dry_run=dry_run), "exported",
             dry_run, as_json)
+
+
+COMMANDS = (import_cmd, export_cmd)

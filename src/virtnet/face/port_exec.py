@@ -117,12 +117,13 @@ def _delete(client: Client | None, delete_here: Any, network: str, uuid: str) ->
 
 import click  # noqa: E402 - the verb's own; the functions above need no click
 
-from virtnet.face.cli import complete_network, fail, main, port_manager_of  # noqa: E402
+from virtnet.face.common import command, complete_network, fail, port_manager_of  # noqa: E402
 
 
-@main.command("port-exec", context_settings={"ignore_unknown_options": True})
+@command("port-exec", ignore_unknown_options=True)
 @click.argument("network", shell_complete=complete_network)
-@click.option("--mac", default=None, metavar="MAC", help="The guest interface's MAC address.")
+@click.option("--mac", default=None, metavar="MAC",
+              help="The guest interface's MAC address (default: one made up, {mac} says it).")
 @click.option("--portgroup", default=None, metavar="NAME", help="Portgroup to take settings from.")
 @click.option("--owner", default=None, metavar="NAME", help="Name of the guest owning the port.")
 @click.option("--owner-uuid", default=None, metavar="UUID", help="UUID of the owning guest.")
@@ -138,9 +139,6 @@ def port_exec_cmd(ctx: click.Context, network: str, mac: str | None, portgroup: 
     fields = {key: value for key, value in {"portgroup": portgroup, "owner": owner,
                                             "owner_uuid": owner_uuid}.items()
               if value is not None}
-    if mac is None:
-        raise click.UsageError("--mac is required")
-
     def create_here(net: str, _fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
         from virtnet.service.handover import open_port_device
         from virtnet.service.ports import PortRequest
@@ -171,3 +169,6 @@ def port_exec_cmd(ctx: click.Context, network: str, mac: str | None, portgroup: 
     except FileNotFoundError as exc:
         fail(f"cannot run {argv[0]!r}: {exc.strerror}")
     ctx.exit(status)
+
+
+COMMANDS = (port_exec_cmd,)

@@ -39,12 +39,13 @@ import errno
 import json
 import os
 import uuid as uuid_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtnet.plan.drivers import driver_for
+from virtnet.render.attach import fragments
 from virtnet.errors import (  # PortError: also from here
     HostError,
     PortError,
@@ -100,6 +101,21 @@ DELETING_SUFFIX = ".deleting"  # the record of a port-delete in progress, set as
 # --- small value helpers -------------------------------------------------------------------
 
 
+GENERATED_MAC_PREFIX = "52:54:00"  # QEMU's, which libvirt gives the MACs it makes up
+GENERATED_MAC_TRIES = 64
+
+
+def generated_mac(taken: Container[str], random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A MAC for a port whose request names none, as libvirt makes one up (52:54:00 and three
+    random octets), and not one TAKEN holds."""
+    for _ in range(GENERATED_MAC_TRIES):
+        mac = GENERATED_MAC_PREFIX + "".join(f":{octet:02x}" for octet in random_bytes(3))
+        if mac not in taken:
+            return mac
+    raise PortError(f"cannot make up a MAC address not in use after {GENERATED_MAC_TRIES} "
+                    "attempts; give one")
+
+
 def normalize_mac(mac: str) -> str:
     """A unicast MAC in canonical lowercase form; PortError otherwise."""
     parts = mac.strip().split(":")
@@ -144,9 +160,9 @@ def parse_rate_option(option: str, text: str, *, floor: bool) -> BandwidthRate:
 
 @dataclass
 class PortRequest:
-    """What the VM manager asks for; everything but the MAC is optional."""
+    """What the VM manager asks for; all optional (a MAC is made up when none is given)."""
 
-    mac: str
+    mac: str | None = None
     portgroup: str | None = None
     owner_name: str | None = None
     owner_uuid: str | None = None
@@ -278,7 +294,7 @@ def allocate(
     Pure: the host is not touched; errors are PortError (the request cannot be met) or
     HostError (the host lacks what the port needs).
     """
-    mac = normalize_mac(request.mac)
+    mac = normalize_mac(request.mac) if request.mac is not None else generated_mac(usage.macs)
     holder = usage.macs.get(mac)
     if holder is not None:
         raise PortError(f"network '{net.name}' already has a port with MAC address {mac} "
@@ -436,8 +452,8 @@ class PortRecord:
             created_at=float(data.get("created_at", 0.0)),
         )
 
-    def summary(self) -> dict[str, Any]:
-        """What a VM manager needs to know, as plain JSON."""
+    def facts(self) -> dict[str, Any]:
+        """The port as plain JSON."""
         port = self.port
         bandwidth = None
         if port.bandwidth is not None:
@@ -468,6 +484,13 @@ class PortRecord:
             "isolated": port.isolated,
             "trust_guest_rx_filters": port.trust_guest_rx_filters,
         }
+
+    def summary(self) -> dict[str, Any]:
+        """What a VM manager needs to know, as plain JSON, with the fragments that plug a
+        guest into the port (``attach``: QEMU, libvirt, Firecracker, cloud-hypervisor)."""
+        summary = self.facts()
+        summary["attach"] = fragments(summary)
+        return summary
 
 
 def _count(usage: PoolUsage, record: PortRecord, sign: int) -> None:
@@ -832,6 +855,17 @@ class PortManager:
             if record.device:
                 self._taken_names().add(record.device)
             return record
+
+    def preview(self, network: str, request: PortRequest) -> PortDef:
+        """The port create would allocate for REQUEST on NETWORK now (the driver's choice of
+        device, pool member and settings), made nowhere and recorded nowhere; PortError when
+        create would refuse it."""
+        if request.portgroup is not None:
+            check_portgroup_name(request.portgroup)
+        with self._locked():
+            state = self._state(network)
+            return allocate(state.net, request, state.usage, port_uuid=self._new_uuid(),
+                            pool=self._pool(state.net), new_uuid=self._new_uuid)
 
     def _pool(self, net: Network) -> list[str] | list[PciAddress] | None:
         with self.engine.host() as host:  # the VFs a PF has now (the other pools: the XML)
