@@ -96,7 +96,12 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     assert "Network default destroyed" in output
     assert (tmp_path / "topo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     port: dict[str, Any] = json.loads(re.search(r"^\{.*?^\}", output, re.M | re.S).group(0))
-    assert port["mac"] == "52:54:00:00:00:07"
+    # a made-up MAC (libvirt's prefix), and the fragments that use the port
+    assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", port["mac"])
+    assert f"<target dev='{port['device']}' managed='no'/>" in port["attach"]["libvirt"]
+    assert "<interface type='bridge'>\n  <source bridge='virbr0'/>" in output  # domif-xml
+    assert re.search(r"port [0-9a-f-]{36}: tap vnet\d+ open as fd \d+, guest MAC 52:54:00:",
+                     output)  # port-exec
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                             timeout=30, check=True).stdout
     assert ns not in listed.split()
