@@ -69,7 +69,8 @@ def bench_in_namespace(ns: str, ports: int, state: Path) -> dict[str, dict[str, 
     from virtnet.service.engine import Engine
     from tests.kit.pyroute2_light import load_pyroute2
     from virtnet.paths import StatePaths
-    from virtnet.service.ports import PortManager, PortRequest
+    from virtnet.plan.ports import PortRequest
+    from virtnet.service.ports import PortManager
 
     load_pyroute2()  # imports first: the budget is per port, after imports
     results: dict[str, dict[str, float]] = {}

@@ -99,8 +99,9 @@ for kind, cls in Action._registry.items():
     if cls.overlaps:  # applied in two halves, the second after the last step
         cls.launch = timed(f"launch {kind}", cls.launch)
         cls.finish = timed(f"finish {kind} (waiting, others ran meanwhile)", cls.finish)
-Engine._facts = timed("read host facts", Engine._facts)
-Engine._plan_start = timed("plan", Engine._plan_start)
+Engine.read_facts = timed("read host facts", Engine.read_facts)
+from virtnet.service import lifecycle
+lifecycle.plan_start = timed("plan", lifecycle.plan_start)
 from virtnet.store.store import StateStore
 StateStore.write_status = timed("write status", StateStore.write_status)
 engine = Engine(StatePaths.from_option(state))

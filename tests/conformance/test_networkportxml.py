@@ -25,7 +25,9 @@ from lxml import etree
 from virtnet.errors import XMLParseError
 from virtnet.spec.model import Network, PciAddress
 from virtnet.spec.portdef import MacvtapMode, PlugType, PortDef
-from virtnet.service.ports import PoolUsage, PortError, PortRequest, allocate
+from virtnet.errors import PortError
+from virtnet.plan.ports import PortRequest, allocate
+from virtnet.spec.portdef import PoolUsage
 from tests.kit.corpus import corpus_root
 from virtnet.spec.validate import validate
 from virtnet.spec.xml.parse import parse_network

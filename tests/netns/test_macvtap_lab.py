@@ -49,10 +49,11 @@ def start_network(state: Path, xml: str) -> None:
 def create_port(state: Path, mac: str, **request: Any) -> dict[str, Any]:
     from virtnet.service.engine import Engine
     from virtnet.paths import StatePaths
-    from virtnet.service.ports import PortManager, PortRequest
+    from virtnet.plan.ports import PortRequest
+    from virtnet.service.ports import PortManager, port_summary
 
     manager = PortManager(Engine(StatePaths.under(state)))
-    return manager.create("lan", PortRequest(mac=mac, **request)).summary()
+    return port_summary(manager.create("lan", PortRequest(mac=mac, **request)))
 
 
 def delete_port(state: Path, ref: str) -> None:
@@ -149,7 +150,7 @@ def test_passthrough_gives_the_interface_to_one_guest(netns_kit: Any, tmp_path: 
     details = ip(lab.host, "-d", "link", "show", "dev", port1["device"]).stdout
     assert "macvtap mode passthru" in details
 
-    from virtnet.service.ports import PortError
+    from virtnet.errors import PortError
 
     with pytest.raises(PortError, match="requires exclusive access to interfaces, but none "
                                         "are available"):

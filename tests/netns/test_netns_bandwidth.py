@@ -66,7 +66,8 @@ def create_port(state: Path, mac: str, inbound: dict[str, int] | None = None,
     from virtnet.service.engine import Engine
     from virtnet.spec.model import Bandwidth, BandwidthRate
     from virtnet.paths import StatePaths
-    from virtnet.service.ports import PortManager, PortRequest
+    from virtnet.plan.ports import PortRequest
+    from virtnet.service.ports import PortManager, port_summary
 
     bandwidth = None
     if inbound or outbound:
@@ -75,7 +76,7 @@ def create_port(state: Path, mac: str, inbound: dict[str, int] | None = None,
             outbound=BandwidthRate(**outbound) if outbound else None,
         )
     manager = PortManager(Engine(StatePaths.under(state)))
-    return manager.create("lan", PortRequest(mac=mac, bandwidth=bandwidth)).summary()
+    return port_summary(manager.create("lan", PortRequest(mac=mac, bandwidth=bandwidth)))
 
 
 def delete_port(state: Path, ref: str) -> None:

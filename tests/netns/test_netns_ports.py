@@ -47,11 +47,12 @@ def start_network(state: Path, xml: str, name: str = "lan") -> None:
 
 def create_ports(state: Path, macs: list[str], network: str = "lan",
                  **request: Any) -> list[dict[str, Any]]:
-    from virtnet.service.ports import PortManager, PortRequest
+    from virtnet.plan.ports import PortRequest
+    from virtnet.service.ports import PortManager, port_summary
 
     manager = PortManager(engine(state))
     with manager.session():
-        return [manager.create(network, PortRequest(mac=m, **request)).summary() for m in macs]
+        return [port_summary(manager.create(network, PortRequest(mac=m, **request))) for m in macs]
 
 
 def delete_ports(state: Path, refs: list[str], network: str = "lan") -> None:
@@ -485,7 +486,7 @@ def test_a_node_that_is_not_the_port_s_device_is_never_handed_over(netns_kit: An
     node.unlink()
     os.mknod(node, stat.S_IFCHR | 0o600, os.stat("/dev/null").st_rdev)
     try:
-        from virtnet.service.ports import PortError
+        from virtnet.errors import PortError
 
         with pytest.raises(PortError, match=f"{node} is not the character device of macvtap "
                                             f"{port['device']}"):

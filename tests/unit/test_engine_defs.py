@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from virtnet.spec.defaults import DefaultSources
-from virtnet.service.engine import Engine, InvalidOperationError, NotFoundError
+from virtnet.errors import InvalidOperationError, NotFoundError
+from virtnet.service.engine import Engine
 from virtnet.errors import ValidationError, VirtnetError
 from virtnet.store.leases import lease_file
 from virtnet.paths import StatePaths
@@ -338,7 +339,7 @@ def test_no_lease_file_means_no_leases(engine: Engine) -> None:
     assert engine.dhcp_leases("n1") == []
 
 
-# --- the parsed-definition cache (Engine.parse) -----------------------------------------------
+# --- the parsed-definition cache (Engine.parse, store.records) -----------------------------------------------
 
 
 CACHED_XML = """<network><name>cached</name><bridge name='vncache0'/>
@@ -347,11 +348,11 @@ end='10.77.0.20'/></dhcp></ip></network>"""
 
 
 def test_a_parsed_definition_is_kept_but_each_caller_gets_its_own_copy() -> None:
-    import virtnet.service.engine as engine_module
+    import virtnet.store.records as records_module
 
     first = Engine.parse(CACHED_XML, "cached.xml")
     key = (CACHED_XML, "cached.xml")
-    assert engine_module._parsed.get(key) is not None
+    assert records_module.PARSED.get(key) is not None
     second = Engine.parse(CACHED_XML, "cached.xml")
     assert second == first and second is not first
     first.ips[0].ranges.clear()  # a caller changing its copy...
@@ -362,26 +363,37 @@ def test_a_parsed_definition_is_kept_but_each_caller_gets_its_own_copy() -> None
 
 
 def test_refused_and_huge_definitions_are_not_kept() -> None:
-    import virtnet.service.engine as engine_module
+    import virtnet.store.records as records_module
 
     bad = CACHED_XML.replace("10.77.0.20", "10.78.0.20")  # a range outside the subnet
     for _ in range(2):  # refused each time, with the same message
         with pytest.raises(ValidationError, match="range"):
             Engine.parse(bad, "bad.xml")
-    assert engine_module._parsed.get((bad, "bad.xml")) is None
-    padding = "<!--" + "x" * engine_module.PARSED_CACHE_MAX_TEXT + "-->"
+    assert records_module.PARSED.get((bad, "bad.xml")) is None
+    padding = "<!--" + "x" * records_module.PARSED_CACHE_MAX_TEXT + "-->"
     huge = CACHED_XML.replace("</network>", padding + "</network>")
     assert Engine.parse(huge, "huge.xml").name == "cached"
-    assert engine_module._parsed.get((huge, "huge.xml")) is None
+    assert records_module.PARSED.get((huge, "huge.xml")) is None
 
 
 def test_the_cache_keeps_the_most_recently_used() -> None:
-    import virtnet.service.engine as engine_module
+    import virtnet.store.records as records_module
 
-    cache = engine_module._ParsedCache(2)
+    cache = records_module.ParsedCache(2)
     cache.put(("a", None), b"1")
     cache.put(("b", None), b"2")
     assert cache.get(("a", None)) == b"1"  # a is now the most recent
     cache.put(("c", None), b"3")
     assert cache.get(("b", None)) is None
     assert cache.get(("a", None)) == b"1" and cache.get(("c", None)) == b"3"
+
+
+def test_the_records_know_the_kind_of_the_action_that_makes_a_bridge() -> None:
+    """store.records tells the bridges a start made from the recorded actions' kinds alone,
+    without loading the action classes: its constant must be CreateBridge's kind."""
+    from virtnet.plan.actions import CreateBridge
+    from virtnet.store.records import CREATE_BRIDGE_KIND, created_links
+
+    assert CREATE_BRIDGE_KIND == CreateBridge.kind
+    assert created_links([CreateBridge(name="virbr7").to_dict(), {"kind": "x", "name": "y"}]) \
+        == ["virbr7"]

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from virtnet.spec.defaults import DefaultSources
-from virtnet.service.engine import Engine, NotFoundError
+from virtnet.errors import NotFoundError
+from virtnet.service.engine import Engine
 from virtnet.errors import HostError, VirtnetError, XMLParseError
 from virtnet.ids import (
     IdentifierError,
@@ -36,7 +37,9 @@ from virtnet.ids import (
     read_state_file,
 )
 from virtnet.paths import StatePaths
-from virtnet.service.ports import PortManager, PortRequest, read_records
+from virtnet.plan.ports import PortRequest
+from virtnet.service.ports import PortManager
+from virtnet.store.ports import read_records
 from virtnet.store.store import NetworkStatus
 from virtnet.spec.xml.parse import parse_network
 from virtnet.spec.xml.portxml import parse_port

@@ -25,22 +25,20 @@ from virtnet.spec.model import (
     Vlan,
     VlanTag,
 )
-from virtnet.spec.portdef import MacvtapMode, PlugType, PortDef
-from virtnet.service.ports import (
-    PoolUsage,
-    PortManager,
-    PortError,
-    PortRecord,
+from virtnet.errors import PortError
+from virtnet.plan.ports import (
     PortRequest,
     allocate,
     merge_virtualports,
     next_device_name,
     normalize_mac,
     parse_rate_option,
+    plan_port,
     resolve_portgroup,
-    tap_mac,
-    usage_of,
 )
+from virtnet.service.ports import PortManager, port_summary
+from virtnet.spec.portdef import MacvtapMode, PlugType, PoolUsage, PortDef, tap_mac
+from virtnet.store.ports import PortRecord, usage_of
 
 MAC = "52:54:00:7b:35:93"
 UUID = "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"
@@ -267,7 +265,7 @@ def test_usage_and_records() -> None:
     data = records[0].to_dict()
     again = PortRecord.from_dict(data, "test")
     assert again == records[0]
-    assert records[1].summary()["uplink"] == "eth1"
+    assert port_summary(records[1])["uplink"] == "eth1"
 
 
 def test_a_mac_another_port_of_the_network_has_is_refused() -> None:
@@ -310,18 +308,18 @@ def test_port_plans(manager: PortManager) -> None:
     net = nat_net(bandwidth=Bandwidth(inbound=rate(average=1000)), mtu=9000)
     request = PortRequest(mac=MAC, bandwidth=Bandwidth(inbound=rate(average=500, floor=100)))
     port = alloc(net, request)
-    plan = manager.plan(net, port, "vnet4")
+    plan = plan_port(net, port, "vnet4", usage=PoolUsage(), features=TcFeatures())
     assert [a.kind for a in plan.actions] == ["create-tap", "apply-shaping", "plug-floor"]
     assert plan.commands()[:2] == [
         "ip tuntap add dev vnet4 mode tap vnet_hdr",
         "ip link set dev vnet4 address fe:54:00:7b:35:93 master virbr9 mtu 9000 up",
     ]
     passthrough = direct_net(ForwardMode.PASSTHROUGH, ["eth1"])
-    plan = manager.plan(passthrough, alloc(passthrough), "macvtap0")
+    plan = plan_port(passthrough, alloc(passthrough), "macvtap0", usage=PoolUsage(), features=TcFeatures())
     assert [a.kind for a in plan.actions] == ["set-uplink-mac", "create-macvtap"]
     assert plan.commands()[-2] == ("ip link add link eth1 name macvtap0 address "
                                    f"{MAC} type macvtap mode passthru")
     vfs = hostdev_net([PciAddress(0, 3, 0x10, 1)])
-    plan = manager.plan(vfs, alloc(vfs), None)
+    plan = plan_port(vfs, alloc(vfs), None, usage=PoolUsage(), features=TcFeatures())
     assert [a.describe() for a in plan.actions] == [
         f"give the SR-IOV virtual function 0000:03:10.1 to the guest with MAC {MAC}"]

@@ -20,7 +20,7 @@ from virtnet.errors import (
     StorageError,
     VirtnetError,
 )
-from virtnet.service.ports import PortRequest, parse_rate_option
+from virtnet.plan.ports import PortRequest, parse_rate_option
 from virtnet.spec.model import Bandwidth, BandwidthRate
 from virtnet.spec.xml.portxml import parse_port
 

@@ -31,6 +31,7 @@ from virtnet.daemon.request import (
     query_flag,
 )
 from virtnet.service.handover import open_port_device, release_with_descriptor
+from virtnet.service.ports import port_summary
 from virtnet.errors import VirtnetError
 from virtnet.face import verbs
 from virtnet.host import Host
@@ -270,7 +271,7 @@ class PortRoutes:
         name = request.match_info["name"]
 
         def ports() -> list[dict[str, Any]]:
-            return [record.summary() for record in self.ports.list(name)]
+            return [port_summary(record) for record in self.ports.list(name)]
 
         return web.json_response(await self.call(ports))
 
@@ -278,7 +279,7 @@ class PortRoutes:
         check_query(request, set())
         name, port = request.match_info["name"], request.match_info["port"]
         record = await self.call(self.ports.get, name, port)
-        return web.json_response(record.summary())
+        return web.json_response(port_summary(record))
 
     async def port_xml(self, request: web.Request) -> web.Response:
         check_query(request, set())
@@ -292,7 +293,7 @@ class PortRoutes:
         def delete() -> dict[str, Any]:
             record = self.ports.delete(name, port)
             self.supervisor.note_port(record.network, record, created=False)
-            return record.summary()
+            return port_summary(record)
 
         return web.json_response(await self.call(delete))
 
@@ -325,7 +326,7 @@ class PortRoutes:
             return record, fd
 
         record, fd = await self.call(create)
-        summary = record.summary()
+        summary = port_summary(record)
         if fd is not None:
             try:  # right before the HTTP response (docs/api.md, "pass_fd")
                 Host.send_fd(request.transport.get_extra_info("socket"), fd)

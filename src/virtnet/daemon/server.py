@@ -51,7 +51,6 @@ from virtnet.daemon.request import (
     parse_body,
     port_request_of,
 )
-from virtnet.daemon.resident import ResidentPortManager
 from virtnet.daemon.routes import (
     API_VERSION,
     FRAMES_TYPE,
@@ -68,6 +67,8 @@ from virtnet.face.verbs import ResidentServices
 from virtnet.host import Host
 from virtnet.paths import StatePaths
 from virtnet.service.engine import Engine
+from virtnet.service.ports import PortManager
+from virtnet.store.ports import ResidentPortCache
 
 log = logging.getLogger("virtnetd")
 
@@ -110,7 +111,8 @@ class Daemon(NetworkRoutes, PortRoutes, EventRoutes, VerbRoutes):
         self.config = config
         self.loop = loop
         self.engine = Engine(config.paths)
-        self.ports = ResidentPortManager(self.engine)
+        self.ports = PortManager(self.engine, cache=ResidentPortCache(
+            self.engine.paths.status_dir, self.engine.paths.status))
         self.bus = EventBus(loop)
         self.supervisor = Supervisor(self.engine, self.bus, tick=config.tick)
         self.executor = ThreadPoolExecutor(max_workers=config.workers,

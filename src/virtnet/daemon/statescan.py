@@ -19,7 +19,7 @@ from typing import Any
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.leasewatch import LeaseWatch, file_stamp
 from virtnet.errors import StorageError, VirtnetError
-from virtnet.service.ports import PORTS_DIR_SUFFIX
+from virtnet.store.ports import PORTS_DIR_SUFFIX
 
 MAC_IN_PORT_XML = re.compile(r"<mac address=['\"]([0-9a-fA-F:]+)['\"]")
 

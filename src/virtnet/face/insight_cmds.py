@@ -190,7 +190,7 @@ def graph_cmd(ctx: click.Context, target: str, output: Path, hairpin: str, guest
     net, record = _network_or_file(engine, target)
     drawn = None
     if record is not None and record.active:
-        ports = [port.summary() for port in port_manager_of(ctx).list(record.name)]
+        ports = [port.facts() for port in port_manager_of(ctx).list(record.name)]
         drawn = guests_of_ports(ports) if ports else None
     if drawn is None:
         drawn = hypothetical_guests(net, guests)

@@ -20,7 +20,8 @@ from virtnet.face.common import (
     virsh_table,
 )
 from virtnet.render.attach import Attachment, libvirt_interface, libvirt_network_interface
-from virtnet.service.ports import PortRequest, parse_rate_option
+from virtnet.plan.ports import PortRequest, parse_rate_option
+from virtnet.service.ports import port_summary
 from virtnet.spec.model import Bandwidth
 from virtnet.spec.xml.portxml import parse_port
 
@@ -82,7 +83,7 @@ def port_create_cmd(ctx: click.Context, network: str, mac: str | None, portgroup
         if outbound is not None:
             request.bandwidth.outbound = parse_rate_option("--outbound", outbound, floor=False)
     port = create_port(ctx, network, request)
-    summary = port.summary()
+    summary = port_summary(port)
     if as_json:
         emit_json(summary)
     else:
@@ -125,7 +126,7 @@ def port_list_cmd(ctx: click.Context, network: str, as_json: bool) -> None:
     manager = port_manager_of(ctx)
     record = lookup_network(manager.engine, network)
     with VirshFailure(f"Failed to list network ports of {record.name}"):
-        ports = [port.summary() for port in manager.list(record.name)]
+        ports = [port_summary(port) for port in manager.list(record.name)]
     if as_json:
         emit_json(ports)
         return

@@ -141,7 +141,8 @@ def port_exec_cmd(ctx: click.Context, network: str, mac: str | None, portgroup: 
               if value is not None}
     def create_here(net: str, _fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
         from virtnet.service.handover import open_port_device
-        from virtnet.service.ports import PortRequest
+        from virtnet.plan.ports import PortRequest
+        from virtnet.service.ports import port_summary
 
         manager = port_manager_of(ctx)
         request = PortRequest(mac=mac, portgroup=portgroup, owner_name=owner,
@@ -152,7 +153,7 @@ def port_exec_cmd(ctx: click.Context, network: str, mac: str | None, portgroup: 
         except BaseException:
             manager.delete(net, record.uuid)
             raise
-        return record.summary(), fd
+        return port_summary(record), fd
 
     def delete_here(net: str, uuid: str) -> None:
         port_manager_of(ctx).delete(net, uuid)

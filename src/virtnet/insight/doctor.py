@@ -32,7 +32,8 @@ from virtnet.insight.reach import (Row, Topology, answers_arp_for_others, guest_
                            summary)
 
 if TYPE_CHECKING:
-    from virtnet.service.engine import Engine, NetworkRecord
+    from virtnet.service.engine import Engine
+    from virtnet.store.records import NetworkRecord
     from virtnet.facts import HostFacts, KernelFeatures
 OUR_TABLE = ("inet", "virtnet")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")

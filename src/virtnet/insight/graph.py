@@ -304,7 +304,7 @@ def write_output(out: Path, data: bytes | str) -> None:
 
 
 def guests_of_ports(summaries: list[dict[str, object]]) -> list[GuestPort]:
-    """Guests from a running network's port summaries (``PortRecord.summary()``)."""
+    """Guests from a running network's port summaries (``PortRecord.facts()``)."""
     guests = []
     for index, port in enumerate(summaries, start=1):
         guests.append(GuestPort(guest_name(index),

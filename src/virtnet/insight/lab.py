@@ -181,10 +181,11 @@ def _start_network(state: str, xml: str) -> str:
 
 
 def _create_port(state: str, network: str, mac: str, owner: str) -> dict[str, Any]:
-    from virtnet.service.ports import PortManager, PortRequest
+    from virtnet.plan.ports import PortRequest
+    from virtnet.service.ports import PortManager, port_summary
 
-    return PortManager(_engine(state)).create(network, PortRequest(mac=mac, owner_name=owner)) \
-        .summary()
+    return port_summary(PortManager(_engine(state)).create(
+        network, PortRequest(mac=mac, owner_name=owner)))
 
 
 def _host_kernel_settings(uplinks: list[str], addressed: str
@@ -418,7 +419,7 @@ class Lab:
         self.timings["guests"] = time.monotonic() - began
 
     def _macvtap_guests(self) -> None:
-        from virtnet.service.ports import PortError
+        from virtnet.errors import PortError
 
         assert self.state is not None
         for guest in self.guests:

@@ -227,7 +227,7 @@ def new_network(engine: Engine, options: NewNetworkOptions, *, define: bool = Tr
         if options.mode in OWN_BRIDGE_MODES and AUTO in (options.subnet or AUTO,
                                                          options.ipv6):
             with engine.host() as host:
-                facts = engine._facts(host)
+                facts = engine.read_facts(host)
                 libvirt_files = host.libvirt_network_files(libvirt_dirs)
             taken = taken_networks(facts, [record.current for record in records])
             taken += libvirt_subnets(libvirt_files)

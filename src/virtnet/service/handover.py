@@ -13,7 +13,7 @@ import socket
 from virtnet.errors import HostError, PortError
 from virtnet.host import Host
 from virtnet.host.ipc import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUN_DEVICE
-from virtnet.service.ports import PortRecord
+from virtnet.store.ports import PortRecord
 
 
 def open_port_device(record: PortRecord, vnet_hdr: bool = True) -> int:

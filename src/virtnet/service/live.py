@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtnet.errors import HostError, ValidationError, VirtnetError
+from virtnet.errors import HostError, InvalidOperationError, Problem, ValidationError, VirtnetError
 from virtnet.execute import journal as journals
 from virtnet.execute.executor import RunFailed, run
 from virtnet.execute.faults import LIVE
@@ -65,10 +65,19 @@ from virtnet.plan.actions import (
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.plan.forwards import check_forwards
+from virtnet.plan.planner import plan_start
+from virtnet.service.definitions import text_reading_back
+from virtnet.service.lifecycle import check_dnsmasq_reach, start_network, stop_network
+from virtnet.service.privilege import has_net_admin, require_net_admin, require_net_admin_if
+from virtnet.spec.forwards import read_forwards
+from virtnet.spec.update import apply_update
+from virtnet.spec.validate import validate
+from virtnet.store.records import NetworkRecord
 from virtnet.store.store import StateError, path_exists, read_file, remove_file
 
 if TYPE_CHECKING:
-    from virtnet.service.engine import Engine, NetworkRecord
+    from virtnet.service.engine import Engine
     from virtnet.host import Host
 
 DNSMASQ_CONF_SUFFIX = ".conf"
@@ -226,7 +235,7 @@ def plan_diff(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff:
     assert record.status is not None and record.live is not None
     old = [Action.from_dict(data) for data in record.status.actions]
     with engine.host() as host:
-        facts = engine._facts(host)
+        facts = engine.read_facts(host, net)
     # the one collision judge of start and doctor; what lies on the network's own bridge is
     # its own, so only a new or changed subnet or route can collide
     collisions = facts.subnet_collisions(net, active=True)
@@ -234,7 +243,7 @@ def plan_diff(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff:
         details = "\n".join(f"  {problem}" for problem in collisions)
         raise ApplyError(f"network '{record.name}' cannot take this change on this host:\n"
                          f"{details}")
-    new_plan = engine._plan_start(net, facts)
+    new_plan = plan_start(net, facts, engine.paths)
     diff = diff_actions(record.name, old, new_plan.actions)
     diff.not_live = not_live_changes(record.live, net)
     return diff
@@ -249,10 +258,8 @@ def apply_live(engine: Engine, record: NetworkRecord, net: Network) -> ApplyDiff
     record is written only after every step succeeded. The steps are journalled (see
     :class:`ApplyJournal`) so that a kill midway is reverted by the next privileged command
     (:func:`recover_interrupted_apply`)."""
-    from virtnet.service.engine import _check_dnsmasq_reach
-
     diff = plan_diff(engine, record, net)
-    _check_dnsmasq_reach(record.name, diff.merged)
+    check_dnsmasq_reach(record.name, diff.merged)
     if diff.not_live:
         raise ApplyError(
             f"network '{record.name}': cannot change while running: "
@@ -331,8 +338,6 @@ def recover_interrupted_apply(engine: Engine, name: str) -> bool:
 
     Without CAP_NET_ADMIN nothing is done (the reverts need it): a read by an unprivileged
     user leaves the journal to the next privileged command."""
-    from virtnet.service.privilege import has_net_admin
-
     path = engine.paths.apply_journal(name)
     if path in _journals_in_use or not path_exists(path) or not has_net_admin():
         return False
@@ -400,9 +405,6 @@ def apply_definition(engine: Engine, data: bytes | str, source: str | None = Non
                      *, dry_run: bool = False, restart: bool = False) -> ApplyResult:
     """net-apply FILE: change the running network (named in FILE) to FILE's definition and
     save it; an inactive network is only (re)defined."""
-    from virtnet.plan.forwards import check_forwards
-    from virtnet.spec.forwards import read_forwards
-    from virtnet.service.privilege import require_net_admin, require_net_admin_if
 
     net = engine.parse(data, source)
     problems = check_forwards(net, read_forwards(net))
@@ -424,7 +426,7 @@ def apply_definition(engine: Engine, data: bytes | str, source: str | None = Non
             return result
         assert record.live is not None and record.status is not None
         _carry_identity(net, record.live)
-        engine._assign_defaults(net, engine.records())
+        engine.assign_defaults(net, engine.records())
         diff = plan_diff(engine, record, net)
         result = ApplyResult(net.name, [s.describe() for s in diff.steps], diff.not_live)
         if diff.not_live:
@@ -453,9 +455,62 @@ def _restart_with(engine: Engine, record: NetworkRecord, net: Network) -> None:
     """Stop RECORD and start NET; if NET does not start, start the old definition again."""
     assert record.status is not None and record.live is not None
     old_live = record.live
-    engine._stop(record.status, keep_leases=True)
+    stop_network(engine, record.status, keep_leases=True)
     try:
-        engine._start(net)
+        start_network(engine, net)
     except BaseException:
-        engine._start(old_live)
+        start_network(engine, old_live)
         raise
+
+
+def update(engine: Engine, name: str, command: str, section: str, xml: str,
+           parent_index: int = -1, live: bool = False, config: bool = False
+           ) -> tuple[bool, bool]:
+    """One net-update; returns (live changed, config changed).
+
+    Neither ``live`` nor ``config`` means libvirt's "current": the live state of an active
+    network, the persistent config of an inactive one.
+    """
+    # "current" of an active network is live too; read without the lock, checked before it
+    require_net_admin_if("net-update --live",
+                         lambda: live or (not config and engine.lookup(name).active))
+    with engine.store.lock:
+        record = engine.lookup(name)
+        if not live and not config:
+            live, config = record.active, not record.active
+        if live and not record.active:
+            raise InvalidOperationError(
+                "Requested operation is not valid: network is not running"
+            )
+        if config and record.config is None:
+            raise InvalidOperationError(
+                "Requested operation is not valid: cannot change persistent config of a "
+                "transient network"
+            )
+        # Both results are computed (and validated) before anything is changed.
+        new_config = new_live = None
+        config_text = ""
+        if config:
+            assert record.config is not None
+            new_config = apply_update(record.config, command, section, xml, parent_index)
+            _raise_problems(validate(new_config), record.name)
+            config_text = text_reading_back(engine, new_config,
+                                                  engine.paths.definition(record.name))
+        if live:
+            assert record.live is not None
+            new_live = apply_update(record.live, command, section, xml, parent_index)
+            _raise_problems(validate(new_live), record.name)
+        if new_live is not None:
+            # the same diff, steps, rollback and crash journal as net-apply: what
+            # disappeared is undone, what is new applied, a file rewritten in place;
+            # dnsmasq restarted when its configuration changed (ranges, TXT, SRV), sent
+            # SIGHUP when only its hosts files did (reservations, DNS hosts)
+            apply_live(engine, record, new_live)
+        if new_config is not None:
+            engine.store.write_definition(record.name, config_text)
+    return live, config
+
+
+def _raise_problems(problems: list[Problem], name: str) -> None:
+    if problems:
+        raise ValidationError(problems, source=f"network '{name}' after update")

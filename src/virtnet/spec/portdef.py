@@ -1,12 +1,13 @@
 """Typed model of a network port (libvirt's <networkport>): what a guest interface got from a
-network. Data only, like :mod:`virtnet.spec.model`; the XML codec is :mod:`virtnet.spec.xml.portxml`,
-allocation is :mod:`virtnet.service.ports`.
+network. Data only, like :mod:`virtnet.spec.model`, with the arithmetic of what a network's
+ports hold (:class:`PoolUsage`); the XML codec is :mod:`virtnet.spec.xml.portxml`, allocation
+:mod:`virtnet.plan.ports`, the records :mod:`virtnet.store.ports`.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from virtnet.spec.model import (
     Bandwidth,
@@ -63,4 +64,51 @@ class PortDef:
     address: PciAddress | None = None
 
 
-__all__ = ["MacvtapMode", "PlugType", "PortDef"]
+TAP_MAC_FIRST_OCTET = "fe"  # as libvirt: a bridge never takes a tap's MAC for its own
+
+
+def tap_mac(mac: str) -> str:
+    """The MAC of the tap behind a guest's MAC: the same with its first octet fe."""
+    return TAP_MAC_FIRST_OCTET + mac[2:]
+
+
+def granted_floor(port: PortDef) -> int:
+    """The inbound floor PORT holds on its bridge (0 without a tc class of its own)."""
+    bandwidth = port.bandwidth
+    if port.class_id and bandwidth is not None and bandwidth.inbound is not None:
+        return int(bandwidth.inbound.floor or 0)
+    return 0
+
+
+@dataclass
+class PoolUsage:
+    """What the ports already on a network hold, summed over their records."""
+
+    total: int = 0
+    by_dev: dict[str, int] = field(default_factory=dict)  # macvtap uplink → connections
+    by_address: dict[str, int] = field(default_factory=dict)  # VF PCI address → connections
+    floor_sum: int = 0
+    class_ids: set[int] = field(default_factory=set)
+    macs: dict[str, str] = field(default_factory=dict)  # MAC → port uuid
+
+    def count(self, port: PortDef, sign: int) -> None:
+        """Add PORT (SIGN 1) or take it away (SIGN -1)."""
+        self.total += sign
+        if port.plug_type is PlugType.DIRECT and port.dev:
+            self.by_dev[port.dev] = self.by_dev.get(port.dev, 0) + sign
+        if port.plug_type is PlugType.HOSTDEV_PCI and port.address is not None:
+            key = str(port.address)
+            self.by_address[key] = self.by_address.get(key, 0) + sign
+        if port.class_id:
+            if sign > 0:
+                self.class_ids.add(port.class_id)
+            else:
+                self.class_ids.discard(port.class_id)
+            self.floor_sum += sign * granted_floor(port)
+        if sign > 0:
+            self.macs[port.mac] = port.uuid
+        elif self.macs.get(port.mac) == port.uuid:
+            del self.macs[port.mac]
+
+
+__all__ = ["MacvtapMode", "PlugType", "PoolUsage", "PortDef", "granted_floor", "tap_mac"]

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from virtnet.paths import StatePaths
     from virtnet.plan.actions import Plan
     from virtnet.spec.portdef import PortDef
-    from virtnet.service.ports import PoolUsage
+    from virtnet.spec.portdef import PoolUsage
 
 Pool = list[str] | list[PciAddress] | None  # interfaces (direct) or VFs (hostdev)
 

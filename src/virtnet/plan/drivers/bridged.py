@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
-    from virtnet.service.ports import PoolUsage
+    from virtnet.spec.portdef import PoolUsage
 
 # What dnsmasq's files are written with; the conf may hold secrets-adjacent options.
 DNSMASQ_CONF_MODE = 0o600

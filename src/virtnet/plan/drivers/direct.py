@@ -3,7 +3,7 @@ without a bridge name, private, vepa, passthrough).
 
 Nothing is created when such a network starts (libvirt creates nothing either): the start
 plan checks that every interface of the pool is there. Each guest port is one macvtap device
-on an interface chosen from the pool (see :mod:`virtnet.service.ports`), in the network's mode:
+on an interface chosen from the pool (see :mod:`virtnet.plan.ports`), in the network's mode:
 
 - bridge: guests on the same interface reach each other inside the kernel, the LAN through
   the interface, but not the host's own addresses on that interface;
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
-    from virtnet.service.ports import PoolUsage
+    from virtnet.spec.portdef import PoolUsage
 
 # iproute2 spells the passthrough mode 'passthru'
 IP_MODE_NAMES = {"passthrough": "passthru"}

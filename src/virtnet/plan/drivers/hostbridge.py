@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
-    from virtnet.service.ports import PoolUsage
+    from virtnet.spec.portdef import PoolUsage
 
 
 class HostBridgeDriver(Driver):

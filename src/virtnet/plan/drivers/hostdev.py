@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
-    from virtnet.service.ports import PoolUsage
+    from virtnet.spec.portdef import PoolUsage
 
 
 def parse_pci_address(text: str) -> PciAddress:
