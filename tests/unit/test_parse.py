@@ -18,15 +18,13 @@ from virtnet.spec.model import (
 )
 from virtnet.spec.xml.parse import (
     MAX_DOCUMENT_BYTES,
-    parse_dhcp_host,
-    parse_dhcp_range,
     parse_forward_interface,
     parse_fragment,
-    parse_ip,
     parse_network,
     parse_portgroup,
 )
 from virtnet.spec.xml.parse_dns import parse_dns_host, parse_dns_srv, parse_dns_txt
+from virtnet.spec.xml.parse_ip import parse_dhcp_host, parse_dhcp_range, parse_ip
 
 BASE = """<network>
   <name>unit</name>

@@ -56,6 +56,7 @@ from virtnet.spec.update_request import (
 )
 from virtnet.spec.validate import libvirt_prefix
 from virtnet.spec.xml import parse as xml_parse
+from virtnet.spec.xml.parse_ip import parse_dhcp_host, parse_dhcp_range
 
 # The request types live in update_request; they stay importable from here.
 __all__ = [
@@ -235,7 +236,7 @@ def _update_dhcp_host(update: PendingUpdate, parent_index: int) -> None:
 
     if update.command is UpdateCommand.DELETE:
         # A delete's snippet is a search pattern: any of mac, name and ip.
-        pattern = update.parse(xml_parse.parse_dhcp_host, path, ipdef.is_ipv6, True)
+        pattern = update.parse(parse_dhcp_host, path, ipdef.is_ipv6, True)
         assert isinstance(pattern, DhcpHost)
         # Every attribute given must match; a host without a MAC matches any MAC (libvirt).
         for index, host in enumerate(hosts):
@@ -250,7 +251,7 @@ def _update_dhcp_host(update: PendingUpdate, parent_index: int) -> None:
             "no DHCP host matches " + _host_text(pattern.mac, pattern.name, pattern.ip)
         )
 
-    new = update.parse(xml_parse.parse_dhcp_host, path, ipdef.is_ipv6)
+    new = update.parse(parse_dhcp_host, path, ipdef.is_ipv6)
     assert isinstance(new, DhcpHost)
     if _ip_family_of(new.ip) != _ip_family_of(ipdef.address):
         raise update.error(
@@ -324,7 +325,7 @@ def _update_dhcp_range(update: PendingUpdate, parent_index: int) -> None:
     ipdef = _select_ip(update, parent_index)
     update.refuse_modify("DHCP ranges")
     path = f"/network/ip[{_ip_position(update.net, ipdef) + 1}]/dhcp/range"
-    new = update.parse(xml_parse.parse_dhcp_range, path)
+    new = update.parse(parse_dhcp_range, path)
     assert isinstance(new, DhcpRange)
     problem = _range_problem(ipdef, new.start, new.end)
     if problem is not None:
