@@ -56,6 +56,7 @@ from virtnet.spec.update_request import (
 )
 from virtnet.spec.validate import libvirt_prefix
 from virtnet.spec.xml import parse as xml_parse
+from virtnet.spec.xml.parse_forward import parse_forward_interface, parse_portgroup
 from virtnet.spec.xml.parse_ip import parse_dhcp_host, parse_dhcp_range
 
 # The request types live in update_request; they stay importable from here.
@@ -353,7 +354,7 @@ def _update_dhcp_range(update: PendingUpdate, parent_index: int) -> None:
 def _update_forward_interface(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     update.refuse_modify("forward interfaces")
-    new = update.parse(xml_parse.parse_forward_interface, "/network/forward/interface")
+    new = update.parse(parse_forward_interface, "/network/forward/interface")
     assert isinstance(new, ForwardInterface)
     dev = new.dev
     forward = update.net.forward
@@ -390,7 +391,7 @@ def _update_forward_interface(update: PendingUpdate, parent_index: int) -> None:
 
 def _update_portgroup(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
-    new = update.parse(xml_parse.parse_portgroup, "/network/portgroup")
+    new = update.parse(parse_portgroup, "/network/portgroup")
     assert isinstance(new, PortGroup)
     groups = update.net.portgroups
     found_name = next((i for i, g in enumerate(groups) if g.name == new.name), None)
