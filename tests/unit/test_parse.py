@@ -16,19 +16,10 @@ from virtnet.spec.model import (
     Network,
     VirtualPortType,
 )
-from virtnet.spec.xml.parse import (
-    MAX_DOCUMENT_BYTES,
-    parse_dhcp_host,
-    parse_dhcp_range,
-    parse_dns_host,
-    parse_dns_srv,
-    parse_dns_txt,
-    parse_forward_interface,
-    parse_fragment,
-    parse_ip,
-    parse_network,
-    parse_portgroup,
-)
+from virtnet.spec.xml.parse import MAX_DOCUMENT_BYTES, parse_fragment, parse_network
+from virtnet.spec.xml.parse_dns import parse_dns_host, parse_dns_srv, parse_dns_txt
+from virtnet.spec.xml.parse_forward import parse_forward_interface, parse_portgroup
+from virtnet.spec.xml.parse_ip import parse_dhcp_host, parse_dhcp_range, parse_ip
 
 BASE = """<network>
   <name>unit</name>

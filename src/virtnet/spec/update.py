@@ -56,6 +56,8 @@ from virtnet.spec.update_request import (
 )
 from virtnet.spec.validate import libvirt_prefix
 from virtnet.spec.xml import parse as xml_parse
+from virtnet.spec.xml.parse_forward import parse_forward_interface, parse_portgroup
+from virtnet.spec.xml.parse_ip import parse_dhcp_host, parse_dhcp_range
 
 # The request types live in update_request; they stay importable from here.
 __all__ = [
@@ -235,7 +237,7 @@ def _update_dhcp_host(update: PendingUpdate, parent_index: int) -> None:
 
     if update.command is UpdateCommand.DELETE:
         # A delete's snippet is a search pattern: any of mac, name and ip.
-        pattern = update.parse(xml_parse.parse_dhcp_host, path, ipdef.is_ipv6, True)
+        pattern = update.parse(parse_dhcp_host, path, ipdef.is_ipv6, True)
         assert isinstance(pattern, DhcpHost)
         # Every attribute given must match; a host without a MAC matches any MAC (libvirt).
         for index, host in enumerate(hosts):
@@ -250,7 +252,7 @@ def _update_dhcp_host(update: PendingUpdate, parent_index: int) -> None:
             "no DHCP host matches " + _host_text(pattern.mac, pattern.name, pattern.ip)
         )
 
-    new = update.parse(xml_parse.parse_dhcp_host, path, ipdef.is_ipv6)
+    new = update.parse(parse_dhcp_host, path, ipdef.is_ipv6)
     assert isinstance(new, DhcpHost)
     if _ip_family_of(new.ip) != _ip_family_of(ipdef.address):
         raise update.error(
@@ -324,7 +326,7 @@ def _update_dhcp_range(update: PendingUpdate, parent_index: int) -> None:
     ipdef = _select_ip(update, parent_index)
     update.refuse_modify("DHCP ranges")
     path = f"/network/ip[{_ip_position(update.net, ipdef) + 1}]/dhcp/range"
-    new = update.parse(xml_parse.parse_dhcp_range, path)
+    new = update.parse(parse_dhcp_range, path)
     assert isinstance(new, DhcpRange)
     problem = _range_problem(ipdef, new.start, new.end)
     if problem is not None:
@@ -352,7 +354,7 @@ def _update_dhcp_range(update: PendingUpdate, parent_index: int) -> None:
 def _update_forward_interface(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     update.refuse_modify("forward interfaces")
-    new = update.parse(xml_parse.parse_forward_interface, "/network/forward/interface")
+    new = update.parse(parse_forward_interface, "/network/forward/interface")
     assert isinstance(new, ForwardInterface)
     dev = new.dev
     forward = update.net.forward
@@ -389,7 +391,7 @@ def _update_forward_interface(update: PendingUpdate, parent_index: int) -> None:
 
 def _update_portgroup(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
-    new = update.parse(xml_parse.parse_portgroup, "/network/portgroup")
+    new = update.parse(parse_portgroup, "/network/portgroup")
     assert isinstance(new, PortGroup)
     groups = update.net.portgroups
     found_name = next((i for i, g in enumerate(groups) if g.name == new.name), None)

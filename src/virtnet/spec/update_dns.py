@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from virtnet.spec.model import DnsHost, DnsSrv, DnsTxt, IPAddress
 from virtnet.spec.update_request import PendingUpdate
-from virtnet.spec.xml import parse as xml_parse
+from virtnet.spec.xml.parse_dns import parse_dns_host, parse_dns_srv, parse_dns_txt
 
 
 # --- dns-host --------------------------------------------------------------------------
@@ -24,7 +24,7 @@ def update_dns_host(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     hosts = update.net.dns.hosts
     if update.command.is_add:
-        new = update.parse(xml_parse.parse_dns_host, "/network/dns/host")
+        new = update.parse(parse_dns_host, "/network/dns/host")
         assert isinstance(new, DnsHost)
         # Several records may share a hostname; only the address must be new.
         existing = next((h for h in hosts if h.ip == new.ip), None)
@@ -37,7 +37,7 @@ def update_dns_host(update: PendingUpdate, parent_index: int) -> None:
         return
 
     # A delete's snippet is a search pattern: an ip, hostnames, or both.
-    pattern = update.parse(xml_parse.parse_dns_host, "/network/dns/host", True)
+    pattern = update.parse(parse_dns_host, "/network/dns/host", True)
     assert isinstance(pattern, DnsHost)
     ip, names = pattern.ip, pattern.hostnames
     matching = [
@@ -63,7 +63,7 @@ def update_dns_txt(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     txts = update.net.dns.txts
     # A delete's snippet needs only the name.
-    new = update.parse(xml_parse.parse_dns_txt, "/network/dns/txt", not update.command.is_add)
+    new = update.parse(parse_dns_txt, "/network/dns/txt", not update.command.is_add)
     assert isinstance(new, DnsTxt)
     name = new.name
     found = next((i for i, txt in enumerate(txts) if txt.name == name), None)
@@ -94,7 +94,7 @@ def update_dns_srv(update: PendingUpdate, parent_index: int) -> None:
     update.check_element_name()
     srvs = update.net.dns.srvs
     # A delete's snippet is a search pattern: any of its attributes.
-    srv = update.parse(xml_parse.parse_dns_srv, "/network/dns/srv", not update.command.is_add)
+    srv = update.parse(parse_dns_srv, "/network/dns/srv", not update.command.is_add)
     assert isinstance(srv, DnsSrv)
 
     # Only domain, service, protocol and target take part; each one given must be equal.

@@ -1,6 +1,6 @@
 """Hardened parsing of libvirt Network XML into the model (``virtnet.spec.model``).
 
-What this module refuses, and why:
+What the reader refuses, and why:
 - Anything that could make the XML library do work the document did not ask for: the reader
   (``virtnet.spec.xml.document``) refuses it before a single element is looked at.
 - Every value that does not convert to its type or lies outside its range, and every rule
@@ -16,54 +16,18 @@ over the same tree (``validate`` and ``net-define`` run it; a start does not).
 Every error is an ``XMLParseError`` naming the source, the line, the element path
 (``/network/ip[2]/dhcp/host[1]/@mac``) and the offending value. Elements that may repeat carry
 their 1-based position among same-named siblings in the path; singletons do not.
+
+This module assembles the <network> element (name, uuid, title, description, domain, mac, mtu,
+metadata, dnsmasq options) and calls the section readers: ``parse_forward`` (forward, bridge,
+portgroup, bandwidth, vlan, virtualport), ``parse_ip`` (ip, dhcp, routes) and ``parse_dns``,
+all built on ``parse_common``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import socket
-import enum
-from typing import NoReturn, TypeVar
-
 from virtnet.errors import XMLParseError
-from virtnet.ids import canonical_uuid, control_char, network_name_problem, \
-    portgroup_name_problem, show_char
-from virtnet.spec.model import (
-    DNSMASQ_NAMESPACE,
-    Bandwidth,
-    BandwidthRate,
-    Bootp,
-    Bridge,
-    DhcpHost,
-    DhcpRange,
-    Dns,
-    DnsForwarder,
-    DnsHost,
-    DnsSrv,
-    DnsTxt,
-    Domain,
-    Forward,
-    ForwardDriverName,
-    ForwardInterface,
-    ForwardMode,
-    ForwardPf,
-    IPAddress,
-    IpDef,
-    Lease,
-    LeaseUnit,
-    MacTableManager,
-    NativeVlanMode,
-    NatRange,
-    Network,
-    PciAddress,
-    PortGroup,
-    Route,
-    VirtualPort,
-    VirtualPortType,
-    Vlan,
-    VlanTag,
-)
+from virtnet.ids import control_char, network_name_problem, show_char
+from virtnet.spec.model import DNSMASQ_NAMESPACE, Domain, Network
 from virtnet.spec.xml.document import (
     MAX_DOCUMENT_BYTES,
     Element,
@@ -71,868 +35,46 @@ from virtnet.spec.xml.document import (
     parse_document,
     parse_fragment,
 )
-
-E = TypeVar("E", bound=enum.Enum)
-
-# Limits taken from libvirt 9.0's parser (see docs/formatnetwork.rst and src/conf/).
-UINT_MAX = 2**32 - 1
-ULLONG_MAX = 2**64 - 1
-SRV_SERVICE_MAX = 512 - 30  # DNS record limit minus SRV overhead (RFC 2782)
-SRV_SERVICE_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/*"
+from virtnet.spec.xml.parse_common import (
+    Kids,
+    element_text,
+    fail,
+    parse_mac,
+    parse_uint,
+    parse_uuid,
+    yes_no,
 )
-SRV_PROTOCOL_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-+/"
+from virtnet.spec.xml.parse_dns import parse_dns
+from virtnet.spec.xml.parse_forward import (
+    parse_bandwidth,
+    parse_bridge,
+    parse_forward,
+    parse_portgroup,
+    parse_virtualport,
+    parse_vlan,
 )
-DHCP_ID_CHARS = frozenset("0123456789abcdefABCDEF:")
-PROFILE_ID_MAX = 39  # the kernel's IFLA_VF_PORT_PROFILE_MAX is 40 bytes with the NUL
-
-_DECIMAL = re.compile(r"[0-9]+\Z")
-_MAC = re.compile(r"([0-9a-fA-F]{1,2}):" * 5 + r"([0-9a-fA-F]{1,2})\s*\Z")
-
-# Elements that may occur more than once where they appear: their path carries an index.
-_REPEATED = frozenset(
-    {"ip", "route", "portgroup", "range", "host", "interface", "address", "pf", "forwarder",
-     "txt", "srv", "hostname", "tag", "option"}
-)
-REPEATED_ELEMENTS = _REPEATED
-
-
-# --- error and value helpers ------------------------------------------------------------
-
-
-def _fail(el: Element, path: str, message: str) -> NoReturn:
-    raise XMLParseError(message, line=el.sourceline, path=path)
-
-
-class _Kids:
-    """An element's child elements grouped by tag (no namespace), built in one pass."""
-
-    __slots__ = ("by_tag", "parent", "path")
-
-    def __init__(self, parent: Element, path: str) -> None:
-        self.parent = parent
-        self.path = path
-        by_tag: dict[str, list[Element]] = {}
-        for child in parent:
-            tag = child.tag
-            if isinstance(tag, str):
-                if tag in by_tag:
-                    by_tag[tag].append(child)
-                else:
-                    by_tag[tag] = [child]
-        self.by_tag = by_tag
-
-    def many(self, name: str) -> list[tuple[Element, str]]:
-        """Children called ``name``, each with its indexed path."""
-        found = self.by_tag.get(name)
-        if not found:
-            return []
-        return [(child, f"{self.path}/{name}[{i}]") for i, child in enumerate(found, start=1)]
-
-    def one(self, name: str) -> tuple[Element, str] | None:
-        """The only child called ``name``, or None; a second one is an error."""
-        found = self.by_tag.get(name)
-        if not found:
-            return None
-        if len(found) > 1:
-            _fail(found[1], f"{self.path}/{name}",
-                  f"<{name}> may appear only once in <{self.parent.tag}>")
-        return found[0], f"{self.path}/{name}"
-
-
-def _required(el: Element, path: str, name: str) -> str:
-    value = el.get(name)
-    if value is None:
-        _fail(el, path, f"missing required attribute '{name}' in <{el.tag}>")
-    if value == "":
-        _fail(el, f"{path}/@{name}", f"attribute '{name}' must not be empty")
-    return value
-
-
-def _text(el: Element) -> str:
-    """The element's text content (all text nodes, as XPath string() would give)."""
-    return "".join(el.itertext())
-
-
-def _parse_uint(
-    el: Element,
-    path: str,
-    name: str,
-    value: str,
-    *,
-    maximum: int = UINT_MAX,
-    minimum: int = 0,
-    what: str | None = None,
-) -> int:
-    what = what or f"'{name}'"
-    if not _DECIMAL.match(value):
-        _fail(el, path, f"invalid {what} value '{value}': expected a non-negative decimal integer")
-    number = int(value)
-    if number < minimum or number > maximum:
-        _fail(el, path, f"{what} value '{value}' out of range {minimum}..{maximum}")
-    return number
-
-
-def _uint_attr(
-    el: Element,
-    path: str,
-    name: str,
-    *,
-    maximum: int = UINT_MAX,
-    minimum: int = 0,
-    empty_is_absent: bool = False,
-) -> int | None:
-    value = el.get(name)
-    if value is None or (empty_is_absent and value == ""):
-        return None
-    return _parse_uint(el, f"{path}/@{name}", name, value, maximum=maximum, minimum=minimum)
-
-
-def _parse_c_uint(el: Element, path: str, name: str, value: str, maximum: int) -> int:
-    """An unsigned integer in C's base-0 syntax (0x hex, 0 octal, decimal), as libvirt reads
-    PCI addresses and 802.1Qbg parameters."""
-    text = value
-    try:
-        if text[:2] in ("0x", "0X") and len(text) > 2:
-            number = int(text[2:], 16) if re.fullmatch(r"[0-9a-fA-F]+", text[2:]) else -1
-        elif len(text) > 1 and text[0] == "0":
-            number = int(text[1:], 8) if re.fullmatch(r"[0-7]+", text[1:]) else -1
-        elif _DECIMAL.match(text):
-            number = int(text)
-        else:
-            number = -1
-    except ValueError:
-        number = -1
-    if number < 0:
-        _fail(el, path, f"invalid '{name}' value '{value}': expected an unsigned integer")
-    if number > maximum:
-        _fail(el, path, f"'{name}' value '{value}' out of range 0..{maximum:#x}")
-    return number
-
-
-def _yes_no(el: Element, path: str, name: str) -> bool | None:
-    """A tri-state yes/no attribute: exactly 'yes' or 'no' (libvirt's virTristateBool)."""
-    value = el.get(name)
-    if value is None:
-        return None
-    if value == "yes":
-        return True
-    if value == "no":
-        return False
-    _fail(el, f"{path}/@{name}", f"invalid value '{value}' for '{name}': expected 'yes' or 'no'")
-
-
-def _yes_no_anycase(el: Element, path: str, name: str) -> bool | None:
-    """yes/no where libvirt compares case-insensitively (managed, default, trunk)."""
-    value = el.get(name)
-    if value is None or value == "":
-        return None
-    lowered = value.lower()
-    if lowered == "yes":
-        return True
-    if lowered == "no":
-        return False
-    _fail(el, f"{path}/@{name}", f"invalid value '{value}' for '{name}': expected 'yes' or 'no'")
-
-
-def _enum(
-    el: Element, path: str, name: str, enum_type: type[E], value: str, refused: tuple[E, ...] = ()
-) -> E:
-    """The member of ``enum_type`` whose value is ``value``; members in ``refused`` exist in the
-    table but libvirt's parser does not accept them as written values."""
-    try:
-        member = enum_type(value)
-    except ValueError:
-        member = None
-    if member is None or member in refused:
-        allowed = ", ".join(f"'{m.value}'" for m in enum_type if m not in refused)
-        _fail(el, path, f"unknown {name} '{value}': expected one of {allowed}")
-    return member
-
-
-def _ip(el: Element, path: str, name: str, value: str) -> IPAddress:
-    # inet_pton is the strict numeric syntax and several times faster than ipaddress's parser
-    try:
-        if ":" not in value:
-            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, value))
-        if "%" not in value:
-            return ipaddress.IPv6Address(socket.inet_pton(socket.AF_INET6, value))
-        return ipaddress.IPv6Address(value)  # with a scope id
-    except (OSError, ValueError):
-        _fail(el, path, f"invalid IP address '{value}' in '{name}'")
-
-
-def _ipv4(el: Element, path: str, name: str, value: str) -> ipaddress.IPv4Address:
-    address = _ip(el, path, name, value)
-    if not isinstance(address, ipaddress.IPv4Address):
-        _fail(el, path, f"'{name}' must be an IPv4 address, not '{value}'")
-    return address
-
-
-def parse_mac(el: Element, path: str, value: str) -> str:
-    """A unicast MAC address 'xx:xx:xx:xx:xx:xx' (1 or 2 hex digits per octet, like libvirt),
-    returned in canonical lowercase two-digit form."""
-    match = _MAC.match(value)
-    if match is None:
-        _fail(el, path, f"invalid MAC address '{value}': expected six hex octets like "
-              "'52:54:00:12:34:56'")
-    octets = match.groups()
-    if int(octets[0], 16) & 1:
-        _fail(el, path, f"MAC address '{value}' is multicast: a unicast address is required")
-    return ":".join(o.lower().zfill(2) for o in octets)
-
-
-def parse_uuid(el: Element, path: str, value: str) -> str:
-    """A UUID as libvirt reads it (32 hex digits, '-' or ' ' allowed before each digit pair,
-    surrounding whitespace), returned as canonical lowercase 8-4-4-4-12."""
-    found = canonical_uuid(value)
-    if found is None:
-        _fail(el, path, f"malformed UUID '{value}': expected 32 hex digits like "
-              "'81ff0d90-c91e-6742-64da-4a736edb9a9b'")
-    return found
-
-
-def _netmask(el: Element, path: str, value: str) -> ipaddress.IPv4Address:
-    mask = _ip(el, path, "netmask", value)
-    if not isinstance(mask, ipaddress.IPv4Address):
-        _fail(el, path, f"netmask '{value}' must be an IPv4 address")
-    bits = int(mask)
-    inverted = ~bits & 0xFFFFFFFF
-    if inverted & (inverted + 1):
-        _fail(el, path, f"netmask '{value}' is not contiguous")
-    return mask
-
-
-# --- shared sub-elements: bandwidth, vlan, virtualport ----------------------------------
-
-
-def parse_bandwidth(el: Element, path: str, allow_floor: bool = False) -> Bandwidth | None:
-    """<bandwidth>: at most one <inbound> and one <outbound>. Returns None when neither is
-    given (libvirt then drops the element). 'floor' is only accepted where ``allow_floor``."""
-    if el.get("classID") is not None:
-        _fail(el, f"{path}/@classID", "classID is not allowed on <bandwidth> here")
-    kids = _Kids(el, path)
-    result = Bandwidth()
-    for direction in ("inbound", "outbound"):
-        found = kids.one(direction)
-        if found is None:
-            continue
-        child, child_path = found
-        rate = _parse_rate(child, child_path)
-        if rate.floor is not None:
-            if direction == "outbound":
-                _fail(child, f"{child_path}/@floor", "'floor' is allowed only in <inbound>")
-            if not allow_floor:
-                _fail(child, f"{child_path}/@floor",
-                      "'floor' is not supported in a network's or portgroup's <bandwidth>")
-        setattr(result, direction, rate)
-    if result.inbound is None and result.outbound is None:
-        return None
-    return result
-
-
-def _parse_rate(el: Element, path: str) -> BandwidthRate:
-    values = {
-        name: _uint_attr(el, path, name, maximum=ULLONG_MAX)
-        for name in ("average", "peak", "burst", "floor")
-    }
-    if values["average"] is None and values["floor"] is None:
-        _fail(el, path, f"<{el.tag}> needs an 'average' or a 'floor' attribute")
-    if values["average"] is None and (values["peak"] is not None or values["burst"] is not None):
-        _fail(el, path, "'peak' and 'burst' require an 'average' attribute")
-    return BandwidthRate(**values)
-
-
-def parse_vlan(el: Element, path: str) -> Vlan:
-    kids = _Kids(el, path)
-    tags = kids.many("tag")
-    if not tags:
-        _fail(el, path, "<vlan> needs at least one <tag id='N'/>")
-    vlan = Vlan()
-    native_seen = False
-    for tag_el, tag_path in tags:
-        id_value = tag_el.get("id")
-        if id_value is None:
-            _fail(tag_el, tag_path, "missing required attribute 'id' in <tag>")
-        tag_id = _parse_uint(tag_el, f"{tag_path}/@id", "id", id_value, maximum=4095,
-                             what="vlan tag id")
-        mode_value = tag_el.get("nativeMode")
-        mode = None
-        if mode_value is not None:
-            mode = _enum(tag_el, f"{tag_path}/@nativeMode", "nativeMode", NativeVlanMode,
-                         mode_value, refused=(NativeVlanMode.DEFAULT,))
-            if native_seen:
-                _fail(tag_el, f"{tag_path}/@nativeMode", "duplicate native vlan setting")
-            native_seen = True
-        vlan.tags.append(VlanTag(id=tag_id, native_mode=mode))
-    trunk = el.get("trunk")
-    if trunk:
-        lowered = trunk.lower()
-        if lowered == "yes":
-            vlan.trunk = True
-        elif lowered == "no":
-            if len(vlan.tags) > 1:
-                _fail(el, f"{path}/@trunk", f"trunk='{trunk}' is invalid: more than one vlan "
-                      "tag requires trunk='yes'")
-            if native_seen:
-                _fail(el, f"{path}/@trunk", "trunk='no' is not allowed with a native vlan")
-            vlan.trunk = False
-        else:
-            _fail(el, f"{path}/@trunk", f"invalid trunk '{trunk}': expected 'yes' or 'no'")
-    return vlan
-
-
-def parse_virtualport(el: Element, path: str, require_type: bool) -> VirtualPort:
-    port = VirtualPort()
-    type_value = el.get("type")
-    if type_value is not None:
-        port.type = _enum(el, f"{path}/@type", "virtualport type", VirtualPortType, type_value,
-                          refused=(VirtualPortType.NONE,))
-    elif require_type:
-        _fail(el, path, "missing required attribute 'type' in <virtualport>")
-    params = el.find("parameters")
-    if params is not None:
-        ppath = f"{path}/parameters"
-        for name, attr, maximum in (
-            ("manager_id", "managerid", 0xFF),
-            ("type_id", "typeid", 0xFFFFFF),
-            ("type_id_version", "typeidversion", 0xFF),
-        ):
-            value = params.get(attr)
-            if value is not None:
-                setattr(port, name, _parse_c_uint(params, f"{ppath}/@{attr}", attr, value, maximum))
-        instance = params.get("instanceid")
-        if instance is not None:
-            port.instance_id = parse_uuid(params, f"{ppath}/@instanceid", instance)
-        profile = params.get("profileid")
-        if profile is not None:
-            if len(profile.encode()) > PROFILE_ID_MAX:
-                _fail(params, f"{ppath}/@profileid",
-                      f"profileid '{profile}' is too long (at most {PROFILE_ID_MAX} bytes)")
-            port.profile_id = profile or None
-        interface = params.get("interfaceid")
-        if interface is not None:
-            port.interface_id = parse_uuid(params, f"{ppath}/@interfaceid", interface)
-        _check_virtualport_extras(params, ppath, port)
-    return port
-
-
-def _check_virtualport_extras(el: Element, path: str, port: VirtualPort) -> None:
-    allowed = {
-        VirtualPortType.QBG: ("manager_id", "type_id", "type_id_version", "instance_id"),
-        VirtualPortType.QBH: ("profile_id",),
-        VirtualPortType.OPENVSWITCH: ("profile_id", "interface_id"),
-    }
-    if port.type not in allowed:
-        return
-    attr_names = {
-        "manager_id": "managerid", "type_id": "typeid", "type_id_version": "typeidversion",
-        "instance_id": "instanceid", "profile_id": "profileid", "interface_id": "interfaceid",
-    }
-    for field_name, attr in attr_names.items():
-        if getattr(port, field_name) is not None and field_name not in allowed[port.type]:
-            _fail(el, f"{path}/@{attr}",
-                  f"'{attr}' is not supported in <virtualport type='{port.type.value}'>")
-
-
-# --- dhcp -------------------------------------------------------------------------------
-
-
-def _parse_lease(el: Element, path: str) -> Lease:
-    expiry_value = el.get("expiry")
-    if expiry_value is None:
-        _fail(el, path, "missing required attribute 'expiry' in <lease>")
-    expiry = _parse_uint(el, f"{path}/@expiry", "expiry", expiry_value, maximum=ULLONG_MAX,
-                         what="lease expiry")
-    unit = None
-    unit_value = el.get("unit")
-    if unit_value is not None:
-        unit = _enum(el, f"{path}/@unit", "lease unit", LeaseUnit, unit_value)
-    if expiry > 0:
-        # dnsmasq's minimum lease time is two minutes.
-        if (unit is LeaseUnit.SECONDS and expiry < 120) or (
-            unit in (None, LeaseUnit.MINUTES) and expiry < 2
-        ):
-            _fail(el, f"{path}/@expiry",
-                  f"lease expiry '{expiry_value}' is shorter than the 2 minute minimum")
-    return Lease(expiry=expiry, unit=unit)
-
-
-def _optional_lease(el: Element, path: str) -> Lease | None:
-    kids = _Kids(el, path)
-    found = kids.one("lease")
-    return _parse_lease(*found) if found else None
-
-
-def parse_dhcp_range(el: Element, path: str) -> DhcpRange:
-    """<range start end> with an optional <lease>. Whether the range lies inside its
-    subnet is checked by virtnet.spec.validate."""
-    start_value = _required(el, path, "start")
-    start = _ip(el, f"{path}/@start", "start", start_value)
-    end_value = _required(el, path, "end")
-    end = _ip(el, f"{path}/@end", "end", end_value)
-    if start.version != end.version:
-        _fail(el, path, f"range start '{start_value}' and end '{end_value}' are of different "
-              "address families")
-    if int(start) > int(end):
-        _fail(el, path, f"reversed range: start '{start_value}' is after end '{end_value}'")
-    return DhcpRange(start=start, end=end, lease=_optional_lease(el, path))
-
-
-def parse_dhcp_host(el: Element, path: str, ipv6: bool, partial: bool = False) -> DhcpHost:
-    """<host mac id name ip> inside <dhcp>. ``ipv6`` says whether the enclosing <ip> is IPv6
-    (a MAC is then refused). ``partial`` accepts the incomplete form net-update uses to
-    find an entry (any one of mac, name or ip)."""
-    host = DhcpHost()
-    mac = el.get("mac")
-    if mac is not None:
-        if ipv6:
-            _fail(el, f"{path}/@mac", f"a MAC address ('{mac}') is not allowed in an IPv6 "
-                  "static host definition; use 'id' or 'name'")
-        parse_mac(el, f"{path}/@mac", mac)
-        # libvirt keeps the host MAC as written (it reaches dnsmasq and the formatter as is)
-        host.mac = mac
-    host_id = el.get("id")
-    if host_id is not None:
-        bad = next((c for c in host_id if c not in DHCP_ID_CHARS), None)
-        if bad is not None or host_id == "":
-            _fail(el, f"{path}/@id", f"invalid DHCP client id '{host_id}': only hex digits and "
-                  "':' are allowed")
-        host.id = host_id
-    name = el.get("name")
-    if name is not None:
-        if not name or not (name[0].isascii() and name[0].isalnum()):
-            _fail(el, f"{path}/@name", f"invalid host name '{name}': it must start with a "
-                  "letter or digit")
-        host.name = name
-    ip_value = el.get("ip")
-    if ip_value is not None:
-        host.ip = _ip(el, f"{path}/@ip", "ip", ip_value)
-    if partial:
-        if host.mac is None and host.name is None and host.ip is None:
-            _fail(el, path, "a static host needs at least one of 'mac', 'name' or 'ip'")
-    else:
-        if ipv6:
-            if host.id is None and host.name is None:
-                _fail(el, path, "a static host in an IPv6 network needs an 'id' or a 'name'")
-        elif host.mac is None and host.name is None:
-            _fail(el, path, "a static host in an IPv4 network needs a 'mac' or a 'name'")
-        if host.ip is None:
-            _fail(el, path, "missing required attribute 'ip' in static host definition")
-    host.lease = _optional_lease(el, path)
-    return host
-
-
-def _parse_dhcp(el: Element, path: str, ip: IpDef, ipv6: bool) -> None:
-    kids = _Kids(el, path)
-    for child, child_path in kids.many("range"):
-        ip.ranges.append(parse_dhcp_range(child, child_path))
-    for child, child_path in kids.many("host"):
-        ip.hosts.append(parse_dhcp_host(child, child_path, ipv6))
-    found = kids.one("bootp")
-    if found is not None:
-        bootp_el, bootp_path = found
-        if ipv6:
-            _fail(bootp_el, bootp_path, "<bootp> is only supported in an IPv4 <ip>")
-        file_value = _required(bootp_el, bootp_path, "file")
-        server = None
-        server_value = bootp_el.get("server")
-        if server_value is not None:
-            server = _ipv4(bootp_el, f"{bootp_path}/@server", "server", server_value)
-        ip.bootp = Bootp(file=file_value, server=server)
-
-
-# --- ip, routes -------------------------------------------------------------------------
-
-
-def parse_ip(el: Element, path: str) -> IpDef:
-    """<ip family address netmask prefix localPtr> with <tftp> and <dhcp>."""
-    ip = IpDef()
-    kids = _Kids(el, path)
-    family = el.get("family") or None
-    if family is not None and family not in ("ipv4", "ipv6"):
-        _fail(el, f"{path}/@family", f"unknown family '{family}': expected 'ipv4' or 'ipv6'")
-    ip.family = family
-    address_value = el.get("address") or None
-    if address_value is None:
-        _fail(el, path, "missing required attribute 'address' in <ip>")
-    ip.address = _ip(el, f"{path}/@address", "address", address_value)
-    netmask_value = el.get("netmask") or None
-    prefix = _uint_attr(el, path, "prefix")
-    ip.local_ptr = _yes_no(el, path, "localPtr")
-    if family == "ipv6":
-        if ip.address.version != 6:
-            _fail(el, f"{path}/@address", f"family 'ipv6' given for non-IPv6 address "
-                  f"'{address_value}'")
-        if netmask_value is not None:
-            _fail(el, f"{path}/@netmask", f"netmask '{netmask_value}' is not allowed for IPv6 "
-                  "address; use 'prefix'")
-        if prefix is not None and prefix > 128:
-            _fail(el, f"{path}/@prefix", f"IPv6 prefix '{prefix}' out of range 0..128")
-    else:
-        if ip.address.version != 4:
-            _fail(el, f"{path}/@address",
-                  f"{'family ipv4' if family else 'no family'} given for non-IPv4 address "
-                  f"'{address_value}' (add family='ipv6')")
-        if netmask_value is not None:
-            ip.netmask = _netmask(el, f"{path}/@netmask", netmask_value)
-            if prefix:
-                _fail(el, path, "an <ip> cannot have both a 'prefix' and a 'netmask'")
-        elif prefix is not None and prefix > 32:
-            _fail(el, f"{path}/@prefix", f"IPv4 prefix '{prefix}' out of range 0..32")
-    # libvirt treats prefix 0 as "not given" (classful default for IPv4, 64 for IPv6)
-    ip.prefix = prefix or None
-    ipv6 = ip.address.version == 6
-    found = kids.one("tftp")
-    if found is not None:
-        tftp_el, tftp_path = found
-        if ipv6:
-            _fail(tftp_el, tftp_path, "<tftp> is only supported in an IPv4 <ip>")
-        ip.tftp_root = _required(tftp_el, tftp_path, "root")
-    found = kids.one("dhcp")
-    if found is not None:
-        _parse_dhcp(found[0], found[1], ip, ipv6)
-    return ip
-
-
-def parse_route(el: Element, path: str) -> Route:
-    """<route family address netmask|prefix gateway metric>: the address must be the network
-    address of the route. Whether the gateway is reachable is checked by virtnet.spec.validate."""
-    route = Route()
-    family = el.get("family")
-    if family is not None and family not in ("ipv4", "ipv6"):
-        _fail(el, f"{path}/@family", f"unknown family '{family}': expected 'ipv4' or 'ipv6'")
-    route.family = family
-    route.prefix = _uint_attr(el, path, "prefix")
-    route.metric = _uint_attr(el, path, "metric", minimum=1)
-    address_value = _required(el, path, "address")
-    gateway_value = _required(el, path, "gateway")
-    route.address = _ip(el, f"{path}/@address", "address", address_value)
-    route.gateway = _ip(el, f"{path}/@gateway", "gateway", gateway_value)
-    netmask_value = el.get("netmask")
-    want = 6 if family == "ipv6" else 4
-    if route.address.version != want:
-        _fail(el, f"{path}/@address", f"route address '{address_value}' is not IPv{want}"
-              + ("" if family else " (add family='ipv6')"))
-    if route.gateway.version != want:
-        _fail(el, f"{path}/@gateway", f"route gateway '{gateway_value}' is not IPv{want}")
-    if want == 6:
-        if netmask_value is not None:
-            _fail(el, f"{path}/@netmask", "netmask is not allowed for an IPv6 route; use "
-                  "'prefix'")
-        if route.prefix is not None and route.prefix > 128:
-            _fail(el, f"{path}/@prefix", f"route prefix '{route.prefix}' out of range 0..128")
-    else:
-        if netmask_value is not None:
-            route.netmask = _netmask(el, f"{path}/@netmask", netmask_value)
-            if route.prefix is not None:
-                _fail(el, path, "a <route> cannot have both a 'prefix' and a 'netmask'")
-        if route.prefix is not None and route.prefix > 32:
-            _fail(el, f"{path}/@prefix", f"route prefix '{route.prefix}' out of range 0..32")
-    bits = 128 if want == 6 else 32
-    if route.netmask is not None:
-        prefix_len = bits - (~int(route.netmask) & 0xFFFFFFFF).bit_length()
-    else:
-        # as libvirt: no prefix and no netmask means prefix 0
-        prefix_len = route.prefix or 0
-    host_bits = (1 << (bits - prefix_len)) - 1
-    if int(route.address) & host_bits:
-        network_address = type(route.address)(int(route.address) & ~host_bits & (2**bits - 1))
-        _fail(el, f"{path}/@address", f"route address '{address_value}' is not a network "
-              f"address for prefix {prefix_len} (did you mean '{network_address}'?)")
-    return route
-
-
-# --- dns --------------------------------------------------------------------------------
-
-
-def parse_dns_host(el: Element, path: str, partial: bool = False) -> DnsHost:
-    """<host ip><hostname>...</hostname></host> inside <dns>."""
-    ip_value = el.get("ip")
-    if ip_value is None and not partial:
-        _fail(el, path, "missing required attribute 'ip' in DNS <host>")
-    ip = _ip(el, f"{path}/@ip", "ip", ip_value) if ip_value is not None else None
-    kids = _Kids(el, path)
-    names: list[str] = []
-    for child, child_path in kids.many("hostname"):
-        if len(child) == 0 and child.text is None:
-            continue  # an empty <hostname/> is skipped, as libvirt does
-        name = _text(child)
-        if not name:
-            _fail(child, child_path, "empty <hostname> in DNS <host>")
-        names.append(name)
-    if not names and not partial:
-        _fail(el, path, "DNS <host> needs at least one <hostname>")
-    if ip is None and not names:
-        _fail(el, path, "DNS <host> needs an 'ip' or a <hostname>")
-    # Only a partial host (net-update's search form) may lack the ip: it is None then.
-    return DnsHost(ip=ip, hostnames=names)  # type: ignore[arg-type]
-
-
-def parse_dns_txt(el: Element, path: str, partial: bool = False) -> DnsTxt:
-    name = el.get("name")
-    if name is None:
-        _fail(el, path, "missing required attribute 'name' in DNS <txt>")
-    bad = next((c for c in name if c in " ,"), None)
-    if bad is not None:
-        _fail(el, f"{path}/@name", f"DNS TXT record name '{name}' contains the prohibited "
-              f"character '{bad}'")
-    value = el.get("value")
-    if value is None:
-        if not partial:
-            _fail(el, path, f"missing required attribute 'value' in DNS <txt> '{name}'")
-        value = ""
-    return DnsTxt(name=name, value=value)
-
-
-def parse_dns_srv(el: Element, path: str, partial: bool = False) -> DnsSrv:
-    srv = DnsSrv()
-    service = el.get("service")
-    if service is None and not partial:
-        _fail(el, path, "missing required attribute 'service' in DNS <srv>")
-    if service is not None:
-        if len(service.encode()) > SRV_SERVICE_MAX:
-            _fail(el, f"{path}/@service", f"service '{service[:40]}...' is too long (at most "
-                  f"{SRV_SERVICE_MAX} bytes)")
-        bad = next((c for c in service if c not in SRV_SERVICE_CHARS), None)
-        if bad is not None:
-            _fail(el, f"{path}/@service", f"invalid character '{bad}' in SRV service "
-                  f"'{service}'")
-    srv.service = service
-    protocol = el.get("protocol")
-    if protocol is None and not partial:
-        _fail(el, path, "missing required attribute 'protocol' in DNS <srv>")
-    if protocol is not None:
-        bad = next((c for c in protocol if c not in SRV_PROTOCOL_CHARS), None)
-        if bad is not None:
-            _fail(el, f"{path}/@protocol", f"invalid character '{bad}' in SRV protocol "
-                  f"'{protocol}'")
-    srv.protocol = protocol
-    srv.domain = el.get("domain")
-    srv.target = el.get("target")
-    for name, minimum in (("port", 1), ("priority", 0), ("weight", 0)):
-        value = _uint_attr(el, path, name, minimum=minimum, maximum=65535, empty_is_absent=True)
-        if value is not None and srv.target is None:
-            _fail(el, f"{path}/@{name}", f"SRV '{name}' is not allowed without 'target'")
-        setattr(srv, name, value)
-    return srv
-
-
-def _parse_forwarder(el: Element, path: str) -> DnsForwarder:
-    forwarder = DnsForwarder()
-    addr = el.get("addr")
-    if addr is not None:
-        forwarder.addr = _ip(el, f"{path}/@addr", "addr", addr)
-    forwarder.domain = el.get("domain")
-    forwarder.port = _uint_attr(el, path, "port", minimum=1, maximum=65535)
-    if forwarder.addr is None and forwarder.domain is None:
-        _fail(el, path, "a DNS <forwarder> needs an 'addr' or a 'domain'")
-    if forwarder.port is not None and forwarder.addr is None:
-        _fail(el, f"{path}/@port", "a forwarder 'port' needs an 'addr'")
-    return forwarder
-
-
-def _parse_dns(el: Element, path: str) -> Dns:
-    kids = _Kids(el, path)
-    dns = Dns(
-        enable=_yes_no(el, path, "enable"),
-        forward_plain_names=_yes_no(el, path, "forwardPlainNames"),
-    )
-    dns.forwarders = [_parse_forwarder(c, p) for c, p in kids.many("forwarder")]
-    dns.hosts = [parse_dns_host(c, p) for c, p in kids.many("host")]
-    dns.srvs = [parse_dns_srv(c, p) for c, p in kids.many("srv")]
-    dns.txts = [parse_dns_txt(c, p) for c, p in kids.many("txt")]
-    if dns.enable is False and (dns.forwarders or dns.hosts or dns.srvs or dns.txts):
-        # libvirt refuses records in a disabled DNS: nothing would serve them
-        _fail(el, f"{path}/@enable", "enable='no' but <dns> also has forwarders or records; "
-              "remove them or enable DNS")
-    return dns
-
-
-# --- forward ----------------------------------------------------------------------------
-
-
-def parse_forward_interface(el: Element, path: str) -> ForwardInterface:
-    dev = el.get("dev")
-    if not dev:
-        _fail(el, path, "missing required attribute 'dev' in <forward> <interface>")
-    return ForwardInterface(dev=dev)
-
-
-def _parse_pci_address(el: Element, path: str) -> PciAddress:
-    type_value = el.get("type")
-    if type_value is None:
-        _fail(el, path, "missing required attribute 'type' in <forward> <address>")
-    if type_value != "pci":
-        _fail(el, f"{path}/@type", f"unsupported address type '{type_value}': only 'pci' is "
-              "supported")
-    fields = {}
-    for name, maximum in (("domain", UINT_MAX), ("bus", 0xFF), ("slot", 0x1F), ("function", 7)):
-        value = el.get(name)
-        fields[name] = (
-            _parse_c_uint(el, f"{path}/@{name}", name, value, maximum) if value is not None else 0
-        )
-    address = PciAddress(**fields)
-    if not (address.domain or address.bus or address.slot):
-        _fail(el, path, "invalid PCI address 0000:00:00: at least one of domain, bus or slot "
-              "must be non-zero")
-    return address
-
-
-def _parse_nat(el: Element, path: str) -> NatRange:
-    nat = NatRange(ipv6=_yes_no(el, path, "ipv6"))
-    kids = _Kids(el, path)
-    found = kids.one("address")
-    if found is not None:
-        addr_el, addr_path = found
-        start = addr_el.get("start")
-        end = addr_el.get("end")
-        if start is None:
-            _fail(addr_el, addr_path, "missing required attribute 'start' in <nat> <address>")
-        if end is None:
-            _fail(addr_el, addr_path, "missing required attribute 'end' in <nat> <address>")
-        nat.address_start = _ipv4(addr_el, f"{addr_path}/@start", "start", start)
-        nat.address_end = _ipv4(addr_el, f"{addr_path}/@end", "end", end)
-        if int(nat.address_start) > int(nat.address_end):
-            _fail(addr_el, addr_path, f"NAT address start '{start}' is after its end '{end}'")
-    found = kids.one("port")
-    if found is not None:
-        port_el, port_path = found
-        start = port_el.get("start") or None
-        end = port_el.get("end") or None
-        if start is None:
-            _fail(port_el, port_path, "missing required attribute 'start' in <nat> <port>")
-        if end is None:
-            _fail(port_el, port_path, "missing required attribute 'end' in <nat> <port>")
-        nat.port_start = _parse_uint(port_el, f"{port_path}/@start", "start", start,
-                                     maximum=65535, what="NAT port start")
-        nat.port_end = _parse_uint(port_el, f"{port_path}/@end", "end", end, maximum=65535,
-                                   what="NAT port end")
-        if nat.port_end < nat.port_start:
-            _fail(port_el, port_path, f"NAT port end '{end}' is below its start '{start}'")
-    return nat
-
-
-def _parse_forward(el: Element, path: str) -> Forward | None:
-    mode_value = el.get("mode") or None
-    mode = ForwardMode.NAT
-    if mode_value is not None:
-        mode = _enum(el, f"{path}/@mode", "forward mode", ForwardMode, mode_value)
-    forward = Forward(mode=mode)
-    kids = _Kids(el, path)
-    forward.managed = bool(_yes_no_anycase(el, path, "managed"))
-    driver = kids.one("driver")
-    if driver is not None:
-        name = driver[0].get("name") or None
-        if name is not None:
-            forward.driver = _enum(driver[0], f"{driver[1]}/@name", "forward driver name",
-                                   ForwardDriverName, name, refused=(ForwardDriverName.DEFAULT,))
-    interfaces = kids.many("interface")
-    addresses = kids.many("address")
-    pfs = kids.many("pf")
-    found = kids.one("nat")
-    if found is not None:
-        if mode is not ForwardMode.NAT:
-            _fail(found[0], found[1], f"<nat> is only allowed with forward mode='nat', not "
-                  f"'{mode.value}'")
-        forward.nat = _parse_nat(*found)
-    dev = el.get("dev") or None
-    if dev is not None and (addresses or pfs):
-        _fail(el, f"{path}/@dev", f"forward dev='{dev}' cannot be combined with <address> or "
-              "<pf> elements")
-    if addresses and interfaces:
-        _fail(addresses[0][0], addresses[0][1], "<forward> cannot list both <interface> and "
-              "<address> elements")
-    if len(pfs) > 1:
-        _fail(pfs[1][0], pfs[1][1], "only one <pf> element is allowed in <forward>")
-    forward.dev = dev
-    if dev is not None:
-        forward.interfaces.append(ForwardInterface(dev=dev))
-    for index, (child, child_path) in enumerate(interfaces):
-        interface = parse_forward_interface(child, child_path)
-        if index == 0 and dev is not None:
-            # <forward dev='x'> names the first pool interface; if listed it must match
-            if interface.dev != dev:
-                _fail(child, f"{child_path}/@dev", f"<forward dev='{dev}'> must match the "
-                      f"first <interface dev='{interface.dev}'/>")
-            continue
-        forward.interfaces.append(interface)
-    forward.addresses = [_parse_pci_address(c, p) for c, p in addresses]
-    for child, child_path in pfs:
-        pf_dev = child.get("dev")
-        if not pf_dev:
-            _fail(child, child_path, "missing required attribute 'dev' in <pf>")
-        forward.pfs.append(ForwardPf(dev=pf_dev))
-    if mode is ForwardMode.NONE:
-        return None  # an explicit mode='none' is the isolated network; libvirt never shows it
-    return forward
-
-
-# --- portgroup, bridge, network ---------------------------------------------------------
-
-
-def parse_portgroup(el: Element, path: str) -> PortGroup:
-    name = el.get("name") or None
-    if name is None:
-        _fail(el, path, "missing required attribute 'name' in <portgroup>")
-    problem = portgroup_name_problem(name)
-    if problem is not None:  # read back from a file, the attribute would not be the same
-        _fail(el, f"{path}/@name", problem)
-    group = PortGroup(name=name)
-    group.default = bool(_yes_no_anycase(el, path, "default"))
-    group.trust_guest_rx_filters = _yes_no(el, path, "trustGuestRxFilters")
-    kids = _Kids(el, path)
-    found = kids.one("virtualport")
-    if found is not None:
-        group.virtualport = parse_virtualport(*found, require_type=False)
-    found = kids.one("bandwidth")
-    if found is not None:
-        group.bandwidth = parse_bandwidth(*found, allow_floor=False)
-    found = kids.one("vlan")
-    if found is not None:
-        group.vlan = parse_vlan(*found)
-    return group
-
-
-def _parse_bridge(el: Element, path: str) -> Bridge:
-    bridge = Bridge(name=el.get("name") or None, zone=el.get("zone") or None)
-    stp = el.get("stp") or None
-    if stp is not None:
-        if stp not in ("on", "off"):
-            _fail(el, f"{path}/@stp", f"invalid stp '{stp}': expected 'on' or 'off'")
-        bridge.stp = stp == "on"
-    delay = el.get("delay") or None
-    if delay is not None:
-        bridge.delay = _parse_uint(el, f"{path}/@delay", "delay", delay, maximum=2**63 - 1,
-                                   what="bridge delay")
-    manager = el.get("macTableManager") or None
-    if manager is not None:
-        bridge.mac_table_manager = _enum(el, f"{path}/@macTableManager", "macTableManager",
-                                         MacTableManager, manager,
-                                         refused=(MacTableManager.DEFAULT,))
-    return bridge
+from virtnet.spec.xml.parse_ip import parse_ip, parse_route
 
 
 def _parse_domain(el: Element, path: str) -> Domain:
     name = el.get("name")
     if not name:
-        _fail(el, path, "missing required attribute 'name' in <domain>")
+        fail(el, path, "missing required attribute 'name' in <domain>")
     return Domain(
         name=name,
-        local_only=_yes_no(el, path, "localOnly"),
-        register=_yes_no(el, path, "register"),
+        local_only=yes_no(el, path, "localOnly"),
+        register=yes_no(el, path, "register"),
     )
 
 
-def _simple_text(kids: _Kids, name: str) -> tuple[str, Element] | None:
+def _simple_text(kids: Kids, name: str) -> tuple[str, Element] | None:
     found = kids.one(name)
     if found is None:
         return None
     el = found[0]
     if any(isinstance(child.tag, str) for child in el):
-        _fail(el, found[1], f"<{name}> must contain only text")
-    return _text(el), el
+        fail(el, found[1], f"<{name}> must contain only text")
+    return element_text(el), el
 
 
 def _parse_metadata(el: Element) -> str:
@@ -941,15 +83,15 @@ def _parse_metadata(el: Element) -> str:
     return dump_metadata(el, level=0)
 
 
-def _parse_dnsmasq_options(kids: _Kids) -> list[str]:
+def _parse_dnsmasq_options(kids: Kids) -> list[str]:
     options: list[str] = []
     ns = "{" + DNSMASQ_NAMESPACE + "}"
     for group_index, group in enumerate(kids.by_tag.get(ns + "options", ()), start=1):
         for index, option in enumerate(group.iterchildren(ns + "option"), start=1):
             value = option.get("value")
             if value is None:
-                _fail(option, f"/network/dnsmasq:options[{group_index}]/dnsmasq:option[{index}]",
-                      "missing required attribute 'value' in <dnsmasq:option>")
+                fail(option, f"/network/dnsmasq:options[{group_index}]/dnsmasq:option[{index}]",
+                     "missing required attribute 'value' in <dnsmasq:option>")
             options.append(value)
     return options
 
@@ -973,15 +115,15 @@ def network_from_tree(root: Element, source: str | None = None) -> Network:
 def _parse_network_element(root: Element) -> Network:
     path = "/network"
     if root.tag != "network":
-        _fail(root, "/" + str(root.tag), f"root element must be <network>, not <{root.tag}>")
-    kids = _Kids(root, path)
+        fail(root, "/" + str(root.tag), f"root element must be <network>, not <{root.tag}>")
+    kids = Kids(root, path)
     found = _simple_text(kids, "name")
     if found is None or not found[0]:
-        _fail(found[1] if found else root, f"{path}/name", "missing network <name>")
+        fail(found[1] if found else root, f"{path}/name", "missing network <name>")
     name, name_el = found
     problem = network_name_problem(name)  # it becomes file names (virtnet.ids)
     if problem is not None:
-        _fail(name_el, f"{path}/name", problem)
+        fail(name_el, f"{path}/name", problem)
     net = Network(name=name)
     found = _simple_text(kids, "uuid")
     if found is not None and found[0]:
@@ -990,22 +132,22 @@ def _parse_network_element(root: Element) -> Network:
     if found is not None:
         # a carriage return is read back as a newline (XML's end-of-line handling)
         if "\n" in found[0] or "\r" in found[0]:
-            _fail(found[1], f"{path}/title", "Network title can't contain newlines")
+            fail(found[1], f"{path}/title", "Network title can't contain newlines")
         net.title = found[0]
     found = _simple_text(kids, "description")
     if found is not None:
         # lines are fine; a carriage return would be read back as a newline
         bad = control_char(found[0], allowed="\n\t")
         if bad is not None:
-            _fail(found[1], f"{path}/description",
-                  f"invalid char in description: {show_char(bad)}")
+            fail(found[1], f"{path}/description",
+                 f"invalid char in description: {show_char(bad)}")
         net.description = found[0]
     ipv6 = root.get("ipv6") or None
     if ipv6 is not None:
         if ipv6 not in ("yes", "no"):
-            _fail(root, f"{path}/@ipv6", f"invalid ipv6 '{ipv6}': expected 'yes' or 'no'")
+            fail(root, f"{path}/@ipv6", f"invalid ipv6 '{ipv6}': expected 'yes' or 'no'")
         net.ipv6 = ipv6 == "yes"
-    net.trust_guest_rx_filters = _yes_no(root, path, "trustGuestRxFilters")
+    net.trust_guest_rx_filters = yes_no(root, path, "trustGuestRxFilters")
 
     found = kids.one("domain")
     if found is not None:
@@ -1018,10 +160,10 @@ def _parse_network_element(root: Element) -> Network:
         net.vlan = parse_vlan(*found)
     found = kids.one("port")
     if found is not None:
-        net.port_isolated = _yes_no(found[0], found[1], "isolated")
+        net.port_isolated = yes_no(found[0], found[1], "isolated")
     found = kids.one("bridge")
     if found is not None:
-        net.bridge = _parse_bridge(*found)
+        net.bridge = parse_bridge(*found)
     found = kids.one("mac")
     if found is not None:
         mac = found[0].get("address") or None
@@ -1031,10 +173,10 @@ def _parse_network_element(root: Element) -> Network:
     if found is not None:
         size = found[0].get("size") or None
         if size is not None:
-            net.mtu = _parse_uint(found[0], f"{found[1]}/@size", "size", size, what="mtu size")
+            net.mtu = parse_uint(found[0], f"{found[1]}/@size", "size", size, what="mtu size")
     found = kids.one("dns")
     if found is not None:
-        net.dns = _parse_dns(*found)
+        net.dns = parse_dns(*found)
     found = kids.one("virtualport")
     if found is not None:
         net.virtualport = parse_virtualport(*found, require_type=True)
@@ -1043,7 +185,7 @@ def _parse_network_element(root: Element) -> Network:
     net.routes = [parse_route(c, p) for c, p in kids.many("route")]
     found = kids.one("forward")
     if found is not None:
-        net.forward = _parse_forward(*found)
+        net.forward = parse_forward(*found)
     found = kids.one("metadata")
     if found is not None:
         net.metadata = _parse_metadata(found[0])
@@ -1057,18 +199,4 @@ __all__ = [
     "network_from_tree",
     "parse_document",
     "parse_fragment",
-    "parse_dhcp_host",
-    "parse_dhcp_range",
-    "parse_dns_host",
-    "parse_dns_txt",
-    "parse_dns_srv",
-    "parse_forward_interface",
-    "parse_portgroup",
-    "parse_ip",
-    "parse_route",
-    "parse_bandwidth",
-    "parse_vlan",
-    "parse_virtualport",
-    "parse_mac",
-    "parse_uuid",
 ]

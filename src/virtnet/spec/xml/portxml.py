@@ -24,13 +24,8 @@ from virtnet.spec.xml.format import (
     format_virtualport,
     format_vlan,
 )
-from virtnet.spec.xml.parse import (
-    parse_bandwidth,
-    parse_mac,
-    parse_uuid,
-    parse_virtualport,
-    parse_vlan,
-)
+from virtnet.spec.xml.parse_common import parse_mac, parse_uuid
+from virtnet.spec.xml.parse_forward import parse_bandwidth, parse_virtualport, parse_vlan
 
 UINT_MAX = 2**32 - 1
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from virtnet.errors import VirtnetError
 from virtnet.spec.model import DNSMASQ_NAMESPACE
 from virtnet.spec.xml.document import Element, parse_document
-from virtnet.spec.xml.parse import REPEATED_ELEMENTS
+from virtnet.spec.xml.parse_common import REPEATED_ELEMENTS
 
 _DNSMASQ = "{" + DNSMASQ_NAMESPACE + "}"
 
