@@ -54,7 +54,7 @@ from virtnet.spec.update_request import (
     UpdateCommand,
     UpdateSection,
 )
-from virtnet.spec.validate import libvirt_prefix
+from virtnet.spec.validate_base import libvirt_prefix
 from virtnet.spec.xml import parse as xml_parse
 
 # The request types live in update_request; they stay importable from here.

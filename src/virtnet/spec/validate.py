@@ -27,7 +27,6 @@ without an <ip>, a DNS forwarder port, <domain register>.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Literal
 
 from virtnet.errors import Problem, ValidationError
@@ -53,8 +52,18 @@ from virtnet.spec.model import (
     Vlan,
     family_of,
 )
+from virtnet.spec.validate_base import (
+    UUID_RE,
+    control_char,
+    describe,
+    ifname_problem,
+    ip_subnet,
+    ip_version,
+    libvirt_prefix,
+    mac_problem,
+    unsafe_char,
+)
 
-IFNAMSIZ = 16  # the kernel's limit including the terminating NUL: names have at most 15 bytes
 MAX_VLAN_ID = 4095
 SRV_SERVICE_MAX = 512 - 30  # RFC 2782 record limit minus the SRV overhead, as libvirt
 SRV_SERVICE_CHARS = frozenset(
@@ -66,9 +75,6 @@ SRV_PROTOCOL_CHARS = frozenset(
 DHCP_ID_CHARS = frozenset("0123456789abcdefABCDEF:")
 PROFILE_ID_MAX = 39  # IFLA_VF_PORT_PROFILE_MAX (40) minus the NUL
 MIN_LEASE_SECONDS = 120  # dnsmasq's minimum lease time
-
-_MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}\Z")
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 
 
 def validate(net: Network, *, stage: Literal["parse", "define"] = "define") -> list[Problem]:
@@ -92,92 +98,6 @@ def check(net: Network, source: str | None = None) -> None:
     problems = validate(net)
     if problems:
         raise ValidationError(problems, source=source)
-
-
-# --- value helpers ----------------------------------------------------------------------
-
-
-def _describe(char: str) -> str:
-    if char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F:
-        return f"the control or space character {char!r}"
-    return f"'{char}'"
-
-
-def _unsafe_char(text: str, forbidden: str = "", no_space: bool = False) -> str | None:
-    """The first character of ``text`` that is a control character, whitespace (if
-    ``no_space``) or one of ``forbidden``."""
-    for char in text:
-        if ord(char) < 0x20 or ord(char) == 0x7F:
-            return char
-        if no_space and char.isspace():
-            return char
-        if char in forbidden:
-            return char
-    return None
-
-
-def _control_char(text: str) -> str | None:
-    """The first control character in ``text`` (a newline would start a new dnsmasq option)."""
-    return _unsafe_char(text)
-
-
-def ifname_problem(name: str) -> str | None:
-    """Why the kernel would refuse ``name`` as a network interface name, or None."""
-    if name == "":
-        return "is empty"
-    if len(name.encode()) >= IFNAMSIZ:
-        return f"is longer than {IFNAMSIZ - 1} bytes"
-    if name in (".", ".."):
-        return "is reserved"
-    for char in name:
-        if char in "/:" or char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F:
-            return f"contains {_describe(char)}"
-    return None
-
-
-def mac_problem(mac: str) -> str | None:
-    """Why ``mac`` is not a valid unicast MAC address (as libvirt reads one), or None."""
-    if not _MAC_RE.match(mac.rstrip()):
-        return "is not a MAC address (six hex octets like 52:54:00:12:34:56)"
-    if int(mac.split(":")[0], 16) & 1:
-        return "is a multicast address; a unicast address is required"
-    return None
-
-
-def libvirt_prefix(ip: IpDef) -> int | None:
-    """The prefix length libvirt uses for an <ip>: prefix, else netmask, else the classful
-    default (IPv4) or 64 (IPv6); None when none can be derived (class D/E, bad netmask)."""
-    if ip.prefix:
-        return ip.prefix
-    if ip.netmask is not None:
-        bits = int(ip.netmask)
-        inverted = ~bits & 0xFFFFFFFF
-        if inverted & (inverted + 1):
-            return None
-        return 32 - inverted.bit_length()
-    if isinstance(ip.address, ipaddress.IPv4Address):
-        if int(ip.address) == 0:
-            return 0
-        return IpDef(address=ip.address).effective_prefix
-    if isinstance(ip.address, ipaddress.IPv6Address):
-        return 0 if int(ip.address) == 0 else 64
-    return None
-
-
-def _subnet(ip: IpDef) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    prefix = libvirt_prefix(ip)
-    if ip.address is None or prefix is None:
-        return None
-    maximum = 32 if ip.address.version == 4 else 128
-    if prefix > maximum:
-        return None
-    return ipaddress.ip_network(f"{ip.address}/{prefix}", strict=False)
-
-
-def _ip_version(ip: IpDef) -> int:
-    if ip.address is not None:
-        return ip.address.version
-    return 6 if ip.family == "ipv6" else 4
 
 
 # --- the checker ------------------------------------------------------------------------
@@ -230,7 +150,7 @@ class _Checker:
             problem = network_name_problem(net.name)
             if problem is not None:
                 self.add("/network/name", net.name, problem)
-        if net.uuid is not None and not _UUID_RE.match(net.uuid):
+        if net.uuid is not None and not UUID_RE.match(net.uuid):
             self.add("/network/uuid", net.uuid,
                      f"uuid '{net.uuid}' is not of the form 8-4-4-4-12 hex digits")
         if net.title is not None and ("\n" in net.title or "\r" in net.title):
@@ -276,7 +196,7 @@ class _Checker:
                 self.add(path, bridge.zone,
                          f"bridge zone='{bridge.zone}' is only allowed with an isolated, nat, "
                          f"route or open network, not forward mode='{mode}'")
-        if bridge.zone is not None and _control_char(bridge.zone) is not None:
+        if bridge.zone is not None and control_char(bridge.zone) is not None:
             self.add(path, bridge.zone, f"bridge zone {bridge.zone!r} contains a control "
                      "character")
 
@@ -321,9 +241,9 @@ class _Checker:
             self._dns_name(path, "domain name", domain.name, forbidden=",/")
 
     def _dns_name(self, path: str, what: str, value: str, forbidden: str = ",") -> None:
-        bad = _unsafe_char(value, forbidden=forbidden, no_space=True)
+        bad = unsafe_char(value, forbidden=forbidden, no_space=True)
         if bad is not None:
-            self.add(path, value, f"{what} {value!r} contains {_describe(bad)}, which would "
+            self.add(path, value, f"{what} {value!r} contains {describe(bad)}, which would "
                      "change the meaning of dnsmasq's configuration")
 
     # --- dns ------------------------------------------------------------------------
@@ -356,14 +276,14 @@ class _Checker:
                              f"forwarder port '{forwarder.port}' needs an 'addr'")
         for index, txt in enumerate(dns.txts, start=1):
             path = f"/network/dns/txt[{index}]"
-            bad = _unsafe_char(txt.name, forbidden=" ,")
+            bad = unsafe_char(txt.name, forbidden=" ,")
             if bad is not None:
                 self.add(path, txt.name,
-                         f"DNS TXT record name {txt.name!r} contains {_describe(bad)}")
-            bad = _control_char(txt.value)
+                         f"DNS TXT record name {txt.name!r} contains {describe(bad)}")
+            bad = control_char(txt.value)
             if bad is not None:
                 self.add(path, txt.value,
-                         f"DNS TXT record value {txt.value!r} contains {_describe(bad)}")
+                         f"DNS TXT record value {txt.value!r} contains {describe(bad)}")
         for index, host in enumerate(dns.hosts, start=1):
             path = f"/network/dns/host[{index}]"
             if host.ip is None:
@@ -563,16 +483,16 @@ class _Checker:
                 self.add(params, value, f"{attr} '{value}' is outside 0..{maximum:#x}")
         for name, attr in (("instance_id", "instanceid"), ("interface_id", "interfaceid")):
             value = getattr(port, name)
-            if value is not None and not _UUID_RE.match(value):
+            if value is not None and not UUID_RE.match(value):
                 self.add(params, value, f"{attr} '{value}' is not a UUID")
         if port.profile_id is not None:
             if len(port.profile_id.encode()) > PROFILE_ID_MAX:
                 self.add(params, port.profile_id, f"profileid '{port.profile_id}' is longer "
                          f"than {PROFILE_ID_MAX} bytes")
-            bad = _control_char(port.profile_id)
+            bad = control_char(port.profile_id)
             if bad is not None:
                 self.add(params, port.profile_id,
-                         f"profileid {port.profile_id!r} contains {_describe(bad)}")
+                         f"profileid {port.profile_id!r} contains {describe(bad)}")
         allowed = {
             VirtualPortType.QBG: ("manager_id", "type_id", "type_id_version", "instance_id"),
             VirtualPortType.QBH: ("profile_id",),
@@ -606,7 +526,7 @@ class _Checker:
             path = f"/network/ip[{index}]"
             self.check_ip(ip, path)
             if ip.has_dhcp:
-                version = _ip_version(ip)
+                version = ip_version(ip)
                 if version in dhcp_seen:
                     self.add(f"{path}/dhcp", ip.address,
                              f"a second IPv{version} <ip> with <dhcp> ('{ip.address}'): DHCP is "
@@ -651,7 +571,7 @@ class _Checker:
         elif ip.netmask is None and libvirt_prefix(ip) == 0:
             self.add(path, address, f"the unspecified address '{address}' without a prefix "
                      "gives prefix 0, which is not a usable subnet")
-        subnet = _subnet(ip) if not (ip.netmask is not None and ip.prefix) else None
+        subnet = ip_subnet(ip) if not (ip.netmask is not None and ip.prefix) else None
         if address.version == 6:
             if ip.tftp_root is not None:
                 self.add(f"{path}/tftp", ip.tftp_root, f"<tftp root='{ip.tftp_root}'> is only "
@@ -661,16 +581,16 @@ class _Checker:
                          f"<bootp file='{ip.bootp.file}'> is only supported in an IPv4 <ip>")
         if ip.tftp_root is not None:
             # dnsmasq's tftp-root=DIR[,INTERFACE]
-            bad = _unsafe_char(ip.tftp_root, forbidden=",")
+            bad = unsafe_char(ip.tftp_root, forbidden=",")
             if bad is not None:
                 self.add(f"{path}/tftp", ip.tftp_root,
-                         f"tftp root {ip.tftp_root!r} contains {_describe(bad)}")
+                         f"tftp root {ip.tftp_root!r} contains {describe(bad)}")
         if ip.bootp is not None:
             # dnsmasq's dhcp-boot=FILE,,SERVER
-            bad = _unsafe_char(ip.bootp.file, forbidden=",")
+            bad = unsafe_char(ip.bootp.file, forbidden=",")
             if bad is not None:
                 self.add(f"{path}/dhcp/bootp", ip.bootp.file,
-                         f"bootp file {ip.bootp.file!r} contains {_describe(bad)}")
+                         f"bootp file {ip.bootp.file!r} contains {describe(bad)}")
             if not ip.bootp.file:
                 self.add(f"{path}/dhcp/bootp", ip.bootp.file, "bootp file is empty")
         for index, dhcp_range in enumerate(ip.ranges, start=1):
@@ -812,7 +732,7 @@ class _Checker:
                      f"address for prefix {prefix} (did you mean '{network.network_address}'?)")
         # the gateway must be directly reachable: inside the subnet of one of our <ip>s
         for ip in self.net.ips:
-            subnet = _subnet(ip) if ip.address is not None else None
+            subnet = ip_subnet(ip) if ip.address is not None else None
             if subnet is not None and subnet.version == version and route.gateway in subnet:
                 return
         self.add(path, route.gateway, f"route gateway '{route.gateway}' is not directly "
@@ -945,8 +865,8 @@ class _Checker:
 
     def check_dnsmasq_options(self) -> None:
         for index, option in enumerate(self.net.dnsmasq_options, start=1):
-            bad = _control_char(option)
+            bad = control_char(option)
             if bad is not None:
                 self.add(f"/network/dnsmasq:options/dnsmasq:option[{index}]", option,
-                         f"dnsmasq option {option!r} contains {_describe(bad)}: each option "
+                         f"dnsmasq option {option!r} contains {describe(bad)}: each option "
                          "must be one line")
