@@ -1,13 +1,18 @@
-"""The value checks of the definition rules (:mod:`virtnet.spec.validate`) that more than one
-section uses: interface names, MAC addresses, characters dnsmasq would misread, an <ip>'s prefix
-and subnet."""
+"""What every section of the definition rules shares: the value checks used by more than one
+section (interface names, MAC addresses, characters dnsmasq would misread, an <ip>'s prefix and
+subnet) and ``Scan``, the pass over one network that the sections record their problems in.
+
+The sections (:mod:`virtnet.spec.validate_forward`, :mod:`virtnet.spec.validate_ip`,
+:mod:`virtnet.spec.validate_dns`) import this module; :mod:`virtnet.spec.validate` runs them.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 
-from virtnet.spec.model import IpDef
+from virtnet.errors import Problem
+from virtnet.spec.model import IpDef, Network, NetworkFamily, family_of
 
 IFNAMSIZ = 16  # the kernel's limit including the terminating NUL: names have at most 15 bytes
 
@@ -103,3 +108,36 @@ def ip_version(ip: IpDef) -> int:
         return ip.address.version
     return 6 if ip.family == "ipv6" else 4
 
+
+# --- the pass ---------------------------------------------------------------------------
+
+
+class Scan:
+    """One validation pass over a network: the model, the facts every section reads (forward
+    mode, driver family) and the problems found so far, in the order they were found."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.mode = net.forward_mode
+        # the registry's classification (drivers.driver_for reads the same function); the
+        # definition layer never imports a driver
+        self.family = family_of(net)
+        # own bridge: addresses, dnsmasq and firewall are ours to give
+        self.own_bridge = self.family is NetworkFamily.OWN_BRIDGE
+        self.problems: list[Problem] = []
+        self.define_only: set[int] = set()  # id() of problems from define-time-only rules
+
+    def add(self, path: str, value: object, message: str, at_define: bool = False) -> None:
+        """Record a problem; ``at_define`` marks a rule libvirt applies only when defining."""
+        problem = Problem(path=path, message=message, value=None if value is None else str(value))
+        self.problems.append(problem)
+        if at_define:
+            self.define_only.add(id(problem))
+
+    def dns_name(self, path: str, what: str, value: str, forbidden: str = ",") -> None:
+        """Record a problem if ``value``, a name dnsmasq reads, holds whitespace, a control
+        character or one of ``forbidden``."""
+        bad = unsafe_char(value, forbidden=forbidden, no_space=True)
+        if bad is not None:
+            self.add(path, value, f"{what} {value!r} contains {describe(bad)}, which would "
+                     "change the meaning of dnsmasq's configuration")
