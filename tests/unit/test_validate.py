@@ -49,7 +49,8 @@ from virtnet.spec.model import (
     Vlan,
     VlanTag,
 )
-from virtnet.spec.validate import check, ifname_problem, libvirt_prefix, mac_problem, validate
+from virtnet.spec.validate import check, validate
+from virtnet.spec.validate_base import ifname_problem, libvirt_prefix, mac_problem
 from virtnet.spec.xml.parse import parse_network
 
 ip = ipaddress.ip_address

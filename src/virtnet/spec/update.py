@@ -54,7 +54,7 @@ from virtnet.spec.update_request import (
     UpdateCommand,
     UpdateSection,
 )
-from virtnet.spec.validate import libvirt_prefix
+from virtnet.spec.validate_base import libvirt_prefix
 from virtnet.spec.xml import parse as xml_parse
 from virtnet.spec.xml.parse_forward import parse_forward_interface, parse_portgroup
 from virtnet.spec.xml.parse_ip import parse_dhcp_host, parse_dhcp_range
