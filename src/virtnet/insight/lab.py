@@ -51,7 +51,9 @@ from virtnet.host.sandbox import (  # the lab's effects; re-exported, as they we
     sigterm_as_interrupt,
 )
 from virtnet.spec.model import ForwardMode, Network
-from virtnet.insight.reach import (
+from virtnet.insight.guest_dhcp import serves_dhcp
+from virtnet.insight.reach import predict
+from virtnet.insight.reach_terms import (
     HOST,
     LAN,
     UPSTREAM,
@@ -62,8 +64,6 @@ from virtnet.insight.reach import (
     guest_name,
     ipv4_network,
     pool,
-    predict,
-    serves_dhcp,
 )
 
 NS_PREFIX = "vnt-lab-"
