@@ -14,7 +14,9 @@ import shutil
 import pytest
 
 from tests.kit.labfix import apply_fix
-from virtnet.insight.lab import Lab, LabCell, LabOptions
+from virtnet.insight.lab import Lab
+from virtnet.insight.lab_layout import LabOptions
+from virtnet.insight.lab_report import LabCell
 from virtnet.insight.reach_terms import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
 from virtnet.spec.xml.parse import parse_network
 

@@ -5,10 +5,10 @@ Two parts:
   forwarding, subnets that collide with host routes, other firewalls whose forward chains drop
   traffic (any nftables table, iptables-nft included, and legacy iptables), a second DHCP server
   on a network's bridge (another dnsmasq/dhcpd process serving that interface);
-- per network: the reachability table of :func:`virtnet.insight.reach_summary.summary` with the host's facts
-  filled in (where the host's address and default route are, forwarding, blocking firewalls),
-  each "no" with its reason and, where one exists, the commands that fix it; and the guest-side
-  DHCP configuration for common guests.
+- per network: the reachability table of :func:`virtnet.insight.reach_summary.summary` with the
+  host's facts filled in (where the host's address and default route are, forwarding, blocking
+  firewalls), each "no" with its reason and, where one exists, the commands that fix it; and
+  the guest-side DHCP configuration for common guests.
 
 Reading the host (:func:`read_host_view`) is separate from judging it (:func:`diagnose`),
 which is pure, so every rule is testable with hand-made facts.
