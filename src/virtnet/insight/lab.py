@@ -24,6 +24,9 @@ reachability :mod:`virtnet.insight.reach` predicts is measured, cell by cell.
 Everything is removed at the end, even on failure or Ctrl-C (SIGINT and SIGTERM): the network
 is destroyed, processes left in the lab's namespaces are killed by pid, the namespaces (named
 ``vnt-lab-<random>-<role>``) deleted, the state directory removed.
+
+What is built (names, subnets, addresses) is decided in :mod:`virtnet.insight.lab_layout`; what
+a run finds is in :mod:`virtnet.insight.lab_report`; here are the steps that build and probe.
 """
 
 from __future__ import annotations
