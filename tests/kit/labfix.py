@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from virtnet.insight.lab import Lab, LabError
-from virtnet.insight.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
+from virtnet.insight.reach_terms import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
 
 
 def apply_fix(lab: Lab, fix: Fix) -> None:

@@ -14,8 +14,10 @@ import shutil
 import pytest
 
 from tests.kit.labfix import apply_fix
-from virtnet.insight.lab import Lab, LabCell, LabOptions
-from virtnet.insight.reach import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
+from virtnet.insight.lab import Lab
+from virtnet.insight.lab_layout import LabOptions
+from virtnet.insight.lab_report import LabCell
+from virtnet.insight.reach_terms import ON_HOST, ON_LAN_ROUTER, ON_SWITCH, Fix
 from virtnet.spec.xml.parse import parse_network
 
 pytestmark = pytest.mark.netns

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from virtnet.insight.lab import Lab, LabOptions, ns_pids
+from virtnet.insight.lab import Lab, ns_pids
+from virtnet.insight.lab_layout import LabOptions
 from virtnet.spec.model import ForwardMode
 from virtnet.spec.xml.parse import parse_network
 

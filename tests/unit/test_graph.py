@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from virtnet.insight.graph import GraphError, GuestPort, guests_of_ports, render, to_dot
-from virtnet.insight.reach import Topology
+from virtnet.insight.reach_terms import Topology
 from virtnet.spec.xml.parse import parse_network
 
 NAT = ("<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"

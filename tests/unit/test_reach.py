@@ -12,19 +12,18 @@ from dataclasses import replace
 import pytest
 
 from virtnet.spec.model import ForwardMode
-from virtnet.insight.reach import (
+from virtnet.insight.guest_dhcp import guest_dhcp_config
+from virtnet.insight.reach import answers_arp_for_others, predict
+from virtnet.insight.reach_summary import summary
+from virtnet.insight.reach_terms import (
     ON_HOST,
     ON_LAN_ROUTER,
     ON_SWITCH,
     Cell,
     Topology,
-    answers_arp_for_others,
     default_guest_uplinks,
     endpoint_names,
-    guest_dhcp_config,
-    predict,
     shim_name,
-    summary,
 )
 from virtnet.spec.xml.parse import parse_network
 

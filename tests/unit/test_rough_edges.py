@@ -24,7 +24,7 @@ from virtnet.host import HostProcess
 from virtnet.host.libvirt import shares_init_netns
 from virtnet.spec.libvirtnets import LibvirtNetwork, libvirt_bridges, libvirt_networks
 from virtnet.paths import StatePaths
-from virtnet.insight.reach import Topology
+from virtnet.insight.reach_terms import Topology
 from virtnet.spec.xml.parse import parse_network
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,7 +33,8 @@ from virtnet.insight.graph import (
     to_dot,
     write_output,
 )
-from virtnet.insight.lab import LabOptions, run_lab
+from virtnet.insight.lab import run_lab
+from virtnet.insight.lab_layout import LabOptions
 
 
 def _network_or_file(engine: Any, target: str) -> tuple[Any, Any]:

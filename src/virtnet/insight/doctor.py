@@ -5,10 +5,10 @@ Two parts:
   forwarding, subnets that collide with host routes, other firewalls whose forward chains drop
   traffic (any nftables table, iptables-nft included, and legacy iptables), a second DHCP server
   on a network's bridge (another dnsmasq/dhcpd process serving that interface);
-- per network: the reachability table of :func:`virtnet.insight.reach.summary` with the host's facts
-  filled in (where the host's address and default route are, forwarding, blocking firewalls),
-  each "no" with its reason and, where one exists, the commands that fix it; and the guest-side
-  DHCP configuration for common guests.
+- per network: the reachability table of :func:`virtnet.insight.reach_summary.summary` with the
+  host's facts filled in (where the host's address and default route are, forwarding, blocking
+  firewalls), each "no" with its reason and, where one exists, the commands that fix it; and
+  the guest-side DHCP configuration for common guests.
 
 Reading the host (:func:`read_host_view`) is separate from judging it (:func:`diagnose`),
 which is pure, so every rule is testable with hand-made facts.
@@ -28,8 +28,10 @@ from virtnet.host import Host
 from virtnet.host.libvirt import LIBVIRT_NETWORK_DIRS
 from virtnet.spec.model import ForwardMode, Network
 from virtnet.spec.libvirtnets import LibvirtNetwork, libvirt_networks
-from virtnet.insight.reach import (Row, Topology, answers_arp_for_others, guest_dhcp_config, pool,
-                           summary)
+from virtnet.insight.guest_dhcp import guest_dhcp_config
+from virtnet.insight.reach import answers_arp_for_others
+from virtnet.insight.reach_summary import Row, summary
+from virtnet.insight.reach_terms import Topology, pool
 
 if TYPE_CHECKING:
     from virtnet.service.engine import Engine

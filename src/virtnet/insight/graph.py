@@ -23,15 +23,15 @@ from virtnet.plan.drivers import driver_for
 from virtnet.errors import StorageError, VirtnetError
 from virtnet.host import Host
 from virtnet.spec.model import ForwardMode, Network
-from virtnet.insight.reach import (
+from virtnet.insight.reach import predict
+from virtnet.insight.reach_summary import summary
+from virtnet.insight.reach_terms import (
     Cell,
     Topology,
     bridge_address,
     default_guest_uplinks,
     guest_name,
     pool,
-    predict,
-    summary,
 )
 
 FONT = "DejaVu Sans"
@@ -60,7 +60,7 @@ class GraphError(VirtnetError):
 class GuestPort:
     """A guest's attachment as the picture shows it."""
 
-    name: str  # guest1.. (the endpoint names of virtnet.insight.reach)
+    name: str  # guest1.. (the endpoint names of virtnet.insight.reach_terms)
     device: str | None  # vnet0, macvtap1; None for a hypothetical guest
     mac: str | None = None
     uplink: str | None = None  # macvtap: the uplink its device is on

@@ -24,18 +24,20 @@ reachability :mod:`virtnet.insight.reach` predicts is measured, cell by cell.
 Everything is removed at the end, even on failure or Ctrl-C (SIGINT and SIGTERM): the network
 is destroyed, processes left in the lab's namespaces are killed by pid, the namespaces (named
 ``vnt-lab-<random>-<role>``) deleted, the state directory removed.
+
+What is built (names, subnets, addresses) is decided in :mod:`virtnet.insight.lab_layout`; what
+a run finds is in :mod:`virtnet.insight.lab_report`; here are the steps that build and probe.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from virtnet.paths import StatePaths
 from virtnet.plan.drivers import driver_for
 from virtnet.host import Host
 from virtnet.host.sandbox import (  # the lab's effects; re-exported, as they were here
@@ -50,8 +52,27 @@ from virtnet.host.sandbox import (  # the lab's effects; re-exported, as they we
     run_dhcp_client,
     sigterm_as_interrupt,
 )
+from virtnet.service.engine import Engine
+from virtnet.errors import PortError
+from virtnet.plan.ports import PortRequest
+from virtnet.service.ports import PortManager, port_summary
 from virtnet.spec.model import ForwardMode, Network
-from virtnet.insight.reach import (
+from virtnet.spec.xml.parse import parse_network
+from virtnet.insight.doctor import arp_flux_links, network_forward_blockers, read_ruleset
+from virtnet.insight.guest_dhcp import serves_dhcp
+from virtnet.insight.lab_layout import (
+    FIRST_GUEST_HOST,
+    PASSTHROUGH_HOST_LINK,
+    SWITCH_BRIDGE,
+    LabLayout,
+    LabOptions,
+    check_lab_definition,
+    guest_macs,
+    subnet_host,
+)
+from virtnet.insight.lab_report import LabCell, LabGuest, LabReport
+from virtnet.insight.reach import predict
+from virtnet.insight.reach_terms import (
     HOST,
     LAN,
     UPSTREAM,
@@ -60,115 +81,15 @@ from virtnet.insight.reach import (
     Topology,
     bridge_address,
     guest_name,
-    ipv4_network,
-    pool,
-    predict,
-    serves_dhcp,
 )
 
 NS_PREFIX = "vnt-lab-"
-SWITCH_BRIDGE = "lan"
-LAN_ROUTER_HOST = 100  # the LAN router's host number in the LAN subnet
-HOST_HOST = 1  # the host's
-FIRST_GUEST_HOST = 10  # guest i gets host number FIRST_GUEST_HOST + i when static
-LAN_CANDIDATES = ("10.77.0.0/24", "10.78.0.0/24", "172.30.77.0/24")
-UPSTREAM_CANDIDATES = ("198.51.100.0/24", "203.0.113.0/24")
-SCRATCH_CANDIDATES = ("172.31.99.0/24", "10.79.0.0/24")  # guests of a bridge without IPv4
-PASSTHROUGH_HOST_LINK = "lanmgmt"
-GUEST_MAC_PREFIX = "52:54:00:77"
-
-
-# --- the pieces ------------------------------------------------------------------------------
-
-
-@dataclass
-class LabOptions:
-    guests: int = 2
-    hairpin: bool = False
-    dhcp_client: str = "udhcpc"
-    probe_attempts: int = 2
-    probe_timeout: float = 0.5  # seconds per attempt: a "no" costs attempts x timeout
-
-
-@dataclass
-class LabGuest:
-    name: str  # guest1..
-    ns: str
-    mac: str
-    iface: str | None = None  # its interface inside its namespace (None: it got no port)
-    address: str | None = None  # "192.168.122.57/24"
-    how: str = ""  # "dhcp (udhcpc)", "static", "no port: ..."
-    uplink: str | None = None  # macvtap: the uplink its port is on
-    host_end: str | None = None  # veth: its end on the bridge, in the host namespace
-
-    @property
-    def ip(self) -> str | None:
-        return self.address.split("/")[0] if self.address else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "namespace": self.ns, "mac": self.mac,
-                "interface": self.iface, "address": self.address, "how": self.how,
-                "uplink": self.uplink}
-
-
-@dataclass
-class LabCell:
-    src: str
-    dst: str
-    predicted: bool
-    measured: bool
-    reason: str
-    fix: tuple[Fix, ...] = ()
-
-    @property
-    def matches(self) -> bool:
-        return self.predicted == self.measured
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"from": self.src, "to": self.dst, "predicted": self.predicted,
-                "measured": self.measured, "reason": self.reason,
-                "fix": [f.to_dict() for f in self.fix]}
-
-
-@dataclass
-class LabReport:
-    network: str
-    mode: str
-    hairpin: bool
-    dhcp_client: str
-    guests: list[LabGuest]
-    cells: list[LabCell]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def matched(self) -> int:
-        return sum(cell.matches for cell in self.cells)
-
-    @property
-    def all_match(self) -> bool:
-        return self.matched == len(self.cells)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "network": self.network,
-            "mode": self.mode,
-            "hairpin": self.hairpin,
-            "dhcp_client": self.dhcp_client,
-            "guests": [g.to_dict() for g in self.guests],
-            "cells": [c.to_dict() for c in self.cells],
-            "matched": self.matched,
-            "total": len(self.cells),
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-        }
 
 
 # --- steps run inside the host namespace (forked children) -------------------------------------
 
 
-def _engine(state: str) -> Any:
-    from virtnet.service.engine import Engine
-    from virtnet.paths import StatePaths
-
+def _engine(state: str) -> Engine:
     return Engine(StatePaths.under(Path(state)))
 
 
@@ -181,9 +102,6 @@ def _start_network(state: str, xml: str) -> str:
 
 
 def _create_port(state: str, network: str, mac: str, owner: str) -> dict[str, Any]:
-    from virtnet.plan.ports import PortRequest
-    from virtnet.service.ports import PortManager, port_summary
-
     return port_summary(PortManager(_engine(state)).create(
         network, PortRequest(mac=mac, owner_name=owner)))
 
@@ -192,8 +110,6 @@ def _host_kernel_settings(uplinks: list[str], addressed: str
                           ) -> tuple[bool, tuple[str, ...]]:
     """br_netfilter, and the UPLINKS that answer ARP for the host's address on ADDRESSED (the
     lab's namespaces take their IPv4 settings from the machine's initial namespace)."""
-    from virtnet.insight.doctor import arp_flux_links
-
     with Host() as host:
         br_netfilter = (host.sysctl_get("net/bridge/bridge-nf-call-iptables") or "") \
             .strip() == "1"
@@ -204,131 +120,6 @@ def _destroy_network(state: str, network: str) -> None:
     engine = _engine(state)
     if engine.lookup(network).status is not None:
         engine.destroy(network)
-
-
-# --- the lab -----------------------------------------------------------------------------------
-
-
-def _pick_subnet(candidates: tuple[str, ...], taken: list[ipaddress.IPv4Network]
-                 ) -> ipaddress.IPv4Network:
-    for text in candidates:
-        subnet = ipaddress.IPv4Network(text)
-        if not any(subnet.overlaps(other) for other in taken):
-            return subnet
-    raise LabError("every lab subnet overlaps the network's own addresses")
-
-
-def _host(subnet: ipaddress.IPv4Network, number: int) -> ipaddress.IPv4Address:
-    return subnet.network_address + number
-
-
-def check_lab_definition(net: Network, options: LabOptions) -> None:
-    """LabError unless the lab can build NET with OPTIONS."""
-    if options.guests < 1:
-        raise LabError("a lab needs at least one guest")
-    if options.dhcp_client not in DHCP_CLIENTS:
-        raise LabError(f"unknown DHCP client {options.dhcp_client!r}")
-    if net.forward_mode is ForwardMode.HOSTDEV:
-        raise LabError("forward mode 'hostdev' needs SR-IOV hardware; the lab cannot "
-                       "emulate virtual functions")
-    if net.forward is not None and net.forward.pfs:
-        raise LabError("a pool given by <pf dev=...> needs SR-IOV hardware; name the "
-                       "interfaces with <interface dev=...> for the lab")
-
-
-def guest_macs(net: Network, count: int, token: str) -> list[str]:
-    """COUNT guest MACs: NET's reserved ones first (so reservations are exercised), then
-    lab MACs (TOKEN tells labs apart)."""
-    reserved = [h.mac for ip in net.ipv4_defs() for h in ip.hosts if h.mac]
-    macs = [m.lower() for m in reserved]
-    index = 1
-    while len(macs) < count:
-        mac = f"{GUEST_MAC_PREFIX}:{token[:2]}:{index:02x}"
-        if mac not in macs:
-            macs.append(mac)
-        index += 1
-    return macs[:count]
-
-
-@dataclass
-class LabLayout:
-    """What the lab builds around a network, as names and addresses (from the definition
-    alone): the uplinks and their ports on the LAN switch, where the host's LAN address
-    goes, and LAN, upstream and scratch subnets that overlap none of the network's own."""
-
-    uplinks: list[str]
-    switch_ports: dict[str, str]  # uplink -> its port on the switch
-    host_link: str
-    lan_subnet: ipaddress.IPv4Network
-    upstream_subnet: ipaddress.IPv4Network
-    scratch_subnet: ipaddress.IPv4Network  # for guests of a bridge without IPv4
-
-    @classmethod
-    def of(cls, net: Network) -> LabLayout:
-        taken = [n for n in (ipv4_network(net),) if n is not None]
-        taken += [r.network for r in net.routes if isinstance(r.network, ipaddress.IPv4Network)]
-        lan_subnet = _pick_subnet(LAN_CANDIDATES, taken)
-        uplinks = cls._uplink_names(net)
-        return cls(
-            uplinks=uplinks,
-            switch_ports={uplink: f"sw{i}" for i, uplink in enumerate(uplinks, 1)},
-            host_link=cls._host_link_name(net, uplinks),
-            lan_subnet=lan_subnet,
-            upstream_subnet=_pick_subnet(UPSTREAM_CANDIDATES, taken + [lan_subnet]),
-            scratch_subnet=_pick_subnet(SCRATCH_CANDIDATES, taken + [lan_subnet]),
-        )
-
-    @staticmethod
-    def _uplink_names(net: Network) -> list[str]:
-        names = list(pool(net))
-        if net.forward is not None and net.forward.dev and net.forward.dev not in names:
-            names.insert(0, net.forward.dev)
-        if not names:
-            names = ["eth1"]
-        for name in names:
-            if not 0 < len(name) <= 15 or "/" in name or name in ("lo", SWITCH_BRIDGE):
-                raise LabError(f"the lab cannot create an uplink named {name!r}")
-        return names
-
-    @staticmethod
-    def _host_link_name(net: Network, uplinks: list[str]) -> str:
-        """Where the host's LAN address goes."""
-        if net.forward_mode is ForwardMode.BRIDGE and net.bridge_name:
-            return net.bridge_name
-        if net.forward_mode is ForwardMode.PASSTHROUGH:
-            return PASSTHROUGH_HOST_LINK
-        return uplinks[0]
-
-    def static_address(self, net: Network, index: int
-                       ) -> tuple[str, ipaddress.IPv4Address | None]:
-        """The address (with its prefix) and the gateway of guest INDEX on NET's bridge when
-        it does not ask DHCP."""
-        if net.forward_mode is ForwardMode.BRIDGE:  # a host bridge: a LAN machine
-            subnet, gateway = self.lan_subnet, self.lan_ip
-        else:
-            gateway_if = bridge_address(net)
-            if gateway_if is None:
-                subnet, gateway = self.scratch_subnet, None
-            else:
-                subnet, gateway = gateway_if.network, gateway_if.ip
-        number = FIRST_GUEST_HOST + index
-        address = _host(subnet, number)
-        while gateway is not None and address == gateway:
-            number += 1
-            address = _host(subnet, number)
-        return f"{address}/{subnet.prefixlen}", gateway
-
-    @property
-    def host_lan_ip(self) -> ipaddress.IPv4Address:
-        return _host(self.lan_subnet, HOST_HOST)
-
-    @property
-    def lan_ip(self) -> ipaddress.IPv4Address:
-        return _host(self.lan_subnet, LAN_ROUTER_HOST)
-
-    @property
-    def upstream_ip(self) -> ipaddress.IPv4Address:
-        return _host(self.upstream_subnet, 2)
 
 
 class Lab:
@@ -383,7 +174,7 @@ class Lab:
         box.wire_lan(host, switch, lan, upstream, bridge=SWITCH_BRIDGE,
                      uplinks={link: lay.switch_ports[link] for link in links},
                      hairpin=self.options.hairpin, router=f"{lay.lan_ip}/{prefix}",
-                     router_up=f"{_host(lay.upstream_subnet, 1)}/{up_prefix}",
+                     router_up=f"{subnet_host(lay.upstream_subnet, 1)}/{up_prefix}",
                      upstream_address=f"{lay.upstream_ip}/{up_prefix}")
         # the host's own LAN address and default route
         if self.net.forward_mode is ForwardMode.BRIDGE and self.net.bridge_name:
@@ -400,8 +191,6 @@ class Lab:
         started_xml = self.sandbox.call(self.ns("host"), _start_network,
                                         str(self.state / "state"), self.xml)
         self.started = True
-        from virtnet.spec.xml.parse import parse_network
-
         self.net = parse_network(started_xml, source="lab")
         self.timings["start"] = time.monotonic() - began
 
@@ -419,8 +208,6 @@ class Lab:
         self.timings["guests"] = time.monotonic() - began
 
     def _macvtap_guests(self) -> None:
-        from virtnet.errors import PortError
-
         assert self.state is not None
         for guest in self.guests:
             self.progress(f"{guest.name}: port-create on {self.net.name}")
@@ -432,7 +219,8 @@ class Lab:
                 guest.how = f"no port: {exc}"
                 continue
             guest.iface, guest.uplink = port["device"], port["uplink"]
-            address = f"{_host(self.layout.lan_subnet, FIRST_GUEST_HOST + int(guest.name[5:]))}"
+            number = FIRST_GUEST_HOST + int(guest.name[5:])
+            address = f"{subnet_host(self.layout.lan_subnet, number)}"
             guest.address = f"{address}/{self.layout.lan_subnet.prefixlen}"
             guest.how = f"static (macvtap {port['mode']} on {port['uplink']})"
             self.sandbox.move_link(self.ns("host"), guest.iface, guest.ns)
@@ -509,8 +297,6 @@ class Lab:
     def forward_blockers(self) -> tuple[str, ...]:
         """Other firewall tables in the host namespace whose forward chains drop (a test may
         add one, as Docker would on a real host)."""
-        from virtnet.insight.doctor import network_forward_blockers, read_ruleset
-
         return network_forward_blockers(self.net, self.sandbox.call(self.ns("host"),
                                                                     read_ruleset))
 
@@ -615,8 +401,6 @@ def run_lab(xml: str, options: LabOptions | None = None,
             progress: Callable[[str], None] | None = None) -> LabReport:
     """Build the sandbox for the definition XML, start the network, measure every cell,
     tear down; the report puts predicted and measured side by side."""
-    from virtnet.service.engine import Engine
-
     sandbox = Sandbox(NS_PREFIX)
     sandbox.check_can_run()
     net = Engine.parse(xml, source="lab")
@@ -634,11 +418,7 @@ def run_lab(xml: str, options: LabOptions | None = None,
 __all__ = [
     "DHCP_CLIENTS",
     "Lab",
-    "LabCell",
     "LabError",
-    "LabGuest",
-    "LabOptions",
-    "LabReport",
     "call_in_netns",
     "check_can_run",
     "clean_namespaces",

@@ -3,6 +3,8 @@
 Pure: a function of the network definition and a :class:`Topology` (what surrounds the host),
 never of the host itself. ``virtnet doctor`` fills the topology from host facts, ``virtnet lab``
 from the sandbox it builds, and the lab then measures what is predicted here, cell by cell.
+The terms (endpoints, :class:`Topology`, cells and fixes) are in
+:mod:`virtnet.insight.reach_terms`; here are the models that decide each cell.
 
 Endpoints are ``guest1``..``guestN``, ``host`` (this host), ``lan`` (a machine on the LAN of the
 host's uplink, also its router) and ``upstream`` (a machine beyond that router: "the outside").
@@ -35,95 +37,28 @@ from __future__ import annotations
 
 import abc
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from virtnet.spec.model import ForwardMode, Network, NetworkFamily, family_of
-
-HOST = "host"
-LAN = "lan"
-UPSTREAM = "upstream"
-# where a fix command runs
-ON_HOST = "host"
-ON_LAN_ROUTER = "lan-router"
-ON_SWITCH = "switch"
-SHIM_PREFIX = "shim-"
-MAX_IFNAME = 15
-
-
-def guest_name(index: int) -> str:
-    """The endpoint name of the INDEX-th guest (1-based)."""
-    return f"guest{index}"
-
-
-def endpoint_names(guests: int) -> list[str]:
-    return [guest_name(i) for i in range(1, guests + 1)] + [HOST, LAN, UPSTREAM]
-
-
-def shim_name(uplink: str) -> str:
-    """The name of the host's macvlan shim on UPLINK (at most 15 characters)."""
-    return (SHIM_PREFIX + uplink)[:MAX_IFNAME]
-
-
-@dataclass(frozen=True)
-class Topology:
-    """What surrounds the host, as far as reachability goes. Unknown values have defaults
-    that describe a plain host: one LAN behind its uplink, a router there, no hairpin."""
-
-    guests: int = 2
-    hairpin: bool = False  # the external switch ports of the uplinks reflect frames
-    # macvtap/passthrough: the uplink of each guest; None = what port allocation chooses
-    guest_uplinks: tuple[str | None, ...] | None = None
-    # the interface holding the host's LAN address; None = the first pool interface
-    # (macvtap), the bridge (host bridge), another interface (passthrough)
-    host_uplink: str | None = None
-    host_address: str | None = None  # the host's LAN address with prefix, "10.77.0.1/24"
-    uplink_routes: tuple[str, ...] = ()  # routes via host_uplink to keep ("default via X")
-    lan_route: bool = False  # the LAN router routes the network's subnet to the host
-    host_shim: bool = False  # the host's LAN address sits on a macvlan shim of host_uplink
-    switch_ports: Mapping[str, str] = field(default_factory=dict)  # uplink → switch port
-    outside_dev: str | None = None  # the interface of the host's default route
-    has_default_route: bool = True
-    ip_forward: bool | None = None  # as found on the host; None: as net-start sets it
-    # chains of other firewall tables that drop forwarded traffic: "ip filter FORWARD"
-    forward_blockers: tuple[str, ...] = ()
-    # br_netfilter: bridged frames also pass the IP forward hook (and its blockers)
-    br_netfilter: bool = False
-    # macvtap: the host's interfaces among the pool's uplinks that answer ARP for its LAN
-    # address although it is on another one (see answers_arp_for_others); None: all of them,
-    # as the kernel's defaults do
-    flux_uplinks: tuple[str, ...] | None = None
-    bridge_has_uplink: bool = True  # host bridge: a LAN interface is a port of the bridge
-    host_uplink_port: str | None = None  # host bridge: that LAN interface ("eth1")
-
-
-@dataclass(frozen=True)
-class Fix:
-    """One command that turns a "no" into a "yes", and where it is run."""
-
-    where: str  # ON_HOST, ON_LAN_ROUTER, ON_SWITCH
-    command: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"where": self.where, "command": self.command}
-
-    def __str__(self) -> str:
-        return f"[{self.where}] {self.command}"
-
-
-@dataclass(frozen=True)
-class Cell:
-    src: str
-    dst: str
-    predicted: bool
-    reason: str
-    fix: tuple[Fix, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"from": self.src, "to": self.dst, "predicted": self.predicted,
-                "reason": self.reason, "fix": [f.to_dict() for f in self.fix]}
-
+from virtnet.insight.reach_terms import (
+    HOST,
+    LAN,
+    ON_HOST,
+    ON_LAN_ROUTER,
+    ON_SWITCH,
+    UPSTREAM,
+    Cell,
+    Fix,
+    Topology,
+    bridge_address,
+    default_guest_uplinks,
+    endpoint_names,
+    guest_index,
+    guest_name,
+    ipv4_network,
+    is_guest,
+    pool,
+    shim_name,
+)
 
 Verdict = tuple[bool, str, tuple[Fix, ...]]
 
@@ -156,31 +91,6 @@ def _bridged_blocked(topo: Topology, bridge: str) -> Verdict | None:
     return None
 
 
-def _is_guest(name: str) -> bool:
-    return name.startswith("guest") and name[5:].isdigit()
-
-
-def _index(name: str) -> int:
-    return int(name[5:])
-
-
-def ipv4_network(net: Network) -> ipaddress.IPv4Network | None:
-    for ipdef in net.ipv4_defs():
-        network = ipdef.network
-        if isinstance(network, ipaddress.IPv4Network):
-            return network
-    return None
-
-
-def bridge_address(net: Network) -> ipaddress.IPv4Interface | None:
-    """The IPv4 address the host has on the network's own bridge (the guests' gateway)."""
-    for ipdef in net.ipv4_defs():
-        interface = ipdef.interface
-        if isinstance(interface, ipaddress.IPv4Interface):
-            return interface
-    return None
-
-
 def answers_arp_for_others(arp_ignore: int, arp_filter: bool, rp_filter: int,
                            addressed: bool) -> bool:
     """Whether an interface with these effective settings (the larger of conf/all and the
@@ -195,27 +105,6 @@ def answers_arp_for_others(arp_ignore: int, arp_filter: bool, rp_filter: int,
     return rp_filter == 0 or (rp_filter == 2 and addressed)
 
 
-def pool(net: Network) -> list[str]:
-    """A direct network's uplinks, in the network's order."""
-    forward = net.forward
-    if forward is None:
-        return []
-    devs = [i.dev for i in forward.interfaces]
-    if not devs and forward.dev:
-        devs = [forward.dev]
-    return devs
-
-
-def default_guest_uplinks(net: Network, guests: int) -> tuple[str | None, ...]:
-    """The uplinks port allocation gives guests 1..GUESTS created in order: the least used
-    interface (first of equals), or for passthrough a free one (None when none is left)."""
-    devs = pool(net)
-    if not devs:
-        return tuple(None for _ in range(guests))
-    if net.forward_mode is ForwardMode.PASSTHROUGH:
-        return tuple(devs[i] if i < len(devs) else None for i in range(guests))
-    return tuple(devs[i % len(devs)] for i in range(guests))
-
 
 # --- the models ------------------------------------------------------------------------------
 
@@ -226,13 +115,13 @@ class _Model(abc.ABC):
         self.topo = topo
 
     def verdict(self, src: str, dst: str) -> Verdict:
-        if not _is_guest(src) and not _is_guest(dst):
+        if not is_guest(src) and not is_guest(dst):
             return self.between_others(src, dst)
-        if _is_guest(src) and _is_guest(dst):
-            return self.guest_guest(_index(src), _index(dst))
-        if _is_guest(src):
-            return self.guest_to(_index(src), dst)
-        return self.to_guest(src, _index(dst))
+        if is_guest(src) and is_guest(dst):
+            return self.guest_guest(guest_index(src), guest_index(dst))
+        if is_guest(src):
+            return self.guest_to(guest_index(src), dst)
+        return self.to_guest(src, guest_index(dst))
 
     def between_others(self, src: str, dst: str) -> Verdict:
         if {src, dst} == {LAN, UPSTREAM}:
@@ -587,118 +476,7 @@ def predict(net: Network, topo: Topology | None = None) -> list[Cell]:
     return cells
 
 
-# --- the doctor's summary --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of a network's reachability table: a kind of pair, with a cell for it."""
-
-    label: str
-    cell: Cell
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pair": self.label, **self.cell.to_dict()}
-
-
-def summary(net: Network, topo: Topology | None = None) -> list[Row]:
-    """guest↔guest (same and different uplink), guest↔host, guest↔LAN, guest→outside and
-    outside→guest, as the doctor shows them."""
-    topo = topo or Topology()
-    uplinks = pool(net)
-    macvtap = net.uses_macvtap
-    rows: list[Row] = []
-
-    def cell(cells: list[Cell], src: str, dst: str) -> Cell:
-        return next(c for c in cells if c.src == src and c.dst == dst)
-
-    if macvtap and net.forward_mode is not ForwardMode.PASSTHROUGH and uplinks:
-        same = predict(net, _with(topo, guests=2, guest_uplinks=(uplinks[0], uplinks[0])))
-        rows.append(Row(f"guest↔guest, same uplink ({uplinks[0]})",
-                        cell(same, "guest1", "guest2")))
-    else:
-        same = predict(net, _with(topo, guests=2))
-        label = "guest↔guest" if not macvtap else "guest↔guest (each its own uplink)"
-        rows.append(Row(label, cell(same, "guest1", "guest2")))
-    if macvtap and net.forward_mode is not ForwardMode.PASSTHROUGH and len(uplinks) > 1:
-        other = predict(net, _with(topo, guests=2, guest_uplinks=(uplinks[0], uplinks[1])))
-        rows.append(Row(f"guest↔guest, different uplinks ({uplinks[0]}, {uplinks[1]})",
-                        cell(other, "guest1", "guest2")))
-    for src, dst, label in (("guest1", HOST, "guest→host"), (HOST, "guest1", "host→guest"),
-                            ("guest1", LAN, "guest→LAN"), (LAN, "guest1", "LAN→guest"),
-                            ("guest1", UPSTREAM, "guest→outside"),
-                            (UPSTREAM, "guest1", "outside→guest")):
-        rows.append(Row(label, cell(same, src, dst)))
-    return rows
-
-
-def _with(topo: Topology, **changes: Any) -> Topology:
-    from dataclasses import replace
-
-    return replace(topo, **changes)
-
-
-# --- guest-side DHCP configuration -----------------------------------------------------------
-
-GUEST_IFACE = "eth0"
-
-
-def serves_dhcp(net: Network) -> bool:
-    return net.forward_mode.has_own_bridge and any(ip.has_dhcp for ip in net.ips)
-
-
-def guest_dhcp_config(net: Network, iface: str = GUEST_IFACE) -> dict[str, str]:
-    """How common guests take their address from the network's DHCP server: per network
-    manager (Debian ifupdown, systemd-networkd, NetworkManager) and per one-shot client
-    (dhclient, dhcpcd, udhcpc). Empty when the network serves no DHCP."""
-    if not serves_dhcp(net):
-        return {}
-    v6 = any(ip.has_dhcp for ip in net.ipv6_defs())
-    ifupdown = f"auto {iface}\niface {iface} inet dhcp\n"
-    if v6:
-        ifupdown += f"iface {iface} inet6 dhcp\n"
-    return {
-        "ifupdown": (
-            "# /etc/network/interfaces.d/" + iface + " (ifup uses dhclient; without it, "
-            "udhcpc or dhcpcd)\n" + ifupdown
-        ),
-        "systemd-networkd": (
-            f"# /etc/systemd/network/20-{iface}.network\n[Match]\nName={iface}\n\n"
-            f"[Network]\nDHCP={'yes' if v6 else 'ipv4'}\n"
-        ),
-        "NetworkManager": (
-            f"nmcli connection add type ethernet ifname {iface} con-name {iface} "
-            f"ipv4.method auto ipv6.method {'auto' if v6 else 'ignore'}\n"
-            "# to use dhclient instead of the internal client: /etc/NetworkManager/conf.d/"
-            "dhcp.conf\n[main]\ndhcp=dhclient\n"
-        ),
-        "dhclient": f"dhclient -4 {iface}" + (f"\ndhclient -6 {iface}" if v6 else "") + "\n",
-        "dhcpcd": f"dhcpcd -4 {iface}" + (f"\ndhcpcd -6 {iface}" if v6 else "") + "\n",
-        "udhcpc": f"udhcpc -i {iface}\n",
-    }
-
-
 __all__ = [
-    "HOST",
-    "LAN",
-    "ON_HOST",
-    "ON_LAN_ROUTER",
-    "ON_SWITCH",
-    "UPSTREAM",
-    "Cell",
-    "Fix",
-    "Row",
-    "Topology",
     "answers_arp_for_others",
-    "bridge_address",
-    "default_guest_uplinks",
-    "endpoint_names",
-    "guest_dhcp_config",
-    "guest_name",
-    "ipv4_network",
-    "pool",
     "predict",
-    "serves_dhcp",
-    "shim_name",
-    "summary",
 ]
