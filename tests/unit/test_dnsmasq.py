@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from virtnet.paths import DEFAULT_DNSMASQ_DIR, DnsmasqPaths
 from virtnet.render.dnsmasq import (
-    DEFAULT_DNSMASQ_DIR,
     HEADER,
     DnsmasqCaps,
     DnsmasqConfigError,
-    DnsmasqPaths,
     format_ip,
     lease_time,
     libvirt_prefix,

@@ -14,7 +14,7 @@ How libvirt 9.0 lays the files out (and so do we):
   conformance test renders without one).
 - Leases are *not* configured in the conf: libvirt runs dnsmasq with ``--leasefile-ro`` and a
   ``--dhcp-script`` helper on the command line, which keeps ``DIR/BRIDGE.status``.
-  ``DnsmasqPaths.leases``/``status`` give those paths for whoever starts dnsmasq.
+  ``virtnet.paths.DnsmasqPaths.leases``/``status`` give those paths for whoever starts dnsmasq.
 
 Safety. Every value that comes from a definition goes through one of a few checks before it
 reaches a line, because dnsmasq reads its conf (and the hostsfile) line by line with rules that a
@@ -46,10 +46,9 @@ import socket
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from virtnet.errors import VirtnetError
-from virtnet.ids import join_state
+from virtnet.paths import DnsmasqPaths
 from virtnet.spec.model import (
     DhcpHost,
     DnsSrv,
@@ -60,12 +59,6 @@ from virtnet.spec.model import (
     Network,
 )
 
-if TYPE_CHECKING:
-    from virtnet.paths import StatePaths
-
-DEFAULT_DNSMASQ_DIR = Path("/var/lib/virtnet/dnsmasq")
-LIBVIRT_DNSMASQ_DIR = Path("/var/lib/libvirt/dnsmasq")
-LIBVIRT_PID_DIR = Path("/run/libvirt/network")
 # dnsmasq reads a conf line with fgets(buf, 1025): at most 1024 bytes including the newline.
 MAX_LINE_BYTES = 1023
 MIN_DNSMASQ_VERSION = (2, 67)  # what libvirt 9.0 requires; it has every option used below
@@ -93,56 +86,6 @@ class DnsmasqConfigError(VirtnetError):
 
 
 # --- paths and capabilities ----------------------------------------------------------------
-
-
-def _xml_escape(text: str) -> str:
-    """libvirt escapes the network name like XML text when it builds the hosts file paths."""
-    table = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
-    return "".join(table.get(ch, ch) for ch in text)
-
-
-@dataclass(frozen=True)
-class DnsmasqPaths:
-    """Where a network's dnsmasq files are said to live (and are written by the host layer).
-
-    ``directory`` holds NAME.conf, NAME.hostsfile, NAME.addnhosts, NAME.leases and
-    BRIDGE.status; ``pid_dir`` holds NAME.pid and, when set, adds a ``pid-file=`` line.
-    """
-
-    directory: Path = DEFAULT_DNSMASQ_DIR
-    pid_dir: Path | None = None
-
-    @classmethod
-    def for_state(cls, state: StatePaths) -> DnsmasqPaths:
-        """The paths inside virtnet's state layout (``--state-dir`` aware)."""
-        return cls(directory=state.dnsmasq_dir, pid_dir=state.status_dir)
-
-    @classmethod
-    def libvirt(cls) -> DnsmasqPaths:
-        """libvirt's own system layout (used to compare with what libvirtd writes)."""
-        return cls(directory=LIBVIRT_DNSMASQ_DIR, pid_dir=LIBVIRT_PID_DIR)
-
-    # joined by virtnet.ids.join_state: a name that is not one plain file name never leaves
-    # the directory (names are checked when parsed: virtnet.ids.network_name_problem)
-
-    def conf(self, name: str) -> Path:
-        return join_state(self.directory, f"{name}.conf")
-
-    def hostsfile(self, name: str) -> Path:
-        return join_state(self.directory, f"{_xml_escape(name)}.hostsfile")
-
-    def addnhosts(self, name: str) -> Path:
-        return join_state(self.directory, f"{_xml_escape(name)}.addnhosts")
-
-    def leases(self, name: str) -> Path:
-        return join_state(self.directory, f"{name}.leases")
-
-    def status(self, bridge: str) -> Path:
-        """The lease status file libvirt's lease helper keeps, named after the bridge."""
-        return join_state(self.directory, f"{bridge}.status")
-
-    def pid_file(self, name: str) -> Path | None:
-        return join_state(self.pid_dir, f"{name}.pid") if self.pid_dir is not None else None
 
 
 @dataclass(frozen=True)

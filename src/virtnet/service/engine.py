@@ -53,9 +53,10 @@ from virtnet.errors import (  # NotFoundError, InvalidOperationError: also impor
     XMLParseError,
 )
 from virtnet.execute.executor import undoing
+from virtnet.host import HostProcess
 from virtnet.ids import network_name_problem
 from virtnet.spec.model import Network
-from virtnet.paths import StatePaths
+from virtnet.paths import DnsmasqPaths, StatePaths
 from virtnet.service.privilege import require_net_admin, require_net_admin_if
 from virtnet.store.store import (
     DEFAULT_LOCK_TIMEOUT,
@@ -178,8 +179,6 @@ class Engine:
 
     def dnsmasq_alive(self, name: str, pid: int | None) -> bool:
         """Whether ``pid`` is the dnsmasq of network ``name`` (a recycled pid never counts)."""
-        from virtnet.render.dnsmasq import DnsmasqPaths
-
         if pid is None or pid <= 0:
             return False
         with self.host() as host:
@@ -376,7 +375,8 @@ class Engine:
                     others.add(definition.bridge_name)
         return assign_defaults(
             net, other_bridges=others, link_in_use=self.link_in_use, sources=self.sources,
-            reserved=libvirt_bridges_here,  # skipped where libvirtd's bridges are (init netns)
+            # skipped where libvirtd's bridges are (init netns)
+            reserved=lambda: libvirt_bridges_here(HostProcess),
         )
 
     # --- start / create / destroy ---------------------------------------------------------
