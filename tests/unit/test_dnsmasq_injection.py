@@ -27,9 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from virtnet.paths import DnsmasqPaths
+from virtnet.render.dnsmasq_values import DnsmasqConfigError
 from virtnet.render.dnsmasq import (
     MAX_LINE_BYTES,
-    DnsmasqConfigError,
     render_addnhosts,
     render_conf,
     render_hostsfile,
