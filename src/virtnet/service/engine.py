@@ -75,7 +75,8 @@ if TYPE_CHECKING:
     from virtnet.host import Host
     from virtnet.facts import HostFacts
     from virtnet.store.leases import LeaseRow
-    from virtnet.plan.actions import Action, Plan
+    from virtnet.plan.actions import Action
+    from virtnet.plan.plans import Plan
 
 UUID_LENGTH = 36
 
@@ -611,7 +612,7 @@ class Engine:
     def _start(self, net: Network) -> NetworkStatus:
         """Preflight, plan and apply; the status record follows every applied step, so even a
         crash halfway leaves a record of what to undo (an "interrupted" start)."""
-        from virtnet.plan.actions import PlanError
+        from virtnet.plan.plans import PlanError
 
         status = NetworkStatus(
             name=net.name,

@@ -85,7 +85,8 @@ from virtnet.store.store import (
 if TYPE_CHECKING:
     from virtnet.facts import TcFeatures
     from virtnet.service.engine import Engine
-    from virtnet.plan.actions import Action, Plan
+    from virtnet.plan.actions import Action
+    from virtnet.plan.plans import Plan
 
 PORTS_DIR_SUFFIX = ".ports"
 RECORD_VERSION = 1
@@ -597,7 +598,7 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
             continue
         port_uuid, suffix = os.path.splitext(entry)
         if not path_exists(record_path(directory, port_uuid)):
-            from virtnet.plan.actions import Action, Plan
+            from virtnet.plan.plans import Plan
 
             raw = read_file(path) or b""
             if suffix == DELETING_SUFFIX:
@@ -607,9 +608,9 @@ def recover_interrupted_creates(engine: Engine, directory: Path) -> list[str]:
                 # still has its step's "begun" line before it
                 journal = parse_journal(raw, header=False)
                 steps = journal.actions_to_undo() if journal is not None else []
-            actions = [Action.from_dict(data) for data in steps]
+            plan = Plan.from_dict({"network": directory.name, "actions": steps})
             with engine.host() as host:
-                Plan(directory.name, actions).recover(host)
+                plan.recover(host)
             undone.append(port_uuid)
         remove_file(path, durable=False)
     return undone
@@ -875,7 +876,7 @@ class PortManager:
                  journal: Journal | None = None) -> PortRecord:
         """Plan and apply the port's host changes, picking a free device name (retrying the
         next one if another program takes a name between our check and our create)."""
-        from virtnet.plan.actions import PlanError
+        from virtnet.plan.plans import PlanError
 
         with self.engine.host() as host:  # the names' checks, the plan, the index
             if port.bandwidth is not None:
@@ -927,7 +928,7 @@ class PortManager:
             port_shaping,
         )
         from virtnet.plan.drivers.tap import CreateTap
-        from virtnet.plan.actions import Plan
+        from virtnet.plan.plans import Plan
 
         actions: list[Action] = []
         tap = port.plug_type in (PlugType.NETWORK, PlugType.BRIDGE)
@@ -1046,18 +1047,18 @@ class PortManager:
                 data["teardown"] = [list(a) for a in teardown]
 
     def _undo(self, record: PortRecord, *, device_gone: bool = False) -> None:
-        from virtnet.plan.actions import Action, Plan
+        from virtnet.plan.plans import Plan
 
-        actions = [Action.from_dict(data) for data in record.actions]
+        plan = Plan.from_dict({"network": record.network, "actions": record.actions})
         if device_gone:
             from virtnet.plan.shaping import ApplyShaping
 
             # the device's qdiscs went with it; a device of that name now is someone else's
-            actions = [replace(action, teardown=[])
-                       if isinstance(action, ApplyShaping) and action.device == record.device
-                       else action for action in actions]
+            plan.actions = [replace(action, teardown=[])
+                            if isinstance(action, ApplyShaping) and action.device == record.device
+                            else action for action in plan.actions]
         with self.engine.host() as host:
-            Plan(record.network, actions).undo(host)
+            plan.undo(host)
 
     def remove_all(self, network: str) -> list[str]:
         """Delete every port of NETWORK (net-destroy does this first); returns the errors of

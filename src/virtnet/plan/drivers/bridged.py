@@ -28,11 +28,11 @@ from virtnet.plan.actions import (
     CreateBridge,
     LinkUp,
     LoadFirewall,
-    Plan,
     SetSysctl,
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.plan.plans import Plan
 from virtnet.paths import DnsmasqPaths
 from virtnet.spec.portdef import PlugType
 
