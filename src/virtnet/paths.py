@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from virtnet.ids import network_file
+from virtnet.ids import join_state, network_file
 
 # macvtap ports' character devices (virtnet.host.devices makes them)
 NODE_DIR = Path("/dev/virtnet")  # under /dev: device nodes open there (/run is often nodev)
+DEFAULT_DNSMASQ_DIR = Path("/var/lib/virtnet/dnsmasq")
+LIBVIRT_DNSMASQ_DIR = Path("/var/lib/libvirt/dnsmasq")
+LIBVIRT_PID_DIR = Path("/run/libvirt/network")
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,53 @@ class StatePaths:
 
     def dnsmasq_pidfile(self, name: str) -> Path:
         return network_file(self.status_dir, name, ".pid")
+
+
+def _xml_escape(text: str) -> str:
+    """libvirt escapes the network name like XML text when it builds the hosts file paths."""
+    table = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
+    return "".join(table.get(ch, ch) for ch in text)
+
+
+@dataclass(frozen=True)
+class DnsmasqPaths:
+    """Where a network's dnsmasq files are said to live (and are written by the host layer).
+
+    ``directory`` holds NAME.conf, NAME.hostsfile, NAME.addnhosts, NAME.leases and
+    BRIDGE.status; ``pid_dir`` holds NAME.pid and, when set, adds a ``pid-file=`` line.
+    """
+
+    directory: Path = DEFAULT_DNSMASQ_DIR
+    pid_dir: Path | None = None
+
+    @classmethod
+    def for_state(cls, state: StatePaths) -> DnsmasqPaths:
+        """The paths inside virtnet's state layout (``--state-dir`` aware)."""
+        return cls(directory=state.dnsmasq_dir, pid_dir=state.status_dir)
+
+    @classmethod
+    def libvirt(cls) -> DnsmasqPaths:
+        """libvirt's own system layout (used to compare with what libvirtd writes)."""
+        return cls(directory=LIBVIRT_DNSMASQ_DIR, pid_dir=LIBVIRT_PID_DIR)
+
+    # joined by virtnet.ids.join_state: a name that is not one plain file name never leaves
+    # the directory (names are checked when parsed: virtnet.ids.network_name_problem)
+
+    def conf(self, name: str) -> Path:
+        return join_state(self.directory, f"{name}.conf")
+
+    def hostsfile(self, name: str) -> Path:
+        return join_state(self.directory, f"{_xml_escape(name)}.hostsfile")
+
+    def addnhosts(self, name: str) -> Path:
+        return join_state(self.directory, f"{_xml_escape(name)}.addnhosts")
+
+    def leases(self, name: str) -> Path:
+        return join_state(self.directory, f"{name}.leases")
+
+    def status(self, bridge: str) -> Path:
+        """The lease status file libvirt's lease helper keeps, named after the bridge."""
+        return join_state(self.directory, f"{bridge}.status")
+
+    def pid_file(self, name: str) -> Path | None:
+        return join_state(self.pid_dir, f"{name}.pid") if self.pid_dir is not None else None

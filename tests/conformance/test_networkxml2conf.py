@@ -20,13 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.render.dnsmasq import (
-    LIBVIRT_DNSMASQ_DIR,
-    DnsmasqCaps,
-    DnsmasqPaths,
-    render_conf,
-    render_hostsfile,
-)
+from virtnet.paths import LIBVIRT_DNSMASQ_DIR, DnsmasqPaths
+from virtnet.render.dnsmasq import DnsmasqCaps, render_conf, render_hostsfile
 from tests.kit.corpus import corpus_root
 from tests.kit.dnsmasqcaps import caps_from_version_output
 from virtnet.spec.xml.parse import parse_network

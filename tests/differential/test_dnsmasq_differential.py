@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.render.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
+from virtnet.paths import DnsmasqPaths
+from virtnet.render.dnsmasq import render_addnhosts, render_conf, render_hostsfile
 from tests.kit.libvirtd import LibvirtdInNetns, libvirtd_unavailable_reason
 from virtnet.spec.xml.parse import parse_network
 

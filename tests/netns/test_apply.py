@@ -39,12 +39,11 @@ from virtnet.plan.actions import (
     CreateBridge,
     LinkUp,
     LoadFirewall,
-    Plan,
-    PlanError,
     SetSysctl,
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.plan.plans import Plan, PlanError
 
 pytestmark = pytest.mark.netns
 

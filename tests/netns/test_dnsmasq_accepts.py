@@ -33,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from virtnet.render.dnsmasq import DnsmasqPaths, render_all
+from virtnet.paths import DnsmasqPaths
+from virtnet.render.dnsmasq import render_all
 from virtnet.spec.model import (
     Bridge,
     DhcpHost,

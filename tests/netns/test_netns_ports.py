@@ -318,7 +318,7 @@ def test_tap_ports_on_a_bridge_of_the_network(netns_kit: Any, tmp_path: Path) ->
 
 def test_a_failing_step_undoes_the_port(netns_kit: Any, tmp_path: Path) -> None:
     from virtnet.spec.model import Bandwidth, BandwidthRate
-    from virtnet.plan.actions import PlanError
+    from virtnet.plan.plans import PlanError
 
     lab = build_lab(netns_kit.make_netns, uplinks=1, host_address=False)
     state = tmp_path / "state"

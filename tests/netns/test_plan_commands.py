@@ -202,7 +202,7 @@ def compare(fresh_ns: Any, xml: str, skip_kinds: tuple[str, ...] = ()) -> None:
 
 
 def plan_of(data: dict[str, Any]) -> Any:
-    from virtnet.plan.actions import Plan
+    from virtnet.plan.plans import Plan
 
     return Plan.from_dict(data)
 

@@ -32,7 +32,8 @@ from virtnet.errors import (
     VirtnetError,
     XMLParseError,
 )
-from virtnet.plan.actions import LinkUp, PlanError
+from virtnet.plan.actions import LinkUp
+from virtnet.plan.plans import PlanError
 from virtnet.store.store import StateError, StateLock
 
 ADMIN_GID = 4242

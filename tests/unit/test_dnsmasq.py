@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from virtnet.render.dnsmasq import (
-    DEFAULT_DNSMASQ_DIR,
-    HEADER,
-    DnsmasqCaps,
+from virtnet.paths import DEFAULT_DNSMASQ_DIR, DnsmasqPaths
+from virtnet.render.dnsmasq_values import (
     DnsmasqConfigError,
-    DnsmasqPaths,
     format_ip,
     lease_time,
     libvirt_prefix,
-    needs_dnsmasq,
     ptr_domain,
+)
+from virtnet.render.dnsmasq import (
+    HEADER,
+    DnsmasqCaps,
+    needs_dnsmasq,
     render_addnhosts,
     render_all,
     render_conf,

@@ -26,10 +26,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from virtnet.paths import DnsmasqPaths
+from virtnet.render.dnsmasq_values import DnsmasqConfigError
 from virtnet.render.dnsmasq import (
     MAX_LINE_BYTES,
-    DnsmasqConfigError,
-    DnsmasqPaths,
     render_addnhosts,
     render_conf,
     render_hostsfile,

@@ -23,12 +23,11 @@ from virtnet.plan.actions import (
     CreateBridge,
     LinkUp,
     LoadFirewall,
-    Plan,
-    PlanError,
     SetSysctl,
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.plan.plans import Plan, PlanError
 
 EXAMPLES: list[Action] = [
     CreateBridge("virbr0", stp=True, delay=2, mac="52:54:00:01:02:03", mtu=9000),

@@ -101,7 +101,7 @@ class Journal(AppendedLines):
         """The "done" line of step ``step``, with what its apply recorded."""
         self.write(done_line(step, recorded))
 
-    append = done  # the name virtnet.plan.actions.StepJournal knows it by
+    append = done  # the name virtnet.plan.plans.StepJournal knows it by
 
     def failed(self, step: int, action: Journalled | None = None) -> None:
         """Step ``step`` raised: it left nothing behind, so it is never undone later."""

@@ -11,8 +11,8 @@ import click
 
 from virtnet.errors import ValidationError, XMLParseError
 from virtnet.face.common import command, echo, emit_json, fail, file_path, read_input
-from virtnet.paths import StatePaths
-from virtnet.render.dnsmasq import DnsmasqPaths, render_addnhosts, render_conf, render_hostsfile
+from virtnet.paths import DnsmasqPaths, StatePaths
+from virtnet.render.dnsmasq import render_addnhosts, render_conf, render_hostsfile
 from virtnet.spec.update import apply_update
 from virtnet.spec.validate import validate
 from virtnet.spec.xml.format import format_network

@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 
-from virtnet.errors import HostError
-from virtnet.host.rtnl import (
+from virtnet.errors import HostError, NetlinkFailure
+from virtnet.facts import AddressInfo, IPAddress, IPInterface, IPNetwork, LinkInfo, RouteInfo
+from virtnet.host.rtnl import Rtnl
+from virtnet.host.rtnl_msg import (
     IFA_F_NODAD,
     IFF_UP,
     RT_TABLE_MAIN,
@@ -20,14 +22,6 @@ from virtnet.host.rtnl import (
     RTPROT_BOOT,
     RTPROT_RA,
     USER_HZ,
-    AddressInfo,
-    IPAddress,
-    IPInterface,
-    IPNetwork,
-    LinkInfo,
-    NetlinkFailure,
-    RouteInfo,
-    Rtnl,
 )
 
 

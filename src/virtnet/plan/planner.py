@@ -10,7 +10,8 @@ from virtnet.errors import HostConflict, Problem
 from virtnet.facts import HostFacts
 from virtnet.paths import StatePaths
 from virtnet.plan import coexist, forwards
-from virtnet.plan.actions import Action, Plan
+from virtnet.plan.actions import Action
+from virtnet.plan.plans import Plan
 from virtnet.plan.drivers import driver_for
 from virtnet.plan.shaping import ApplyShaping, network_shaping
 from virtnet.spec.model import Network

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from virtnet.errors import HostError, PortError
 from virtnet.facts import TcFeatures
-from virtnet.plan.actions import Action, Plan
+from virtnet.plan.actions import Action
+from virtnet.plan.plans import Plan
 from virtnet.plan.drivers import driver_for
 from virtnet.plan.drivers.direct import DRIVER as DIRECT
 from virtnet.plan.drivers.hostdev import ReserveVf

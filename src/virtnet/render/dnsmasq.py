@@ -14,7 +14,7 @@ How libvirt 9.0 lays the files out (and so do we):
   conformance test renders without one).
 - Leases are *not* configured in the conf: libvirt runs dnsmasq with ``--leasefile-ro`` and a
   ``--dhcp-script`` helper on the command line, which keeps ``DIR/BRIDGE.status``.
-  ``DnsmasqPaths.leases``/``status`` give those paths for whoever starts dnsmasq.
+  ``virtnet.paths.DnsmasqPaths.leases``/``status`` give those paths for whoever starts dnsmasq.
 
 Safety. Every value that comes from a definition goes through one of a few checks before it
 reaches a line, because dnsmasq reads its conf (and the hostsfile) line by line with rules that a
@@ -36,36 +36,42 @@ careless value could bend:
 own, verbatim, as libvirt does. Whoever can set them can make dnsmasq run any program as root
 (``dhcp-script=``), so they are root-equivalent and must only be accepted from root. We still
 refuse control characters in them so that one entry is exactly one option.
+
+The checks, and the formatting of addresses, prefixes and lease times, are in
+:mod:`virtnet.render.dnsmasq_values`; this module lays out the lines of the three files.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from virtnet.errors import VirtnetError
-from virtnet.ids import join_state
+from virtnet.paths import DnsmasqPaths
+from virtnet.render.dnsmasq_values import (
+    DnsmasqConfigError,
+    bridge_ifname,
+    check_dhcp_host_name,
+    check_dns_name,
+    check_name_for_paths,
+    format_ip,
+    lease_time,
+    libvirt_prefix,
+    netmask_of,
+    ptr_domain,
+    refuse_control,
+    string_arg,
+)
 from virtnet.spec.model import (
     DhcpHost,
     DnsSrv,
     ForwardMode,
     IpDef,
-    Lease,
-    LeaseUnit,
     Network,
 )
 
-if TYPE_CHECKING:
-    from virtnet.paths import StatePaths
-
-DEFAULT_DNSMASQ_DIR = Path("/var/lib/virtnet/dnsmasq")
-LIBVIRT_DNSMASQ_DIR = Path("/var/lib/libvirt/dnsmasq")
-LIBVIRT_PID_DIR = Path("/run/libvirt/network")
 # dnsmasq reads a conf line with fgets(buf, 1025): at most 1024 bytes including the newline.
 MAX_LINE_BYTES = 1023
 MIN_DNSMASQ_VERSION = (2, 67)  # what libvirt 9.0 requires; it has every option used below
@@ -76,73 +82,7 @@ HEADER = (
 )
 
 
-class DnsmasqConfigError(VirtnetError):
-    """A value of the definition cannot be written safely into dnsmasq's files.
-
-    The message names the element (as a path), the value (quoted and escaped, so a control
-    character shows) and the reason.
-    """
-
-    def __init__(self, path: str, what: str, value: object, reason: str) -> None:
-        self.path = path
-        self.what = what
-        self.value = value
-        self.reason = reason
-        shown = "" if value is None else f" {value!r}"
-        super().__init__(f"{path}: {what}{shown} {reason}")
-
-
-# --- paths and capabilities ----------------------------------------------------------------
-
-
-def _xml_escape(text: str) -> str:
-    """libvirt escapes the network name like XML text when it builds the hosts file paths."""
-    table = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
-    return "".join(table.get(ch, ch) for ch in text)
-
-
-@dataclass(frozen=True)
-class DnsmasqPaths:
-    """Where a network's dnsmasq files are said to live (and are written by the host layer).
-
-    ``directory`` holds NAME.conf, NAME.hostsfile, NAME.addnhosts, NAME.leases and
-    BRIDGE.status; ``pid_dir`` holds NAME.pid and, when set, adds a ``pid-file=`` line.
-    """
-
-    directory: Path = DEFAULT_DNSMASQ_DIR
-    pid_dir: Path | None = None
-
-    @classmethod
-    def for_state(cls, state: StatePaths) -> DnsmasqPaths:
-        """The paths inside virtnet's state layout (``--state-dir`` aware)."""
-        return cls(directory=state.dnsmasq_dir, pid_dir=state.status_dir)
-
-    @classmethod
-    def libvirt(cls) -> DnsmasqPaths:
-        """libvirt's own system layout (used to compare with what libvirtd writes)."""
-        return cls(directory=LIBVIRT_DNSMASQ_DIR, pid_dir=LIBVIRT_PID_DIR)
-
-    # joined by virtnet.ids.join_state: a name that is not one plain file name never leaves
-    # the directory (names are checked when parsed: virtnet.ids.network_name_problem)
-
-    def conf(self, name: str) -> Path:
-        return join_state(self.directory, f"{name}.conf")
-
-    def hostsfile(self, name: str) -> Path:
-        return join_state(self.directory, f"{_xml_escape(name)}.hostsfile")
-
-    def addnhosts(self, name: str) -> Path:
-        return join_state(self.directory, f"{_xml_escape(name)}.addnhosts")
-
-    def leases(self, name: str) -> Path:
-        return join_state(self.directory, f"{name}.leases")
-
-    def status(self, bridge: str) -> Path:
-        """The lease status file libvirt's lease helper keeps, named after the bridge."""
-        return join_state(self.directory, f"{bridge}.status")
-
-    def pid_file(self, name: str) -> Path | None:
-        return join_state(self.pid_dir, f"{name}.pid") if self.pid_dir is not None else None
+# --- capabilities and files ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -175,189 +115,12 @@ class DnsmasqFiles:
     addnhosts: str
 
 
-# --- value checks -------------------------------------------------------------------------
-
-_DNS_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
-_LEASE_TIME_LIKE = re.compile(r"[0-9]+[wWdDhHmMsS]?")
+# dhcp-host fields dnsmasq must read as a MAC address or a client id
 _MAC = re.compile(r"[0-9A-Fa-f]{1,2}(?::[0-9A-Fa-f]{1,2}){5}")
 _CLIENT_ID = re.compile(r"[0-9A-Fa-f:]+")
-_IFNAME = re.compile(r"[A-Za-z0-9_.+-]{1,15}")
 # libvirt's own alphabets for SRV service and protocol names
 _SRV_SERVICE = re.compile(r"[A-Za-z0-9_+/*-]{1,15}")
 _SRV_PROTOCOL = re.compile(r"[A-Za-z0-9+/-]+")
-
-
-def _describe_char(ch: str) -> str:
-    names = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\0": "a NUL byte"}
-    if ch in names:
-        return names[ch]
-    return f"the control character U+{ord(ch):04X}"
-
-
-def _refuse_control(path: str, what: str, value: str) -> None:
-    for ch in value:
-        if unicodedata.category(ch) == "Cc":
-            raise DnsmasqConfigError(
-                path, what, value, f"contains {_describe_char(ch)}, which dnsmasq cannot accept"
-            )
-
-
-def _check_dns_name(path: str, what: str, value: str) -> str:
-    """A DNS name dnsmasq reads back as exactly one field of one option."""
-    _refuse_control(path, what, value)
-    if not value:
-        raise DnsmasqConfigError(path, what, value, "is empty")
-    for ch in value:
-        if not ch.isascii():
-            raise DnsmasqConfigError(
-                path, what, value,
-                f"contains the non-ASCII character {ch!r}; write the name in its ASCII "
-                "(IDNA 'xn--') form",
-            )
-    if _DNS_NAME.fullmatch(value) is None:
-        bad = next((ch for ch in value if not (ch.isalnum() or ch in "._-")), None)
-        if bad is not None:
-            reason = f"contains {bad!r}; a DNS name may only hold letters, digits, '-', '_' and '.'"
-        elif ".." in value or value.startswith("."):
-            reason = "has an empty label"
-        else:
-            reason = "has a label longer than 63 characters"
-        raise DnsmasqConfigError(path, what, value, reason)
-    if len(value.rstrip(".")) > 253:
-        raise DnsmasqConfigError(path, what, value, "is longer than 253 characters")
-    return value
-
-
-def _check_dhcp_host_name(path: str, value: str) -> str:
-    """A host name in a dhcp-host line, where dnsmasq guesses each field's meaning."""
-    _check_dns_name(path, "host name", value)
-    if not value[0].isalnum():
-        raise DnsmasqConfigError(path, "host name", value, "must start with a letter or digit")
-    if value in ("infinite", "ignore"):
-        reason = "is a dnsmasq keyword in a dhcp-host line"
-    elif _LEASE_TIME_LIKE.fullmatch(value):
-        reason = "would be read by dnsmasq as a lease time"
-    elif _is_ipv4(value):
-        reason = "would be read by dnsmasq as an IPv4 address"
-    else:
-        return value
-    raise DnsmasqConfigError(path, "host name", value, reason)
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _string_arg(path: str, what: str, value: str, *, comma_splits: bool) -> str:
-    """Free text as one dnsmasq argument: plain when dnsmasq reads it back unchanged,
-    otherwise in dnsmasq's double-quoted form (inside quotes commas, '#' and spaces lose
-    their meaning; only backslash and the quote need escaping)."""
-    _refuse_control(path, what, value)
-    plain = (
-        value.isascii()
-        and '"' not in value
-        and "#" not in value
-        and not (comma_splits and "," in value)
-        and value == value.strip(" ")
-        # dhcp-boot and friends take leading "tag:"/"net:" fields as tag filters
-        and not value.startswith(("tag:", "net:"))
-    )
-    if plain:
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _check_name_for_paths(name: str) -> None:
-    _refuse_control("/network/name", "network name", name)
-    if not name or "/" in name:
-        raise DnsmasqConfigError("/network/name", "network name", name,
-                                 "cannot be part of a file name")
-
-
-def _ifname(net: Network) -> str:
-    bridge = net.bridge_name
-    if bridge is None:
-        raise VirtnetError(
-            f"network {net.name!r} has no bridge name yet; dnsmasq needs the interface to serve"
-        )
-    _refuse_control("/network/bridge/@name", "bridge name", bridge)
-    if _IFNAME.fullmatch(bridge) is None:
-        raise DnsmasqConfigError(
-            "/network/bridge/@name", "bridge name", bridge,
-            "is not an interface name dnsmasq can be given (1-15 of letters, digits, '_.+-')",
-        )
-    return bridge
-
-
-# --- formatting helpers ----------------------------------------------------------------------
-
-
-def format_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """An address as libvirt prints it: with the C library's inet_ntop, which keeps the dotted
-    tail of IPv4-mapped and IPv4-compatible IPv6 addresses where Python < 3.13 does not."""
-    if isinstance(address, ipaddress.IPv6Address):
-        return socket.inet_ntop(socket.AF_INET6, address.packed)
-    return str(address)
-
-
-def libvirt_prefix(ip: IpDef) -> int | None:
-    """The prefix libvirt uses: prefix if positive, else the netmask, else the classful
-    default (IPv4) or 64 (IPv6); None when an IPv4 address has no class (>= 224.0.0.0)."""
-    if ip.prefix is not None and ip.prefix > 0:
-        return ip.prefix
-    if ip.netmask is not None:
-        return ipaddress.IPv4Network(f"0.0.0.0/{ip.netmask}").prefixlen
-    address = ip.address
-    if isinstance(address, ipaddress.IPv4Address):
-        if int(address) == 0:
-            return 0
-        first = int(address) >> 24
-        if first < 128:
-            return 8
-        if first < 192:
-            return 16
-        if first < 224:
-            return 24
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        return 0 if int(address) == 0 else 64
-    return 0
-
-
-def lease_time(lease: Lease | None) -> str | None:
-    """A lease as dnsmasq wants it: 'infinite' or the number and the unit's first letter."""
-    if lease is None:
-        return None
-    if lease.expiry == 0:
-        return "infinite"
-    unit = lease.unit or LeaseUnit.MINUTES
-    return f"{lease.expiry}{unit.value[0]}"
-
-
-def ptr_domain(ip: IpDef, path: str) -> str:
-    """The reverse zone served locally for a localPtr='yes' address."""
-    address = ip.address
-    prefix = libvirt_prefix(ip)
-    assert address is not None
-    if isinstance(address, ipaddress.IPv4Address):
-        if prefix is None or prefix == 0 or prefix >= 32 or prefix % 8:
-            raise DnsmasqConfigError(path, "localPtr with prefix", prefix,
-                                     "cannot give an IPv4 PTR domain (it needs /8, /16 or /24)")
-        octets = address.packed[: prefix // 8]
-        return ".".join(str(b) for b in reversed(octets)) + ".in-addr.arpa"
-    if prefix is None or prefix == 0 or prefix >= 128 or prefix % 4:
-        raise DnsmasqConfigError(path, "localPtr with prefix", prefix,
-                                 "cannot give an IPv6 PTR domain (it needs a multiple of 4)")
-    nibbles = address.packed.hex()[: prefix // 4]
-    return ".".join(reversed(nibbles)) + ".ip6.arpa"
-
-
-def _netmask_of(prefix: int) -> str:
-    return str(ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask)
 
 
 # --- the rendering ---------------------------------------------------------------------------
@@ -444,12 +207,12 @@ def _hostsfile_lines(dhcp: _DhcpDef) -> list[str]:
 
 def _hostsfile_line(host: DhcpHost, ipv6: bool, path: str) -> str:
     assert host.ip is not None
-    name = _check_dhcp_host_name(path + "/@name", host.name) if host.name is not None else None
+    name = check_dhcp_host_name(path + "/@name", host.name) if host.name is not None else None
     address = format_ip(host.ip)
     if ipv6:
         client_id = host.id
         if client_id is not None:
-            _refuse_control(path + "/@id", "client id", client_id)
+            refuse_control(path + "/@id", "client id", client_id)
             if _CLIENT_ID.fullmatch(client_id) is None:
                 raise DnsmasqConfigError(path + "/@id", "client id", client_id,
                                          "may only hold hexadecimal digits and ':'")
@@ -460,7 +223,7 @@ def _hostsfile_line(host: DhcpHost, ipv6: bool, path: str) -> str:
     else:
         mac = host.mac
         if mac is not None:
-            _refuse_control(path + "/@mac", "MAC address", mac)
+            refuse_control(path + "/@mac", "MAC address", mac)
             if _MAC.fullmatch(mac) is None:
                 raise DnsmasqConfigError(path + "/@mac", "MAC address", mac, "is not a MAC address")
         if mac is None and name is None:
@@ -483,20 +246,20 @@ def _srv_line(srv: DnsSrv, path: str) -> str:
         raise DnsmasqConfigError(path, "SRV record", None, "lacks its service")
     if not srv.protocol:
         raise DnsmasqConfigError(path, "SRV record", None, "lacks its protocol")
-    _refuse_control(path + "/@service", "SRV service", srv.service)
+    refuse_control(path + "/@service", "SRV service", srv.service)
     if _SRV_SERVICE.fullmatch(srv.service) is None:
         raise DnsmasqConfigError(path + "/@service", "SRV service", srv.service,
                                  "may only hold up to 15 of letters, digits and '_-+/*'")
-    _refuse_control(path + "/@protocol", "SRV protocol", srv.protocol)
+    refuse_control(path + "/@protocol", "SRV protocol", srv.protocol)
     if _SRV_PROTOCOL.fullmatch(srv.protocol) is None:
         raise DnsmasqConfigError(path + "/@protocol", "SRV protocol", srv.protocol,
                                  "may only hold letters, digits and '-+/'")
     line = f"srv-host=_{srv.service}._{srv.protocol}"
     if srv.domain:
-        line += "." + _check_dns_name(path + "/@domain", "SRV domain", srv.domain)
+        line += "." + check_dns_name(path + "/@domain", "SRV domain", srv.domain)
     # An empty target or "." says the service is not offered here: nothing else matters.
     if srv.target and srv.target != ".":
-        line += "," + _check_dns_name(path + "/@target", "SRV target", srv.target)
+        line += "," + check_dns_name(path + "/@target", "SRV target", srv.target)
         port, priority, weight = srv.port or 0, srv.priority or 0, srv.weight or 0
         # the fields are positional: give defaults for the ones before a given one
         if port or priority or weight:
@@ -522,7 +285,7 @@ def needs_dnsmasq(net: Network) -> bool:
 
 
 def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
-    _check_name_for_paths(net.name)
+    check_name_for_paths(net.name)
     if not net.forward_mode.has_own_bridge:
         raise VirtnetError(
             f"network {net.name!r} (forward mode {net.forward_mode.value}) has no dnsmasq: "
@@ -541,7 +304,7 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
             path = f"/network/dns/forwarder[{findex}]"
             line = "server="
             if fwd.domain:
-                line += "/" + _check_dns_name(path + "/@domain", "forwarder domain",
+                line += "/" + check_dns_name(path + "/@domain", "forwarder domain",
                                               fwd.domain) + "/"
             if fwd.addr is not None:
                 line += format_ip(fwd.addr)
@@ -556,7 +319,7 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
             lines.append("no-resolv")
 
     if net.domain is not None:
-        domain = _check_dns_name("/network/domain/@name", "domain", net.domain.name)
+        domain = check_dns_name("/network/domain/@name", "domain", net.domain.name)
         if net.domain.local_only is True:
             lines.append(f"local=/{domain}/")
         lines += [f"domain={domain}", "expand-hosts"]
@@ -571,10 +334,10 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
 
     pid_file = paths.pid_file(net.name)
     if pid_file is not None:
-        lines.append("pid-file=" + _string_arg("/network/name", "pid file path", str(pid_file),
+        lines.append("pid-file=" + string_arg("/network/name", "pid file path", str(pid_file),
                                                comma_splits=False))
 
-    lines += ["except-interface=lo", "bind-dynamic", f"interface={_ifname(net)}"]
+    lines += ["except-interface=lo", "bind-dynamic", f"interface={bridge_ifname(net)}"]
 
     if net.forward_mode is ForwardMode.NONE:
         # isolated: no default route for guests, no upstream DNS, and IPv6 RAs that
@@ -584,8 +347,8 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
     if want_dns:
         for tindex, txt in enumerate(dns.txts, start=1):
             path = f"/network/dns/txt[{tindex}]"
-            name = _check_dns_name(path + "/@name", "TXT name", txt.name)
-            value = _string_arg(path + "/@value", "TXT value", txt.value, comma_splits=True)
+            name = check_dns_name(path + "/@name", "TXT name", txt.name)
+            value = string_arg(path + "/@value", "TXT value", txt.value, comma_splits=True)
             lines.append(f"txt-record={name},{value}")
         for sindex, srv in enumerate(dns.srvs, start=1):
             lines.append(_srv_line(srv, f"/network/dns/srv[{sindex}]"))
@@ -596,7 +359,7 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
             if not tftp_enabled:
                 lines.append("enable-tftp")
                 tftp_enabled = True
-            root = _string_arg(f"/network/ip[{index}]/tftp/@root", "TFTP root", ip.tftp_root,
+            root = string_arg(f"/network/ip[{index}]/tftp/@root", "TFTP root", ip.tftp_root,
                                comma_splits=True)
             lines.append(f"tftp-root={root}")
 
@@ -614,11 +377,11 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
     if ipv4_dhcp is not None or ipv6_dhcp is not None:
         # written even when empty, so hosts can be added at run time
         hostsfile = str(paths.hostsfile(net.name))
-        lines.append("dhcp-hostsfile=" + _string_arg("/network/name", "hostsfile path",
+        lines.append("dhcp-hostsfile=" + string_arg("/network/name", "hostsfile path",
                                                      hostsfile, comma_splits=False))
     if want_dns:
         addnhosts = str(paths.addnhosts(net.name))
-        lines.append("addn-hosts=" + _string_arg("/network/name", "addn-hosts path",
+        lines.append("addn-hosts=" + string_arg("/network/name", "addn-hosts path",
                                                  addnhosts, comma_splits=False))
 
     if net.mtu is not None and net.mtu > 0:
@@ -636,7 +399,7 @@ def _conf_lines(net: Network, paths: DnsmasqPaths) -> list[str]:
     _addnhosts_lines(net)
 
     for oindex, option in enumerate(net.dnsmasq_options, start=1):
-        _refuse_control(f"/network/dnsmasq:options/dnsmasq:option[{oindex}]/@value",
+        refuse_control(f"/network/dnsmasq:options/dnsmasq:option[{oindex}]/@value",
                         "dnsmasq option", option)
         lines.append(option)
 
@@ -659,7 +422,7 @@ def _dhcp_lines(dhcp: _DhcpDef) -> tuple[list[str], int]:
         if ipv6:
             line = f"dhcp-range={format_ip(rng.start)},{format_ip(rng.end)},{prefix}"
         else:
-            line = f"dhcp-range={format_ip(rng.start)},{format_ip(rng.end)},{_netmask_of(prefix)}"
+            line = f"dhcp-range={format_ip(rng.start)},{format_ip(rng.end)},{netmask_of(prefix)}"
         leasetime = lease_time(rng.lease)
         if leasetime is not None:
             line += f",{leasetime}"
@@ -676,7 +439,7 @@ def _dhcp_lines(dhcp: _DhcpDef) -> tuple[list[str], int]:
     if not ipv6:
         lines += ["dhcp-no-override", "dhcp-authoritative"]
         if ip.bootp is not None:
-            bootfile = _string_arg(f"{dhcp.path}/dhcp/bootp/@file", "boot file", ip.bootp.file,
+            bootfile = string_arg(f"{dhcp.path}/dhcp/bootp/@file", "boot file", ip.bootp.file,
                                    comma_splits=True)
             if ip.bootp.server is not None:
                 lines.append(f"dhcp-boot={bootfile},,{format_ip(ip.bootp.server)}")
@@ -707,7 +470,7 @@ def render_conf(net: Network, paths: DnsmasqPaths | None = None,
 def render_hostsfile(net: Network) -> str:
     """The dhcp-hostsfile: one dhcp-host entry per static host with an address, the IPv4
     DHCP hosts first. Empty when there are none (the file is still written)."""
-    _check_name_for_paths(net.name)
+    check_name_for_paths(net.name)
     lines: list[str] = []
     for dhcp in _dhcp_defs(net):
         if dhcp is not None:
@@ -725,7 +488,7 @@ def _addnhosts_lines(net: Network) -> list[str]:
         names = by_address.setdefault(format_ip(host.ip), [])
         for nindex, hostname in enumerate(host.hostnames, start=1):
             path = f"/network/dns/host[{hindex}]/hostname[{nindex}]"
-            names.append(_check_dns_name(path, "host name", hostname))
+            names.append(check_dns_name(path, "host name", hostname))
     return [address + "\t" + "".join(name + "\t" for name in names)
             for address, names in by_address.items()]
 

@@ -43,7 +43,8 @@ from virtnet.errors import (
 )
 from virtnet.ids import network_name_problem
 from virtnet.spec.model import Network
-from virtnet.paths import StatePaths
+from virtnet.host import HostProcess
+from virtnet.paths import DnsmasqPaths, StatePaths
 from virtnet.service import definitions, queries
 from virtnet.store.records import (
     PARSED,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from virtnet.host import Host
     from virtnet.facts import HostFacts
     from virtnet.store.leases import LeaseRow
-    from virtnet.plan.actions import Plan
+    from virtnet.plan.plans import Plan
 
 UUID_LENGTH = 36
 
@@ -115,8 +116,6 @@ class Engine:
 
     def dnsmasq_alive(self, name: str, pid: int | None) -> bool:
         """Whether ``pid`` is the dnsmasq of network ``name`` (a recycled pid never counts)."""
-        from virtnet.render.dnsmasq import DnsmasqPaths
-
         if pid is None or pid <= 0:
             return False
         with self.host() as host:
@@ -258,7 +257,8 @@ class Engine:
                     others.add(definition.bridge_name)
         return assign_defaults(
             net, other_bridges=others, link_in_use=self.link_in_use, sources=self.sources,
-            reserved=libvirt_bridges_here,  # skipped where libvirtd's bridges are (init netns)
+            reserved=lambda: libvirt_bridges_here(HostProcess),  # skipped where libvirtd's
+            # bridges are (the initial namespace)
         )
 
     # --- start / create / destroy ---------------------------------------------------------

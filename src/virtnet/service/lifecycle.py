@@ -27,7 +27,8 @@ from virtnet.execute.executor import undoing
 from virtnet.execute.faults import CRASH_AFTER_UNDO_STEP_ENV, crash_point
 from virtnet.host import Host
 from virtnet.ids import network_name_problem
-from virtnet.plan.actions import Action, CreateBridge, Plan, PlanError, StartDnsmasq, WriteFile
+from virtnet.plan.actions import Action, CreateBridge, StartDnsmasq, WriteFile
+from virtnet.plan.plans import Plan, PlanError
 from virtnet.plan.planner import plan_start, preflight
 from virtnet.service import queries
 from virtnet.service.ports import remove_network_ports

@@ -41,7 +41,8 @@ from virtnet.execute.journal import parse as parse_journal
 from virtnet.facts import TcFeatures
 from virtnet.host import Host
 from virtnet.ids import check_portgroup_name, check_uuid, port_file
-from virtnet.plan.actions import Action, Plan, PlanError
+from virtnet.plan.actions import Action
+from virtnet.plan.plans import Plan, PlanError
 from virtnet.plan.drivers import driver_for
 from virtnet.plan.ports import (
     DEVICE_PREFIX,

@@ -22,9 +22,9 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from virtnet.errors import VirtnetError
-from virtnet.host import HostProcess
 from virtnet.spec.model import Bridge, Network
 
 BRIDGE_TEMPLATE = "virbr%d"
@@ -83,10 +83,18 @@ def link_exists(name: str) -> bool:
     return True
 
 
-def libvirt_bridges_here(host: type[HostProcess] = HostProcess) -> list[str]:
+class LibvirtPresence(Protocol):
+    """What :func:`libvirt_bridges_here` asks of the host (the host layer's HostProcess)."""
+
+    def in_libvirt_netns(self) -> bool: ...
+
+    def libvirt_network_files(self) -> list[tuple[str, bytes]]: ...
+
+
+def libvirt_bridges_here(host: LibvirtPresence | type[LibvirtPresence]) -> list[str]:
     """The bridge names of a packaged libvirt's networks (defined or running), when this
     process is in the namespace libvirtd runs in (the init one): there its bridges and ours
-    meet. Elsewhere (a --netns namespace) none."""
+    meet. Elsewhere (a --netns namespace) none. ``host`` is the caller's host surface."""
     if not host.in_libvirt_netns():
         return []
     from virtnet.spec.libvirtnets import libvirt_bridges  # lazy: the XML parser (lxml) is heavy

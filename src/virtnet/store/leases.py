@@ -25,7 +25,7 @@ from typing import Any
 
 from virtnet.errors import StorageError, VirtnetError
 from virtnet.spec.model import Network
-from virtnet.paths import StatePaths
+from virtnet.paths import DnsmasqPaths, StatePaths
 
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 HEADERS = ("Expiry Time", "MAC address", "Protocol", "IP address", "Hostname",
@@ -68,8 +68,6 @@ class LeaseRow:
 
 def lease_file(paths: StatePaths, network_name: str) -> Path:
     """Where dnsmasq keeps the leases of ``network_name`` (the path the dnsmasq runner uses)."""
-    from virtnet.render.dnsmasq import DnsmasqPaths
-
     return DnsmasqPaths.for_state(paths).leases(network_name)
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from virtnet.host import Host
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
-    from virtnet.plan.actions import Plan
+    from virtnet.plan.plans import Plan
     from virtnet.spec.portdef import PortDef
     from virtnet.spec.portdef import PoolUsage
 

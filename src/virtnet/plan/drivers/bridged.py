@@ -28,11 +28,12 @@ from virtnet.plan.actions import (
     CreateBridge,
     LinkUp,
     LoadFirewall,
-    Plan,
     SetSysctl,
     StartDnsmasq,
     WriteFile,
 )
+from virtnet.plan.plans import Plan
+from virtnet.paths import DnsmasqPaths
 from virtnet.spec.portdef import PlugType
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ class BridgedDriver(Driver):
         paths: StatePaths,
         caps: DnsmasqCaps | None,
     ) -> list[Action]:
-        from virtnet.render.dnsmasq import DnsmasqCaps, DnsmasqPaths, render_all
+        from virtnet.render.dnsmasq import DnsmasqCaps, render_all
 
         binary = facts.dnsmasq or "dnsmasq"
         dnsmasq_paths = DnsmasqPaths.for_state(paths)

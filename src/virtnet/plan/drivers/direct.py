@@ -28,7 +28,8 @@ from virtnet.errors import HostError, NetlinkFailure, PortError, Problem
 from virtnet.facts import FEATURE_TEXT
 from virtnet.paths import NODE_DIR
 from virtnet.spec.model import ForwardMode, Network, NetworkFamily, VirtualPortType
-from virtnet.plan.actions import RECORDED, Action, Plan, crash_in_step
+from virtnet.plan.actions import RECORDED, Action, crash_in_step
+from virtnet.plan.plans import Plan
 from virtnet.spec.portdef import MacvtapMode, PlugType
 
 if TYPE_CHECKING:

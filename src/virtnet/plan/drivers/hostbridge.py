@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 from virtnet.plan.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import Problem
 from virtnet.spec.model import MacTableManager, Network, NetworkFamily, VirtualPortType
-from virtnet.plan.actions import AttachHostBridge, Plan
+from virtnet.plan.actions import AttachHostBridge
+from virtnet.plan.plans import Plan
 from virtnet.spec.portdef import PlugType
 
 if TYPE_CHECKING:

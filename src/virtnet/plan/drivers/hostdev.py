@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, ClassVar
 from virtnet.plan.drivers.base import Driver, NetworkTopology, Pool, refuse_virtualport
 from virtnet.errors import HostError, PortError, Problem
 from virtnet.spec.model import Network, NetworkFamily, PciAddress, VirtualPortType
-from virtnet.plan.actions import Action, Plan
+from virtnet.plan.actions import Action
+from virtnet.plan.plans import Plan
 from virtnet.spec.portdef import PlugType
 
 if TYPE_CHECKING:
