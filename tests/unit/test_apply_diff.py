@@ -77,7 +77,7 @@ def ops(diff_steps: list[Step]) -> list[tuple[str, str]]:
 
 def test_the_same_definition_changes_nothing() -> None:
     diff = diff_actions("live", recorded(nat_net()), planned(nat_net()))
-    assert diff.unchanged and diff.steps == []
+    assert diff.steps == [] and diff.not_live == []
     # the recorded actions are kept as they are, so the dnsmasq pid stays known
     dnsmasq = next(a for a in diff.merged if isinstance(a, StartDnsmasq))
     assert dnsmasq.pid == 4242

@@ -161,7 +161,7 @@ class NetworkRoutes:
         name = request.match_info["name"]
 
         def destroy() -> dict[str, Any]:
-            # by name or uuid; also when a file of the network is unreadable (Engine._salvage)
+            # by name or uuid; also when a file of the network is unreadable (lifecycle.salvage)
             destroyed = self.engine.destroy(name)
             try:
                 return self._info(destroyed)

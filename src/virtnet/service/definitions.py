@@ -35,7 +35,7 @@ def define(engine: Engine, data: bytes | str, source: str | None = None) -> Netw
 def text_reading_back(engine: Engine, net: Network, path: Path, *, status: bool = False) -> str:
     """NET as it is saved in PATH, once checked to read back as the very same network, so
     that a definition which could not be loaded again is refused with nothing written.
-    The parse is cached as :meth:`Engine._load` will ask for it (a definition is read back as
+    The parse is cached as :meth:`Engine.load` will ask for it (a definition is read back as
     bytes, a status record's live definition as text): the next load costs nothing."""
     text = engine.format(net, inactive=True)
     try:

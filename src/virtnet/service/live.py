@@ -110,10 +110,6 @@ class ApplyDiff:
     merged: list[Action] = field(default_factory=list)  # the new plan, old records reused
     old: list[Action] = field(default_factory=list)  # the recorded actions
 
-    @property
-    def unchanged(self) -> bool:
-        return not self.steps and not self.not_live
-
 
 def not_live_changes(old: Network, new: Network) -> list[str]:
     """What differs between OLD and NEW that a running network cannot take (pure)."""
