@@ -31,7 +31,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from virtnet.host import Host  # the socket's effects (host/ipc.py), loaded on first use
+from virtnet.host import HostProcess  # the socket's effects (host/ipc.py), loaded on first use
 
 DEFAULT_SOCKET = "/run/virtnet/virtnetd.sock"
 MAX_HEAD_BYTES = 64 * 1024
@@ -127,7 +127,7 @@ class Connection:
 
     def connect(self) -> None:
         try:
-            sock = Host.connect_unix(self.path, self.timeout)
+            sock = HostProcess.connect_unix(self.path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError,
                 PermissionError) as exc:
             raise DaemonUnavailable(f"no virtnetd at {self.path}: {exc.strerror}") from None
@@ -202,7 +202,7 @@ class Connection:
         assert self._sock is not None
         if self._buffer:
             return None
-        data, fds = Host.recv_fds(self._sock, 1, 4)
+        data, fds = HostProcess.recv_fds(self._sock, 1, 4)
         if not data:
             for fd in fds:
                 os.close(fd)

@@ -28,7 +28,7 @@ CEILINGS = {
     "a_modules": (0, 0),
     "a_dynamic_units": (0, 0),
     "b_private": (0, 0),
-    "c_local_imports": (83, 20),
+    "c_local_imports": (20, 20),
     "d_modules": (0, 0),
     "d_classes": (0, 0),
     "e_effects": (0, 0),

@@ -48,10 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from virtnet import __version__
+from virtnet.daemon.settings import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S, SOCKET_MODE, TICK_S
 from virtnet.errors import VirtnetError
-from virtnet.host import Host
+from virtnet.host import HostProcess
 from virtnet.host.ipc import Notifier, Occupied
 from virtnet.host.procs import PidfileLocked
+from virtnet.paths import StatePaths
+from virtnet.store.store import ensure_dir
 
 # aiohttp and the daemon's own modules (virtnet.daemon.server and what it imports: the
 # engine, the store, the paths) are imported inside the functions that use them, on purpose:
@@ -108,7 +111,7 @@ class MemoryProbe:
             "gc_objects": sum(types.values()),
             "objects_by_type": dict(sorted(types.items(), key=lambda kv: -kv[1])[:200]),
             "threads": sorted(t.name for t in threading.enumerate()),
-            "vmrss_kb": Host.vmrss_kb(), "mallinfo2": _mallinfo2(), "pymalloc": _pymalloc(),
+            "vmrss_kb": HostProcess.vmrss_kb(), "mallinfo2": _mallinfo2(), "pymalloc": _pymalloc(),
         }
         if self.trace:
             figures["traced_bytes"], figures["traced_peak_bytes"] = \
@@ -146,7 +149,7 @@ def _pymalloc() -> dict[str, int]:
 
 def _mallinfo2() -> dict[str, int] | None:
     """glibc's malloc statistics, summed over all its arenas (None on another libc)."""
-    return Host.mallinfo2()
+    return HostProcess.mallinfo2()
 
 
 def fix_malloc_thresholds() -> bool:
@@ -156,7 +159,7 @@ def fix_malloc_thresholds() -> bool:
     if "MALLOC_MMAP_THRESHOLD_" in os.environ \
             or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
-    return Host.set_mmap_threshold(MMAP_THRESHOLD_BYTES)
+    return HostProcess.set_mmap_threshold(MMAP_THRESHOLD_BYTES)
 
 
 class ClientErrorFilter(logging.Filter):
@@ -169,7 +172,7 @@ class ClientErrorFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True
-        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.http_exceptions import HttpProcessingError  # loaded by serve() by now
 
         if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
             text = " ".join(str(exc.message).split())
@@ -182,9 +185,6 @@ class ClientErrorFilter(logging.Filter):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from virtnet.daemon.server import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S
-    from virtnet.daemon.supervise import TICK_S
-
     parser = argparse.ArgumentParser(
         prog="virtnetd",
         description="virtnet's daemon: hosts the engine, supervises dnsmasq and leases, and "
@@ -217,11 +217,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def take_pidfile(path: Path) -> int:
     """Hold an flock on PATH for the daemon's life: one daemon per state directory."""
-    from virtnet.store.store import ensure_dir
-
     ensure_dir(path.parent, 0o755)
     try:
-        return Host.lock_pidfile(path)
+        return HostProcess.lock_pidfile(path)
     except PidfileLocked as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise VirtnetError(f"another virtnetd (pid {exc.holder or '?'}) already serves "
@@ -231,22 +229,19 @@ def take_pidfile(path: Path) -> int:
 
 def bind_socket(path: Path, gid: int | None) -> socket.socket:
     """A listening unix socket at PATH, mode 0660, group GID (when there is one)."""
-    from virtnet.daemon.server import SOCKET_MODE
-    from virtnet.store.store import ensure_dir
-
     ensure_dir(path.parent, 0o755)
     try:
-        return Host.listen_unix(path, gid, SOCKET_MODE, LISTEN_BACKLOG)
+        return HostProcess.listen_unix(path, gid, SOCKET_MODE, LISTEN_BACKLOG)
     except Occupied as exc:
         raise VirtnetError(str(exc)) from None
 
 
 async def serve(args: argparse.Namespace, notifier: object, activated: socket.socket | None,
                 probe: MemoryProbe | None = None) -> int:
+    # the server and aiohttp: not for --help, --version or a refused start
     from aiohttp import web
 
     from virtnet.daemon.server import Daemon, DaemonConfig, resolve_group
-    from virtnet.paths import StatePaths
 
     assert isinstance(notifier, Notifier)
     loop = asyncio.get_running_loop()
@@ -314,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="virtnetd: %(levelname)s: %(message)s")
     logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())
-    notifier = Host.notifier()
-    activated = Host.activation_socket()
+    notifier = HostProcess.notifier()
+    activated = HostProcess.activation_socket()
     try:
         if args.netns is not None:
-            Host.enter_netns(args.netns)
+            HostProcess.enter_netns(args.netns)
         return asyncio.run(serve(args, notifier, activated, probe))
     except VirtnetError as exc:
         print(f"virtnetd: error: {exc}", file=sys.stderr)

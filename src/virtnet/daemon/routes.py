@@ -255,7 +255,7 @@ class NetworkRoutes:
         names = request.query.getall("network", [])
 
         def run() -> dict[str, Any]:
-            from virtnet.insight.doctor import run_doctor
+            from virtnet.insight.doctor import run_doctor  # heavy and rare: not resident
 
             return run_doctor(self.engine, list(names)).to_dict()
 

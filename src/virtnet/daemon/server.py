@@ -41,6 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from virtnet.daemon.events import EventBus
+from virtnet.daemon.settings import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S
 from virtnet.daemon.peers import Peer, PeerListener, Peers, peer_of_socket, resolve_group
 from virtnet.daemon.request import (
     ApiError,
@@ -78,13 +79,10 @@ log = logging.getLogger("virtnetd")
 _work_seconds: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
     "virtnetd_work_seconds", default=None)
 
-DEFAULT_GROUP = "virtnet"
-DEFAULT_REQUEST_TIMEOUT_S = 10.0
 DEFAULT_WORKERS = 8
 # A definition may be 10 MiB (virtnet.spec.xml.parse.MAX_DOCUMENT_BYTES); the CLI endpoint carries
 # files base64-encoded, so a little more than 4/3 of that, plus the rest of the request.
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
-SOCKET_MODE = 0o660
 
 
 # --- the daemon -------------------------------------------------------------------------------

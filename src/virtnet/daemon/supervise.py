@@ -42,6 +42,7 @@ from typing import Any
 from virtnet.daemon.dnsmasqwatch import RESTART_BACKOFF_S, DnsmasqWatch
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.leasewatch import LEASE_REREAD_S, LeaseWatch
+from virtnet.daemon.settings import TICK_S
 from virtnet.daemon.statescan import NetworkView, StateScan
 from virtnet.errors import NotFoundError, VirtnetError
 from virtnet.host import Host
@@ -50,7 +51,6 @@ from virtnet.store.store import atomic_write
 
 log = logging.getLogger("virtnetd")
 
-TICK_S = 0.2  # supervision period: dnsmasq restarted and leases seen well within 1 s
 AUTOSTART_MARKER = "virtnetd.autostarted"
 
 
@@ -302,4 +302,4 @@ class Supervisor:
         self.leases.observe(name, publish)
 
 
-__all__ = ["LEASE_REREAD_S", "RESTART_BACKOFF_S", "Supervisor", "TICK_S"]
+__all__ = ["LEASE_REREAD_S", "RESTART_BACKOFF_S", "Supervisor"]

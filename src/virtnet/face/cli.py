@@ -57,7 +57,7 @@ from virtnet.face.common import (  # re-exported: the names the tests and tools 
     warn_user,
     yes_no,
 )
-from virtnet.host import Host
+from virtnet.host import HostProcess
 
 # Which module holds which verbs (imported when one of them is asked for).
 VERB_GROUPS: dict[str, tuple[str, ...]] = {
@@ -190,7 +190,7 @@ def main(ctx: click.Context, netns: str | None, state_dir: Path | None) -> None:
                       files=given.files or LocalFiles(), out=given.out)
     if netns is not None:
         # Before any command runs, so every socket, sysctl and child process lives in there.
-        Host.enter_netns(netns)
+        HostProcess.enter_netns(netns)
 
 
 @main.command("net-edit")
@@ -208,7 +208,7 @@ def net_edit_cmd(ctx: click.Context, network: str) -> None:
         while True:
             # $EDITOR may carry arguments ("code --wait"): split it as a shell would, but run
             # it without one.
-            status = Host.run_attached([*shlex.split(editor), str(path)])
+            status = HostProcess.run_attached([*shlex.split(editor), str(path)])
             if status != 0:
                 fail(f"{editor} exited with status {status}; "
                      f"network {record.name} left unchanged")

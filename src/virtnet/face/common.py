@@ -32,6 +32,7 @@ from virtnet.errors import (
     XMLParseError,
 )
 from virtnet.face.output import Output
+from virtnet.paths import StatePaths
 
 # Exit statuses: 0 done, 1 the operation failed or was refused (nothing changed), 2 the command
 # line itself was wrong (click's usage errors). With --json, an error is one JSON object on
@@ -96,7 +97,6 @@ class LocalServices:
         if self._engine is None:
             # lazy: the engine's imports are most of a command's start-up, and --help,
             # --version and the definition verbs need none of them
-            from virtnet.paths import StatePaths
             from virtnet.service.engine import Engine
 
             self._engine = Engine(StatePaths.from_option(self.state_dir))

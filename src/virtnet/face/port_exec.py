@@ -140,20 +140,12 @@ def port_exec_cmd(ctx: click.Context, network: str, mac: str | None, portgroup: 
                                             "owner_uuid": owner_uuid}.items()
               if value is not None}
     def create_here(net: str, _fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        from virtnet.service.handover import open_port_device
-        from virtnet.plan.ports import PortRequest
-        from virtnet.service.ports import port_summary
+        # the engine's side, as root without a daemon: loaded only then
+        from virtnet.service.handover import create_with_descriptor
 
-        manager = port_manager_of(ctx)
-        request = PortRequest(mac=mac, portgroup=portgroup, owner_name=owner,
-                              owner_uuid=owner_uuid)
-        record = manager.create(net, request)
-        try:
-            fd = open_port_device(record, vnet_hdr=not no_vnet_hdr)
-        except BaseException:
-            manager.delete(net, record.uuid)
-            raise
-        return port_summary(record), fd
+        return create_with_descriptor(port_manager_of(ctx), net, mac=mac, portgroup=portgroup,
+                                      owner_name=owner, owner_uuid=owner_uuid,
+                                      vnet_hdr=not no_vnet_hdr)
 
     def delete_here(net: str, uuid: str) -> None:
         port_manager_of(ctx).delete(net, uuid)

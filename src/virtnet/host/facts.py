@@ -17,6 +17,7 @@ from virtnet.facts import HostFacts  # noqa: F401 - also named here by drivers/
 from virtnet.host.netlink import RTPROT_RA
 from virtnet.host.nft import LIBNFTABLES
 from virtnet.host.sysctl import sysctl_get
+from virtnet.host.kernel import kernel_has
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -29,8 +30,6 @@ class KernelProbe:
     may give."""
 
     def missing(self, *names: str) -> list[str]:
-        from virtnet.host.kernel import kernel_has  # loaded by the networks that ask
-
         return [name for name in names if not kernel_has(name)]
 
 

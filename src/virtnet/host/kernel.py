@@ -17,6 +17,7 @@ import socket
 import struct
 from virtnet.errors import HostError
 from virtnet.facts import FEATURE_TEXT, KernelFeatures
+from virtnet.host.rtnl import shared_rtnl, tun_available
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -59,8 +60,6 @@ def nftables_supported() -> bool:
 
 
 def _probe_one(name: str) -> bool:
-    from virtnet.host.rtnl import shared_rtnl, tun_available
-
     if name == "tun":
         return tun_available()
     if name == "nftables":

@@ -467,6 +467,11 @@ def shared_rtnl() -> Rtnl:
 # --- tun/tap --------------------------------------------------------------------------
 
 
+def peer_links() -> list[LinkInfo]:
+    """Links of other namespaces whose peers are here (veths moved away)."""
+    return shared_rtnl().peer_links()
+
+
 def create_persistent_tap(name: str, *, vnet_hdr: bool = True) -> None:
     """Create the persistent tap NAME owned by root, as libvirt makes vnetN for a guest.
 
@@ -511,4 +516,4 @@ def tun_available() -> bool:
 
 
 __all__ = ["AddressInfo", "LinkInfo", "NetlinkFailure", "RouteInfo", "Rtnl",
-           "create_persistent_tap", "shared_rtnl", "tun_available"]
+           "create_persistent_tap", "peer_links", "shared_rtnl", "tun_available"]

@@ -23,6 +23,7 @@ from virtnet.errors import HostError, StorageError
 from virtnet.facts import TcFeatures
 from virtnet.host.netlink import NetlinkFailure
 from virtnet.host.rtnl import shared_rtnl
+from virtnet.host.fs import atomic_write
 
 TC_TIMEOUT_S = 30.0
 TC_SEARCH_PATH = "/usr/sbin:/sbin:/usr/bin:/bin:/usr/local/sbin"
@@ -134,8 +135,6 @@ def _read_cache(path: Path) -> TcFeatures | None:
 
 
 def _write_cache(path: Path, features: TcFeatures) -> None:
-    from virtnet.host.fs import atomic_write
-
     try:
         atomic_write(path, json.dumps({"boot_id": _boot_id(),
                                        "features": features.to_dict()}) + "\n")

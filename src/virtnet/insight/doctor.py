@@ -32,6 +32,9 @@ from virtnet.insight.guest_dhcp import guest_dhcp_config
 from virtnet.insight.reach import answers_arp_for_others
 from virtnet.insight.reach_summary import Row, summary
 from virtnet.insight.reach_terms import Topology, pool
+from dataclasses import replace
+from virtnet.errors import HostError
+from virtnet.facts import FEATURE_TEXT
 
 if TYPE_CHECKING:
     from virtnet.service.engine import Engine
@@ -361,8 +364,6 @@ def host_topology(net: Network, view: HostView, active: bool) -> tuple[Topology,
 
 
 def _replace(topo: Topology, **changes: Any) -> Topology:
-    from dataclasses import replace
-
     return replace(topo, **changes)
 
 
@@ -375,8 +376,6 @@ def diagnose_network(net: Network, view: HostView, record: NetworkRecord | None 
     if active:  # an inactive network's collisions are among its preflight's, as start says
         problems += [p.message for p in view.facts.subnet_collisions(net, active=True)]
     else:
-        from virtnet.errors import HostError
-
         try:
             problems += [f"cannot start: {p.message}"
                          for p in driver_for(net).preflight(net, view.facts)]
@@ -425,7 +424,6 @@ def host_checks(view: HostView, networks: list[Network]) -> list[Check]:
     for feature, present in view.kernel.to_dict().items():
         if feature in ("vlan", "ifb"):
             continue
-        from virtnet.facts import FEATURE_TEXT
 
         checks.append(Check(f"kernel: {feature}", present,
                             "present" if present else f"missing: {FEATURE_TEXT[feature]}",

@@ -33,6 +33,7 @@ from virtnet.insight.reach_terms import (
     guest_name,
     pool,
 )
+from virtnet.store.store import atomic_write
 
 FONT = "DejaVu Sans"
 RENDER_TIMEOUT_S = 30.0
@@ -296,8 +297,6 @@ def render(dot_text: str, out: Path) -> None:
 def write_output(out: Path, data: bytes | str) -> None:
     """Replace OUT with DATA (a temp file renamed: a full or read-only disk leaves the old
     picture, and its error names OUT and the errno)."""
-    from virtnet.store.store import atomic_write
-
     if not out.parent.is_dir():
         raise StorageError("write", out, errno.ENOENT)
     atomic_write(out, data, mode=0o644, durable=False)

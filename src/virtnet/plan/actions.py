@@ -35,6 +35,8 @@ from virtnet.execute.faults import (  # noqa: F401 - the names actions and tests
     crash_point,
 )
 from virtnet.facts import dotted
+import importlib
+from virtnet.render.dnsmasq import dnsmasq_argv
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -165,8 +167,6 @@ KIND_MODULES = {
 
 
 def _import_action_module(kind: str) -> None:
-    import importlib
-
     module = KIND_MODULES.get(kind)
     if module is not None:
         importlib.import_module(module)
@@ -442,8 +442,6 @@ class StartDnsmasq(Action):
     created_lease_file: bool | None = field(default=None, metadata={RECORDED: True})
 
     def argv(self) -> list[str]:
-        from virtnet.render.dnsmasq import dnsmasq_argv
-
         return dnsmasq_argv(
             self.binary, Path(self.conf_file), Path(self.lease_file), Path(self.pid_file)
         )

@@ -30,8 +30,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from virtnet.plan.drivers import driver_for
 from virtnet.errors import HostError, HostObjectMissing, NotInstalled
 from virtnet.execute.executor import undoing
-from virtnet.spec.model import ForwardMode, Network
+from virtnet.spec.model import Bridge, Forward, ForwardMode, IpDef, Network
 from virtnet.plan.actions import RECORDED, Action
+import ipaddress
+from virtnet.render.nft import firewall_needed, forward_dev
+from virtnet.spec.forwards import read_forwards
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -217,10 +220,6 @@ class AllowThroughOtherFirewalls(Action):
         return COMMENT_PREFIX + self.network
 
     def _net(self) -> Network:
-        import ipaddress
-
-        from virtnet.spec.model import Bridge, Forward, IpDef
-
         net = Network(name=self.network, bridge=Bridge(name=self.bridge))
         mode = ForwardMode(self.forward_mode)
         if mode is not ForwardMode.NONE:
@@ -360,12 +359,9 @@ def _remove(host: Host, record: dict[str, Any], comment: str) -> None:
 
 def plan_actions(net: Network) -> list[Action]:
     """The start-plan step for NET: firewalled modes on a bridge of our own only."""
-    from virtnet.render.nft import firewall_needed, forward_dev
-
     if not firewall_needed(net) or not net.bridge_name \
             or not driver_for(net).capabilities(net).coexistence:
         return []
-    from virtnet.spec.forwards import read_forwards
 
     try:
         forwards = read_forwards(net)

@@ -32,6 +32,7 @@ import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from virtnet.spec.defaults import DefaultSources, assign_defaults, libvirt_bridges_here, link_exists
@@ -63,11 +64,15 @@ from virtnet.store.store import (
     path_exists,
     remove_file,
 )
+from virtnet.host import Host
+from virtnet.spec.validate import validate
+from virtnet.spec.xml.format import format_network
+from virtnet.spec.xml.parse import parse_network
+from virtnet.store.leases import lease_file
+from virtnet.store.ports import apply_connection_counts
 
-# Imported where used, not here: starting an inactive network needs neither ports (port
-# records, action kinds of ports) nor leases, and every import is paid by each CLI command.
+# For type hints only.
 if TYPE_CHECKING:
-    from virtnet.host import Host
     from virtnet.facts import HostFacts
     from virtnet.store.leases import LeaseRow
     from virtnet.plan.plans import Plan
@@ -103,8 +108,6 @@ class Engine:
     def host(self) -> Iterator[Host]:
         """A host handle for one operation, closed (netlink, nftables) afterwards."""
         if self._host_factory is None:
-            from virtnet.host import Host
-
             self._host_factory = Host
         host = self._host_factory()
         try:
@@ -134,8 +137,6 @@ class Engine:
         kept = PARSED.get(key) if cacheable else None
         if kept is not None:
             return pickle.loads(kept)
-        from virtnet.spec.validate import validate
-        from virtnet.spec.xml.parse import parse_network
 
         net = parse_network(data, source=source)
         problems = validate(net)
@@ -147,8 +148,6 @@ class Engine:
 
     @staticmethod
     def format(net: Network, inactive: bool = True) -> str:
-        from virtnet.spec.xml.format import format_network
-
         return format_network(net, inactive=inactive)
 
     def load(self, name: str) -> NetworkRecord | None:
@@ -176,7 +175,6 @@ class Engine:
                                   "file name); ignored")
             live.connections = status.connections
             if status.active:  # ports' records count the connections (virtnet.service.ports)
-                from virtnet.store.ports import apply_connection_counts
 
                 status.connections = apply_connection_counts(self.paths.status_dir, live)
         return NetworkRecord(
@@ -190,9 +188,7 @@ class Engine:
     def _recover_apply(self, name: str) -> None:
         """Reverse what a net-apply killed midway left (virtnet.service.live), before the network's
         record is read: a privileged process only, with the state lock."""
-        from virtnet.service.live import recover_interrupted_apply
-
-        recover_interrupted_apply(self, name)
+        live_changes().recover_interrupted_apply(self, name)
 
     def records(self, warn: Warn | None = None) -> list[NetworkRecord]:
         """Every known network, sorted by name as virsh sorts. A network one of whose files
@@ -265,29 +261,21 @@ class Engine:
 
     def start(self, name: str) -> Network:
         """Start a defined network; for an active one, restart a dnsmasq that died."""
-        from virtnet.service import lifecycle  # the planner and the actions: only to start
-
-        return lifecycle.start(self, name)
+        return lifecycle().start(self, name)
 
     def create(self, data: bytes | str, source: str | None = None) -> Network:
         """Start a network from a definition without keeping it (libvirt's transient network)."""
-        from virtnet.service import lifecycle
-
-        return lifecycle.create(self, data, source)
+        return lifecycle().create(self, data, source)
 
     def destroy(self, name: str, warn: Warn | None = None) -> str:
         """Stop an active network (see :func:`virtnet.service.lifecycle.destroy`); returns
         its name (NAME may be its uuid)."""
-        from virtnet.service import lifecycle
-
-        return lifecycle.destroy(self, name, warn)
+        return lifecycle().destroy(self, name, warn)
 
     def plan(self, target: str | Network) -> Plan:
         """The plan ``start`` would apply now, for a network's name or a parsed definition
         (see :func:`virtnet.service.lifecycle.plan`)."""
-        from virtnet.service import lifecycle
-
-        return lifecycle.plan(self, target)
+        return lifecycle().plan(self, target)
 
     def read_facts(self, host: Host, net: Network | None = None) -> HostFacts:
         """The host's facts, read before planning; with the tc features when NET (the network
@@ -304,8 +292,6 @@ class Engine:
 
     def remove_leases(self, name: str) -> None:
         """Forget network NAME's leases (kept across its restarts, not beyond it)."""
-        from virtnet.store.leases import lease_file  # with the renderer: only when a network goes
-
         remove_file(lease_file(self.paths, name), durable=False)
 
     # --- queries (virtnet.service.queries) -------------------------------------------------
@@ -359,10 +345,25 @@ class Engine:
                live: bool = False, config: bool = False) -> tuple[bool, bool]:
         """One net-update; returns (live changed, config changed) (see
         virtnet.service.live.update)."""
-        from virtnet.service.live import update  # the live diff and its actions
-
-        return update(self, name, command, section, xml, parent_index, live, config)
+        return live_changes().update(self, name, command, section, xml, parent_index, live, config)
 
     def set_autostart(self, name: str, enable: bool) -> None:
         definitions.set_autostart(self, name, enable)
 
+
+# The two parts of the engine that load the planner, the drivers and every action kind: a
+# command that only reads or defines networks never pays for them.
+
+
+def lifecycle() -> ModuleType:
+    """virtnet.service.lifecycle (start, stop, plan), loaded on first use."""
+    from virtnet.service import lifecycle as module
+
+    return module
+
+
+def live_changes() -> ModuleType:
+    """virtnet.service.live (net-apply, net-update and their recovery), loaded on first use."""
+    from virtnet.service import live as module
+
+    return module

@@ -11,6 +11,8 @@ from virtnet.service.privilege import require_net_admin, require_net_admin_if
 from virtnet.spec.forwards import PortForward, parse_port_range, read_forwards, write_forwards
 from virtnet.spec.model import Network
 from virtnet.spec.validate import validate
+import copy
+from virtnet.service.live import apply_live
 
 if TYPE_CHECKING:
     from virtnet.service.engine import Engine
@@ -37,8 +39,6 @@ def _change(engine: Engine, operation: str, name: str, live: bool, config: bool,
     definitions are checked before anything changes. A live change (``live``, or "current"
     of an active network) needs CAP_NET_ADMIN: without it OPERATION is refused before the
     lock is taken."""
-    import copy
-
     require_net_admin_if(f"{operation} --live",
                          lambda: live or (not config and engine.lookup(name).active))
     with engine.store.lock:
@@ -57,8 +57,6 @@ def _change(engine: Engine, operation: str, name: str, live: bool, config: bool,
                 raise ValidationError(problems, source=f"network '{record.name}' ({which})")
             updated[which] = net
         if "live" in updated:
-            from virtnet.service.live import apply_live
-
             apply_live(engine, record, updated["live"])
         if "config" in updated:
             engine.store.write_definition(record.name, engine.format(updated["config"]))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from virtnet.errors import HostError, PortError
 from virtnet.host import Host
 from virtnet.host.ipc import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUN_DEVICE
+from virtnet.plan.ports import PortRequest
+from virtnet.service.ports import PortManager, port_summary
 from virtnet.store.ports import PortRecord
 
 
@@ -81,4 +84,22 @@ def release_with_descriptor(record: PortRecord, fd: int) -> None:
                         f"descriptor: {exc.strerror}") from None
 
 
-__all__ = ["open_port_device", "release_with_descriptor"]
+def create_with_descriptor(manager: PortManager, network: str, *, mac: str | None,
+                           portgroup: str | None = None, owner_name: str | None = None,
+                           owner_uuid: str | None = None, vnet_hdr: bool = True
+                           ) -> tuple[dict[str, Any], int]:
+    """A port made on NETWORK (with MAC, in PORTGROUP, for its owner), with its device
+    opened: (its summary, the descriptor). A device that cannot be opened takes its port
+    back with it."""
+    request = PortRequest(mac=mac, portgroup=portgroup, owner_name=owner_name,
+                          owner_uuid=owner_uuid)
+    record = manager.create(network, request)
+    try:
+        fd = open_port_device(record, vnet_hdr=vnet_hdr)
+    except BaseException:
+        manager.delete(network, record.uuid)
+        raise
+    return port_summary(record), fd
+
+
+__all__ = ["create_with_descriptor", "open_port_device", "release_with_descriptor"]

@@ -68,6 +68,7 @@ from virtnet.store.ports import (
     record_uuid,
 )
 from virtnet.store.store import atomic_write, list_dir, path_exists, read_file, remove_file
+from virtnet.spec.xml.portxml import format_port
 
 if TYPE_CHECKING:
     from virtnet.service.engine import Engine
@@ -210,8 +211,6 @@ class PortManager:
                         f"'{ref}' in network '{network}'")
 
     def dumpxml(self, network: str, ref: str) -> str:
-        from virtnet.spec.xml.portxml import format_port  # lxml, only when asked
-
         return format_port(self.get(network, ref).port)
 
     def counts(self, network: str) -> tuple[int, dict[str, int]]:

@@ -31,6 +31,8 @@ from virtnet.host.privilege import (  # noqa: F401 - the reads, for callers of t
     effective_capabilities,
     has_net_admin,
 )
+from virtnet.errors import Busy
+from virtnet.store.store import StateError
 
 class PrivilegeError(HostError):
     """The operation needs a capability this process does not have."""
@@ -52,8 +54,6 @@ def require_net_admin_if(operation: str, changes_host: Callable[[], bool]) -> No
     lock is taken; a state it may not read (root's state directory) counts as a change."""
     if Host.has_net_admin():
         return
-    from virtnet.errors import Busy
-    from virtnet.store.store import StateError
 
     try:
         changes = changes_host()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from virtnet.store.records import NetworkRecord
 from virtnet.store.store import NetworkStatus, Warn, path_exists
+from virtnet.store.leases import lease_file, read_leases
 
 if TYPE_CHECKING:
     from virtnet.service.engine import Engine
@@ -123,8 +124,6 @@ def coexistence(status: NetworkStatus | None) -> list[dict[str, Any]]:
 
 def dhcp_leases(engine: Engine, name: str, mac: str | None = None) -> list[LeaseRow]:
     """net-dhcp-leases: the leases of network NAME now, MAC's alone when given."""
-    from virtnet.store.leases import lease_file, read_leases  # its renderer: net-dhcp-leases only
-
     record = engine.lookup(name)
     return read_leases(
         lease_file(engine.paths, record.name), record.current, engine.store.now(), mac

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from virtnet.errors import VirtnetError
 from virtnet.spec.model import Bridge, Network
+from virtnet.spec.libvirtnets import libvirt_bridges
 
 BRIDGE_TEMPLATE = "virbr%d"
 MAX_BRIDGE_ID = 256  # libvirt gives up after virbr256
@@ -97,7 +98,6 @@ def libvirt_bridges_here(host: LibvirtPresence | type[LibvirtPresence]) -> list[
     meet. Elsewhere (a --netns namespace) none. ``host`` is the caller's host surface."""
     if not host.in_libvirt_netns():
         return []
-    from virtnet.spec.libvirtnets import libvirt_bridges  # lazy: the XML parser (lxml) is heavy
 
     return libvirt_bridges(host.libvirt_network_files())
 

@@ -23,6 +23,9 @@ from typing import Any
 
 from virtnet.errors import Problem, ValidationError
 from virtnet.spec.model import Network
+from lxml import etree
+from virtnet.spec.xml.document import parse_fragment
+from virtnet.spec.xml.document import dump_metadata
 
 NAMESPACE = "http://virtnet.dev/schemas/forward/1.0"
 PREFIX = "virtnet"
@@ -137,10 +140,6 @@ def make_forward(proto: str, port: str, to: str, address: str | None = None) -> 
 
 
 def _metadata_element(net: Network) -> Any:
-    from lxml import etree
-
-    from virtnet.spec.xml.document import parse_fragment
-
     if net.metadata is None:
         return etree.Element("metadata")
     return parse_fragment(net.metadata, "<metadata>")
@@ -183,10 +182,6 @@ def read_forwards(net: Network) -> list[PortForward]:
 
 def write_forwards(net: Network, forwards: list[PortForward]) -> None:
     """Replace NET's forwards in its metadata, keeping every other namespace's element."""
-    from lxml import etree
-
-    from virtnet.spec.xml.document import dump_metadata
-
     metadata = _metadata_element(net)
     old = _our_child(metadata)
     if old is not None:

@@ -40,6 +40,7 @@ from virtnet.ids import (
 )
 from virtnet.spec.model import Network
 from virtnet.spec.portdef import PlugType, PoolUsage, PortDef, granted_floor, tap_mac
+from virtnet.spec.xml.portxml import format_port, parse_port
 from virtnet.store.store import list_dir
 
 PORTS_DIR_SUFFIX = ".ports"
@@ -77,10 +78,6 @@ class PortRecord:
         return granted_floor(self.port)
 
     def to_dict(self) -> dict[str, Any]:
-        # the XML codec (and lxml) loads only when a record is written or read, not for the
-        # connection counts every net-list shows
-        from virtnet.spec.xml.portxml import format_port
-
         return {
             "version": RECORD_VERSION,
             "network": self.network,
@@ -97,8 +94,6 @@ class PortRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> PortRecord:
-        from virtnet.spec.xml.portxml import parse_port
-
         if data.get("version") != RECORD_VERSION:
             raise HostError(f"{source}: port record format {data.get('version')} is not "
                             "understood")

@@ -35,9 +35,9 @@ from virtnet.plan.actions import (
 from virtnet.plan.plans import Plan
 from virtnet.paths import DnsmasqPaths
 from virtnet.spec.portdef import PlugType
+from virtnet.render.dnsmasq import DnsmasqCaps, needs_dnsmasq, render_all
 
 if TYPE_CHECKING:
-    from virtnet.render.dnsmasq import DnsmasqCaps
     from virtnet.host.facts import HostFacts
     from virtnet.paths import StatePaths
     from virtnet.spec.portdef import PortDef
@@ -237,8 +237,6 @@ class BridgedDriver(Driver):
         paths: StatePaths,
         caps: DnsmasqCaps | None,
     ) -> list[Action]:
-        from virtnet.render.dnsmasq import DnsmasqCaps, render_all
-
         binary = facts.dnsmasq or "dnsmasq"
         dnsmasq_paths = DnsmasqPaths.for_state(paths)
         files = render_all(net, dnsmasq_paths, caps or DnsmasqCaps(binary=binary))
@@ -259,8 +257,6 @@ class BridgedDriver(Driver):
 
 
 def _needs_dnsmasq(net: Network) -> bool:
-    from virtnet.render.dnsmasq import needs_dnsmasq
-
     return needs_dnsmasq(net)
 
 

@@ -31,6 +31,7 @@ from virtnet.spec.model import ForwardMode, Network, NetworkFamily, VirtualPortT
 from virtnet.plan.actions import RECORDED, Action, crash_in_step
 from virtnet.plan.plans import Plan
 from virtnet.spec.portdef import MacvtapMode, PlugType
+from virtnet.plan.drivers.hostdev import UseVfPool
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -185,8 +186,6 @@ class DirectDriver(Driver):
         return problems
 
     def plan_start(self, net: Network, facts: HostFacts, paths: StatePaths) -> Plan:
-        from virtnet.plan.drivers.hostdev import UseVfPool
-
         forward = net.forward
         assert forward is not None
         actions: list[Action] = [UseUplink(net.name, i.dev) for i in forward.interfaces]
