@@ -50,6 +50,7 @@ from pathlib import Path
 
 from virtnet.errors import VirtnetError
 from virtnet.paths import DnsmasqPaths
+from virtnet.spec.validate_base import libvirt_prefix
 from virtnet.render.dnsmasq_values import (
     DnsmasqConfigError,
     bridge_ifname,
@@ -58,7 +59,6 @@ from virtnet.render.dnsmasq_values import (
     check_name_for_paths,
     format_ip,
     lease_time,
-    libvirt_prefix,
     netmask_of,
     ptr_domain,
     refuse_control,

@@ -15,6 +15,7 @@ import unicodedata
 
 from virtnet.errors import VirtnetError
 from virtnet.spec.model import IpDef, Lease, LeaseUnit, Network
+from virtnet.spec.validate_base import libvirt_prefix
 
 
 class DnsmasqConfigError(VirtnetError):
@@ -155,30 +156,6 @@ def format_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         return socket.inet_ntop(socket.AF_INET6, address.packed)
     return str(address)
-
-
-def libvirt_prefix(ip: IpDef) -> int | None:
-    """The prefix libvirt uses: prefix if positive, else the netmask, else the classful
-    default (IPv4) or 64 (IPv6); None when an IPv4 address has no class (>= 224.0.0.0)."""
-    if ip.prefix is not None and ip.prefix > 0:
-        return ip.prefix
-    if ip.netmask is not None:
-        return ipaddress.IPv4Network(f"0.0.0.0/{ip.netmask}").prefixlen
-    address = ip.address
-    if isinstance(address, ipaddress.IPv4Address):
-        if int(address) == 0:
-            return 0
-        first = int(address) >> 24
-        if first < 128:
-            return 8
-        if first < 192:
-            return 16
-        if first < 224:
-            return 24
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        return 0 if int(address) == 0 else 64
-    return 0
 
 
 def lease_time(lease: Lease | None) -> str | None:
