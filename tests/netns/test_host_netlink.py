@@ -541,3 +541,32 @@ def test_host_netlink_paths_never_import_pyroute2(netns_kit):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert netns_kit.ns_links(ns) == ["lo"]
+
+
+# --- the tc probe leaves the namespace it plans for alone --------------------------------------
+
+
+def _probe_between_two_links():
+    from virtnet.host import tc
+    from virtnet.host.rtnl import shared_rtnl
+
+    rtnl = shared_rtnl()
+    before = rtnl.create_link("vnmark0", "ifb")
+    tc._features_cache = None  # a fresh process would probe: no cache dir, no earlier result
+    probed = tc.probe_features(None)
+    after = rtnl.create_link("vnmark1", "ifb")
+    here = tc._probe_on("vnhere0")  # the same pieces tried in this namespace itself
+    links = sorted(link.name for link in rtnl.links())
+    return before, after, probed, here, links
+
+
+def test_tc_probe_creates_no_link_where_it_plans(netns_kit):
+    """The probe's scratch IFB lives in a namespace of its own: in the planning namespace the
+    next link made after the probe takes the very next ifindex (nothing was created between),
+    and what it found equals the same pieces tried right here."""
+    ns = netns_kit.make_netns()
+    before, after, probed, here, links = netns_kit.run_in_netns(ns, _probe_between_two_links)
+    assert after == before + 1
+    assert probed == here
+    assert probed.ifb and probed.htb
+    assert links == ["lo", "vnmark0", "vnmark1"]

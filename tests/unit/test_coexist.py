@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from virtnet.plan import coexist
+from virtnet.plan.planner import coexist_actions
 from virtnet.service.engine import Engine
 
 NAT = Engine.parse("""<network><name>n</name><forward mode='nat' dev='eth1'/>
@@ -47,7 +48,7 @@ def test_iptables_tables_are_recognised() -> None:
 
 
 def test_nat_allowances_are_narrow() -> None:
-    (action,) = coexist.plan_actions(NAT)
+    (action,) = coexist_actions(NAT)
     rules = [(a.hook, a.version, " ".join(a.iptables)) for a in action.allowances()]
     assert ("forward", 4, "-i virbr7 -o virbr7 -j ACCEPT") in rules
     assert ("forward", 4, "-i virbr7 -s 192.168.60.0/24 -o eth1 -j ACCEPT") in rules
@@ -64,7 +65,7 @@ def test_nat_allowances_are_narrow() -> None:
 def test_isolated_networks_only_allow_guest_to_guest_and_services() -> None:
     isolated = Engine.parse("<network><name>i</name><bridge name='virbr6'/>"
                             "<ip address='192.168.61.1' prefix='24'/></network>", "i.xml")
-    (action,) = coexist.plan_actions(isolated)
+    (action,) = coexist_actions(isolated)
     forward = [a for a in action.allowances() if a.hook == "forward"]
     assert [" ".join(a.iptables) for a in forward] == ["-i virbr6 -o virbr6 -j ACCEPT"]
 
@@ -72,7 +73,7 @@ def test_isolated_networks_only_allow_guest_to_guest_and_services() -> None:
 def test_open_and_bridge_networks_get_no_step() -> None:
     open_net = Engine.parse("<network><name>o</name><forward mode='open'/><bridge name='virbr5'/>"
                             "<ip address='192.168.62.1' prefix='24'/></network>", "o.xml")
-    assert coexist.plan_actions(open_net) == []
+    assert coexist_actions(open_net) == []
 
 
 def test_recorded_rules_say_what_and_why() -> None:

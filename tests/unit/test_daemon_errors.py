@@ -178,7 +178,7 @@ def test_a_request_the_http_parser_refuses_is_logged_as_one_line() -> None:
 
     from aiohttp.http_exceptions import BadHttpMethod
 
-    from virtnet.daemon.__main__ import ClientErrorFilter
+    from virtnet.daemon.server import ClientErrorFilter
 
     try:
         raise BadHttpMethod("GETX /v1 HTTP/1.1")

@@ -137,3 +137,29 @@ def test_plan_step_only_with_forwards_and_refuses_bad_ones() -> None:
     forwards.write_forwards(net, [forwards.make_forward("tcp", "22", "10.0.0.2")])
     with pytest.raises(ValidationError):
         planned.plan_actions(net)
+
+
+def test_a_start_plan_parses_the_forwards_metadata_once() -> None:
+    """The coexistence checks, the planner and the nft renderer all read the forwards: the
+    metadata text is parsed once for them all, and each caller gets a list of its own."""
+    from pathlib import Path
+
+    from virtnet.facts import HostFacts
+    from virtnet.paths import StatePaths
+    from virtnet.plan.drivers.bridged import BridgedDriver
+    from virtnet.plan.planner import day_two_actions
+
+    net = nat(OTHER_METADATA)
+    forwards.write_forwards(net, [forwards.make_forward("tcp", "8080", "192.168.50.10:80")])
+    net.metadata = net.metadata.replace("keep me", "keep me once")  # a text no test read yet
+    before = forwards._kept_forwards_in.cache_info()
+    plan = BridgedDriver().plan_start(net, HostFacts(), StatePaths.under(Path("/state")))
+    extra = day_two_actions(net)
+    after = forwards._kept_forwards_in.cache_info()
+    assert any("8080" in action.ruleset for action in extra if hasattr(action, "ruleset"))
+    assert any("192.168.50.10 tcp dport 80 " in str(action) for action in plan.actions)
+    assert after.misses - before.misses == 1
+    assert after.hits - before.hits >= 1
+    first = forwards.read_forwards(net)
+    first.clear()
+    assert len(forwards.read_forwards(net)) == 1

@@ -162,28 +162,6 @@ def fix_malloc_thresholds() -> bool:
     return HostProcess.set_mmap_threshold(MMAP_THRESHOLD_BYTES)
 
 
-class ClientErrorFilter(logging.Filter):
-    """aiohttp logs a request its HTTP parser refuses (the client's doing, answered 400) as
-    an error with a traceback: a client could fill the daemon's log with them. Such a
-    record becomes one line at DEBUG (shown with --log-level debug only); everything else
-    passes as it is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is None:
-            return True
-        from aiohttp.http_exceptions import HttpProcessingError  # loaded by serve() by now
-
-        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
-            text = " ".join(str(exc.message).split())
-            record.msg, record.args = "malformed HTTP request answered %d: %s", \
-                (exc.code, text[:200])
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="virtnetd",
@@ -239,9 +217,9 @@ def bind_socket(path: Path, gid: int | None) -> socket.socket:
 async def serve(args: argparse.Namespace, notifier: object, activated: socket.socket | None,
                 probe: MemoryProbe | None = None) -> int:
     # the server and aiohttp: not for --help, --version or a refused start
-    from aiohttp import web
+    from virtnet.daemon.server import ClientErrorFilter, Daemon, DaemonConfig, resolve_group, web
 
-    from virtnet.daemon.server import Daemon, DaemonConfig, resolve_group
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())
 
     assert isinstance(notifier, Notifier)
     loop = asyncio.get_running_loop()
@@ -308,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="virtnetd: %(levelname)s: %(message)s")
-    logging.getLogger("aiohttp.server").addFilter(ClientErrorFilter())
     notifier = HostProcess.notifier()
     activated = HostProcess.activation_socket()
     try:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from virtnet.daemon.events import EventBus
 from virtnet.daemon.settings import DEFAULT_GROUP, DEFAULT_REQUEST_TIMEOUT_S
@@ -72,6 +73,27 @@ from virtnet.service.ports import PortManager
 from virtnet.store.ports import ResidentPortCache
 
 log = logging.getLogger("virtnetd")
+
+
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a request its HTTP parser refuses (the client's doing, answered 400) as
+    an error with a traceback: a client could fill the daemon's log with them. Such a
+    record becomes one line at DEBUG (shown with --log-level debug only); everything else
+    passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            text = " ".join(str(exc.message).split())
+            record.msg, record.args = "malformed HTTP request answered %d: %s", \
+                (exc.code, text[:200])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
 
 # Seconds spent in worker threads on the engine for the request being handled (see
 # Daemon.call), reported with the handler's whole time in a Server-Timing header so that
@@ -251,6 +273,6 @@ def _log_scan_failure(future: asyncio.Future[Any]) -> None:
             log.error("scan after a change failed", exc_info=exc)
 
 
-__all__ = ["API_VERSION", "ApiError", "Daemon", "DaemonConfig", "FRAMES_TYPE", "Fields", "Peer",
+__all__ = ["API_VERSION", "ApiError", "ClientErrorFilter", "Daemon", "DaemonConfig", "FRAMES_TYPE", "Fields", "Peer",
            "PeerListener", "Peers", "engine_error_status", "frames_of", "loggable", "parse_body",
            "peer_of_socket", "port_request_of", "resolve_group"]

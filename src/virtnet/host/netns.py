@@ -70,6 +70,16 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def unshare_netns() -> None:
+    """Move this (single-threaded, forked) process into a new, empty network namespace of
+    its own: it holds only a loopback device (down) and vanishes with the last process in
+    it, so whatever is created there never reaches the namespace the process came from."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise HostError(f"cannot create a private network namespace: {os.strerror(err)}")
+
+
 def current_netns_inode() -> int:
     """Inode of this process's network namespace (tells namespaces apart in tests)."""
     return os.stat("/proc/self/ns/net").st_ino
@@ -167,4 +177,4 @@ def pids_in_netns(name: str) -> list[int]:
 
 
 __all__ = ["ChildFailed", "current_netns_inode", "enter_netns", "netns_path", "pids_in_netns",
-           "run_in_netns"]
+           "run_in_netns", "unshare_netns"]

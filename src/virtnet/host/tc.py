@@ -5,9 +5,11 @@ One ``tc -batch`` process per action (not one per command): a port with shaping 
 spawn. Teardown tolerates what is already gone (the device or the qdisc), so an undo can run
 twice and after a partial apply.
 
-The probe creates one IFB device of its own in the current namespace, tries each piece on it
-and deletes it again (a few ms). Its result is kept per process and, when a cache directory
-is given, in a file keyed by the kernel's boot id: kernel features do not change until reboot.
+The probe runs in a forked child that first moves into a new, empty network namespace of
+its own: there it creates one IFB device, tries each piece on it, and the namespace (with the
+device) vanishes when the child exits, so probing never adds or removes a link where the
+caller plans. Its result is kept per process and, when a cache directory is given, in a file
+keyed by the kernel's boot id: kernel features do not change until reboot.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from virtnet.facts import TcFeatures
 from virtnet.host.netlink import NetlinkFailure
 from virtnet.host.rtnl import shared_rtnl
 from virtnet.host.fs import atomic_write
+from virtnet.host.netns import run_in_netns, unshare_netns
 
 TC_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 20.0
 TC_SEARCH_PATH = "/usr/sbin:/sbin:/usr/bin:/bin:/usr/local/sbin"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 FEATURES_FILE = "kernel-tc-features.json"
@@ -153,17 +157,28 @@ def probe_features(cache_dir: Path | None = None) -> TcFeatures:
         if cached is not None:
             _features_cache = cached
             return cached
-    features = _probe()
+    try:
+        features = run_in_netns(None, _probe_in_fresh_netns, timeout=PROBE_TIMEOUT_S,
+                                what="the tc feature probe")
+    except (HostError, OSError):
+        # No private namespace (no privilege) means no device to try qdiscs on either: the
+        # defaults (the common pieces, no police) stand, and are not kept for the next one.
+        return TcFeatures()
     _features_cache = features
     if cache is not None:
         _write_cache(cache, features)
     return features
 
 
-def _probe() -> TcFeatures:
+def _probe_in_fresh_netns() -> TcFeatures:
+    """The child's side of the probe: a namespace of its own, then the pieces tried there."""
+    unshare_netns()
+    return _probe_on(f"vnprobe{os.getpid() % 100000}")
+
+
+def _probe_on(scratch: str) -> TcFeatures:
+    """Try each tc piece on a new IFB device SCRATCH in the current namespace, then delete it."""
     rtnl = shared_rtnl()
-    scratch = f"vnprobe{os.getpid() % 100000}"
-    rtnl.delete_link(scratch)  # a leftover of a killed probe with our pid
     try:
         rtnl.create_link(scratch, "ifb", up=False)
     except NetlinkFailure:

@@ -27,14 +27,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from virtnet.plan.drivers import driver_for
 from virtnet.errors import HostError, HostObjectMissing, NotInstalled
 from virtnet.execute.executor import undoing
 from virtnet.spec.model import Bridge, Forward, ForwardMode, IpDef, Network
 from virtnet.plan.actions import RECORDED, Action
 import ipaddress
-from virtnet.render.nft import firewall_needed, forward_dev
-from virtnet.spec.forwards import read_forwards
 
 if TYPE_CHECKING:
     from virtnet.host import Host
@@ -355,26 +352,6 @@ def _remove(host: Host, record: dict[str, Any], comment: str) -> None:
         return
     host.nft(f"delete rule {family} {table} {chain} handle {record['handle']}\n",
              what=f"remove {record['rule']} from {family} {table} {chain}")
-
-
-def plan_actions(net: Network) -> list[Action]:
-    """The start-plan step for NET: firewalled modes on a bridge of our own only."""
-    if not firewall_needed(net) or not net.bridge_name \
-            or not driver_for(net).capabilities(net).coexistence:
-        return []
-
-    try:
-        forwards = read_forwards(net)
-    except Exception:  # noqa: BLE001 - reported by validation, not here
-        forwards = []
-    return [AllowThroughOtherFirewalls(
-        network=net.name,
-        bridge=net.bridge_name,
-        forward_mode=net.forward_mode.value,
-        dev=forward_dev(net),
-        ips=[str(ip.interface) for ip in net.ips if ip.interface is not None],
-        forwards=[[f.proto, str(f.to_address), f.version, f.target_ports] for f in forwards],
-    )]
 
 
 def recorded_rules(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:

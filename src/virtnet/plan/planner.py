@@ -14,6 +14,8 @@ from virtnet.plan.actions import Action
 from virtnet.plan.plans import Plan
 from virtnet.plan.drivers import driver_for
 from virtnet.plan.shaping import ApplyShaping, network_shaping
+from virtnet.render.nft import firewall_needed, forward_dev
+from virtnet.spec.forwards import read_forwards
 from virtnet.spec.model import Network
 
 
@@ -27,7 +29,28 @@ def preflight(net: Network, facts: HostFacts) -> None:
 
 def day_two_actions(net: Network) -> list[Action]:
     """What a start adds after the driver's steps: port forwards, other firewalls' rules."""
-    return [*forwards.plan_actions(net), *coexist.plan_actions(net)]
+    return [*forwards.plan_actions(net), *coexist_actions(net)]
+
+
+def coexist_actions(net: Network) -> list[Action]:
+    """The step that lets NET's traffic through other tables' dropping chains
+    (virtnet.plan.coexist): firewalled modes on a bridge of our own only."""
+    if not firewall_needed(net) or not net.bridge_name \
+            or not driver_for(net).capabilities(net).coexistence:
+        return []
+
+    try:
+        forwards = read_forwards(net)
+    except Exception:  # noqa: BLE001 - reported by validation, not here
+        forwards = []
+    return [coexist.AllowThroughOtherFirewalls(
+        network=net.name,
+        bridge=net.bridge_name,
+        forward_mode=net.forward_mode.value,
+        dev=forward_dev(net),
+        ips=[str(ip.interface) for ip in net.ips if ip.interface is not None],
+        forwards=[[f.proto, str(f.to_address), f.version, f.target_ports] for f in forwards],
+    )]
 
 
 def plan_start(net: Network, facts: HostFacts, paths: StatePaths) -> Plan:
@@ -44,4 +67,4 @@ def plan_start(net: Network, facts: HostFacts, paths: StatePaths) -> Plan:
     return plan
 
 
-__all__ = ["day_two_actions", "plan_start", "preflight"]
+__all__ = ["coexist_actions", "day_two_actions", "plan_start", "preflight"]

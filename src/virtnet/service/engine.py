@@ -22,7 +22,7 @@ read (or whose definition names another network than its file does) is left out 
 list with a warning naming the file, as libvirt's daemon leaves such a file out when it loads
 its configuration; asked for by name, it is an error naming the file. ``destroy`` of a network
 whose status record is unreadable still removes what the network made (see
-:func:`virtnet.service.lifecycle.salvage`).
+:func:`virtnet.service.teardown.salvage`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from virtnet.spec.validate import validate
 from virtnet.spec.xml.format import format_network
 from virtnet.spec.xml.parse import parse_network
 from virtnet.store.leases import lease_file
-from virtnet.store.ports import apply_connection_counts
+from virtnet.store.port_files import apply_connection_counts
 
 # For type hints only.
 if TYPE_CHECKING:
@@ -268,9 +268,14 @@ class Engine:
         return lifecycle().create(self, data, source)
 
     def destroy(self, name: str, warn: Warn | None = None) -> str:
-        """Stop an active network (see :func:`virtnet.service.lifecycle.destroy`); returns
+        """Stop an active network (see :func:`virtnet.service.teardown.destroy`); returns
         its name (NAME may be its uuid)."""
-        return lifecycle().destroy(self, name, warn)
+        return teardown().destroy(self, name, warn)
+
+    def replan(self, net: Network, report: Warn) -> list[dict[str, Any]]:
+        """The recorded form of the actions a start of NET applies, for a salvage (see
+        :func:`virtnet.service.lifecycle.replan`)."""
+        return lifecycle().replan(self, net, report)
 
     def plan(self, target: str | Network) -> Plan:
         """The plan ``start`` would apply now, for a network's name or a parsed definition
@@ -356,8 +361,16 @@ class Engine:
 
 
 def lifecycle() -> ModuleType:
-    """virtnet.service.lifecycle (start, stop, plan), loaded on first use."""
+    """virtnet.service.lifecycle (start, create, plan), loaded on first use."""
     from virtnet.service import lifecycle as module
+
+    return module
+
+
+def teardown() -> ModuleType:
+    """virtnet.service.teardown (destroy and its salvage), loaded on first use: a destroy
+    loads no planner."""
+    from virtnet.service import teardown as module
 
     return module
 

@@ -68,7 +68,8 @@ from virtnet.plan.actions import (
 from virtnet.plan.forwards import check_forwards
 from virtnet.plan.planner import plan_start
 from virtnet.service.definitions import text_reading_back
-from virtnet.service.lifecycle import check_dnsmasq_reach, start_network, stop_network
+from virtnet.service.lifecycle import check_dnsmasq_reach, start_network
+from virtnet.service.teardown import stop_network
 from virtnet.service.privilege import has_net_admin, require_net_admin, require_net_admin_if
 from virtnet.spec.forwards import read_forwards
 from virtnet.spec.update import apply_update

@@ -439,9 +439,8 @@ def name_taken(exc: Exception, device: str) -> bool:
 
 
 def remove_network_ports(engine: Engine, network: str) -> None:
-    """Engine hook for net-destroy: remove the ports first; HostError if some remain.
-    A network without ports costs one stat (PortManager loads the port action kinds when it
-    undoes a port)."""
+    """Engine hook for net-destroy: remove the ports first; HostError if some remain
+    (PortManager loads the port action kinds when it undoes a port)."""
     if not path_exists(ports_dir(engine.paths.status_dir, network)):
         return
     errors = PortManager(engine).remove_all(network)

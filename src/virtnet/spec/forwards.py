@@ -17,6 +17,7 @@ on a running network by virtnet.service.forwards.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,10 @@ METADATA_PATH = f"/network/metadata/{PREFIX}:{CONTAINER}"
 # nftables priorities of the NAT hooks (dstnat = -100, srcnat = 100)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# One start reads a network's forwards in several places (the coexistence checks, the plan,
+# the nft renderer): the metadata text is parsed once and its result kept, for texts up to
+# this size (a larger one is parsed each time rather than kept).
+CACHED_METADATA_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,16 @@ def read_forwards(net: Network) -> list[PortForward]:
     a ValidationError naming the attribute."""
     if net.metadata is None or NAMESPACE not in net.metadata:
         return []
-    container = _our_child(_metadata_element(net))
+    if len(net.metadata) > CACHED_METADATA_MAX:
+        return list(_forwards_in(net.metadata))
+    return list(_kept_forwards_in(net.metadata))
+
+
+def _forwards_in(metadata: str) -> tuple[PortForward, ...]:
+    """The forwards of a <metadata> text (frozen values, so one result serves every caller)."""
+    container = _our_child(parse_fragment(metadata, "<metadata>"))
     if container is None:
-        return []
+        return ()
     forwards = []
     for index, item in enumerate(container, start=1):
         if not isinstance(item.tag, str):
@@ -177,7 +189,10 @@ def read_forwards(net: Network) -> list[PortForward]:
             )
         except ValueError as exc:
             raise ValidationError([Problem(path, str(exc))]) from None
-    return forwards
+    return tuple(forwards)
+
+
+_kept_forwards_in = functools.lru_cache(maxsize=64)(_forwards_in)
 
 
 def write_forwards(net: Network, forwards: list[PortForward]) -> None:

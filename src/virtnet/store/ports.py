@@ -5,7 +5,8 @@ directory: the port as libvirt's networkport XML, its device, and the actions ap
 make it, written once and removed, never rewritten. Beside it, while a change is under way,
 ``UUID.journal`` (a port-create's applied steps) or ``UUID.deleting`` (a port-delete's record,
 set aside). Connection counts (per network and per pool interface) come from the records'
-JSON alone.
+JSON alone (virtnet.store.port_files, which reading a network's status needs without this
+module's port model).
 
 :class:`PortCache` keeps, for one session (the state lock held), the networks and records
 read and the device names every record holds. :class:`ResidentPortCache`, the daemon's,
@@ -32,8 +33,6 @@ from typing import Any
 
 from virtnet.errors import HostError, StorageError, VirtnetError
 from virtnet.ids import (
-    is_canonical_uuid,
-    network_file,
     network_name_problem,
     port_file,
     read_state_file,
@@ -41,10 +40,16 @@ from virtnet.ids import (
 from virtnet.spec.model import Network
 from virtnet.spec.portdef import PlugType, PoolUsage, PortDef, granted_floor, tap_mac
 from virtnet.spec.xml.portxml import format_port, parse_port
+from virtnet.store.port_files import (
+    PORTS_DIR_SUFFIX,
+    RECORD_SUFFIX,
+    apply_connection_counts,
+    connection_counts,
+    ports_dir,
+    record_uuid,
+)
 from virtnet.store.store import list_dir
 
-PORTS_DIR_SUFFIX = ".ports"
-RECORD_SUFFIX = ".json"
 RECORD_VERSION = 1
 JOURNAL_SUFFIX = ".journal"  # the applied steps of a port-create in progress
 DELETING_SUFFIX = ".deleting"  # the record of a port-delete in progress, set aside
@@ -148,22 +153,9 @@ def usage_of(records: list[PortRecord]) -> PoolUsage:
     return usage
 
 
-def ports_dir(status_dir: Path, network: str) -> Path:
-    return network_file(status_dir, network, PORTS_DIR_SUFFIX)
-
-
 def record_path(directory: Path, port_uuid: str) -> Path:
     """Where the record of port PORT_UUID (canonical) lives in a ports directory."""
     return port_file(directory, port_uuid, RECORD_SUFFIX)
-
-
-def record_uuid(entry: str, suffix: str) -> str | None:
-    """The port uuid a ports directory's entry ENTRY (UUID + SUFFIX) is named after; None
-    for any other file (temp files, a name that is no canonical uuid: never ours)."""
-    if not entry.endswith(suffix) or entry.startswith("."):
-        return None
-    stem = entry[: -len(suffix)]
-    return stem if is_canonical_uuid(stem) else None
 
 
 def read_records(directory: Path) -> dict[str, PortRecord]:
@@ -195,46 +187,6 @@ def read_records(directory: Path) -> dict[str, PortRecord]:
                             "name)")
         records[record.uuid] = record
     return records
-
-
-def connection_counts(status_dir: Path, network: str, *,
-                      per_device: bool = True) -> tuple[int, dict[str, int]]:
-    """(connections, connections per pool interface or VF) of NETWORK, from its records
-    (their JSON only: cheap enough for every net-list). Without ``per_device`` only the
-    records are counted, none is read: a network without a pool has a thousand ports as
-    cheaply as one."""
-    directory = ports_dir(status_dir, network)
-    entries = list_dir(directory)
-    if not per_device:
-        return sum(1 for e in entries if record_uuid(e, RECORD_SUFFIX)), {}
-    total = 0
-    devices: dict[str, int] = {}
-    for entry in entries:
-        if not record_uuid(entry, RECORD_SUFFIX):
-            continue
-        try:
-            data = json.loads((directory / entry).read_text())
-        except (OSError, ValueError):
-            continue
-        total += 1
-        key = data.get("uplink") or data.get("pci_address")
-        if key:
-            devices[key] = devices.get(key, 0) + 1
-    return total, devices
-
-
-def apply_connection_counts(status_dir: Path, net: Network) -> int:
-    """Set NET's live connection counts (network and pool interfaces) from its port records;
-    returns the network's count."""
-    pool = net.forward is not None and bool(net.forward.interfaces)
-    total, per_device = connection_counts(status_dir, net.name, per_device=pool)
-    net.connections = total
-    if net.forward is not None:
-        for interface in net.forward.interfaces:
-            interface.connections = per_device.get(interface.dev, 0)
-        for pf in net.forward.pfs:
-            pf.connections = total
-    return total
 
 
 # --- what a process keeps in memory ----------------------------------------------------------
