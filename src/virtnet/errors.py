@@ -92,6 +92,10 @@ class PortNotFound(PortError, NotFoundError):
     """No port of the network has the given UUID, device name or MAC."""
 
 
+class TapGrantRefused(PortError):
+    """A client asked for a tap owned by a user or group other than its own."""
+
+
 class UpdateError(VirtnetError):
     """A net-update command was refused (unknown entry, duplicate, bad snippet...)."""
 

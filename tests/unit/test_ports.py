@@ -311,7 +311,7 @@ def test_port_plans(manager: PortManager) -> None:
     plan = plan_port(net, port, "vnet4", usage=PoolUsage(), features=TcFeatures())
     assert [a.kind for a in plan.actions] == ["create-tap", "apply-shaping", "plug-floor"]
     assert plan.commands()[:2] == [
-        "ip tuntap add dev vnet4 mode tap vnet_hdr",
+        "ip tuntap add dev vnet4 mode tap vnet_hdr user 0",
         "ip link set dev vnet4 address fe:54:00:7b:35:93 master virbr9 mtu 9000 up",
     ]
     passthrough = direct_net(ForwardMode.PASSTHROUGH, ["eth1"])

@@ -34,6 +34,7 @@ TUN_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 IFF_TAP = 0x0002
+IFF_MULTI_QUEUE = 0x0100
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 SD_LISTEN_FDS_START = 3
@@ -205,6 +206,6 @@ class Notifier:
             self._sock = None
 
 
-__all__ = ["IFF_NO_PI", "IFF_TAP", "IFF_VNET_HDR", "Notifier", "Occupied", "TUNSETIFF",
+__all__ = ["IFF_MULTI_QUEUE", "IFF_NO_PI", "IFF_TAP", "IFF_VNET_HDR", "Notifier", "Occupied", "TUNSETIFF",
            "TUN_DEVICE", "activation_socket", "attach_tap", "connect_unix", "listen_fds",
            "listen_unix", "open_tun", "recv_fds", "send_fd"]

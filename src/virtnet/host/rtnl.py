@@ -109,7 +109,10 @@ WATCH_BUFFER = 4 << 20
 TUN_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
+TUNSETOWNER = 0x400454CC
+TUNSETGROUP = 0x400454CE
 IFF_TAP = 0x0002
+IFF_MULTI_QUEUE = 0x0100
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_TUN_EXCL = 0x8000  # fail instead of attaching to an existing device of that name
@@ -472,14 +475,20 @@ def peer_links() -> list[LinkInfo]:
     return shared_rtnl().peer_links()
 
 
-def create_persistent_tap(name: str, *, vnet_hdr: bool = True) -> None:
-    """Create the persistent tap NAME owned by root, as libvirt makes vnetN for a guest.
+def create_persistent_tap(name: str, *, vnet_hdr: bool = True, owner: int = 0,
+                          group: int | None = None, queues: int = 1) -> None:
+    """Create the persistent tap NAME, as libvirt makes vnetN for a guest, owned by OWNER
+    (root unless given: a tap with no owner at all is attachable by whoever can open
+    /dev/net/tun) and, if GROUP is given, by that group too; multiqueue when QUEUES > 1
+    (each descriptor later attached with IFF_MULTI_QUEUE is one queue).
 
     IFF_TUN_EXCL makes the kernel refuse an existing name instead of attaching to it, so
     another guest's tap is never taken over.
     """
     check_name(name)
     flags = IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL | (IFF_VNET_HDR if vnet_hdr else 0)
+    if queues > 1:
+        flags |= IFF_MULTI_QUEUE
     try:
         fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -497,6 +506,13 @@ def create_persistent_tap(name: str, *, vnet_hdr: bool = True) -> None:
             if exc.errno == errno.EBUSY:
                 raise HostError(f"cannot create tap {name}: interface already exists") from None
             raise HostError(f"cannot create tap {name}: {exc.strerror}") from None
+        try:
+            # owner and group before the tap persists: it is never anybody's for a moment
+            fcntl.ioctl(fd, TUNSETOWNER, owner)
+            if group is not None:
+                fcntl.ioctl(fd, TUNSETGROUP, group)
+        except OSError as exc:
+            raise HostError(f"cannot set the owner of tap {name}: {exc.strerror}") from None
         try:
             fcntl.ioctl(fd, TUNSETPERSIST, 1)
         except OSError as exc:

@@ -54,7 +54,15 @@ from virtnet.spec.model import (
     VirtualPortType,
     Vlan,
 )
-from virtnet.spec.portdef import MacvtapMode, PlugType, PoolUsage, PortDef, tap_mac
+from virtnet.spec.portdef import (
+    ROOT_UID,
+    MacvtapMode,
+    PlugType,
+    PoolUsage,
+    PortDef,
+    TapOptions,
+    tap_mac,
+)
 
 TAP_PREFIX = "vnet"
 MACVTAP_PREFIX = "macvtap"
@@ -128,6 +136,7 @@ class PortRequest:
     virtualport: VirtualPort | None = None
     trust_guest_rx_filters: bool | None = None
     isolated: bool | None = None
+    tap: TapOptions | None = None  # virtnet's own: the tap's owner, group, queues
 
     @classmethod
     def from_port(cls, port: PortDef) -> PortRequest:
@@ -135,7 +144,8 @@ class PortRequest:
         return cls(mac=port.mac, portgroup=port.group, owner_name=port.owner_name,
                    owner_uuid=port.owner_uuid, uuid=port.uuid, bandwidth=port.bandwidth,
                    vlan=port.vlan, virtualport=port.virtualport,
-                   trust_guest_rx_filters=port.trust_guest_rx_filters, isolated=port.isolated)
+                   trust_guest_rx_filters=port.trust_guest_rx_filters, isolated=port.isolated,
+                   tap=port.tap)
 
 
 def resolve_portgroup(net: Network, name: str | None) -> PortGroup | None:
@@ -254,6 +264,7 @@ def allocate(
         owner_uuid=request.owner_uuid,
         group=group.name if group is not None else request.portgroup,
         isolated=request.isolated if request.isolated is not None else net.port_isolated,
+        tap=request.tap if request.tap is not None and not request.tap.is_default else None,
     )
     port.bandwidth = copy.deepcopy(request.bandwidth if request.bandwidth is not None
                                    else group.bandwidth if group is not None else None)
@@ -346,8 +357,11 @@ def plan_port(net: Network, port: PortDef, device: str | None, *, usage: PoolUsa
     tap = port.plug_type in (PlugType.NETWORK, PlugType.BRIDGE)
     if tap:
         assert device is not None and port.bridge is not None
+        options = port.tap or TapOptions()
         actions.append(CreateTap(name=device, mac=tap_mac(port.mac), bridge=port.bridge,
-                                 mtu=net.mtu, isolated=bool(port.isolated)))
+                                 mtu=net.mtu, isolated=bool(port.isolated),
+                                 owner=options.owner if options.owner is not None else ROOT_UID,
+                                 group=options.group, queues=options.queues))
     elif port.plug_type is PlugType.DIRECT:
         assert device is not None and port.dev is not None and port.mode is not None
         actions += DIRECT.port_actions(device, port.dev, port.mode.value, port.mac)

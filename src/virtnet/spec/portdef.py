@@ -38,6 +38,43 @@ class MacvtapMode(enum.Enum):
     PASSTHROUGH = "passthrough"
 
 
+TAP_NAMESPACE = "http://virtnet.dev/schemas/port/1.0"
+TAP_PREFIX = "virtnet"
+MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES (drivers/net/tun.c)
+ROOT_UID = 0
+
+
+@dataclass(frozen=True)
+class TapOptions:
+    """virtnet's own options of a port's tap or macvtap (``<virtnet:tap>`` in the port XML):
+    who may attach to a persistent tap by name (OWNER uid, GROUP gid; a tap virtnet makes
+    without an owner is root's, never anybody's) and how many queues it has."""
+
+    owner: int | None = None
+    group: int | None = None
+    queues: int = 1
+
+    def __post_init__(self) -> None:
+        problem = tap_options_problem(self.owner, self.group, self.queues)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @property
+    def is_default(self) -> bool:
+        return self.owner is None and self.group is None and self.queues == 1
+
+
+def tap_options_problem(owner: int | None, group: int | None, queues: int) -> str | None:
+    """What is wrong with these tap options, or None."""
+    for name, value in (("owner", owner), ("group", group)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value < 2**32 - 1):
+            return f"invalid tap {name} '{value}': expected a uid/gid from 0 to 4294967294"
+    if isinstance(queues, bool) or not isinstance(queues, int) or not 1 <= queues <= MAX_QUEUES:
+        return f"invalid tap queues '{queues}': expected 1 to {MAX_QUEUES}"
+    return None
+
+
 @dataclass
 class PortDef:
     uuid: str
@@ -62,6 +99,8 @@ class PortDef:
     managed: bool | None = None
     driver: ForwardDriverName | None = None
     address: PciAddress | None = None
+    # virtnet's own: the tap's owner, group and queues (None: root's, one queue)
+    tap: TapOptions | None = None
 
 
 TAP_MAC_FIRST_OCTET = "fe"  # as libvirt: a bridge never takes a tap's MAC for its own
@@ -111,4 +150,6 @@ class PoolUsage:
             del self.macs[port.mac]
 
 
-__all__ = ["MacvtapMode", "PlugType", "PoolUsage", "PortDef", "granted_floor", "tap_mac"]
+__all__ = ["MAX_QUEUES", "ROOT_UID", "TAP_NAMESPACE", "TAP_PREFIX", "MacvtapMode", "PlugType",
+           "PoolUsage", "PortDef", "TapOptions", "granted_floor", "tap_mac",
+           "tap_options_problem"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class CreateTap(Action):
-    """A guest's tap on a bridge: persistent, root-owned, with the guest's MAC (first octet
+    """A guest's tap on a bridge: persistent, root's (or the port's owner's), with the guest's MAC (first octet
     fe), the network's MTU, up and plugged in, optionally as an isolated bridge port."""
 
     kind: ClassVar[str] = "create-tap"
@@ -32,6 +32,9 @@ class CreateTap(Action):
     bridge: str
     mtu: int | None = None
     isolated: bool = False
+    owner: int = 0  # root's unless the port names a user
+    group: int | None = None
+    queues: int = 1
     ifindex: int | None = field(default=None, metadata={RECORDED: True})
 
     def describe(self) -> str:
@@ -42,13 +45,18 @@ class CreateTap(Action):
         line = f"ip link set dev {self.name} address {self.mac} master {self.bridge}"
         if self.mtu:
             line += f" mtu {self.mtu}"
-        lines = [f"ip tuntap add dev {self.name} mode tap vnet_hdr", line + " up"]
+        add = f"ip tuntap add dev {self.name} mode tap vnet_hdr user {self.owner}"
+        if self.group is not None:
+            add += f" group {self.group}"
+        if self.queues > 1:
+            add += " multi_queue"
+        lines = [add, line + " up"]
         if self.isolated:
             lines.append(f"ip link set dev {self.name} type bridge_slave isolated on")
         return lines
 
     def apply(self, host: Host) -> None:
-        host.create_tap(self.name)
+        host.create_tap(self.name, owner=self.owner, group=self.group, queues=self.queues)
         crash_in_step()  # crash tests: the tap exists, not yet enslaved nor up
         try:
             self.ifindex = host.link_index(self.name)

@@ -15,7 +15,15 @@ import copy
 from virtnet.errors import XMLParseError
 from virtnet.ids import portgroup_name_problem
 from virtnet.spec.model import ForwardDriverName, MacTableManager, PciAddress
-from virtnet.spec.portdef import MacvtapMode, PlugType, PortDef
+from virtnet.spec.portdef import (
+    TAP_NAMESPACE,
+    TAP_PREFIX,
+    MacvtapMode,
+    PlugType,
+    PortDef,
+    TapOptions,
+    tap_options_problem,
+)
 from virtnet.spec.xml.document import Element, parse_fragment
 from virtnet.spec.xml.format import (
     INDENT,
@@ -143,7 +151,29 @@ def _parse_port_element(root: Element, require_owner: bool) -> PortDef:
     plug = _only(root, "plug", path)
     if plug is not None:
         _parse_plug(plug, f"{path}/plug", port)
+    tap = _only(root, f"{{{TAP_NAMESPACE}}}tap", path)
+    if tap is not None:
+        port.tap = _parse_tap(tap, f"{path}/{TAP_PREFIX}:tap")
     return port
+
+
+def _parse_tap(el: Element, path: str) -> TapOptions:
+    """virtnet's <virtnet:tap owner='UID' group='GID' queues='N'/>."""
+    values: dict[str, int | None] = {}
+    for name in ("owner", "group", "queues"):
+        text = el.get(name)
+        if text is None:
+            values[name] = None
+            continue
+        if not text.isdigit():
+            raise _fail(el, f"{path}/@{name}", f"invalid value '{text}' for '{name}': "
+                        "expected a decimal number")
+        values[name] = int(text)
+    queues = values["queues"] if values["queues"] is not None else 1
+    problem = tap_options_problem(values["owner"], values["group"], queues)
+    if problem is not None:
+        raise _fail(el, path, problem)
+    return TapOptions(owner=values["owner"], group=values["group"], queues=queues)
 
 
 def _parse_port_bandwidth(el: Element, path: str) -> tuple[object, int | None]:
@@ -247,8 +277,18 @@ def format_port(port: PortDef) -> str:
         trust = "yes" if port.trust_guest_rx_filters else "no"
         out.append(f"{inner}<rxfilters trustGuest='{trust}'/>\n")
     out += _format_plug(port, inner)
+    if port.tap is not None and not port.tap.is_default:
+        out.append(format_tap(port.tap, inner))
     out.append("</networkport>\n")
     return "".join(out)
+
+
+def format_tap(tap: TapOptions, indent: str = "") -> str:
+    """virtnet's own element of a port (after libvirt's, which keep their layout)."""
+    attrs = "".join(f" {name}='{value}'" for name, value in
+                    (("owner", tap.owner), ("group", tap.group), ("queues", tap.queues))
+                    if value is not None and not (name == "queues" and value == 1))
+    return (f"{indent}<{TAP_PREFIX}:tap xmlns:{TAP_PREFIX}='{TAP_NAMESPACE}'{attrs}/>\n")
 
 
 def _format_plug(port: PortDef, indent: str) -> list[str]:
@@ -280,4 +320,4 @@ def _format_plug(port: PortDef, indent: str) -> list[str]:
     return lines
 
 
-__all__ = ["format_port", "parse_port"]
+__all__ = ["format_port", "format_tap", "parse_port"]
